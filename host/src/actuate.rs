@@ -1,0 +1,412 @@
+//! The one place that writes to the kernel. Every sysctl change, from any
+//! policy, passes through the actuator thread, which for each change enters
+//! the namespace, reads the current value, stops if the administrator took
+//! the tunable over, journals the intent (synced to disk) before writing,
+//! writes, reads back, journals the outcome, and logs what changed and why.
+//!
+//! Changes are applied in submission order by one thread, so two changes to
+//! the same tunable can never interleave, and the thread entering namespaces
+//! never disturbs the threads that run policies. Reads, the summary and the
+//! rollback are round trips through the same queue, so they see every change
+//! submitted before them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::ledger::rollback::{NamespaceAccess, roll_back};
+use crate::ledger::{DerivedState, Intent, Ledger, LedgerError, Record, RollbackReport, Summary, record::now_ms};
+use crate::netns::{NetnsError, NetnsRegistry};
+use crate::sysctl::{self, SysctlError, Value};
+
+/// How long [`Actuator::read`] waits for the actuator thread.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A checked request to change one sysctl in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub policy: String,
+    /// The namespace's cookie.
+    pub netns: u64,
+    pub tunable: String,
+    pub value: Value,
+    /// The short name of the situation ("need to increase TCP buffer size(s)").
+    pub scenario: String,
+    /// The sentence an administrator reads in the log.
+    pub reason: String,
+}
+
+pub struct ActuatorConfig {
+    /// Decide and log, write nothing (neither the kernel nor the journal).
+    pub dry_run: bool,
+    /// Where the journal lives (see [`crate::paths::DEFAULT_STATE_DIR`]).
+    pub state_dir: PathBuf,
+    pub registry: Arc<NetnsRegistry>,
+}
+
+/// Why the actuator could not start or answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ActuateError {
+    /// The journal could not be opened; without it nothing may be written.
+    #[error("cannot open the journal: {source}")]
+    Journal {
+        #[from]
+        source: LedgerError,
+    },
+    /// The actuator thread could not be started.
+    #[error("cannot start the actuator thread: {source}")]
+    Spawn { source: std::io::Error },
+    /// The actuator thread has stopped (shut down, or panicked).
+    #[error("the actuator has stopped")]
+    Stopped,
+    /// The actuator thread did not answer in time (a long queue of changes).
+    #[error("reading {tunable} in netns {netns} took longer than {waited:?}")]
+    Timeout { netns: u64, tunable: String, waited: Duration },
+    /// The namespace could not be entered.
+    #[error(transparent)]
+    Netns {
+        #[from]
+        source: NetnsError,
+    },
+    /// The sysctl could not be read.
+    #[error(transparent)]
+    Sysctl {
+        #[from]
+        source: SysctlError,
+    },
+}
+
+/// What the actuator thread is asked to do.
+enum Command {
+    Apply(Change),
+    Read { netns: u64, tunable: String, reply: Sender<Result<Value, ActuateError>> },
+    Summary { reply: Sender<Summary> },
+    Rollback { reply: Sender<RollbackReport> },
+    Shutdown { done: Sender<()> },
+}
+
+/// The tunables the administrator took over, per namespace cookie.
+type OverriddenSet = Arc<RwLock<HashMap<u64, HashSet<String>>>>;
+
+/// A handle to the actuator thread; clones share it.
+#[derive(Clone)]
+pub struct Actuator {
+    commands: Sender<Command>,
+    overridden: OverriddenSet,
+}
+
+impl Actuator {
+    /// Opens (or creates: directory 0700, file 0600) the journal, replays it,
+    /// and starts the actuator thread. The thread inherits the calling
+    /// thread's capabilities, and needs CAP_SYS_ADMIN to enter namespaces.
+    pub fn spawn(config: ActuatorConfig) -> Result<(Actuator, JoinHandle<()>), ActuateError> {
+        let ledger = Ledger::open(&config.state_dir)?;
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let overridden = OverriddenSet::default();
+        let worker = Worker {
+            dry_run: config.dry_run,
+            registry: config.registry,
+            ledger,
+            plan: DerivedState::default(),
+            overridden: overridden.clone(),
+        };
+        let handle = std::thread::Builder::new()
+            .name("wasmtune-actuator".into())
+            .spawn(move || worker.run(receiver))
+            .map_err(|source| ActuateError::Spawn { source })?;
+        Ok((Actuator { commands, overridden }, handle))
+    }
+
+    /// The current value of a sysctl in a namespace, read by the actuator
+    /// thread after every change submitted before.
+    pub fn read(&self, netns: u64, tunable: &str) -> Result<Value, ActuateError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Read { netns, tunable: tunable.to_string(), reply })
+            .map_err(|_| ActuateError::Stopped)?;
+        match answer.recv_timeout(READ_TIMEOUT) {
+            Ok(result) => result,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                Err(ActuateError::Timeout { netns, tunable: tunable.to_string(), waited: READ_TIMEOUT })
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(ActuateError::Stopped),
+        }
+    }
+
+    /// Queues a change; never blocks. Changes are applied in submission order.
+    pub fn submit(&self, change: Change) {
+        if let Err(refused) = self.commands.send(Command::Apply(change))
+            && let Command::Apply(change) = refused.into_inner()
+        {
+            tracing::warn!(
+                policy = %change.policy,
+                tunable = %change.tunable,
+                "the actuator has stopped; change of {} not applied",
+                change.tunable
+            );
+        }
+    }
+
+    /// Whether the administrator changed this tunable in this namespace after
+    /// the host did; the host leaves it alone from then on.
+    pub fn is_overridden(&self, netns: u64, tunable: &str) -> bool {
+        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
+        overridden.get(&netns).is_some_and(|tunables| tunables.contains(tunable))
+    }
+
+    /// The changes in effect (under `--dry-run`, those that would have been made).
+    pub fn summary(&self) -> Summary {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Summary { reply }).is_ok()
+            && let Ok(summary) = answer.recv()
+        {
+            return summary;
+        }
+        tracing::warn!("the actuator has stopped; no summary");
+        Summary::default()
+    }
+
+    /// Restores every value this daemon, and earlier runs still in the
+    /// journal, changed (see [`crate::ledger::rollback`]).
+    pub fn rollback(&self) -> RollbackReport {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Rollback { reply }).is_ok()
+            && let Ok(report) = answer.recv()
+        {
+            return report;
+        }
+        tracing::error!("the actuator has stopped; run `wasmtune rollback` to restore the original values");
+        RollbackReport::default()
+    }
+
+    /// Applies every change submitted before, then stops the thread.
+    pub fn shutdown(self) {
+        let (done, finished) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::Shutdown { done }).is_ok() {
+            // An error means the thread is already gone: nothing left to drain.
+            let _ = finished.recv();
+        }
+    }
+}
+
+/// The state owned by the actuator thread.
+struct Worker {
+    dry_run: bool,
+    registry: Arc<NetnsRegistry>,
+    ledger: Ledger,
+    /// Under `--dry-run`, the fold of the changes that would have been made,
+    /// for the summary (the journal is not written).
+    plan: DerivedState,
+    overridden: OverriddenSet,
+}
+
+impl Worker {
+    fn run(mut self, commands: Receiver<Command>) {
+        while let Ok(command) = commands.recv() {
+            match command {
+                Command::Apply(change) => self.apply(&change),
+                Command::Read { netns, tunable, reply } => {
+                    let _ = reply.send(self.read(netns, &tunable));
+                }
+                Command::Summary { reply } => {
+                    let state = if self.dry_run { &self.plan } else { self.ledger.state() };
+                    let _ = reply.send(Summary::from_state(state, self.dry_run));
+                }
+                Command::Rollback { reply } => {
+                    let report = roll_back(&mut self.ledger, &NamespaceAccess::Registry(&self.registry), self.dry_run);
+                    let _ = reply.send(report);
+                }
+                Command::Shutdown { done } => {
+                    let _ = done.send(());
+                    break;
+                }
+            }
+        }
+        tracing::debug!(journal = %self.ledger.path().display(), "actuator stopped");
+    }
+
+    fn read(&self, netns: u64, tunable: &str) -> Result<Value, ActuateError> {
+        sysctl::validate_name(tunable)?;
+        let _inside = self.registry.enter(netns)?;
+        Ok(sysctl::read(tunable)?)
+    }
+
+    fn netns_name(&self, netns: u64) -> String {
+        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+    }
+
+    fn mark_overridden(&self, netns: u64, tunable: &str) {
+        let mut overridden = self.overridden.write().unwrap_or_else(PoisonError::into_inner);
+        overridden.entry(netns).or_default().insert(tunable.to_string());
+    }
+
+    fn is_overridden(&self, netns: u64, tunable: &str) -> bool {
+        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
+        overridden.get(&netns).is_some_and(|tunables| tunables.contains(tunable))
+    }
+
+    /// Applies one change; see the module documentation for the steps.
+    fn apply(&mut self, change: &Change) {
+        let netns = self.netns_name(change.netns);
+        if self.is_overridden(change.netns, &change.tunable) {
+            tracing::debug!(tunable = %change.tunable, %netns, "not changing a tunable the administrator took over");
+            return;
+        }
+        if let Err(error) = sysctl::validate_name(&change.tunable) {
+            return log_failed(change, &netns, None, &error.to_string());
+        }
+        if !self.registry.is_tuned(change.netns) {
+            return log_failed(change, &netns, None, "wasmtune does not tune this network namespace");
+        }
+        let _inside = match self.registry.enter(change.netns) {
+            Ok(guard) => guard,
+            Err(error) => return log_failed(change, &netns, None, &error.to_string()),
+        };
+        let old = match sysctl::read(&change.tunable) {
+            Ok(old) => old,
+            Err(error) => return log_failed(change, &netns, None, &error.to_string()),
+        };
+        if old == change.value {
+            tracing::debug!(tunable = %change.tunable, %netns, value = %old, "already holds the requested value");
+            return;
+        }
+        if let Some(mismatch) = shape_mismatch(&old, &change.value) {
+            return log_failed(change, &netns, Some(&old), &mismatch);
+        }
+        if let Some(history) = self.ledger.state().get(&netns, &change.tunable)
+            && history.netns_cookie == change.netns
+            && let Some(expected) = &history.last_written
+            && !history.holds_host_value(&old)
+        {
+            self.mark_overridden(change.netns, &change.tunable);
+            tracing::warn!(
+                event = "admin-override",
+                tunable = %change.tunable,
+                netns = %netns,
+                expected = %expected,
+                found = %old,
+                "{} in netns {netns} was changed by someone else: wasmtune wrote ({expected}), it now holds ({old}); \
+                 wasmtune leaves it alone from now on",
+                change.tunable
+            );
+            return;
+        }
+        let intent = Intent {
+            seq: if self.dry_run { self.plan.max_seq() + 1 } else { self.ledger.next_seq() },
+            time: now_ms(),
+            policy: change.policy.clone(),
+            netns: change.netns,
+            netns_name: netns.clone(),
+            tunable: change.tunable.clone(),
+            old: old.clone(),
+            new: change.value.clone(),
+            scenario: change.scenario.clone(),
+            reason: change.reason.clone(),
+        };
+        if self.dry_run {
+            let seq = intent.seq;
+            self.plan.apply(&Record::Intent(intent));
+            self.plan.apply(&Record::Applied { seq, time: now_ms() });
+            return log_change("sysctl-would-change", change, &netns, &old);
+        }
+        let seq = intent.seq;
+        if let Err(error) = self.ledger.record(Record::Intent(intent)) {
+            let error = format!("not written, because the journal failed: {error}");
+            return log_failed(change, &netns, Some(&old), &error);
+        }
+        let written = sysctl::write(&change.tunable, &change.value);
+        let read_back = sysctl::read(&change.tunable);
+        let error = match (&written, &read_back) {
+            (Ok(()), Ok(now)) if *now == change.value => None,
+            (Err(error), _) => Some(error.to_string()),
+            (Ok(()), Ok(now)) => Some(format!("wrote ({}) but read back ({now})", change.value)),
+            (Ok(()), Err(error)) => Some(format!("wrote ({}) but cannot read it back: {error}", change.value)),
+        };
+        let outcome = match &error {
+            None => Record::Applied { seq, time: now_ms() },
+            Some(error) => Record::Failed { seq, time: now_ms(), error: error.clone(), found: read_back.ok() },
+        };
+        if let Err(journal_error) = self.ledger.record(outcome) {
+            tracing::error!(error = %journal_error, tunable = %change.tunable, %netns, "cannot journal the outcome of a change");
+        }
+        match error {
+            None => log_change("sysctl-change", change, &netns, &old),
+            Some(error) => log_failed(change, &netns, Some(&old), &error),
+        }
+    }
+}
+
+/// Refuses a write the kernel would take only in part: writing two integers
+/// to a three-integer sysctl sets the first two and keeps the third, and the
+/// kernel reports success.
+fn shape_mismatch(old: &Value, new: &Value) -> Option<String> {
+    match (old, new) {
+        (Value::Integers(old), Value::Integers(new)) if old.len() != new.len() => Some(format!(
+            "it holds {} integer(s) and the change has {}; a partial write is refused",
+            old.len(),
+            new.len()
+        )),
+        (Value::Integers(_), Value::Text(_)) => Some("it holds integers and the change is text".to_string()),
+        _ => None,
+    }
+}
+
+/// The INFO line of a change made (or, under `--dry-run`, one that would be).
+fn log_change(event: &'static str, change: &Change, netns: &str, old: &Value) {
+    let verb = if event == "sysctl-change" { "changed" } else { "would change (dry run)" };
+    tracing::info!(
+        event,
+        policy = %change.policy,
+        tunable = %change.tunable,
+        netns = %netns,
+        old = %old,
+        new = %change.value,
+        scenario = %change.scenario,
+        reason = %change.reason,
+        "{}: {} in netns {netns} {verb} from ({old}) to ({}) by policy {}: {}",
+        change.scenario,
+        change.tunable,
+        change.value,
+        change.policy,
+        change.reason
+    );
+}
+
+/// The WARN line of a change that was not made.
+fn log_failed(change: &Change, netns: &str, old: Option<&Value>, error: &str) {
+    let old = old.map_or_else(|| "unknown".to_string(), Value::to_string);
+    tracing::warn!(
+        event = "sysctl-change-failed",
+        policy = %change.policy,
+        tunable = %change.tunable,
+        netns = %netns,
+        old = %old,
+        new = %change.value,
+        scenario = %change.scenario,
+        reason = %change.reason,
+        error = %error,
+        "{}: {} in netns {netns} could not be changed from ({old}) to ({}) by policy {}: {error}",
+        change.scenario,
+        change.tunable,
+        change.value,
+        change.policy
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_partial_and_mistyped_writes() {
+        let three = Value::Integers(vec![4096, 131072, 6291456]);
+        assert!(shape_mismatch(&three, &Value::Integers(vec![1, 2])).is_some());
+        assert!(shape_mismatch(&three, &Value::Text("x".into())).is_some());
+        assert_eq!(shape_mismatch(&three, &Value::Integers(vec![0, 0, 0])), None);
+        assert_eq!(shape_mismatch(&Value::Text("cubic".into()), &Value::Text("bbr".into())), None);
+    }
+}

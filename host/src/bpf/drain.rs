@@ -1,0 +1,156 @@
+//! The BPF thread: owns the object, its links and the ring-buffer consumer
+//! (none of which may leave the thread that made them), drains the ring on a
+//! timer and hands decoded batches to the channel without ever blocking.
+//!
+//! The programs post without waking user space, so `RingBuffer::poll`
+//! mostly serves as the timer; every tick ends with a `consume`, which reads
+//! whatever is there regardless of wakeups (level-triggered, so no record
+//! can be stranded the way an edge-triggered reactor strands them).
+
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+use libbpf_rs::{MapHandle, RingBufferBuilder};
+
+use super::loader;
+use super::skeleton::Tuning;
+use super::{BpfConfig, BpfError, HookStatus};
+use crate::wit::Event;
+
+/// The longest the thread sleeps before looking at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(20);
+
+/// State the thread shares with its [`super::KernelSource`].
+#[derive(Debug, Default)]
+pub(super) struct Shared {
+    /// Set to make the thread detach everything and return.
+    pub stop: AtomicBool,
+    /// Events dropped because the channel was full.
+    pub dropped_full_channel: AtomicU64,
+    /// Records that did not decode.
+    pub malformed: AtomicU64,
+}
+
+/// What the thread reports once every hook is attached or has failed.
+pub(super) struct Started {
+    pub hooks: Vec<HookStatus>,
+    /// The per-CPU `lost` counters, readable from any thread.
+    pub lost_map: MapHandle,
+    /// A descriptor per attached hook's program, for run counters.
+    pub programs: Vec<(&'static str, OwnedFd)>,
+}
+
+/// Runs the BPF thread: load, attach, report through `ready`, then drain
+/// until `shared.stop` is set. Everything is detached when this returns.
+pub(super) fn run(
+    config: BpfConfig,
+    shared: Arc<Shared>,
+    ready: Sender<Result<Started, BpfError>>,
+    events: Sender<Vec<Event>>,
+) {
+    let tuning = Tuning {
+        near_shift: config.near_limit_shift,
+        min_interval_ns: u64::try_from(config.min_interval.as_nanos()).unwrap_or(u64::MAX),
+    };
+    let mut first = MaybeUninit::uninit();
+    let mut second = MaybeUninit::uninit();
+    let loaded = match loader::load_and_attach(&mut first, &mut second, tuning) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+
+    let batch = RefCell::new(Vec::new());
+    let mut builder = RingBufferBuilder::new();
+    let added = builder
+        .add(&loaded.skel.maps.events, |record: &[u8]| {
+            match crate::events::decode(record) {
+                Ok(event) => batch.borrow_mut().push(event),
+                Err(error) => note_malformed(&shared, &error),
+            }
+            0
+        })
+        .map(|_| ());
+    let ring = match added.and_then(|()| builder.build()) {
+        Ok(ring) => ring,
+        Err(e) => {
+            let _ = ready.send(Err(BpfError::RingBuffer { reason: e.to_string() }));
+            return;
+        }
+    };
+    let lost_map = match MapHandle::try_from(&loaded.skel.maps.lost) {
+        Ok(map) => map,
+        Err(e) => {
+            let _ = ready.send(Err(BpfError::MapHandle { map: "lost", reason: e.to_string() }));
+            return;
+        }
+    };
+    let mut program_fds = Vec::new();
+    for (hook, program) in &loaded.programs {
+        match program.program_fd.try_clone() {
+            Ok(fd) => program_fds.push((*hook, fd)),
+            Err(source) => {
+                let _ = ready.send(Err(BpfError::DuplicateFd { hook, source }));
+                return;
+            }
+        }
+    }
+    let started = Started { hooks: loaded.hooks.clone(), lost_map, programs: program_fds };
+    if ready.send(Ok(started)).is_err() {
+        return;
+    }
+
+    let tick = config.drain_interval.min(STOP_CHECK);
+    let mut last_drain = Instant::now();
+    let mut poll_failed = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Err(e) = ring.poll(tick)
+            && e.kind() != libbpf_rs::ErrorKind::Interrupted
+        {
+            if !poll_failed {
+                tracing::warn!(error = %e, "polling the BPF ring buffer failed; draining on the timer alone");
+                poll_failed = true;
+            }
+            std::thread::sleep(tick);
+        }
+        if last_drain.elapsed() >= config.drain_interval {
+            last_drain = Instant::now();
+            drain(&ring, &batch, &events, &shared);
+        }
+    }
+    // What the kernel posted before the stop still goes out.
+    drain(&ring, &batch, &events, &shared);
+    drop(ring);
+    drop(loaded);
+}
+
+fn drain(ring: &libbpf_rs::RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec<Event>>, shared: &Shared) {
+    if let Err(e) = ring.consume() {
+        tracing::debug!(error = %e, "consuming the BPF ring buffer failed");
+    }
+    let taken = std::mem::take(&mut *batch.borrow_mut());
+    if taken.is_empty() {
+        return;
+    }
+    match events.try_send(taken) {
+        Ok(()) => {}
+        Err(TrySendError::Full(dropped) | TrySendError::Disconnected(dropped)) => {
+            shared.dropped_full_channel.fetch_add(dropped.len() as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts a record that did not decode; warns about the first only, since a
+/// bad record means a layout mismatch and every later record will be bad too.
+fn note_malformed(shared: &Shared, error: &crate::events::DecodeError) {
+    if shared.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
+        tracing::warn!(%error, "a BPF record did not decode; counting such records as lost");
+    }
+}

@@ -1,0 +1,24 @@
+//! Host capabilities, one module and one WIT import each. The linker is
+//! wired in one auditable list: a policy can call exactly what is added
+//! here, plus WASI with an empty context (no files, sockets, environment or
+//! arguments), which Rust's standard library links whether or not it is used.
+
+pub mod clock;
+pub mod log;
+pub mod sysctl;
+
+use wasmtime::component::{HasSelf, Linker};
+
+use crate::runtime::state::PolicyState;
+use crate::wit::wasmtune::policy;
+
+pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    policy::types::add_to_linker::<PolicyState, HasSelf<PolicyState>>(linker, |s| s)?;
+    policy::log::add_to_linker::<PolicyState, HasSelf<log::LogCap>>(linker, |s| &mut s.log)?;
+    policy::sysctl::add_to_linker::<PolicyState, HasSelf<sysctl::SysctlCap>>(linker, |s| &mut s.sysctl)?;
+    policy::clock::add_to_linker::<PolicyState, HasSelf<clock::ClockCap>>(linker, |s| &mut s.clock)?;
+    Ok(())
+}
+
+impl policy::types::Host for PolicyState {}

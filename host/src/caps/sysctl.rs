@@ -1,0 +1,168 @@
+//! `wasmtune:policy/sysctl`: reading and changing sysctls, every call checked
+//! against the policy's effective grant, the administrator's overrides,
+//! ownership and the rate limit before anything reaches the actuator.
+//!
+//! A denial is returned to the guest as a value (it can react) and logged
+//! once per tunable and kind per interval, so a policy that keeps asking
+//! cannot flood the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::actuate::{Actuator, Change};
+use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::netns::NetnsRegistry;
+use crate::sysctl::Value;
+use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
+use crate::wit::{Denial, SysctlValue};
+
+/// How often the same denial (policy, tunable, kind) is logged.
+const DENIAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+/// Longest scenario and reason kept from a policy.
+const MAX_SCENARIO: usize = 120;
+const MAX_REASON: usize = 400;
+
+/// Counters a policy's requests leave behind, read by status and tests.
+#[derive(Debug, Default)]
+pub struct RequestCounters {
+    pub accepted: AtomicU64,
+    pub denied: AtomicU64,
+}
+
+/// Everything the sysctl capability needs, shared by a policy's successive
+/// instances (a rebuilt instance keeps its counters and log rate limit).
+pub struct SysctlCap {
+    pub policy: String,
+    pub grant: Arc<EffectiveGrant>,
+    pub arbiter: Arc<Arbiter>,
+    pub actuator: Actuator,
+    pub registry: Arc<NetnsRegistry>,
+    pub counters: Arc<RequestCounters>,
+    denials_logged: HashMap<(String, &'static str), Instant>,
+}
+
+impl SysctlCap {
+    pub fn new(
+        grant: Arc<EffectiveGrant>,
+        arbiter: Arc<Arbiter>,
+        actuator: Actuator,
+        registry: Arc<NetnsRegistry>,
+        counters: Arc<RequestCounters>,
+    ) -> SysctlCap {
+        SysctlCap {
+            policy: grant.policy.clone(),
+            grant,
+            arbiter,
+            actuator,
+            registry,
+            counters,
+            denials_logged: HashMap::new(),
+        }
+    }
+
+    fn netns_name(&self, netns: u64) -> String {
+        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+    }
+
+    fn check_netns(&self, netns: u64) -> Result<(), Denial> {
+        if self.registry.is_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
+    }
+
+    fn current(&self, netns: u64, name: &str) -> Result<Value, Denial> {
+        self.actuator.read(netns, name).map_err(|e| Denial::Unsupported(format!("{name}: {e}")))
+    }
+
+    fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<(), Denial> {
+        self.check_netns(change.netns)?;
+        let current = match self.grant.check_read(&change.name) {
+            Ok(()) => self.current(change.netns, &change.name)?,
+            Err(denial) => return Err(denial),
+        };
+        self.grant.check_change(&change.name, &current, requested)?;
+        if self.actuator.is_overridden(change.netns, &change.name) {
+            return Err(Denial::AdminOverride(format!(
+                "the administrator changed {} in netns {}; it is left alone",
+                change.name,
+                self.netns_name(change.netns)
+            )));
+        }
+        self.arbiter.admit(&self.policy, change.netns, &change.name, Instant::now())
+    }
+
+    fn record_denial(&mut self, netns: u64, tunable: &str, denial: &Denial) {
+        self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        let kind = grants::denial_kind(denial);
+        let now = Instant::now();
+        let key = (tunable.to_string(), kind);
+        if self.denials_logged.get(&key).is_some_and(|last| now.duration_since(*last) < DENIAL_LOG_INTERVAL) {
+            return;
+        }
+        self.denials_logged.insert(key, now);
+        let detail = grants::denial_detail(denial);
+        tracing::warn!(
+            event = "denied",
+            policy = %self.policy,
+            tunable = %tunable,
+            netns = %self.netns_name(netns),
+            denial = kind,
+            detail = %detail,
+            "denied policy {} a change of {tunable}: {detail}",
+            self.policy
+        );
+    }
+}
+
+/// Keeps a policy-supplied string printable and short.
+fn clean(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if out.len() > max {
+        let mut end = max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+impl Host for SysctlCap {
+    fn read(&mut self, netns: u64, name: String) -> wasmtime::Result<Result<SysctlValue, Denial>> {
+        let result = self
+            .check_netns(netns)
+            .and_then(|()| self.grant.check_read(&name))
+            .and_then(|()| self.current(netns, &name))
+            .map(SysctlValue::from);
+        Ok(result)
+    }
+
+    fn request_change(&mut self, change: RequestedChange) -> wasmtime::Result<Result<(), Denial>> {
+        let requested = Value::from(change.value.clone());
+        if let Err(denial) = self.check_change(&change, &requested) {
+            self.record_denial(change.netns, &change.name, &denial);
+            return Ok(Err(denial));
+        }
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        self.actuator.submit(Change {
+            policy: self.policy.clone(),
+            netns: change.netns,
+            tunable: change.name,
+            value: requested,
+            scenario: clean(&change.scenario, MAX_SCENARIO),
+            reason: clean(&change.reason, MAX_REASON),
+        });
+        Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+
+    #[test]
+    fn policy_text_cannot_forge_log_lines() {
+        assert_eq!(clean("a\nfake line\r", 100), "a fake line ");
+        assert_eq!(clean(&"x".repeat(500), 10).len(), 10);
+    }
+}

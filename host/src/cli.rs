@@ -1,0 +1,139 @@
+//! The command line. Raw arguments only: resolving them against the system
+//! happens in the commands themselves.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::LearningRate;
+use crate::paths;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "wasmtune",
+    version,
+    about = "Always-on Linux network auto-tuner; tuning policies run as sandboxed WebAssembly components",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Without a subcommand, `wasmtune` runs the daemon (as bpftune does).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the tuning daemon in the foreground until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Probe what this kernel supports, hook by hook (exit 0 fully, 1 partly, 2 not at all).
+    Support,
+    /// Inspect policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Restore every value recorded in the journal (after a crash, or to undo tuning).
+    Rollback {
+        #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Print a policy's manifest (its grants) without running it; `builtin:NAME` for a built-in.
+    Info {
+        file: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Watched policy directory (repeatable; a later one wins by policy name).
+    /// Default: /usr/lib/wasmtune/policies then /etc/wasmtune/policies.
+    #[arg(long = "policy-dir", value_name = "DIR")]
+    pub policy_dirs: Vec<PathBuf>,
+    /// Where the journal and compiled-policy cache live.
+    #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Administrator's configuration [default: /etc/wasmtune/config.toml, if present].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Decide and log, but change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// On SIGINT/SIGTERM, restore every value changed, in every namespace.
+    #[arg(short = 'R', long)]
+    pub rollback: bool,
+    /// 0 (cautious: 1.6 % steps) to 4 (fast: 25 % steps) [default: 4].
+    #[arg(short = 'r', long, value_parser = parse_learning_rate)]
+    pub learning_rate: Option<LearningRate>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Tune only this network namespace (repeatable): a name under /run/netns, or `init`.
+    #[arg(long = "netns", value_name = "NAME")]
+    pub netns: Vec<String>,
+    /// Log to stderr (accepted for bpftune compatibility; always so).
+    #[arg(short = 's', hide = true)]
+    pub stderr: bool,
+}
+
+fn parse_learning_rate(s: &str) -> Result<LearningRate, String> {
+    let rate: u8 = s.parse().map_err(|_| format!("{s:?} is not a number in 0..=4"))?;
+    LearningRate::new(rate)
+}
+
+impl RunArgs {
+    pub fn into_options(self) -> crate::daemon::RunOptions {
+        let policy_dirs = if self.policy_dirs.is_empty() {
+            vec![PathBuf::from(paths::SYSTEM_POLICY_DIR), PathBuf::from(paths::ADMIN_POLICY_DIR)]
+        } else {
+            self.policy_dirs
+        };
+        crate::daemon::RunOptions {
+            policy_dirs,
+            state_dir: self.state_dir,
+            config: self.config,
+            dry_run: self.dry_run,
+            rollback: self.rollback,
+            learning_rate: self.learning_rate,
+            netns: self.netns,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpftune_flags_are_accepted() {
+        let cli = Cli::try_parse_from(["wasmtune", "-s", "-r", "2", "-R"]).expect("bpftune-style flags");
+        assert!(cli.command.is_none());
+        assert_eq!(cli.run.learning_rate, Some(LearningRate::new(2).expect("valid")));
+        assert!(cli.run.rollback);
+    }
+
+    #[test]
+    fn learning_rate_is_bounded() {
+        assert!(Cli::try_parse_from(["wasmtune", "run", "--learning-rate", "5"]).is_err());
+    }
+
+    #[test]
+    fn netns_and_policy_dirs_repeat() {
+        let cli = Cli::try_parse_from(["wasmtune", "run", "--netns", "a", "--netns", "b", "--policy-dir", "/x"])
+            .expect("valid");
+        let Some(Command::Run(run)) = cli.command else { panic!("run expected") };
+        assert_eq!(run.netns, vec!["a", "b"]);
+        assert_eq!(run.into_options().policy_dirs, vec![PathBuf::from("/x")]);
+    }
+}

@@ -1,0 +1,190 @@
+//! The administrator's configuration (`/etc/wasmtune/config.toml`): daemon
+//! defaults, and per policy whether it runs, its settings, and how its
+//! grants are narrowed or denied. Unknown fields are rejected; every error
+//! names the file, line, column and field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Deserializer};
+
+/// The parsed configuration; an absent default file means all defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// 0..=4; the command line wins over it.
+    pub learning_rate: Option<LearningRate>,
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicySettings>,
+}
+
+/// What the administrator says about one policy, by its manifest name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicySettings {
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Passed to the policy's `init` as `config.settings`.
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    /// Narrowing of the policy's sysctl grants, by sysctl name.
+    #[serde(default)]
+    pub sysctl: BTreeMap<String, SysctlNarrowing>,
+}
+
+impl Default for PolicySettings {
+    fn default() -> Self {
+        PolicySettings { enabled: true, settings: BTreeMap::new(), sysctl: BTreeMap::new() }
+    }
+}
+
+/// Narrows one granted sysctl: the effective range is the intersection with
+/// the manifest's; `deny` removes the grant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SysctlNarrowing {
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    #[serde(default)]
+    pub deny: bool,
+    /// For text sysctls: the subset of the manifest's values allowed.
+    pub values: Option<Vec<String>>,
+}
+
+/// The learning rate, 0 (cautious) to 4 (fast), validated while parsing so
+/// that a bad value is reported with its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LearningRate(u8);
+
+impl LearningRate {
+    pub const MAX: u8 = 4;
+    pub const DEFAULT: LearningRate = LearningRate(4);
+
+    pub fn new(rate: u8) -> Result<LearningRate, String> {
+        if rate <= Self::MAX { Ok(LearningRate(rate)) } else { Err(format!("learning rate {rate} is not in 0..=4")) }
+    }
+
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for LearningRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = i64::deserialize(d)?;
+        u8::try_from(raw)
+            .map_err(|_| format!("learning rate {raw} is not in 0..=4"))
+            .and_then(LearningRate::new)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// Syntax, an unknown field or a bad value; the message has line and column.
+    #[error("{path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+    /// Well-formed but contradictory.
+    #[error("{path}: {field}: {problem}")]
+    Invalid { path: PathBuf, field: String, problem: String },
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl AdminConfig {
+    /// Loads `path`. A missing file is an error only when `required` (the
+    /// administrator named it); the default location may simply be absent.
+    pub fn load(path: &Path, required: bool) -> Result<AdminConfig, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => return Ok(AdminConfig::default()),
+            Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        };
+        AdminConfig::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
+        let config: AdminConfig =
+            toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        for (policy, settings) in &config.policies {
+            for (name, narrowing) in &settings.sysctl {
+                if let (Some(min), Some(max)) = (narrowing.min, narrowing.max)
+                    && min > max
+                {
+                    return Err(ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        field: format!("policies.{policy}.sysctl.\"{name}\""),
+                        problem: format!("min {min} is above max {max}"),
+                    });
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    pub fn policy(&self, name: &str) -> PolicySettings {
+        self.policies.get(name).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<AdminConfig, ConfigError> {
+        AdminConfig::parse(text, Path::new("/etc/wasmtune/config.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = parse("").expect("empty is fine");
+        assert!(c.learning_rate.is_none());
+        assert!(c.policy("tcp-buffer").enabled);
+    }
+
+    #[test]
+    fn narrows_and_disables() {
+        let c = parse(
+            r#"
+learning-rate = 2
+[policies.tcp-buffer]
+enabled = false
+settings = { mode = "gentle" }
+[policies.tcp-buffer.sysctl."net.ipv4.tcp_rmem"]
+max = 16777216
+"#,
+        )
+        .expect("valid");
+        assert_eq!(c.learning_rate, Some(LearningRate(2)));
+        let p = c.policy("tcp-buffer");
+        assert!(!p.enabled);
+        assert_eq!(p.settings.get("mode").map(String::as_str), Some("gentle"));
+        assert_eq!(p.sysctl["net.ipv4.tcp_rmem"].max, Some(16_777_216));
+    }
+
+    #[test]
+    fn bad_learning_rate_names_file_and_line() {
+        let err = parse("\n\nlearning-rate = 9\n").expect_err("out of range").to_string();
+        assert!(err.contains("/etc/wasmtune/config.toml"), "{err}");
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("0..=4"), "{err}");
+    }
+
+    #[test]
+    fn unknown_field_is_rejected() {
+        let err = parse("[policies.tcp-buffer]\nenable = true\n").expect_err("typo").to_string();
+        assert!(err.contains("enable"), "{err}");
+    }
+
+    #[test]
+    fn contradictory_range_is_rejected() {
+        let err = parse("[policies.x.sysctl.\"net.core.somaxconn\"]\nmin = 10\nmax = 1\n").expect_err("min > max");
+        assert!(matches!(err, ConfigError::Invalid { .. }));
+    }
+}

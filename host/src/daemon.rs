@@ -1,0 +1,153 @@
+//! `wasmtune run`: wires the data path together — namespaces, actuator,
+//! policies, BPF, router, directory watcher — runs until SIGINT or SIGTERM,
+//! then stops in reverse order, rolls back when asked, and prints the summary.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use std::os::unix::fs::DirBuilderExt;
+
+use anyhow::Context;
+
+use crate::actuate::{Actuator, ActuatorConfig};
+use crate::bpf::{BpfConfig, HookState, KernelSource};
+use crate::config::{AdminConfig, LearningRate};
+use crate::grants::{Arbiter, HostLimits};
+use crate::netns::NetnsRegistry;
+use crate::paths;
+use crate::router::{PolicySet, Router};
+use crate::runtime::engine::PolicyEngine;
+use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
+use crate::runtime::worker::WorkerContext;
+use crate::watcher::{DirWatcher, Reconciler};
+
+/// Everything `run` needs, resolved from the command line.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub policy_dirs: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    /// `Some` when the administrator named a config file (then it must exist).
+    pub config: Option<PathBuf>,
+    pub dry_run: bool,
+    pub rollback: bool,
+    pub learning_rate: Option<LearningRate>,
+    pub netns: Vec<String>,
+}
+
+pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let config_path = opts.config.clone().unwrap_or_else(|| PathBuf::from(paths::DEFAULT_CONFIG));
+    let config = AdminConfig::load(&config_path, opts.config.is_some())?;
+    let rate = opts.learning_rate.or(config.learning_rate).unwrap_or(LearningRate::DEFAULT);
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&opts.state_dir)
+        .with_context(|| format!("cannot create state directory {}", opts.state_dir.display()))?;
+    let registry = Arc::new(NetnsRegistry::discover(&opts.netns).context("cannot discover network namespaces")?);
+    let (actuator, actuator_thread) = Actuator::spawn(ActuatorConfig {
+        dry_run: opts.dry_run,
+        state_dir: opts.state_dir.clone(),
+        registry: registry.clone(),
+    })
+    .context("cannot start the actuator")?;
+
+    let engine = Arc::new(
+        PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir))).context("cannot start the Wasm engine")?,
+    );
+    let ctx = WorkerContext {
+        engine: engine.clone(),
+        arbiter: Arc::new(Arbiter::default()),
+        actuator: actuator.clone(),
+        registry: registry.clone(),
+        limits: HostLimits::detect(),
+        learning_rate: rate.get(),
+        memory_limit: DEFAULT_MEMORY_LIMIT,
+        started,
+    };
+    let policies = Arc::new(PolicySet::default());
+    let builtins = crate::builtin::load_all(&engine);
+    let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, policies.clone());
+    reconciler.reconcile();
+
+    let kernel = Arc::new(
+        KernelSource::start(BpfConfig {
+            near_limit_shift: 6 - u32::from(rate.get()),
+            ..BpfConfig::default()
+        })
+        .context("cannot load the BPF programs")?,
+    );
+    let attached = kernel.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count();
+    let router = {
+        let kernel_for_loss = kernel.clone();
+        Router::spawn(kernel.events().clone(), move || kernel_for_loss.lost_events(), registry.clone(), policies.clone())
+            .context("cannot start the router thread")?
+    };
+    let watcher = match DirWatcher::spawn(reconciler) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("policy directories are not watched: {e}");
+            None
+        }
+    };
+
+    let names = policies.names().join(",");
+    let namespaces = registry.list().iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
+    tracing::info!(
+        event = "ready",
+        policies = %names,
+        netns = %namespaces,
+        hooks = attached,
+        learning_rate = rate.get(),
+        dry_run = opts.dry_run,
+        "wasmtune running: policies [{names}], namespaces [{namespaces}], {attached}/{} kernel hooks attached{}",
+        kernel.hooks().len(),
+        if opts.dry_run { ", dry run: nothing will be changed" } else { "" }
+    );
+
+    let signal = wait_for_shutdown_signal()?;
+    tracing::info!("{signal} received: stopping");
+
+    if let Some(w) = watcher {
+        w.stop();
+    }
+    router.stop();
+    for worker in policies.clear() {
+        drop(worker);
+    }
+    match Arc::try_unwrap(kernel) {
+        Ok(kernel) => kernel.stop(),
+        Err(_) => tracing::warn!("BPF programs are detached at exit"),
+    }
+    if opts.rollback {
+        let report = actuator.rollback();
+        for line in report.lines() {
+            tracing::info!("{line}");
+        }
+    }
+    for line in actuator.summary().lines() {
+        tracing::info!(event = "summary", "{line}");
+    }
+    actuator.shutdown();
+    let _ = actuator_thread.join();
+    Ok(())
+}
+
+/// Blocks until SIGINT or SIGTERM; returns the signal's name.
+fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    })
+}

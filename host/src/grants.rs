@@ -1,0 +1,401 @@
+//! What a policy may do: its manifest's grants, narrowed by the
+//! administrator, bounded by the host's hard limits, and — across policies —
+//! one owner per tunable per netns and a rate limit per tunable.
+//!
+//! Deny by default: a tunable that the manifest does not declare, that the
+//! administrator denies, or that falls outside `net.*` is never reachable.
+//! Every request is checked here at call time, not only at load.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::PolicySettings;
+use crate::manifest::{Access, Manifest};
+use crate::sysctl::Value;
+use crate::wit::{Bounds, Denial, EventKind};
+
+/// Minimum time between two accepted changes of one tunable in one netns.
+pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Limits no grant can exceed, derived from the machine.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// A quarter of RAM, in pages: the most TCP or UDP may ever be given.
+    pub memory_quarter_pages: i64,
+}
+
+impl HostLimits {
+    pub fn detect() -> HostLimits {
+        // SAFETY: sysconf has no preconditions.
+        let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let pages = if pages > 0 && page_size > 0 { pages as i64 } else { 1 << 20 };
+        HostLimits { memory_quarter_pages: (pages / 4).max(1) }
+    }
+
+    /// The hard range for every field of a sysctl.
+    pub fn bounds(&self, name: &str) -> (i64, i64) {
+        match name {
+            // Kernel ints: bpftune once overflowed tcp_rmem to a negative value.
+            "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem" | "net.core.rmem_max" | "net.core.wmem_max"
+            | "net.core.rmem_default" | "net.core.wmem_default" => (1, i32::MAX as i64),
+            "net.ipv4.tcp_mem" | "net.ipv4.udp_mem" => (1, self.memory_quarter_pages),
+            _ => (i32::MIN as i64, i32::MAX as i64),
+        }
+    }
+}
+
+/// Sysctls whose fields must stay in ascending order (min ≤ default ≤ max,
+/// or low ≤ pressure ≤ high), or the kernel misbehaves.
+fn must_ascend(name: &str) -> bool {
+    matches!(name, "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem" | "net.ipv4.tcp_mem" | "net.ipv4.udp_mem")
+}
+
+/// One sysctl as the policy may actually use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TunableGrant {
+    pub access: Access,
+    /// Positions that may change; `None` = all.
+    pub fields: Option<Vec<usize>>,
+    /// Effective inclusive range for every changed field.
+    pub min: i64,
+    pub max: i64,
+    /// For text sysctls, the values that may be set.
+    pub values: Option<Vec<String>>,
+}
+
+/// A policy's grants resolved against the administrator and the host.
+#[derive(Debug, Clone, Serialize)]
+pub struct EffectiveGrant {
+    pub policy: String,
+    #[serde(skip)]
+    pub events: Vec<EventKind>,
+    pub sysctls: BTreeMap<String, TunableGrant>,
+    /// Sysctls the manifest declared but the administrator denied.
+    pub denied_by_admin: Vec<String>,
+}
+
+impl EffectiveGrant {
+    pub fn resolve(manifest: &Manifest, admin: &PolicySettings, limits: &HostLimits) -> EffectiveGrant {
+        let mut sysctls = BTreeMap::new();
+        let mut denied_by_admin = Vec::new();
+        for grant in &manifest.sysctls {
+            let narrowing = admin.sysctl.get(&grant.name).cloned().unwrap_or_default();
+            if narrowing.deny {
+                denied_by_admin.push(grant.name.clone());
+                continue;
+            }
+            let (hard_min, hard_max) = limits.bounds(&grant.name);
+            let min = [grant.min, narrowing.min, Some(hard_min)].into_iter().flatten().max().unwrap_or(hard_min);
+            let max = [grant.max, narrowing.max, Some(hard_max)].into_iter().flatten().min().unwrap_or(hard_max);
+            let values = match (&grant.values, &narrowing.values) {
+                (Some(declared), Some(allowed)) => Some(declared.iter().filter(|v| allowed.contains(v)).cloned().collect()),
+                (declared, _) => declared.clone(),
+            };
+            sysctls.insert(
+                grant.name.clone(),
+                TunableGrant { access: grant.access, fields: grant.fields.clone(), min, max, values },
+            );
+        }
+        EffectiveGrant { policy: manifest.policy.name.clone(), events: manifest.event_kinds(), sysctls, denied_by_admin }
+    }
+
+    pub fn may_subscribe(&self, kind: EventKind) -> bool {
+        self.events.contains(&kind)
+    }
+
+    /// Reading needs any grant on the sysctl.
+    pub fn check_read(&self, name: &str) -> Result<(), Denial> {
+        if self.sysctls.contains_key(name) { Ok(()) } else { Err(self.not_granted(name, "read")) }
+    }
+
+    /// Checks a requested value against the current one: which fields change,
+    /// whether they may, and whether each stays in bounds. Pure.
+    pub fn check_change(&self, name: &str, current: &Value, requested: &Value) -> Result<(), Denial> {
+        let grant = match self.sysctls.get(name) {
+            Some(g) if g.access == Access::Write => g,
+            Some(_) => return Err(Denial::NotGranted(format!("{name} is granted read-only to {}", self.policy))),
+            None => return Err(self.not_granted(name, "change")),
+        };
+        match (current, requested) {
+            (Value::Text(_), Value::Text(new)) => match &grant.values {
+                Some(values) if values.iter().any(|v| v == new) => Ok(()),
+                Some(values) => Err(Denial::InvalidValue(format!(
+                    "{name} may only be set to one of [{}], not {new:?}",
+                    values.join(", ")
+                ))),
+                None => Err(Denial::InvalidValue(format!("{name} is granted as a number, not text"))),
+            },
+            (Value::Integers(old), Value::Integers(new)) => {
+                if grant.values.is_some() {
+                    return Err(Denial::InvalidValue(format!("{name} is granted as text, not a number")));
+                }
+                if old.len() != new.len() {
+                    return Err(Denial::InvalidValue(format!(
+                        "{name} has {} field(s), the request has {}",
+                        old.len(),
+                        new.len()
+                    )));
+                }
+                for (i, (o, n)) in old.iter().zip(new).enumerate() {
+                    if o == n {
+                        continue;
+                    }
+                    if let Some(fields) = &grant.fields
+                        && !fields.contains(&i)
+                    {
+                        return Err(Denial::InvalidValue(format!(
+                            "field {i} of {name} may not change (granted fields: {fields:?})"
+                        )));
+                    }
+                    if *n < grant.min || *n > grant.max {
+                        return Err(Denial::OutOfBounds(Bounds { min: grant.min, max: grant.max }));
+                    }
+                }
+                // Only disorder the request introduces is refused: a kernel value
+                // that is already out of order (max below default) may be mended.
+                let inverted = |v: &[i64], i: usize| v[i] > v[i + 1];
+                if must_ascend(name) && (0..new.len().saturating_sub(1)).any(|i| inverted(new, i) && !inverted(old, i)) {
+                    return Err(Denial::InvalidValue(format!(
+                        "{name} fields must ascend (min <= default <= max): {requested}"
+                    )));
+                }
+                Ok(())
+            }
+            (Value::Integers(_), Value::Text(_)) => {
+                Err(Denial::InvalidValue(format!("{name} holds numbers; the request is text")))
+            }
+            (Value::Text(_), Value::Integers(_)) => {
+                Err(Denial::InvalidValue(format!("{name} holds text; the request is numbers")))
+            }
+        }
+    }
+
+    fn not_granted(&self, name: &str, what: &str) -> Denial {
+        if self.denied_by_admin.iter().any(|d| d == name) {
+            Denial::NotGranted(format!("the administrator denied {} access to {name}", self.policy))
+        } else {
+            Denial::NotGranted(format!("{} may not {what} {name}: its manifest does not declare it", self.policy))
+        }
+    }
+}
+
+/// Cross-policy rules: one owner per (netns, tunable), and a minimum interval
+/// between accepted changes. Shared by every policy instance.
+#[derive(Debug, Default)]
+pub struct Arbiter {
+    state: Mutex<ArbiterState>,
+}
+
+#[derive(Debug, Default)]
+struct ArbiterState {
+    owners: HashMap<(u64, String), String>,
+    last_change: HashMap<(u64, String), Instant>,
+}
+
+impl Arbiter {
+    /// Admits a change that passed the grant check: claims ownership on the
+    /// first change and enforces the rate limit.
+    pub fn admit(&self, policy: &str, netns: u64, tunable: &str, now: Instant) -> Result<(), Denial> {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let key = (netns, tunable.to_string());
+        match state.owners.get(&key) {
+            Some(owner) if owner != policy => return Err(Denial::NotOwner(owner.clone())),
+            Some(_) => {}
+            None => {
+                state.owners.insert(key.clone(), policy.to_string());
+            }
+        }
+        if let Some(last) = state.last_change.get(&key) {
+            let since = now.saturating_duration_since(*last);
+            if since < MIN_CHANGE_INTERVAL {
+                let wait = (MIN_CHANGE_INTERVAL - since).as_millis();
+                return Err(Denial::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX).max(1)));
+            }
+        }
+        state.last_change.insert(key, now);
+        Ok(())
+    }
+
+    /// Forgets a policy's ownerships (it was unloaded or replaced by another
+    /// name); a replacement with the same name keeps them.
+    pub fn release(&self, policy: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.owners.retain(|_, owner| owner != policy);
+    }
+
+    pub fn owners(&self) -> Vec<(u64, String, String)> {
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.owners.iter().map(|((netns, tunable), owner)| (*netns, tunable.clone(), owner.clone())).collect()
+    }
+}
+
+/// The kebab-case name of a denial, as logged and as in the WIT.
+pub fn denial_kind(d: &Denial) -> &'static str {
+    match d {
+        Denial::NotGranted(_) => "not-granted",
+        Denial::OutOfBounds(_) => "out-of-bounds",
+        Denial::NotOwner(_) => "not-owner",
+        Denial::AdminOverride(_) => "admin-override",
+        Denial::RateLimited(_) => "rate-limited",
+        Denial::UnknownNetns(_) => "unknown-netns",
+        Denial::InvalidValue(_) => "invalid-value",
+        Denial::Unsupported(_) => "unsupported",
+    }
+}
+
+/// A one-line explanation of a denial for the log.
+pub fn denial_detail(d: &Denial) -> String {
+    match d {
+        Denial::NotGranted(s) | Denial::InvalidValue(s) | Denial::Unsupported(s) | Denial::AdminOverride(s) => s.clone(),
+        Denial::OutOfBounds(b) => format!("outside the allowed range {}..={}", b.min, b.max),
+        Denial::NotOwner(owner) => format!("owned by policy {owner}"),
+        Denial::RateLimited(ms) => format!("changed too recently; retry in {ms} ms"),
+        Denial::UnknownNetns(cookie) => format!("netns {cookie} is not tuned by this host"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SysctlNarrowing;
+
+    fn manifest() -> Manifest {
+        Manifest::parse(
+            r#"
+events = ["tcp-buffer-limit"]
+[policy]
+name = "tcp-buffer"
+version = "0.1.0"
+description = "x"
+[[sysctl]]
+name = "net.ipv4.tcp_rmem"
+fields = [2]
+min = 4096
+max = 268435456
+[[sysctl]]
+name = "net.core.somaxconn"
+access = "read"
+[[sysctl]]
+name = "net.ipv4.tcp_congestion_control"
+values = ["bbr", "cubic"]
+"#,
+        )
+        .expect("valid manifest")
+    }
+
+    const LIMITS: HostLimits = HostLimits { memory_quarter_pages: 1 << 20 };
+
+    fn grant() -> EffectiveGrant {
+        EffectiveGrant::resolve(&manifest(), &PolicySettings::default(), &LIMITS)
+    }
+
+    fn ints(v: &[i64]) -> Value {
+        Value::Integers(v.to_vec())
+    }
+
+    #[test]
+    fn allows_a_raise_of_the_granted_field_within_bounds() {
+        assert_eq!(grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880])), Ok(()));
+    }
+
+    #[test]
+    fn refuses_undeclared_and_read_only_sysctls() {
+        let g = grant();
+        assert!(matches!(g.check_change("net.core.netdev_max_backlog", &ints(&[1]), &ints(&[2])), Err(Denial::NotGranted(_))));
+        assert!(matches!(g.check_change("net.core.somaxconn", &ints(&[1]), &ints(&[2])), Err(Denial::NotGranted(_))));
+        assert!(g.check_read("net.core.somaxconn").is_ok());
+        assert!(g.check_read("net.ipv4.tcp_wmem").is_err());
+    }
+
+    #[test]
+    fn refuses_values_beyond_bounds_and_reports_them() {
+        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 1 << 30]));
+        assert_eq!(r, Err(Denial::OutOfBounds(Bounds { min: 4096, max: 268435456 })));
+    }
+
+    #[test]
+    fn refuses_changes_to_fields_not_granted() {
+        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[8192, 131072, 98304]));
+        assert!(matches!(r, Err(Denial::InvalidValue(_))), "{r:?}");
+    }
+
+    #[test]
+    fn refuses_wrong_arity_and_type() {
+        let g = grant();
+        assert!(matches!(g.check_change("net.ipv4.tcp_rmem", &ints(&[1, 2, 3]), &ints(&[1, 2])), Err(Denial::InvalidValue(_))));
+        assert!(matches!(
+            g.check_change("net.ipv4.tcp_rmem", &ints(&[1, 2, 3]), &Value::Text("x".into())),
+            Err(Denial::InvalidValue(_))
+        ));
+    }
+
+    #[test]
+    fn max_below_default_is_refused_as_disorder() {
+        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 262144]), &ints(&[4096, 131072, 65536]));
+        assert!(matches!(r, Err(Denial::InvalidValue(ref s)) if s.contains("ascend")), "{r:?}");
+    }
+
+    #[test]
+    fn an_already_disordered_value_may_be_mended() {
+        // max below default, as an administrator may well have set it
+        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880]));
+        assert_eq!(r, Ok(()));
+    }
+
+    #[test]
+    fn text_values_come_from_the_allowed_list() {
+        let g = grant();
+        let cur = Value::Text("reno".into());
+        assert_eq!(g.check_change("net.ipv4.tcp_congestion_control", &cur, &Value::Text("bbr".into())), Ok(()));
+        assert!(g.check_change("net.ipv4.tcp_congestion_control", &cur, &Value::Text("vegas".into())).is_err());
+    }
+
+    #[test]
+    fn the_administrator_narrows_and_denies() {
+        let mut admin = PolicySettings::default();
+        admin.sysctl.insert("net.ipv4.tcp_rmem".into(), SysctlNarrowing { max: Some(16 << 20), ..Default::default() });
+        admin.sysctl.insert("net.core.somaxconn".into(), SysctlNarrowing { deny: true, ..Default::default() });
+        let g = EffectiveGrant::resolve(&manifest(), &admin, &LIMITS);
+        assert_eq!(g.sysctls["net.ipv4.tcp_rmem"].max, 16 << 20);
+        let r = g.check_read("net.core.somaxconn");
+        assert!(matches!(r, Err(Denial::NotGranted(ref s)) if s.contains("administrator")), "{r:?}");
+    }
+
+    #[test]
+    fn host_limits_cap_every_grant() {
+        let m = Manifest::parse(
+            r#"
+[policy]
+name = "greedy"
+version = "1.0.0"
+description = "x"
+[[sysctl]]
+name = "net.ipv4.tcp_wmem"
+max = 9223372036854775807
+[[sysctl]]
+name = "net.ipv4.tcp_mem"
+max = 9223372036854775807
+"#,
+        )
+        .expect("valid");
+        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS);
+        assert_eq!(g.sysctls["net.ipv4.tcp_wmem"].max, i32::MAX as i64);
+        assert_eq!(g.sysctls["net.ipv4.tcp_mem"].max, 1 << 20);
+    }
+
+    #[test]
+    fn one_owner_per_tunable_per_netns_and_a_rate_limit() {
+        let a = Arbiter::default();
+        let t0 = Instant::now();
+        assert_eq!(a.admit("tcp-buffer", 1, "net.ipv4.tcp_rmem", t0), Ok(()));
+        assert_eq!(a.admit("other", 1, "net.ipv4.tcp_rmem", t0), Err(Denial::NotOwner("tcp-buffer".into())));
+        assert_eq!(a.admit("other", 2, "net.ipv4.tcp_rmem", t0), Ok(()), "another netns has its own owner");
+        assert!(matches!(a.admit("tcp-buffer", 1, "net.ipv4.tcp_rmem", t0), Err(Denial::RateLimited(_))));
+        assert_eq!(a.admit("tcp-buffer", 1, "net.ipv4.tcp_rmem", t0 + MIN_CHANGE_INTERVAL), Ok(()));
+        a.release("tcp-buffer");
+        assert_eq!(a.admit("other", 1, "net.ipv4.tcp_rmem", t0 + MIN_CHANGE_INTERVAL * 2), Ok(()));
+    }
+}

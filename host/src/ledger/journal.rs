@@ -1,0 +1,285 @@
+//! The journal file: `<state dir>/journal.jsonl`, JSON lines appended and
+//! synced one record at a time, locked by the one process that writes it.
+//!
+//! A crash can cut the last line short (or leave zeros where the file system
+//! had not written data yet). Replay keeps every record before such a torn
+//! tail, says it found one, and the writer cuts it off before appending, so
+//! the next record starts on a line of its own. An unreadable line followed
+//! by readable ones is not a crash artefact, and replay refuses it.
+
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+
+use super::LedgerError;
+use super::record::Record;
+
+/// The journal's file name inside the state directory.
+pub const JOURNAL_FILE: &str = "journal.jsonl";
+/// Only root reads the state directory and the journal: it names namespaces
+/// and the reasons of every change.
+const STATE_DIR_MODE: u32 = 0o700;
+const JOURNAL_MODE: u32 = 0o600;
+
+/// The records read from a journal.
+#[derive(Debug, Default, PartialEq)]
+pub struct Replay {
+    pub records: Vec<Record>,
+    /// A torn last line (a crash mid-write), ignored.
+    pub torn_tail: Option<TornTail>,
+    /// Bytes of the file that hold whole records.
+    valid_len: u64,
+    /// The last record is whole but its newline was never written.
+    missing_newline: bool,
+}
+
+/// Where the torn tail starts and how long it is.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// 1-based line number.
+    pub line: usize,
+    pub bytes: usize,
+}
+
+/// The open, locked journal.
+pub struct Journal {
+    file: Flock<File>,
+    path: PathBuf,
+}
+
+impl Journal {
+    /// The journal's path in a state directory.
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join(JOURNAL_FILE)
+    }
+
+    /// Opens (creating if needed: directory 0700, file 0600) and locks the
+    /// journal, replays it, and cuts off a torn tail so appends start clean.
+    /// Fails if another process holds the journal.
+    pub fn open(state_dir: &Path) -> Result<(Journal, Replay), LedgerError> {
+        ensure_state_dir(state_dir)?;
+        let path = Journal::path_in(state_dir);
+        let open_error = |source| LedgerError::Open { path: path.clone(), source };
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(JOURNAL_MODE)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(open_error)?;
+        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => locked,
+            Err((_, Errno::EWOULDBLOCK)) => return Err(LedgerError::InUse { path }),
+            Err((_, errno)) => return Err(LedgerError::Lock { path, errno }),
+        };
+        // A journal created by hand or by an older install may be readable by others.
+        let metadata = file.metadata().map_err(open_error)?;
+        if metadata.permissions().mode() & 0o777 != JOURNAL_MODE {
+            file.set_permissions(std::fs::Permissions::from_mode(JOURNAL_MODE)).map_err(open_error)?;
+        }
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(|source| LedgerError::Read { path: path.clone(), source })?;
+        let replay = parse(&text, &path)?;
+        if let Some(torn) = &replay.torn_tail {
+            tracing::warn!(
+                journal = %path.display(),
+                line = torn.line,
+                bytes = torn.bytes,
+                "the journal ends in a torn record (the previous run stopped mid-write); ignoring it"
+            );
+            file.set_len(replay.valid_len).map_err(|source| LedgerError::Repair { path: path.clone(), source })?;
+        }
+        let mut journal = Journal { file, path };
+        if replay.missing_newline {
+            journal.write_synced(b"\n")?;
+        }
+        Ok((journal, replay))
+    }
+
+    /// Reads a journal without locking or repairing it.
+    pub fn replay(path: &Path) -> Result<Replay, LedgerError> {
+        let text = std::fs::read(path).map_err(|source| LedgerError::Read { path: path.to_path_buf(), source })?;
+        parse(&text, path)
+    }
+
+    /// Appends one record and waits until it is on disk.
+    pub fn append(&mut self, record: &Record) -> Result<(), LedgerError> {
+        let mut line = serde_json::to_vec(record).map_err(|source| LedgerError::Encode { source })?;
+        line.push(b'\n');
+        self.write_synced(&line)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write_synced(&mut self, bytes: &[u8]) -> Result<(), LedgerError> {
+        let append_error = |source| LedgerError::Append { path: self.path.clone(), source };
+        // One write per record: appends are atomic with respect to other
+        // appenders, and a crash tears at most this line.
+        self.file.write_all(bytes).map_err(append_error)?;
+        self.file.sync_data().map_err(append_error)
+    }
+}
+
+/// Creates the state directory (0700) if it is missing. An existing one is
+/// left as it is — it may be a directory the administrator chose — with a
+/// warning if others can read it.
+fn ensure_state_dir(state_dir: &Path) -> Result<(), LedgerError> {
+    let create_error = |source| LedgerError::StateDir { path: state_dir.to_path_buf(), source };
+    match std::fs::metadata(state_dir) {
+        Ok(metadata) => {
+            if metadata.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    state_dir = %state_dir.display(),
+                    mode = format!("{:o}", metadata.permissions().mode() & 0o777),
+                    "the state directory is accessible to users other than root"
+                );
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new().recursive(true).mode(STATE_DIR_MODE).create(state_dir).map_err(create_error)?;
+            // The umask may have narrowed the mode; it cannot have widened it.
+            std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE)).map_err(create_error)
+        }
+        Err(source) => Err(create_error(source)),
+    }
+}
+
+/// Parses journal text into records; see the module documentation for what
+/// counts as a torn tail.
+fn parse(text: &[u8], path: &Path) -> Result<Replay, LedgerError> {
+    let mut replay = Replay::default();
+    // The first unreadable line, held until a later readable line proves it
+    // is corruption rather than a torn tail.
+    let mut unreadable: Option<(usize, usize, serde_json::Error)> = None;
+    let mut offset = 0usize;
+    for (index, raw) in text.split_inclusive(|byte| *byte == b'\n').enumerate() {
+        let line_number = index + 1;
+        let line_start = offset;
+        offset += raw.len();
+        let terminated = raw.ends_with(b"\n");
+        let content = raw.strip_suffix(b"\n").unwrap_or(raw);
+        if content.iter().all(u8::is_ascii_whitespace) {
+            if unreadable.is_none() {
+                replay.valid_len = offset as u64;
+            }
+            continue;
+        }
+        match serde_json::from_slice::<Record>(content) {
+            Ok(record) => {
+                if let Some((line, _, source)) = unreadable.take() {
+                    return Err(LedgerError::Corrupt { path: path.to_path_buf(), line, source });
+                }
+                replay.records.push(record);
+                replay.valid_len = offset as u64;
+                replay.missing_newline = !terminated;
+            }
+            Err(source) => {
+                if unreadable.is_none() {
+                    unreadable = Some((line_number, line_start, source));
+                }
+            }
+        }
+    }
+    if let Some((line, start, _)) = unreadable {
+        replay.torn_tail = Some(TornTail { line, bytes: text.len() - start });
+        replay.valid_len = start as u64;
+        replay.missing_newline = false;
+    }
+    Ok(replay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = r#"{"kind":"session-start","pid":1,"time":5}"#;
+    const B: &str = r#"{"kind":"applied","seq":1,"time":6}"#;
+
+    fn parse_str(text: &str) -> Result<Replay, LedgerError> {
+        parse(text.as_bytes(), Path::new("journal.jsonl"))
+    }
+
+    #[test]
+    fn replays_whole_lines() {
+        let replay = parse_str(&format!("{A}\n{B}\n")).expect("parse");
+        assert_eq!(replay.records.len(), 2);
+        assert_eq!(replay.records[1], Record::Applied { seq: 1, time: 6 });
+        assert_eq!(replay.torn_tail, None);
+        assert_eq!(replay.valid_len as usize, A.len() + B.len() + 2);
+    }
+
+    #[test]
+    fn tolerates_a_truncated_last_line_and_says_where() {
+        let torn = r#"{"kind":"intent","seq":2,"ti"#;
+        let replay = parse_str(&format!("{A}\n{B}\n{torn}")).expect("parse");
+        assert_eq!(replay.records.len(), 2);
+        assert_eq!(replay.torn_tail, Some(TornTail { line: 3, bytes: torn.len() }));
+        assert_eq!(replay.valid_len as usize, A.len() + B.len() + 2);
+    }
+
+    #[test]
+    fn tolerates_zeros_left_by_a_crash_after_the_last_record() {
+        let text = format!("{A}\n\0\0\0\0\n\0\0");
+        let replay = parse_str(&text).expect("parse");
+        assert_eq!(replay.records.len(), 1);
+        assert_eq!(replay.torn_tail.map(|t| t.line), Some(2));
+        assert_eq!(replay.valid_len as usize, A.len() + 1);
+    }
+
+    #[test]
+    fn keeps_a_whole_last_record_whose_newline_is_missing() {
+        let replay = parse_str(&format!("{A}\n{B}")).expect("parse");
+        assert_eq!(replay.records.len(), 2);
+        assert!(replay.missing_newline);
+        assert_eq!(replay.torn_tail, None);
+    }
+
+    #[test]
+    fn refuses_an_unreadable_line_in_the_middle() {
+        let error = parse_str(&format!("{A}\nnot json\n{B}\n")).expect_err("corrupt");
+        assert!(matches!(error, LedgerError::Corrupt { line: 2, .. }), "{error}");
+    }
+
+    #[test]
+    fn creates_a_private_journal_and_cuts_a_torn_tail_before_appending() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state_dir = dir.path().join("state");
+        {
+            let (mut journal, replay) = Journal::open(&state_dir).expect("open");
+            assert!(replay.records.is_empty());
+            journal.append(&Record::RollbackComplete { time: 1 }).expect("append");
+        }
+        let mode = |path: &Path| std::fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(&state_dir), 0o700);
+        assert_eq!(mode(&Journal::path_in(&state_dir)), 0o600);
+
+        let mut file = OpenOptions::new().append(true).open(Journal::path_in(&state_dir)).expect("reopen");
+        file.write_all(br#"{"kind":"applied","se"#).expect("tear");
+        drop(file);
+
+        let (mut journal, replay) = Journal::open(&state_dir).expect("open torn");
+        assert_eq!(replay.records, vec![Record::RollbackComplete { time: 1 }]);
+        assert!(replay.torn_tail.is_some());
+        journal.append(&Record::RollbackComplete { time: 2 }).expect("append after tear");
+        drop(journal);
+        let replay = Journal::replay(&Journal::path_in(&state_dir)).expect("replay");
+        assert_eq!(replay.records, vec![Record::RollbackComplete { time: 1 }, Record::RollbackComplete { time: 2 }]);
+        assert_eq!(replay.torn_tail, None);
+    }
+
+    #[test]
+    fn refuses_a_second_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_journal, _) = Journal::open(dir.path()).expect("first");
+        let error = Journal::open(dir.path()).err().expect("second must fail");
+        assert!(matches!(error, LedgerError::InUse { .. }), "{error}");
+    }
+}

@@ -1,0 +1,142 @@
+//! The records of the journal, one JSON object per line, told apart by their
+//! `kind`. A change is two records: an intent, written and synced before the
+//! kernel is touched, then its outcome (`applied`, `rolled-back` or `failed`)
+//! with the same `seq`. An intent without an outcome means the process died
+//! between the two; the write may or may not have happened.
+
+use serde::{Deserialize, Serialize};
+
+use crate::sysctl::Value;
+
+/// Where the kernel publishes an identifier that changes on every boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Record {
+    /// A process opened the journal. The boot identifier tells whether the
+    /// records before it were made since the kernel last started: sysctl
+    /// values do not survive a reboot, so older changes are void.
+    SessionStart {
+        pid: u32,
+        time: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        boot_id: Option<String>,
+    },
+    /// A policy's change is about to be written.
+    Intent(Intent),
+    /// The write of `seq` took effect (read back equal).
+    Applied { seq: u64, time: u64 },
+    /// The write of `seq` failed, or read back different. `found` is what the
+    /// kernel held afterwards, when it could be read.
+    Failed {
+        seq: u64,
+        time: u64,
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        found: Option<Value>,
+    },
+    /// An original value is about to be written back.
+    RollbackIntent(RollbackIntent),
+    /// The restoring write of `seq` took effect.
+    RolledBack { seq: u64, time: u64 },
+    /// Every change in effect was dealt with; later changes start from fresh
+    /// originals.
+    RollbackComplete { time: u64 },
+}
+
+/// What a change is about to do, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+    pub policy: String,
+    /// The namespace's cookie, valid for this boot.
+    pub netns: u64,
+    /// The namespace's name, which outlives a crash of the daemon.
+    pub netns_name: String,
+    pub tunable: String,
+    pub old: Value,
+    pub new: Value,
+    pub scenario: String,
+    pub reason: String,
+}
+
+/// A restoring write about to happen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackIntent {
+    pub seq: u64,
+    pub time: u64,
+    pub netns: u64,
+    pub netns_name: String,
+    pub tunable: String,
+    pub from: Value,
+    pub to: Value,
+}
+
+impl Record {
+    /// The sequence number of an intent or outcome.
+    pub fn seq(&self) -> Option<u64> {
+        match self {
+            Record::Intent(Intent { seq, .. })
+            | Record::RollbackIntent(RollbackIntent { seq, .. })
+            | Record::Applied { seq, .. }
+            | Record::Failed { seq, .. }
+            | Record::RolledBack { seq, .. } => Some(*seq),
+            Record::SessionStart { .. } | Record::RollbackComplete { .. } => None,
+        }
+    }
+
+    /// The session-start record of this process, now.
+    pub fn session_start() -> Record {
+        Record::SessionStart { pid: std::process::id(), time: now_ms(), boot_id: current_boot_id() }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// This boot's identifier, if the kernel offers one.
+pub fn current_boot_id() -> Option<String> {
+    std::fs::read_to_string(BOOT_ID).ok().map(|id| id.trim().to_string()).filter(|id| !id.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialises_one_flat_object_per_record_with_its_kind() {
+        let record = Record::Applied { seq: 7, time: 1 };
+        assert_eq!(serde_json::to_string(&record).expect("encode"), r#"{"kind":"applied","seq":7,"time":1}"#);
+        let intent = Record::Intent(Intent {
+            seq: 1,
+            time: 2,
+            policy: "tcp-buffer".into(),
+            netns: 3,
+            netns_name: "rx".into(),
+            tunable: "net.ipv4.tcp_rmem".into(),
+            old: Value::Integers(vec![4096, 131072, 6291456]),
+            new: Value::Integers(vec![4096, 131072, 7864320]),
+            scenario: "need to increase TCP buffer size(s)".into(),
+            reason: "receive buffers reached the limit".into(),
+        });
+        let line = serde_json::to_string(&intent).expect("encode");
+        assert!(line.starts_with(r#"{"kind":"intent","seq":1,"#), "{line}");
+        assert!(line.contains(r#""old":{"integers":[4096,131072,6291456]}"#), "{line}");
+        assert_eq!(serde_json::from_str::<Record>(&line).expect("decode"), intent);
+    }
+
+    #[test]
+    fn reads_the_boot_id() {
+        let id = current_boot_id().expect("boot id");
+        assert_eq!(id.len(), 36, "{id}");
+    }
+}

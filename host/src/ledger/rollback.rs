@@ -1,0 +1,319 @@
+//! Undoing the host's changes: for each tunable the journal says the host
+//! changed, write the original value back — but only where the kernel still
+//! holds what the host wrote, since anything else is someone else's decision.
+//!
+//! The same procedure runs in the daemon (`--rollback`, through the actuator)
+//! and offline after a crash (`wasmtune rollback`), where namespaces are found
+//! by name and checked by cookie, because a name may since have been given to
+//! a new namespace. A namespace that is gone took its values with it: that is
+//! reported, not an error. When nothing failed, a `rollback-complete` record
+//! lets the next run start from fresh originals.
+
+use std::fmt;
+use std::path::Path;
+
+use super::record::{Record, RollbackIntent, now_ms};
+use super::state::TunableKey;
+use super::{Ledger, LedgerError};
+use crate::netns::{self, NetnsError, NetnsGuard, NetnsRegistry};
+use crate::sysctl::{self, Value};
+
+/// What a rollback did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackReport {
+    pub restored: Vec<RestoredTunable>,
+    pub skipped: Vec<(TunableKey, SkipReason)>,
+    /// Nothing failed: every change is undone or no longer the host's to undo.
+    pub complete: bool,
+    /// Tunables whose journaled changes a reboot already undid.
+    pub voided_by_reboot: usize,
+}
+
+/// A tunable written back to its original value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredTunable {
+    pub netns: String,
+    pub tunable: String,
+    pub from: Value,
+    pub to: Value,
+}
+
+/// Why a tunable was left as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// Someone else wrote it after the host did; their value stays.
+    ChangedSince { expected: Value, found: Value },
+    /// It already holds its original value.
+    AlreadyOriginal,
+    /// The namespace no longer exists (or its name now means another one).
+    NamespaceGone { detail: String },
+    /// `--dry-run`: the write that would have restored it.
+    DryRun { from: Value, to: Value },
+    /// Reading, journaling or writing failed; the rollback is incomplete.
+    Failed { error: String },
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::ChangedSince { expected, found } => {
+                write!(f, "changed by someone else since (wasmtune wrote ({expected}), it now holds ({found}))")
+            }
+            SkipReason::AlreadyOriginal => f.write_str("already holds its original value"),
+            SkipReason::NamespaceGone { detail } => write!(f, "the namespace is gone: {detail}"),
+            SkipReason::DryRun { from, to } => write!(f, "dry run: would restore ({from}) -> ({to})"),
+            SkipReason::Failed { error } => write!(f, "restoring failed: {error}"),
+        }
+    }
+}
+
+impl RollbackReport {
+    /// The report as log lines, each readable on its own.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for restored in &self.restored {
+            lines.push(format!(
+                "restored {} in netns {}: ({}) -> ({})",
+                restored.tunable, restored.netns, restored.from, restored.to
+            ));
+        }
+        for (key, reason) in &self.skipped {
+            lines.push(format!("left {} in netns {} as it is: {reason}", key.tunable, key.netns));
+        }
+        if self.voided_by_reboot > 0 {
+            lines.push(format!(
+                "{} tunable(s) changed before the last reboot need no rollback (the kernel started afresh)",
+                self.voided_by_reboot
+            ));
+        }
+        if self.restored.is_empty() && self.skipped.is_empty() {
+            lines.push("nothing to roll back".to_string());
+        } else if !self.complete {
+            lines.push("rollback incomplete: fix the errors above and run `wasmtune rollback` again".to_string());
+        }
+        lines
+    }
+}
+
+/// How a rollback reaches the namespace a change was made in.
+pub(crate) enum NamespaceAccess<'a> {
+    /// In the daemon: by cookie through the registry, falling back to names.
+    Registry(&'a NetnsRegistry),
+    /// Offline: by name, checked against the journaled cookie.
+    ByName,
+}
+
+/// Why a namespace could not be entered.
+enum EnterFailure {
+    Gone(String),
+    Failed(String),
+}
+
+impl NamespaceAccess<'_> {
+    fn enter(&self, name: &str, cookie: u64) -> Result<NetnsGuard, EnterFailure> {
+        if let NamespaceAccess::Registry(registry) = self
+            && let Ok(guard) = registry.enter(cookie)
+        {
+            return Ok(guard);
+        }
+        let guard = match NetnsRegistry::enter_by_name(name) {
+            Ok(guard) => guard,
+            Err(NetnsError::Open { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                return Err(EnterFailure::Gone(format!("netns {name} no longer exists")));
+            }
+            Err(NetnsError::InvalidName { .. }) => {
+                return Err(EnterFailure::Gone(format!("netns {name} (cookie {cookie}) no longer exists")));
+            }
+            Err(error) => return Err(EnterFailure::Failed(error.to_string())),
+        };
+        match netns::current_cookie() {
+            Ok(now) if now == cookie => Ok(guard),
+            Ok(now) => Err(EnterFailure::Gone(format!(
+                "the name {name} now belongs to another namespace (cookie {now}; the change was made in cookie {cookie})"
+            ))),
+            Err(errno) => Err(EnterFailure::Failed(format!("cannot read the cookie of netns {name}: {errno}"))),
+        }
+    }
+}
+
+/// Restores every tunable the journal says the host changed; see the module
+/// documentation. Under `dry_run` nothing is written or journaled.
+pub(crate) fn roll_back(ledger: &mut Ledger, access: &NamespaceAccess<'_>, dry_run: bool) -> RollbackReport {
+    let mut report =
+        RollbackReport { complete: true, voided_by_reboot: ledger.state().voided_by_reboot(), ..Default::default() };
+    let changed: Vec<_> =
+        ledger.state().changed().into_iter().map(|(key, history)| (key.clone(), history.clone())).collect();
+    let had_history = !ledger.state().tunables().is_empty();
+    for (key, history) in changed {
+        let outcome = {
+            match access.enter(&key.netns, history.netns_cookie) {
+                Ok(_inside) => restore_one(ledger, &key, &history, dry_run),
+                Err(EnterFailure::Gone(detail)) => Err(SkipReason::NamespaceGone { detail }),
+                Err(EnterFailure::Failed(error)) => Err(SkipReason::Failed { error }),
+            }
+        };
+        match outcome {
+            Ok(restored) => report.restored.push(restored),
+            Err(reason) => {
+                if matches!(reason, SkipReason::Failed { .. }) {
+                    report.complete = false;
+                    tracing::warn!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {reason}", key.tunable, key.netns);
+                } else {
+                    tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {reason}", key.tunable, key.netns);
+                }
+                report.skipped.push((key, reason));
+            }
+        }
+    }
+    if dry_run {
+        report.complete = false;
+    } else if report.complete
+        && had_history
+        && let Err(error) = ledger.record(Record::RollbackComplete { time: now_ms() })
+    {
+        tracing::error!(%error, "cannot journal the end of the rollback");
+        report.complete = false;
+    }
+    report
+}
+
+/// Restores one tunable, inside its namespace.
+fn restore_one(
+    ledger: &mut Ledger,
+    key: &TunableKey,
+    history: &super::state::TunableHistory,
+    dry_run: bool,
+) -> Result<RestoredTunable, SkipReason> {
+    let failed = |error: String| SkipReason::Failed { error };
+    let found = sysctl::read(&key.tunable).map_err(|e| failed(e.to_string()))?;
+    if found == history.original {
+        return Err(SkipReason::AlreadyOriginal);
+    }
+    if !history.holds_host_value(&found) {
+        let expected = history.last_written.clone().or_else(|| history.unconfirmed.clone()).unwrap_or(found.clone());
+        return Err(SkipReason::ChangedSince { expected, found });
+    }
+    if dry_run {
+        return Err(SkipReason::DryRun { from: found, to: history.original.clone() });
+    }
+    let seq = ledger.next_seq();
+    ledger
+        .record(Record::RollbackIntent(RollbackIntent {
+            seq,
+            time: now_ms(),
+            netns: history.netns_cookie,
+            netns_name: key.netns.clone(),
+            tunable: key.tunable.clone(),
+            from: found.clone(),
+            to: history.original.clone(),
+        }))
+        .map_err(|e| failed(format!("not written, because the journal failed: {e}")))?;
+    let written = sysctl::write(&key.tunable, &history.original);
+    let read_back = sysctl::read(&key.tunable);
+    let error = match (&written, &read_back) {
+        (Ok(()), Ok(now)) if *now == history.original => None,
+        (Err(error), _) => Some(error.to_string()),
+        (Ok(()), Ok(now)) => Some(format!("wrote ({}) but read back ({now})", history.original)),
+        (Ok(()), Err(error)) => Some(format!("wrote ({}) but cannot read it back: {error}", history.original)),
+    };
+    let outcome = match &error {
+        None => Record::RolledBack { seq, time: now_ms() },
+        Some(error) => Record::Failed { seq, time: now_ms(), error: error.clone(), found: read_back.ok() },
+    };
+    if let Err(journal_error) = ledger.record(outcome) {
+        tracing::error!(error = %journal_error, tunable = %key.tunable, netns = %key.netns, "cannot journal the outcome of a restoring write");
+        if error.is_none() {
+            return Err(failed(format!("restored, but the journal failed: {journal_error}")));
+        }
+    }
+    if let Some(error) = error {
+        return Err(failed(error));
+    }
+    tracing::info!(
+        event = "rollback",
+        tunable = %key.tunable,
+        netns = %key.netns,
+        from = %found,
+        to = %history.original,
+        "restored {} in netns {} from ({found}) to its original ({})",
+        key.tunable,
+        key.netns,
+        history.original
+    );
+    Ok(RestoredTunable {
+        netns: key.netns.clone(),
+        tunable: key.tunable.clone(),
+        from: found,
+        to: history.original.clone(),
+    })
+}
+
+/// Rolls back from the journal in `state_dir` with no daemon running (after
+/// a crash, or an exit without `--rollback`), entering namespaces by name on
+/// the calling thread. Fails if a daemon holds the journal.
+pub fn rollback_offline(state_dir: &Path) -> Result<RollbackReport, LedgerError> {
+    if !super::Journal::path_in(state_dir).exists() {
+        return Ok(RollbackReport { complete: true, ..Default::default() });
+    }
+    let mut ledger = Ledger::open(state_dir)?;
+    Ok(roll_back(&mut ledger, &NamespaceAccess::ByName, false))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(netns: &str) -> TunableKey {
+        TunableKey { netns: netns.into(), tunable: "net.ipv4.tcp_rmem".into() }
+    }
+
+    #[test]
+    fn reports_each_tunable_and_whether_it_finished() {
+        let report = RollbackReport {
+            restored: vec![RestoredTunable {
+                netns: "rx".into(),
+                tunable: "net.ipv4.tcp_rmem".into(),
+                from: Value::Integers(vec![4096, 131072, 122880]),
+                to: Value::Integers(vec![4096, 131072, 98304]),
+            }],
+            skipped: vec![
+                (
+                    key("init"),
+                    SkipReason::ChangedSince {
+                        expected: Value::Integers(vec![1, 2, 4]),
+                        found: Value::Integers(vec![1, 2, 5]),
+                    },
+                ),
+                (key("gone"), SkipReason::NamespaceGone { detail: "netns gone no longer exists".into() }),
+            ],
+            complete: true,
+            voided_by_reboot: 0,
+        };
+        assert_eq!(
+            report.lines(),
+            [
+                "restored net.ipv4.tcp_rmem in netns rx: (4096 131072 122880) -> (4096 131072 98304)",
+                "left net.ipv4.tcp_rmem in netns init as it is: changed by someone else since (wasmtune wrote (1 2 4), it now holds (1 2 5))",
+                "left net.ipv4.tcp_rmem in netns gone as it is: the namespace is gone: netns gone no longer exists",
+            ]
+        );
+        let incomplete = RollbackReport {
+            skipped: vec![(key("rx"), SkipReason::Failed { error: "EPERM".into() })],
+            ..Default::default()
+        };
+        assert_eq!(
+            incomplete.lines().last().map(String::as_str),
+            Some("rollback incomplete: fix the errors above and run `wasmtune rollback` again")
+        );
+        assert_eq!(RollbackReport { complete: true, ..Default::default() }.lines(), ["nothing to roll back"]);
+    }
+
+    #[test]
+    fn offline_rollback_without_a_journal_has_nothing_to_do() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let report = rollback_offline(&dir.path().join("absent")).expect("rollback");
+        assert!(report.complete);
+        assert!(report.restored.is_empty() && report.skipped.is_empty());
+        assert!(!dir.path().join("absent").exists());
+    }
+}

@@ -1,0 +1,348 @@
+//! What the journal's records add up to: for each tunable in each namespace,
+//! its original value and the last value the host wrote; for each scenario,
+//! how many changes it caused. A pure fold over records, so it is the same
+//! whether built while running or replayed after a crash.
+//!
+//! The state starts empty after a `rollback-complete` record, and after a
+//! `session-start` from a different boot than the one before it: a reboot
+//! resets every sysctl, so older changes are no longer in effect.
+
+use std::collections::{BTreeMap, HashMap};
+
+use super::record::{Intent, Record, RollbackIntent};
+use crate::sysctl::Value;
+
+/// A tunable in a namespace, named as in the journal.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TunableKey {
+    pub netns: String,
+    pub tunable: String,
+}
+
+/// The history of one tunable in one namespace since changes started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TunableHistory {
+    /// The namespace's cookie at the last change (valid for this boot).
+    pub netns_cookie: u64,
+    /// The value before the first change.
+    pub original: Value,
+    /// The value the host last wrote and read back (or, after a failed
+    /// write, what the kernel held instead).
+    pub last_written: Option<Value>,
+    /// The new value of an intent with no outcome: the process died between
+    /// journaling and confirming, so the kernel may hold it.
+    pub unconfirmed: Option<Value>,
+    /// Changes that took effect.
+    pub changes: u32,
+    pub last_policy: String,
+    /// Sequence number of the last record that touched it, for ordering.
+    pub last_seq: u64,
+}
+
+impl TunableHistory {
+    /// Whether the kernel may hold a value the host wrote.
+    pub fn is_changed(&self) -> bool {
+        self.last_written.is_some() || self.unconfirmed.is_some()
+    }
+
+    /// Whether `found` is a value this host may have left in the kernel.
+    pub fn holds_host_value(&self, found: &Value) -> bool {
+        self.last_written.as_ref() == Some(found) || self.unconfirmed.as_ref() == Some(found)
+    }
+}
+
+/// An intent waiting for its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Pending {
+    Change(Intent),
+    Restore(RollbackIntent),
+}
+
+/// The fold of the journal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DerivedState {
+    tunables: BTreeMap<TunableKey, TunableHistory>,
+    scenarios: BTreeMap<String, u32>,
+    pending: HashMap<u64, Pending>,
+    boot_id: Option<String>,
+    max_seq: u64,
+    /// Tunables whose changes a reboot undid (counted when the state resets).
+    voided_by_reboot: usize,
+}
+
+impl DerivedState {
+    /// Folds a list of records from the start.
+    pub fn from_records<'a>(records: impl IntoIterator<Item = &'a Record>) -> DerivedState {
+        let mut state = DerivedState::default();
+        for record in records {
+            state.apply(record);
+        }
+        state
+    }
+
+    /// Folds one more record.
+    pub fn apply(&mut self, record: &Record) {
+        if let Some(seq) = record.seq() {
+            self.max_seq = self.max_seq.max(seq);
+        }
+        match record {
+            Record::SessionStart { boot_id, .. } => {
+                if let (Some(previous), Some(current)) = (&self.boot_id, boot_id)
+                    && previous != current
+                {
+                    self.voided_by_reboot += self.tunables.values().filter(|t| t.is_changed()).count();
+                    self.reset();
+                }
+                if boot_id.is_some() {
+                    self.boot_id.clone_from(boot_id);
+                }
+            }
+            Record::Intent(intent) => {
+                let key = TunableKey { netns: intent.netns_name.clone(), tunable: intent.tunable.clone() };
+                let history = self.tunables.entry(key).or_insert_with(|| TunableHistory {
+                    netns_cookie: intent.netns,
+                    original: intent.old.clone(),
+                    last_written: None,
+                    unconfirmed: None,
+                    changes: 0,
+                    last_policy: intent.policy.clone(),
+                    last_seq: intent.seq,
+                });
+                history.netns_cookie = intent.netns;
+                history.unconfirmed = Some(intent.new.clone());
+                history.last_seq = intent.seq;
+                self.pending.insert(intent.seq, Pending::Change(intent.clone()));
+            }
+            Record::RollbackIntent(restore) => {
+                self.pending.insert(restore.seq, Pending::Restore(restore.clone()));
+            }
+            Record::Applied { seq, .. } => {
+                if let Some(Pending::Change(intent)) = self.pending.remove(seq) {
+                    if let Some(history) = self.tunables.get_mut(&key_of(&intent.netns_name, &intent.tunable)) {
+                        history.last_written = Some(intent.new.clone());
+                        history.unconfirmed = None;
+                        history.changes += 1;
+                        history.last_policy.clone_from(&intent.policy);
+                    }
+                    *self.scenarios.entry(intent.scenario).or_default() += 1;
+                }
+            }
+            Record::RolledBack { seq, .. } => {
+                if let Some(Pending::Restore(restore)) = self.pending.remove(seq) {
+                    self.tunables.remove(&key_of(&restore.netns_name, &restore.tunable));
+                }
+            }
+            Record::Failed { seq, found, .. } => match self.pending.remove(seq) {
+                Some(Pending::Change(intent)) => {
+                    if let Some(history) = self.tunables.get_mut(&key_of(&intent.netns_name, &intent.tunable)) {
+                        history.unconfirmed = None;
+                        // A write that read back different still changed the
+                        // kernel: that value is ours to recognise and undo.
+                        if let Some(found) = found.as_ref().filter(|found| **found != intent.old) {
+                            history.last_written = Some(found.clone());
+                        }
+                    }
+                }
+                Some(Pending::Restore(restore)) => {
+                    if let Some(history) = self.tunables.get_mut(&key_of(&restore.netns_name, &restore.tunable))
+                        && let Some(found) = found.as_ref().filter(|found| **found != restore.from)
+                    {
+                        history.last_written = Some(found.clone());
+                    }
+                }
+                None => {}
+            },
+            Record::RollbackComplete { .. } => self.reset(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tunables.clear();
+        self.scenarios.clear();
+        self.pending.clear();
+    }
+
+    /// Every tunable with a history, by namespace then name.
+    pub fn tunables(&self) -> &BTreeMap<TunableKey, TunableHistory> {
+        &self.tunables
+    }
+
+    /// The tunables the kernel may hold a host-written value of, most
+    /// recently changed first (the order to undo them in).
+    pub fn changed(&self) -> Vec<(&TunableKey, &TunableHistory)> {
+        let mut changed: Vec<_> = self.tunables.iter().filter(|(_, history)| history.is_changed()).collect();
+        changed.sort_by_key(|(_, history)| std::cmp::Reverse(history.last_seq));
+        changed
+    }
+
+    pub fn get(&self, netns: &str, tunable: &str) -> Option<&TunableHistory> {
+        self.tunables.get(&key_of(netns, tunable))
+    }
+
+    /// Changes that took effect, per scenario.
+    pub fn scenarios(&self) -> &BTreeMap<String, u32> {
+        &self.scenarios
+    }
+
+    /// The highest sequence number seen; the next record uses one more.
+    pub fn max_seq(&self) -> u64 {
+        self.max_seq
+    }
+
+    /// Tunables whose recorded changes a reboot undid.
+    pub fn voided_by_reboot(&self) -> usize {
+        self.voided_by_reboot
+    }
+}
+
+fn key_of(netns: &str, tunable: &str) -> TunableKey {
+    TunableKey { netns: netns.to_string(), tunable: tunable.to_string() }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn ints(values: &[i64]) -> Value {
+        Value::Integers(values.to_vec())
+    }
+
+    pub(crate) fn intent(seq: u64, netns: &str, tunable: &str, old: Value, new: Value, scenario: &str) -> Record {
+        Record::Intent(Intent {
+            seq,
+            time: seq * 10,
+            policy: "tcp-buffer".into(),
+            netns: 42,
+            netns_name: netns.into(),
+            tunable: tunable.into(),
+            old,
+            new,
+            scenario: scenario.into(),
+            reason: "buffers reached the limit".into(),
+        })
+    }
+
+    pub(crate) fn applied(seq: u64) -> Record {
+        Record::Applied { seq, time: seq * 10 + 1 }
+    }
+
+    fn session(boot: &str) -> Record {
+        Record::SessionStart { pid: 1, time: 0, boot_id: Some(boot.into()) }
+    }
+
+    const RMEM: &str = "net.ipv4.tcp_rmem";
+    const GROW: &str = "need to increase TCP buffer size(s)";
+
+    #[test]
+    fn original_is_the_old_value_of_the_first_intent_and_last_is_the_last_applied() {
+        let records = [
+            session("b1"),
+            intent(1, "rx", RMEM, ints(&[4096, 131072, 100]), ints(&[4096, 131072, 125]), GROW),
+            applied(1),
+            intent(2, "rx", RMEM, ints(&[4096, 131072, 125]), ints(&[4096, 131072, 156]), GROW),
+            applied(2),
+        ];
+        let state = DerivedState::from_records(&records);
+        let history = state.get("rx", RMEM).expect("history");
+        assert_eq!(history.original, ints(&[4096, 131072, 100]));
+        assert_eq!(history.last_written, Some(ints(&[4096, 131072, 156])));
+        assert_eq!(history.unconfirmed, None);
+        assert_eq!(history.changes, 2);
+        assert_eq!(state.scenarios().get(GROW), Some(&2));
+        assert_eq!(state.max_seq(), 2);
+    }
+
+    #[test]
+    fn an_intent_without_outcome_is_unconfirmed() {
+        let records = [session("b1"), intent(1, "rx", RMEM, ints(&[1, 2, 3]), ints(&[1, 2, 4]), GROW)];
+        let state = DerivedState::from_records(&records);
+        let history = state.get("rx", RMEM).expect("history");
+        assert_eq!(history.last_written, None);
+        assert_eq!(history.unconfirmed, Some(ints(&[1, 2, 4])));
+        assert!(history.holds_host_value(&ints(&[1, 2, 4])));
+        assert_eq!(state.changed().len(), 1);
+        assert!(state.scenarios().is_empty());
+    }
+
+    #[test]
+    fn a_failed_write_that_left_the_kernel_unchanged_changes_nothing() {
+        let records = [
+            intent(1, "rx", RMEM, ints(&[1, 2, 3]), ints(&[0, 0, 0]), GROW),
+            Record::Failed { seq: 1, time: 0, error: "EINVAL".into(), found: Some(ints(&[1, 2, 3])) },
+        ];
+        let state = DerivedState::from_records(&records);
+        assert!(state.changed().is_empty());
+        assert!(state.scenarios().is_empty());
+    }
+
+    #[test]
+    fn a_write_that_read_back_different_is_still_undone() {
+        let records = [
+            intent(1, "rx", RMEM, ints(&[1, 2, 3]), ints(&[1, 2, 9]), GROW),
+            Record::Failed { seq: 1, time: 0, error: "read back 1 2 8".into(), found: Some(ints(&[1, 2, 8])) },
+        ];
+        let state = DerivedState::from_records(&records);
+        assert_eq!(state.get("rx", RMEM).and_then(|h| h.last_written.clone()), Some(ints(&[1, 2, 8])));
+    }
+
+    #[test]
+    fn a_restored_tunable_leaves_the_state_and_a_complete_rollback_clears_it() {
+        let restore = Record::RollbackIntent(RollbackIntent {
+            seq: 2,
+            time: 0,
+            netns: 42,
+            netns_name: "rx".into(),
+            tunable: RMEM.into(),
+            from: ints(&[1, 2, 4]),
+            to: ints(&[1, 2, 3]),
+        });
+        let mut records = vec![
+            intent(1, "rx", RMEM, ints(&[1, 2, 3]), ints(&[1, 2, 4]), GROW),
+            applied(1),
+            intent(3, "init", RMEM, ints(&[1, 2, 3]), ints(&[1, 2, 5]), GROW),
+            applied(3),
+            restore,
+            Record::RolledBack { seq: 2, time: 0 },
+        ];
+        let state = DerivedState::from_records(&records);
+        assert!(state.get("rx", RMEM).is_none());
+        assert!(state.get("init", RMEM).is_some());
+        records.push(Record::RollbackComplete { time: 0 });
+        records.push(intent(4, "init", RMEM, ints(&[1, 2, 5]), ints(&[1, 2, 6]), GROW));
+        records.push(applied(4));
+        let state = DerivedState::from_records(&records);
+        assert_eq!(state.get("init", RMEM).map(|h| h.original.clone()), Some(ints(&[1, 2, 5])));
+        assert_eq!(state.scenarios().get(GROW), Some(&1));
+        assert_eq!(state.max_seq(), 4);
+    }
+
+    #[test]
+    fn a_reboot_voids_earlier_changes() {
+        let records = [
+            session("b1"),
+            intent(1, "init", RMEM, ints(&[1, 2, 3]), ints(&[1, 2, 4]), GROW),
+            applied(1),
+            session("b1"),
+        ];
+        assert_eq!(DerivedState::from_records(&records).changed().len(), 1);
+        let mut records = records.to_vec();
+        records.push(session("b2"));
+        let state = DerivedState::from_records(&records);
+        assert!(state.changed().is_empty());
+        assert_eq!(state.voided_by_reboot(), 1);
+        assert_eq!(state.max_seq(), 1);
+    }
+
+    #[test]
+    fn undoes_the_most_recent_change_first() {
+        let records = [
+            intent(1, "a", RMEM, ints(&[1]), ints(&[2]), GROW),
+            applied(1),
+            intent(2, "b", RMEM, ints(&[1]), ints(&[2]), GROW),
+            applied(2),
+        ];
+        let state = DerivedState::from_records(&records);
+        let order: Vec<&str> = state.changed().iter().map(|(key, _)| key.netns.as_str()).collect();
+        assert_eq!(order, ["b", "a"]);
+    }
+}

@@ -1,0 +1,100 @@
+//! The `wasmtune` binary: parses the command line, sets up logging, and runs
+//! one command. Errors end here, printed with their whole chain of causes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use wasmtune::cli::{Cli, Command, LogFormat, PolicyCommand};
+use wasmtune::runtime::engine::PolicyEngine;
+use wasmtune::runtime::image::{PolicyImage, PolicySource};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match &cli.command {
+        Some(Command::Run(args)) => args.log_format,
+        None => cli.run.log_format,
+        _ => LogFormat::Text,
+    };
+    init_logging(format);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("wasmtune: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        None => wasmtune::daemon::run(cli.run.into_options()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Run(args)) => wasmtune::daemon::run(args.into_options()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Support) => {
+            let lines = wasmtune::support::probe();
+            print!("{}", wasmtune::support::render(&lines));
+            Ok(match wasmtune::support::verdict(&lines) {
+                wasmtune::support::Support::Full => ExitCode::from(0),
+                wasmtune::support::Support::Partial => ExitCode::from(1),
+                wasmtune::support::Support::None => ExitCode::from(2),
+            })
+        }
+        Some(Command::Policy(PolicyCommand::Info { file, json })) => policy_info(&file, json),
+        Some(Command::Rollback { state_dir }) => {
+            let report = wasmtune::ledger::rollback_offline(&state_dir)
+                .with_context(|| format!("cannot roll back from {}", state_dir.display()))?;
+            for line in report.lines() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Checks a policy completely (contract, world, version, manifest) without
+/// running it, and prints what it may do.
+fn policy_info(file: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let (bytes, source) = match file.strip_prefix("builtin:") {
+        Some(name) => {
+            let bytes = wasmtune::builtin::bytes_of(name).with_context(|| format!("no built-in policy {name:?}"))?;
+            (bytes.to_vec(), PolicySource::Builtin("builtin"))
+        }
+        None => (
+            std::fs::read(file).with_context(|| format!("{file}: cannot read"))?,
+            PolicySource::File(file.into()),
+        ),
+    };
+    let engine = PolicyEngine::new(None)?;
+    let image = PolicyImage::load(&engine, &bytes, source).with_context(|| format!("{file}: not a usable policy"))?;
+    if json {
+        let out = serde_json::json!({
+            "file": file,
+            "sha256": image.digest,
+            "contract": wasmtune::runtime::image::HANDLER_EXPORT,
+            "manifest": image.manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("file    {file}");
+        println!("sha256  {}", image.digest);
+        println!("exports {}", wasmtune::runtime::image::HANDLER_EXPORT);
+        print!("{}", image.manifest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("WASMTUNE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+    }
+}

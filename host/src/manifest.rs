@@ -1,0 +1,304 @@
+//! The policy manifest: what a policy declares it may see and change.
+//!
+//! The manifest is TOML embedded by the SDK in the component's
+//! `wasmtune-manifest` custom section, so the host can read a policy's grants
+//! without running it (`wasmtune policy info FILE`). Parsing here only checks
+//! that the manifest is well formed; what the administrator and the host's
+//! hard limits allow is resolved later by [`crate::grants`].
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use wasmparser::{Encoding, Parser, Payload};
+
+use crate::wit::EventKind;
+
+/// Name of the custom section that carries the manifest.
+pub const SECTION: &str = "wasmtune-manifest";
+
+/// A parsed, well-formed manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub policy: PolicyMeta,
+    /// Event kinds the policy may subscribe to, by their WIT names.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Sysctls the policy may read or change.
+    #[serde(default, rename = "sysctl")]
+    pub sysctls: Vec<SysctlGrant>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyMeta {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    Read,
+    #[default]
+    Write,
+}
+
+/// One sysctl a policy declares, with the range it may move it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SysctlGrant {
+    pub name: String,
+    #[serde(default)]
+    pub access: Access,
+    /// 0-based positions the policy may change; `None` means all of them.
+    pub fields: Option<Vec<usize>>,
+    pub min: Option<i64>,
+    pub max: Option<i64>,
+    /// For text sysctls: the values the policy may set.
+    pub values: Option<Vec<String>>,
+}
+
+/// Why a file's manifest could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The bytes are not WebAssembly at all.
+    #[error("not a WebAssembly file: {reason}")]
+    NotWasm { reason: String },
+    /// A core module where a component was expected.
+    #[error(
+        "a core WebAssembly module, not a component: build the policy for wasm32-wasip2 (or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The component carries no manifest section.
+    #[error("no `{SECTION}` section: build the policy with wasmtune_sdk::export_policy! and a policy.toml")]
+    Missing,
+    /// More than one manifest section: ambiguous, so refused.
+    #[error("{count} `{SECTION}` sections; exactly one is allowed")]
+    Duplicate { count: usize },
+    /// The section is not UTF-8.
+    #[error("the manifest is not UTF-8 text")]
+    NotUtf8,
+    /// TOML syntax or an unknown, missing or ill-typed field (the message
+    /// carries the line, column and field).
+    #[error("manifest (policy.toml) {0}")]
+    Toml(#[from] toml::de::Error),
+    /// Well-formed TOML that breaks a rule of the manifest format.
+    #[error("manifest field `{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl Manifest {
+    /// Reads and validates the manifest embedded in a component's bytes.
+    pub fn from_component(bytes: &[u8]) -> Result<Manifest, ManifestError> {
+        let text = embedded_section(bytes)?;
+        Manifest::parse(&text)
+    }
+
+    /// Parses and validates manifest text.
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
+        let manifest: Manifest = toml::from_str(text)?;
+        manifest.validate()?;
+        Ok(manifest)
+    }
+
+    /// The declared event kinds, resolved to WIT kinds (validated at parse).
+    pub fn event_kinds(&self) -> Vec<EventKind> {
+        self.events.iter().filter_map(|e| event_kind_from_name(e)).collect()
+    }
+
+    pub fn sysctl(&self, name: &str) -> Option<&SysctlGrant> {
+        self.sysctls.iter().find(|g| g.name == name)
+    }
+
+    fn validate(&self) -> Result<(), ManifestError> {
+        let invalid = |field: &str, problem: String| ManifestError::Invalid { field: field.to_string(), problem };
+        let name = &self.policy.name;
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+            return Err(invalid("policy.name", format!("{name:?} must be 1-64 characters of a-z, 0-9 and '-'")));
+        }
+        if !is_semver(&self.policy.version) {
+            return Err(invalid("policy.version", format!("{:?} is not a version like 1.2.3", self.policy.version)));
+        }
+        for event in &self.events {
+            if event_kind_from_name(event).is_none() {
+                return Err(invalid("events", format!("unknown event kind {event:?} (known: {})", EVENT_KIND_NAMES.join(", "))));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for grant in &self.sysctls {
+            let field = format!("sysctl.{}", grant.name);
+            if !seen.insert(grant.name.as_str()) {
+                return Err(invalid(&field, "declared twice".into()));
+            }
+            if let Err(e) = crate::sysctl::validate_name(&grant.name) {
+                return Err(invalid(&field, e.to_string()));
+            }
+            if let (Some(min), Some(max)) = (grant.min, grant.max)
+                && min > max
+            {
+                return Err(invalid(&field, format!("min {min} is above max {max}")));
+            }
+            let numeric = grant.min.is_some() || grant.max.is_some() || grant.fields.is_some();
+            if numeric && grant.values.is_some() {
+                return Err(invalid(&field, "`values` (text) cannot be combined with min/max/fields (numbers)".into()));
+            }
+            if grant.access == Access::Write && grant.values.is_none() && grant.max.is_none() {
+                return Err(invalid(&field, "a writable numeric sysctl needs `max` (or `values` for a text sysctl)".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Manifest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "policy  {} {}", self.policy.name, self.policy.version)?;
+        writeln!(f, "about   {}", self.policy.description)?;
+        writeln!(f, "events  {}", if self.events.is_empty() { "(none)".to_string() } else { self.events.join(", ") })?;
+        for g in &self.sysctls {
+            let access = match g.access {
+                Access::Read => "read ",
+                Access::Write => "write",
+            };
+            let range = match (&g.values, g.min, g.max) {
+                (Some(values), _, _) => format!("one of {}", values.join(", ")),
+                (None, min, max) => format!(
+                    "{}..={}",
+                    min.map_or("*".to_string(), |v| v.to_string()),
+                    max.map_or("*".to_string(), |v| v.to_string())
+                ),
+            };
+            let fields = g.fields.as_ref().map_or(String::new(), |f| format!(" fields {f:?}"));
+            writeln!(f, "sysctl  {access} {}{fields} {range}", g.name)?;
+        }
+        Ok(())
+    }
+}
+
+/// Finds the manifest section anywhere in the component (the SDK's section
+/// lives in the component's embedded core module).
+fn embedded_section(bytes: &[u8]) -> Result<String, ManifestError> {
+    let mut found = Vec::new();
+    let mut first = true;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let payload = payload.map_err(|e| ManifestError::NotWasm { reason: e.message().to_string() })?;
+        match payload {
+            Payload::Version { encoding, .. } if first => {
+                first = false;
+                if encoding == Encoding::Module {
+                    return Err(ManifestError::CoreModule);
+                }
+            }
+            Payload::CustomSection(reader) if reader.name() == SECTION => found.push(reader.data().to_vec()),
+            _ => {}
+        }
+    }
+    match found.len() {
+        0 => Err(ManifestError::Missing),
+        1 => String::from_utf8(found.remove(0)).map_err(|_| ManifestError::NotUtf8),
+        count => Err(ManifestError::Duplicate { count }),
+    }
+}
+
+const EVENT_KIND_NAMES: &[&str] = &["tcp-buffer-limit"];
+
+pub fn event_kind_from_name(name: &str) -> Option<EventKind> {
+    match name {
+        "tcp-buffer-limit" => Some(EventKind::TcpBufferLimit),
+        _ => None,
+    }
+}
+
+pub fn event_kind_name(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::TcpBufferLimit => "tcp-buffer-limit",
+    }
+}
+
+fn is_semver(v: &str) -> bool {
+    let core = v.split(['-', '+']).next().unwrap_or("");
+    let parts: Vec<&str> = core.split('.').collect();
+    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+events = ["tcp-buffer-limit"]
+
+[policy]
+name = "tcp-buffer"
+version = "0.1.0"
+description = "grows buffers"
+
+[[sysctl]]
+name = "net.ipv4.tcp_rmem"
+fields = [2]
+min = 4096
+max = 268435456
+
+[[sysctl]]
+name = "net.core.somaxconn"
+access = "read"
+"#;
+
+    #[test]
+    fn parses_a_complete_manifest() {
+        let m = Manifest::parse(GOOD).expect("valid");
+        assert_eq!(m.policy.name, "tcp-buffer");
+        assert_eq!(m.event_kinds(), vec![EventKind::TcpBufferLimit]);
+        let rmem = m.sysctl("net.ipv4.tcp_rmem").expect("declared");
+        assert_eq!(rmem.access, Access::Write);
+        assert_eq!(rmem.fields, Some(vec![2]));
+        assert_eq!(m.sysctl("net.core.somaxconn").map(|g| g.access), Some(Access::Read));
+    }
+
+    #[test]
+    fn rejects_unknown_field_with_line_and_name() {
+        let text = GOOD.replace("description = \"grows buffers\"", "description = \"x\"\ncolour = \"red\"");
+        let err = Manifest::parse(&text).expect_err("unknown field").to_string();
+        assert!(err.contains("colour"), "{err}");
+        assert!(err.contains("line"), "{err}");
+    }
+
+    #[test]
+    fn rejects_ill_typed_field() {
+        let err = Manifest::parse(&GOOD.replace("max = 268435456", "max = \"big\"")).expect_err("bad type").to_string();
+        assert!(err.contains("max") || err.contains("integer"), "{err}");
+    }
+
+    #[test]
+    fn rejects_sysctls_outside_net() {
+        let err = Manifest::parse(&GOOD.replace("net.core.somaxconn", "kernel.core_pattern")).expect_err("not net");
+        assert!(matches!(err, ManifestError::Invalid { ref field, .. } if field.contains("kernel.core_pattern")), "{err}");
+    }
+
+    #[test]
+    fn rejects_unknown_event_kind() {
+        let err = Manifest::parse(&GOOD.replace("\"tcp-buffer-limit\"", "\"packets\"")).expect_err("unknown");
+        assert!(err.to_string().contains("packets"));
+    }
+
+    #[test]
+    fn writable_numeric_grant_needs_a_max() {
+        let err = Manifest::parse(&GOOD.replace("max = 268435456\n", "")).expect_err("no max");
+        assert!(err.to_string().contains("max"));
+    }
+
+    #[test]
+    fn rejects_bad_name_and_version() {
+        assert!(Manifest::parse(&GOOD.replace("\"tcp-buffer\"", "\"Tcp Buffer\"")).is_err());
+        assert!(Manifest::parse(&GOOD.replace("\"0.1.0\"", "\"one\"")).is_err());
+    }
+
+    #[test]
+    fn core_module_is_named_as_such() {
+        let core = b"\0asm\x01\0\0\0";
+        assert!(matches!(Manifest::from_component(core), Err(ManifestError::CoreModule)));
+        assert!(matches!(Manifest::from_component(b"hello"), Err(ManifestError::NotWasm { .. })));
+    }
+}

@@ -1,0 +1,16 @@
+//! Every directory and file the daemon uses, with its default, in one place
+//! so tests and packagers can see and override them.
+
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/wasmtune";
+pub const DEFAULT_CONFIG: &str = "/etc/wasmtune/config.toml";
+/// Policies installed by packages.
+pub const SYSTEM_POLICY_DIR: &str = "/usr/lib/wasmtune/policies";
+/// Policies installed by the administrator; wins by name over the system directory.
+pub const ADMIN_POLICY_DIR: &str = "/etc/wasmtune/policies";
+
+/// Compiled policies, keyed by content and engine; written only by the daemon.
+pub fn component_cache_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("cache")
+}

@@ -1,0 +1,115 @@
+//! One live policy instance: a `Store` with its capabilities, armed with a
+//! fresh fuel and wall-clock budget before every call. A call that traps,
+//! runs out of budget or hits the memory cap fails that call only and leaves
+//! the instance poisoned; the worker rebuilds it.
+
+use std::fmt;
+
+use wasmtime::{Engine, Store, Trap};
+
+use crate::runtime::state::{MemoryLimitExceeded, PolicyState};
+use crate::wit::{Event, Policy, PolicyConfig, PolicyInfo, PolicyPre};
+
+/// Fuel for one call: roughly 100 million Wasm instructions.
+pub const FUEL_PER_CALL: u64 = 100_000_000;
+/// Wall-clock budget for one call, in epoch ticks (1 ms each), host calls included.
+pub const DEADLINE_TICKS: u64 = 250;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// The guest trapped (panic, `unreachable`, out-of-bounds access, ...).
+    Trap,
+    /// The guest used up its fuel for the call.
+    Fuel,
+    /// The guest ran past its wall-clock deadline.
+    Deadline,
+    /// The guest tried to grow memory past its cap.
+    Memory,
+}
+
+impl FaultKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Trap => "trap",
+            FaultKind::Fuel => "fuel",
+            FaultKind::Deadline => "deadline",
+            FaultKind::Memory => "memory",
+        }
+    }
+}
+
+/// Why a call into a policy failed.
+#[derive(Debug, Clone)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub detail: String,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+impl Fault {
+    fn from_error(error: &wasmtime::Error) -> Fault {
+        let kind = if error.chain().any(|e| e.is::<MemoryLimitExceeded>()) {
+            FaultKind::Memory
+        } else {
+            match error.downcast_ref::<Trap>() {
+                Some(Trap::OutOfFuel) => FaultKind::Fuel,
+                Some(Trap::Interrupt) => FaultKind::Deadline,
+                _ => FaultKind::Trap,
+            }
+        };
+        Fault { kind, detail: format!("{:#}", error).replace('\n', " ") }
+    }
+}
+
+pub struct PolicyInstance {
+    store: Store<PolicyState>,
+    bindings: Policy,
+}
+
+impl PolicyInstance {
+    pub fn instantiate(engine: &Engine, pre: &PolicyPre<PolicyState>, state: PolicyState) -> Result<Self, Fault> {
+        let mut store = Store::new(engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        arm(&mut store)?;
+        let bindings = pre.instantiate(&mut store).map_err(|e| Fault::from_error(&e))?;
+        Ok(PolicyInstance { store, bindings })
+    }
+
+    pub fn init(&mut self, config: &PolicyConfig) -> Result<Result<PolicyInfo, String>, Fault> {
+        arm(&mut self.store)?;
+        self.bindings.wasmtune_policy_handler().call_init(&mut self.store, config).map_err(|e| Fault::from_error(&e))
+    }
+
+    pub fn on_events(&mut self, batch: &[Event]) -> Result<(), Fault> {
+        arm(&mut self.store)?;
+        self.bindings.wasmtune_policy_handler().call_on_events(&mut self.store, batch).map_err(|e| Fault::from_error(&e))
+    }
+
+    pub fn on_tick(&mut self, now: u64) -> Result<(), Fault> {
+        arm(&mut self.store)?;
+        self.bindings.wasmtune_policy_handler().call_on_tick(&mut self.store, now).map_err(|e| Fault::from_error(&e))
+    }
+
+    /// Fuel left from the last call's budget (for measurements).
+    pub fn fuel_left(&self) -> u64 {
+        self.store.get_fuel().unwrap_or(0)
+    }
+
+    pub fn into_state(self) -> PolicyState {
+        self.store.into_data()
+    }
+}
+
+/// A fresh budget before every call: the epoch deadline is relative and
+/// persists, and leftover fuel must not carry over.
+fn arm(store: &mut Store<PolicyState>) -> Result<(), Fault> {
+    store.set_fuel(FUEL_PER_CALL).map_err(|e| Fault::from_error(&e))?;
+    store.set_epoch_deadline(DEADLINE_TICKS);
+    Ok(())
+}

@@ -1,0 +1,369 @@
+//! One thread per policy: it owns the policy's instance, takes event
+//! batches from a bounded queue, and keeps faults contained. A fault fails
+//! one call; the instance is rebuilt from its pre-linked image and
+//! re-initialised; after repeated faults the policy is quarantined (it stays
+//! loaded, visible in status, and gets no more events) so it cannot burn the
+//! host's CPU. Guests never run on the async reactor.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+
+use crate::actuate::Actuator;
+use crate::caps::clock::ClockCap;
+use crate::caps::log::LogCap;
+use crate::caps::sysctl::{RequestCounters, SysctlCap};
+use crate::config::PolicySettings;
+use crate::grants::{Arbiter, EffectiveGrant, HostLimits};
+use crate::manifest::event_kind_name;
+use crate::netns::NetnsRegistry;
+use crate::runtime::engine::PolicyEngine;
+use crate::runtime::image::{LoadError, PolicyImage};
+use crate::runtime::instance::{Fault, PolicyInstance};
+use crate::runtime::state::PolicyState;
+use crate::wit::{Event, EventKind, PolicyConfig};
+
+/// Batches a policy may have waiting before new ones count as lost.
+pub const QUEUE_BATCHES: usize = 64;
+/// Largest batch handed to one `on-events` call.
+pub const MAX_BATCH: usize = 256;
+/// Faults within [`QUARANTINE_WINDOW`] that park a policy.
+pub const QUARANTINE_AFTER: usize = 3;
+pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(60);
+const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
+
+/// What the rest of the host shares with every policy worker.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub engine: Arc<PolicyEngine>,
+    pub arbiter: Arc<Arbiter>,
+    pub actuator: Actuator,
+    pub registry: Arc<NetnsRegistry>,
+    pub limits: HostLimits,
+    pub learning_rate: u8,
+    pub memory_limit: usize,
+    pub started: Instant,
+}
+
+/// Counters a worker keeps; read by status, the router and tests.
+#[derive(Debug, Default)]
+pub struct PolicyStats {
+    /// Events delivered to a call that returned normally.
+    pub events_handled: AtomicU64,
+    /// Events that never reached the policy (queue full or quarantined).
+    pub events_lost: AtomicU64,
+    /// Lost events not yet reported to the policy in a `lost` event.
+    lost_unreported: AtomicU64,
+    pub faults: AtomicU64,
+    pub quarantined: AtomicBool,
+    pub requests: Arc<RequestCounters>,
+}
+
+enum WorkerMsg {
+    Events(Vec<Event>),
+    Stop,
+}
+
+/// A running policy.
+pub struct PolicyWorker {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub source: crate::runtime::image::PolicySource,
+    pub subscriptions: Vec<EventKind>,
+    pub grant: Arc<EffectiveGrant>,
+    pub stats: Arc<PolicyStats>,
+    tx: Sender<WorkerMsg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PolicyWorker {
+    /// Instantiates and initialises the policy on its own thread, and returns
+    /// once `init` has succeeded; on failure nothing keeps running.
+    pub fn start(image: &PolicyImage, ctx: &WorkerContext, settings: &PolicySettings) -> Result<PolicyWorker, LoadError> {
+        if !settings.enabled {
+            return Err(LoadError::Disabled);
+        }
+        let grant = Arc::new(EffectiveGrant::resolve(&image.manifest, settings, &ctx.limits));
+        let stats = Arc::new(PolicyStats::default());
+        let config = PolicyConfig {
+            learning_rate: ctx.learning_rate,
+            settings: settings.settings.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        };
+        let (tx, rx) = crossbeam_channel::bounded(QUEUE_BATCHES);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let runner = Runner {
+            name: image.name().to_string(),
+            engine: ctx.engine.engine.clone(),
+            pre: image.pre.clone(),
+            config,
+            grant: grant.clone(),
+            ctx: ctx.clone(),
+            stats: stats.clone(),
+            faults: Vec::new(),
+            tick: None,
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("policy-{}", image.name()))
+            .spawn(move || runner.run(rx, ready_tx))
+            .map_err(LoadError::Read)?;
+        let subscriptions = match ready_rx.recv() {
+            Ok(Ok(subscriptions)) => subscriptions,
+            Ok(Err(error)) => {
+                let _ = thread.join();
+                return Err(error);
+            }
+            Err(_) => {
+                let _ = thread.join();
+                return Err(LoadError::Init("the policy thread ended during init".into()));
+            }
+        };
+        Ok(PolicyWorker {
+            name: image.name().to_string(),
+            version: image.manifest.policy.version.clone(),
+            digest: image.digest.clone(),
+            source: image.source.clone(),
+            subscriptions,
+            grant,
+            stats,
+            tx,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn wants(&self, kind: EventKind) -> bool {
+        self.subscriptions.contains(&kind)
+    }
+
+    /// Queues a batch without ever blocking; a full queue or a quarantined
+    /// policy counts the events as lost.
+    pub fn deliver(&self, batch: Vec<Event>) {
+        let n = batch.len() as u64;
+        if self.stats.quarantined.load(Ordering::Relaxed) {
+            self.stats.events_lost.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(WorkerMsg::Events(batch)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.events_lost.fetch_add(n, Ordering::Relaxed);
+                self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Records events lost before they reached the router (ring buffer overflow).
+    pub fn note_upstream_loss(&self, n: u64) {
+        self.stats.events_lost.fetch_add(n, Ordering::Relaxed);
+        self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Stops the thread after the batches already queued.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Stop must get through even when the queue is full.
+        let _ = self.tx.send_timeout(WorkerMsg::Stop, Duration::from_secs(2));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for PolicyWorker {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The worker thread's own state.
+struct Runner {
+    name: String,
+    engine: wasmtime::Engine,
+    pre: crate::wit::PolicyPre<PolicyState>,
+    config: PolicyConfig,
+    grant: Arc<EffectiveGrant>,
+    ctx: WorkerContext,
+    stats: Arc<PolicyStats>,
+    faults: Vec<Instant>,
+    tick: Option<Duration>,
+}
+
+impl Runner {
+    fn run(mut self, rx: Receiver<WorkerMsg>, ready: Sender<Result<Vec<EventKind>, LoadError>>) {
+        drop_thread_capabilities(&self.name);
+        let state = self.fresh_state();
+        let mut instance = match self.instantiate_and_init(state) {
+            Ok((instance, subscriptions)) => {
+                let _ = ready.send(Ok(subscriptions));
+                instance
+            }
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let mut next_tick = self.tick.map(|t| Instant::now() + t);
+        loop {
+            let msg = match next_tick {
+                Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
+                    Ok(msg) => Some(msg),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+                None => match rx.recv() {
+                    Ok(msg) => Some(msg),
+                    Err(_) => return,
+                },
+            };
+            if self.stats.quarantined.load(Ordering::Relaxed) {
+                match msg {
+                    Some(WorkerMsg::Stop) => return,
+                    Some(WorkerMsg::Events(batch)) => {
+                        self.stats.events_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    }
+                    None => next_tick = None,
+                }
+                continue;
+            }
+            let outcome = match msg {
+                Some(WorkerMsg::Stop) => return,
+                Some(WorkerMsg::Events(batch)) => self.handle_batch(&mut instance, batch),
+                None => {
+                    next_tick = self.tick.map(|t| Instant::now() + t);
+                    let now = u64::try_from(self.ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                    instance.on_tick(now)
+                }
+            };
+            if let Err(fault) = outcome {
+                match self.recover(instance, fault) {
+                    Some(rebuilt) => instance = rebuilt,
+                    None => return self.park(rx),
+                }
+            }
+        }
+    }
+
+    fn handle_batch(&self, instance: &mut PolicyInstance, mut batch: Vec<Event>) -> Result<(), Fault> {
+        let lost = self.stats.lost_unreported.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            batch.insert(0, Event::Lost(lost));
+        }
+        for chunk in batch.chunks(MAX_BATCH) {
+            instance.on_events(chunk)?;
+            let handled = chunk.iter().filter(|e| !matches!(e, Event::Lost(_))).count() as u64;
+            self.stats.events_handled.fetch_add(handled, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Counts the fault and rebuilds the instance, or returns `None` when the
+    /// policy has faulted too often and is quarantined.
+    fn recover(&mut self, broken: PolicyInstance, fault: Fault) -> Option<PolicyInstance> {
+        let now = Instant::now();
+        self.faults.retain(|t| now.duration_since(*t) < QUARANTINE_WINDOW);
+        self.faults.push(now);
+        let total = self.stats.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            event = "policy-fault",
+            policy = %self.name,
+            fault = fault.kind.as_str(),
+            faults = total,
+            detail = %fault.detail,
+            "policy {} faulted ({}); the call was abandoned and the instance is rebuilt",
+            self.name,
+            fault
+        );
+        if self.faults.len() >= QUARANTINE_AFTER {
+            return None;
+        }
+        // The poisoned store is dropped; its capabilities carry over.
+        let state = self.reuse_state(broken.into_state());
+        match self.instantiate_and_init(state) {
+            Ok((instance, _)) => Some(instance),
+            Err(e) => {
+                tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
+                    detail = %e, "policy {} could not be rebuilt: {e}", self.name);
+                None
+            }
+        }
+    }
+
+    fn park(&self, rx: Receiver<WorkerMsg>) {
+        self.stats.quarantined.store(true, Ordering::Relaxed);
+        let faults = self.stats.faults.load(Ordering::Relaxed);
+        tracing::error!(
+            event = "policy-quarantined",
+            policy = %self.name,
+            faults,
+            "policy {} quarantined after {} faults in {} s: it gets no more events until it is replaced or the daemon restarts",
+            self.name,
+            self.faults.len(),
+            QUARANTINE_WINDOW.as_secs()
+        );
+        for msg in rx {
+            match msg {
+                WorkerMsg::Stop => return,
+                WorkerMsg::Events(batch) => {
+                    self.stats.events_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    fn instantiate_and_init(&mut self, state: PolicyState) -> Result<(PolicyInstance, Vec<EventKind>), LoadError> {
+        let mut instance =
+            PolicyInstance::instantiate(&self.engine, &self.pre, state).map_err(|f| LoadError::Init(f.to_string()))?;
+        let info = match instance.init(&self.config) {
+            Ok(Ok(info)) => info,
+            Ok(Err(message)) => return Err(LoadError::Init(message)),
+            Err(fault) => return Err(LoadError::Init(fault.to_string())),
+        };
+        for kind in &info.subscriptions {
+            if !self.grant.may_subscribe(*kind) {
+                return Err(LoadError::UngrantedSubscription { event: event_kind_name(*kind).to_string() });
+            }
+        }
+        self.tick = info
+            .tick_ms
+            .map(|ms| Duration::from_millis(u64::from(ms.clamp(TICK_RANGE_MS.0, TICK_RANGE_MS.1))));
+        Ok((instance, info.subscriptions))
+    }
+
+    fn fresh_state(&self) -> PolicyState {
+        let sysctl = SysctlCap::new(
+            self.grant.clone(),
+            self.ctx.arbiter.clone(),
+            self.ctx.actuator.clone(),
+            self.ctx.registry.clone(),
+            self.stats.requests.clone(),
+        );
+        PolicyState::new(
+            LogCap::new(&self.name),
+            sysctl,
+            ClockCap { started: self.ctx.started },
+            self.ctx.memory_limit,
+        )
+    }
+
+    fn reuse_state(&self, old: PolicyState) -> PolicyState {
+        let (log, sysctl, clock, memory_limit) = old.into_caps();
+        PolicyState::new(log, sysctl, clock, memory_limit)
+    }
+}
+
+/// Guest code never needs a capability: every privileged action goes
+/// through the actuator's thread. Capabilities are per thread, so this
+/// thread gives up all of its own before running any guest code.
+fn drop_thread_capabilities(policy: &str) {
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
+        if let Err(e) = caps::clear(None, set) {
+            tracing::debug!(policy, "cannot clear {set:?} capabilities on the policy thread: {e}");
+        }
+    }
+}

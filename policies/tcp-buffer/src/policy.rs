@@ -1,0 +1,414 @@
+//! The tcp-buffer policy: reads the limit an event is about, asks
+//! [`crate::tuner`] what to do, and carries it out through a [`Host`] —
+//! requesting the change, retrying once at a narrower cap, turning receive
+//! buffer auto-tuning on after an rmem raise, and logging each denial once
+//! per kind and namespace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use wasmtune_sdk::{BufferDirection, Denial, Event, InstantMs, Level, NetnsId, TcpBufferLimit};
+
+use crate::tuner::{self, BufferLimits, Decision, Lane};
+
+/// The sysctl that lets the kernel grow receive buffers toward `tcp_rmem[2]`.
+pub const MODERATE_RCVBUF: &str = "net.ipv4.tcp_moderate_rcvbuf";
+/// Scenario of turning receive buffer auto-tuning back on.
+pub const SCENARIO_AUTOTUNING: &str = "receive buffer auto-tuning is off";
+
+/// What the policy needs from the host: the SDK's imports in the component,
+/// a recording fake in unit tests.
+pub trait Host {
+    fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial>;
+    fn request(
+        &mut self,
+        netns: NetnsId,
+        name: &str,
+        fields: &[i64],
+        scenario: &str,
+        reason: &str,
+    ) -> Result<(), Denial>;
+    fn log(&mut self, level: Level, message: &str);
+    fn now(&mut self) -> InstantMs;
+}
+
+/// The policy's state: the learning rate and one [`Lane`] per namespace and
+/// direction it has seen.
+pub struct TcpBuffer<H> {
+    host: H,
+    learning_rate: u8,
+    // Ordered collections rather than hash maps: no random seed to ask the
+    // host for, and a policy that replays identically.
+    lanes: BTreeMap<(NetnsId, BufferDirection), Lane>,
+    /// (netns, what) pairs already logged, so each problem is said once.
+    reported: BTreeSet<(NetnsId, &'static str)>,
+}
+
+impl<H: Host> TcpBuffer<H> {
+    pub fn new(host: H, learning_rate: u8) -> TcpBuffer<H> {
+        TcpBuffer { host, learning_rate, lanes: BTreeMap::new(), reported: BTreeSet::new() }
+    }
+
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+
+    pub fn handle(&mut self, event: &Event) {
+        match event {
+            Event::TcpBufferLimit(hit) => self.on_limit(hit),
+            // Missed events need no catching up: the kernel reports sockets
+            // again while they stay at the limit.
+            Event::Lost(_) => {}
+        }
+    }
+
+    fn on_limit(&mut self, hit: &TcpBufferLimit) {
+        let name = tuner::tunable(hit.direction);
+        let fields = match self.host.read_integers(hit.netns, name) {
+            Ok(fields) => fields,
+            Err(denial) => return self.denied(hit.netns, name, &denial),
+        };
+        let Some(current) = BufferLimits::from_fields(&fields) else {
+            let message = format!("{name} in netns {} reads as {fields:?}, not three fields; left alone", hit.netns);
+            return self.report_once(hit.netns, "shape", Level::Warn, &message);
+        };
+        let now = self.host.now();
+        let lane = self.lanes.entry((hit.netns, hit.direction)).or_default();
+        match lane.decide(hit, current, self.learning_rate, now) {
+            Decision::Skip(_) => {}
+            Decision::CapReached { cap } => self.cap_reached(hit, cap),
+            Decision::Raise { max, reason } => self.raise(hit, current, max, &reason),
+            Decision::Shrink { max, reason } => self.shrink(hit, current, max, &reason, now),
+        }
+    }
+
+    fn raise(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: &str) {
+        let name = tuner::tunable(hit.direction);
+        let mut requested = self.host.request(hit.netns, name, &current.with_max(max), tuner::SCENARIO_RAISE, reason);
+        let mut new_max = max;
+        if let Err(Denial::OutOfBounds(bounds)) = &requested {
+            match self.lane(hit).out_of_bounds(current, bounds.max) {
+                Some(cap) => {
+                    let reason =
+                        format!("{reason}; limited to {cap} bytes, the highest the administrator and host allow");
+                    new_max = cap;
+                    requested =
+                        self.host.request(hit.netns, name, &current.with_max(cap), tuner::SCENARIO_RAISE, &reason);
+                }
+                None => {
+                    if self.lane(hit).take_cap_report() {
+                        self.cap_reached(hit, bounds.max);
+                    }
+                    return;
+                }
+            }
+        }
+        match requested {
+            Ok(()) => {
+                let now = self.host.now();
+                self.lane(hit).requested(new_max, now);
+                if hit.direction == BufferDirection::Receive {
+                    self.ensure_receive_autotuning(hit.netns);
+                }
+            }
+            Err(denial) => self.denied(hit.netns, name, &denial),
+        }
+    }
+
+    fn shrink(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: &str, now: InstantMs) {
+        let name = tuner::tunable(hit.direction);
+        match self.host.request(hit.netns, name, &current.with_max(max), tuner::SCENARIO_SHRINK, reason) {
+            Ok(()) => self.lane(hit).requested(max, now),
+            Err(denial) => self.denied(hit.netns, name, &denial),
+        }
+    }
+
+    /// A larger `tcp_rmem[2]` only helps if the kernel grows receive buffers
+    /// toward it, which `tcp_moderate_rcvbuf = 1` turns on.
+    fn ensure_receive_autotuning(&mut self, netns: NetnsId) {
+        let fields = match self.host.read_integers(netns, MODERATE_RCVBUF) {
+            Ok(fields) => fields,
+            Err(denial) => return self.denied(netns, MODERATE_RCVBUF, &denial),
+        };
+        if fields.first() != Some(&0) {
+            return;
+        }
+        let reason = "tcp_rmem[2] was raised, but the kernel grows receive buffers toward it only while tcp_moderate_rcvbuf is 1; turning receive buffer auto-tuning back on";
+        if let Err(denial) = self.host.request(netns, MODERATE_RCVBUF, &[1], SCENARIO_AUTOTUNING, reason) {
+            self.denied(netns, MODERATE_RCVBUF, &denial);
+        }
+    }
+
+    fn cap_reached(&mut self, hit: &TcpBufferLimit, cap: i64) {
+        let message = format!(
+            "{}[2] in netns {} is at its cap of {cap} bytes and sockets still reach it; not raising it further",
+            tuner::short_name(hit.direction),
+            hit.netns
+        );
+        self.host.log(Level::Info, &message);
+    }
+
+    /// Logs a denial once per kind and namespace; forgets a namespace the
+    /// host no longer tunes.
+    fn denied(&mut self, netns: NetnsId, name: &str, denial: &Denial) {
+        if let Denial::UnknownNetns(_) = denial {
+            self.lanes.retain(|(lane_netns, _), _| *lane_netns != netns);
+        }
+        let level = match denial {
+            Denial::RateLimited(_) | Denial::UnknownNetns(_) => Level::Debug,
+            Denial::AdminOverride(_) => Level::Info,
+            _ => Level::Warn,
+        };
+        let message = format!("{name} in netns {netns} not changed: {}", denial.explain());
+        self.report_once(netns, denial.kind(), level, &message);
+    }
+
+    fn report_once(&mut self, netns: NetnsId, what: &'static str, level: Level, message: &str) {
+        if self.reported.insert((netns, what)) {
+            self.host.log(level, message);
+        }
+    }
+
+    fn lane(&mut self, hit: &TcpBufferLimit) -> &mut Lane {
+        self.lanes.entry((hit.netns, hit.direction)).or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use wasmtune_sdk::{Bounds, IpAddr};
+
+    const NETNS: NetnsId = 4026532000;
+
+    /// A host that checks requests the way the real one does for this
+    /// policy's manifest (field 2 only, within `min..=max`) and applies
+    /// accepted ones when [`FakeHost::apply`] says the call returned.
+    struct FakeHost {
+        sysctls: HashMap<(NetnsId, String), Vec<i64>>,
+        bounds: (i64, i64),
+        refuse: Option<Denial>,
+        queued: Vec<(NetnsId, String, Vec<i64>)>,
+        requests: Vec<(String, Vec<i64>, String, String)>,
+        logs: Vec<(Level, String)>,
+        clock: InstantMs,
+    }
+
+    impl FakeHost {
+        fn new(rmem: [i64; 3], moderate: i64) -> FakeHost {
+            let mut sysctls = HashMap::new();
+            sysctls.insert((NETNS, "net.ipv4.tcp_rmem".to_string()), rmem.to_vec());
+            sysctls.insert((NETNS, "net.ipv4.tcp_wmem".to_string()), vec![4096, 16384, 4194304]);
+            sysctls.insert((NETNS, MODERATE_RCVBUF.to_string()), vec![moderate]);
+            FakeHost {
+                sysctls,
+                bounds: (4096, tuner::GRANT_MAX),
+                refuse: None,
+                queued: vec![],
+                requests: vec![],
+                logs: vec![],
+                clock: 0,
+            }
+        }
+
+        fn apply(&mut self) {
+            for (netns, name, value) in self.queued.drain(..) {
+                self.sysctls.insert((netns, name), value);
+            }
+        }
+
+        fn value(&self, name: &str) -> Vec<i64> {
+            self.sysctls[&(NETNS, name.to_string())].clone()
+        }
+    }
+
+    impl Host for FakeHost {
+        fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial> {
+            self.sysctls.get(&(netns, name.to_string())).cloned().ok_or(Denial::UnknownNetns(netns))
+        }
+
+        fn request(
+            &mut self,
+            netns: NetnsId,
+            name: &str,
+            fields: &[i64],
+            scenario: &str,
+            reason: &str,
+        ) -> Result<(), Denial> {
+            self.requests.push((name.to_string(), fields.to_vec(), scenario.to_string(), reason.to_string()));
+            if let Some(denial) = self.refuse.clone() {
+                return Err(denial);
+            }
+            let (min, max) = if name == MODERATE_RCVBUF { (1, 1) } else { self.bounds };
+            let old = self.read_integers(netns, name)?;
+            for (o, n) in old.iter().zip(fields) {
+                if o != n && (*n < min || *n > max) {
+                    return Err(Denial::OutOfBounds(Bounds { min, max }));
+                }
+            }
+            self.queued.push((netns, name.to_string(), fields.to_vec()));
+            Ok(())
+        }
+
+        fn log(&mut self, level: Level, message: &str) {
+            self.logs.push((level, message.to_string()));
+        }
+
+        fn now(&mut self) -> InstantMs {
+            self.clock
+        }
+    }
+
+    fn event(direction: BufferDirection, buffer: u32, limit: u32) -> Event {
+        Event::TcpBufferLimit(TcpBufferLimit {
+            netns: NETNS,
+            direction,
+            buffer_bytes: buffer,
+            limit_bytes: limit,
+            queued_bytes: buffer / 2,
+            srtt_us: 60,
+            remote: IpAddr::V4((10, 0, 0, 2)),
+            remote_port: 5201,
+        })
+    }
+
+    fn receive(buffer: u32, limit: u32) -> Event {
+        event(BufferDirection::Receive, buffer, limit)
+    }
+
+    fn batch(policy: &mut TcpBuffer<FakeHost>, events: &[Event]) {
+        for e in events {
+            policy.handle(e);
+        }
+        policy.host.apply();
+        policy.host.clock += 200;
+    }
+
+    #[test]
+    fn a_batch_of_hits_raises_once_and_enables_autotuning() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
+        batch(&mut policy, &[receive(98304, 98304), receive(98000, 98304), receive(98304, 98304)]);
+        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
+        assert_eq!(policy.host.value(MODERATE_RCVBUF), vec![1]);
+        let requests: Vec<&str> = policy.host.requests.iter().map(|(name, ..)| name.as_str()).collect();
+        assert_eq!(requests, ["net.ipv4.tcp_rmem", MODERATE_RCVBUF]);
+        assert_eq!(policy.host.requests[0].2, tuner::SCENARIO_RAISE);
+        assert_eq!(policy.host.requests[1].2, SCENARIO_AUTOTUNING);
+        assert!(
+            policy.host.logs.is_empty(),
+            "a raise is explained by its reason, not a log line: {:?}",
+            policy.host.logs
+        );
+
+        // The next batch still carries sockets limited by the old value.
+        batch(&mut policy, &[receive(98304, 98304)]);
+        assert_eq!(policy.host.requests.len(), 2);
+        // Sockets reaching the new limit raise it again; auto-tuning is on.
+        batch(&mut policy, &[receive(122880, 122880)]);
+        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 153600]);
+        assert_eq!(policy.host.requests.len(), 3);
+    }
+
+    #[test]
+    fn send_hits_raise_tcp_wmem_and_leave_autotuning_alone() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
+        batch(&mut policy, &[event(BufferDirection::Send, 4194304, 4194304)]);
+        assert_eq!(policy.host.value("net.ipv4.tcp_wmem"), vec![4096, 16384, 5242880]);
+        assert_eq!(policy.host.value(MODERATE_RCVBUF), vec![0]);
+        assert_eq!(policy.host.requests.len(), 1);
+    }
+
+    #[test]
+    fn an_administrator_cap_is_retried_once_then_reported_once() {
+        let mut host = FakeHost::new([4096, 65536, 6_000_000], 1);
+        host.bounds = (4096, 7_000_000);
+        let mut policy = TcpBuffer::new(host, 4);
+        batch(&mut policy, &[receive(6_000_000, 6_000_000)]);
+        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 7_000_000]);
+        let retried: Vec<i64> = policy.host.requests.iter().map(|(_, v, ..)| v[2]).collect();
+        assert_eq!(retried, [7_500_000, 7_000_000]);
+        assert!(
+            policy.host.requests[1]
+                .3
+                .ends_with("limited to 7000000 bytes, the highest the administrator and host allow")
+        );
+
+        for _ in 0..3 {
+            batch(&mut policy, &[receive(7_000_000, 7_000_000)]);
+        }
+        assert_eq!(policy.host.requests.len(), 2, "no requests past the learned cap");
+        assert_eq!(policy.host.logs.len(), 1, "{:?}", policy.host.logs);
+        assert_eq!(
+            policy.host.logs[0],
+            (
+                Level::Info,
+                format!(
+                    "tcp_rmem[2] in netns {NETNS} is at its cap of 7000000 bytes and sockets still reach it; not raising it further"
+                )
+            )
+        );
+    }
+
+    #[test]
+    fn a_cap_found_by_denial_is_reported_once() {
+        let mut host = FakeHost::new([4096, 65536, 7_000_000], 1);
+        host.bounds = (4096, 7_000_000);
+        let mut policy = TcpBuffer::new(host, 4);
+        batch(&mut policy, &[receive(7_000_000, 7_000_000), receive(7_000_000, 7_000_000)]);
+        assert_eq!(policy.host.requests.len(), 1, "the second event knows the cap");
+        assert_eq!(policy.host.logs.len(), 1);
+        assert!(policy.host.logs[0].1.contains("at its cap of 7000000 bytes"));
+    }
+
+    #[test]
+    fn denials_are_logged_once_per_kind_and_namespace() {
+        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        host.refuse = Some(Denial::AdminOverride("net.ipv4.tcp_rmem written by pid 42".into()));
+        let mut policy = TcpBuffer::new(host, 4);
+        for _ in 0..5 {
+            batch(&mut policy, &[receive(98304, 98304)]);
+        }
+        assert_eq!(policy.host.requests.len(), 5, "nothing pending after a refusal");
+        assert_eq!(
+            policy.host.logs,
+            [(
+                Level::Info,
+                format!(
+                    "net.ipv4.tcp_rmem in netns {NETNS} not changed: the administrator changed it (net.ipv4.tcp_rmem written by pid 42), so it is left alone"
+                )
+            )]
+        );
+        policy.host.refuse = Some(Denial::RateLimited(40));
+        batch(&mut policy, &[receive(98304, 98304)]);
+        batch(&mut policy, &[receive(98304, 98304)]);
+        assert_eq!(policy.host.logs.len(), 2);
+        assert_eq!(policy.host.logs[1].0, Level::Debug);
+    }
+
+    #[test]
+    fn an_unreadable_tunable_is_reported_once_and_never_requested() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        policy.host.sysctls.clear();
+        batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
+        assert!(policy.host.requests.is_empty());
+        assert_eq!(policy.host.logs.len(), 1);
+        assert!(policy.host.logs[0].1.contains("is not tuned by this host"), "{:?}", policy.host.logs);
+    }
+
+    #[test]
+    fn a_malformed_value_is_left_alone() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        policy.host.sysctls.insert((NETNS, "net.ipv4.tcp_rmem".into()), vec![4096, 98304]);
+        batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
+        assert!(policy.host.requests.is_empty());
+        assert_eq!(policy.host.logs.len(), 1);
+        assert!(policy.host.logs[0].1.contains("not three fields"));
+    }
+
+    #[test]
+    fn lost_events_change_nothing() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        batch(&mut policy, &[Event::Lost(12)]);
+        assert!(policy.host.requests.is_empty() && policy.host.logs.is_empty());
+    }
+}

@@ -1,0 +1,118 @@
+//! # wasmtune-sdk: write wasmtune tuning policies
+//!
+//! A wasmtune policy is a WebAssembly component that the wasmtune daemon
+//! feeds kernel events and lets change only the sysctls its manifest
+//! declares, within the bounds declared there (and narrowed by the
+//! administrator). This crate hides the component plumbing behind one trait,
+//! [`Policy`], and one macro, [`export_policy!`], and adds the arithmetic
+//! most tuners need: [learning-rate steps](rate), a streaming
+//! [`Correlation`], typed [sysctl](sysctl) access and [logging](log).
+//!
+//! ## A complete policy
+//!
+//! `Cargo.toml`:
+//!
+//! ```toml
+//! [package]
+//! name = "grow-send-buffers"
+//! version = "0.1.0"
+//! edition = "2024"
+//!
+//! [lib]
+//! crate-type = ["cdylib"]
+//!
+//! [dependencies]
+//! wasmtune-sdk = "0.1"
+//! ```
+//!
+//! `policy.toml`, beside `Cargo.toml`; [`export_policy!`] embeds it in the
+//! component, and the host grants exactly what it declares:
+//!
+//! ```toml
+//! # Top-level keys first: after `[policy]` they would belong to that table.
+//! events = ["tcp-buffer-limit"]
+//!
+//! [policy]
+//! name = "grow-send-buffers"
+//! version = "0.1.0"
+//! description = "Raises tcp_wmem[2] when send buffers reach it"
+//!
+//! [[sysctl]]
+//! name = "net.ipv4.tcp_wmem"
+//! fields = [2]
+//! max = 67108864
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```ignore
+//! use wasmtune_sdk::{rate, sysctl, BufferDirection, Config, Event, EventKind, Info, Policy};
+//!
+//! struct GrowSendBuffers {
+//!     learning_rate: u8,
+//! }
+//!
+//! impl Policy for GrowSendBuffers {
+//!     fn init(config: &Config) -> Result<(Self, Info), String> {
+//!         let policy = GrowSendBuffers { learning_rate: config.learning_rate };
+//!         Ok((policy, Info::events(&[EventKind::TcpBufferLimit])))
+//!     }
+//!
+//!     fn on_event(&mut self, event: &Event) {
+//!         let Event::TcpBufferLimit(hit) = event else { return };
+//!         if hit.direction != BufferDirection::Send {
+//!             return;
+//!         }
+//!         let Ok(mut wmem) = sysctl::read_integers(hit.netns, "net.ipv4.tcp_wmem") else { return };
+//!         // An event about a limit that has since been raised is stale.
+//!         if wmem.len() != 3 || i64::from(hit.limit_bytes) < wmem[2] {
+//!             return;
+//!         }
+//!         wmem[2] += rate::step(wmem[2].unsigned_abs(), self.learning_rate) as i64;
+//!         let reason = format!("send buffers reach tcp_wmem[2] ({} bytes)", hit.limit_bytes);
+//!         let scenario = "need to increase TCP buffer size(s)";
+//!         if let Err(denial) = sysctl::request_integers(hit.netns, "net.ipv4.tcp_wmem", &wmem, scenario, &reason) {
+//!             wasmtune_sdk::warn!("tcp_wmem not raised: {}", denial.explain());
+//!         }
+//!     }
+//! }
+//!
+//! wasmtune_sdk::export_policy!(GrowSendBuffers);
+//! ```
+//!
+//! Build it with `cargo build --release --target wasm32-wasip2` and drop the
+//! `.wasm` into a directory the daemon watches (`wasmtune run --policy-dir
+//! DIR`); `wasmtune policy info FILE` shows what it declares.
+//!
+//! ## What the host guarantees, and what it expects
+//!
+//! - Every [`sysctl::request`] is checked against the grant when it is made
+//!   and applied after the export call returns, in order: a value read right
+//!   after a request still shows the old one. A refusal is a [`Denial`]
+//!   value, never a trap. [`Denial::explain`] turns it into a sentence.
+//! - Each call has a time and memory budget. A trap (a panic included) or an
+//!   exhausted budget fails that call; repeated faults quarantine the policy.
+//! - Logs are rate-limited and truncated by the host: log decisions, not
+//!   events.
+
+#[allow(clippy::all)]
+pub mod bindings;
+
+pub mod correlation;
+pub mod denial;
+#[doc(hidden)]
+pub mod export;
+pub mod log;
+pub mod policy;
+pub mod rate;
+pub mod sysctl;
+
+pub use bindings::exports::wasmtune::policy::handler::{Config, Info};
+pub use bindings::wasmtune::policy::clock::now;
+pub use bindings::wasmtune::policy::types::{
+    Bounds, BufferDirection, Denial, Event, EventKind, InstantMs, IpAddr, NetnsId, SysctlValue, TcpBufferLimit,
+};
+pub use correlation::Correlation;
+pub use denial::Explanation;
+pub use log::Level;
+pub use policy::Policy;

@@ -1,0 +1,95 @@
+//! Learning-rate arithmetic: how big one tuning step is and how close to a
+//! limit counts as "nearly full".
+//!
+//! The administrator picks a learning rate from 0 to 4 (the host passes it in
+//! [`Config::learning_rate`](crate::Config)). One step is `value >> (6 - rate)`,
+//! and a value within one step of its limit is nearly full:
+//!
+//! | rate | step (and nearly-full margin) |
+//! |------|-------------------------------|
+//! | 4    | 25 %                          |
+//! | 3    | 12.5 %                        |
+//! | 2    | 6.25 %                        |
+//! | 1    | 3.1 %                         |
+//! | 0    | 1.6 %                         |
+//!
+//! Rates above 4 are treated as 4: a typo in a config must not make steps
+//! larger than a quarter.
+
+/// The largest (and default) learning rate.
+pub const MAX_LEARNING_RATE: u8 = 4;
+
+/// One step of `value` at learning rate `rate`: `value >> (6 - rate)`, at
+/// least 1 for any positive `value` so that small values still move.
+pub fn step(value: u64, rate: u8) -> u64 {
+    if value == 0 {
+        return 0;
+    }
+    let shift = 6 - u32::from(rate.min(MAX_LEARNING_RATE));
+    (value >> shift).max(1)
+}
+
+/// Whether `used` is within one step of `limit` (or past it).
+pub fn nearly_full(used: u64, limit: u64, rate: u8) -> bool {
+    used >= limit.saturating_sub(step(limit, rate))
+}
+
+/// The step size of `rate` as an administrator reads it, e.g. `"25%"`.
+pub fn step_percent(rate: u8) -> &'static str {
+    match rate.min(MAX_LEARNING_RATE) {
+        4 => "25%",
+        3 => "12.5%",
+        2 => "6.25%",
+        1 => "3.1%",
+        _ => "1.6%",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_follow_the_documented_table() {
+        let value = 1 << 20;
+        assert_eq!(step(value, 4), value / 4);
+        assert_eq!(step(value, 3), value / 8);
+        assert_eq!(step(value, 2), value / 16);
+        assert_eq!(step(value, 1), value / 32);
+        assert_eq!(step(value, 0), value / 64);
+    }
+
+    #[test]
+    fn rates_above_four_are_clamped() {
+        assert_eq!(step(1000, 9), step(1000, 4));
+        assert_eq!(step_percent(200), "25%");
+    }
+
+    #[test]
+    fn positive_values_always_step_by_at_least_one() {
+        assert_eq!(step(1, 0), 1);
+        assert_eq!(step(63, 0), 1);
+        assert_eq!(step(0, 4), 0);
+    }
+
+    #[test]
+    fn nearly_full_means_within_one_step() {
+        // Rate 4: within 25 % of 4096 is 3072 and above.
+        assert!(nearly_full(3072, 4096, 4));
+        assert!(!nearly_full(3071, 4096, 4));
+        // Rate 0: within 1.6 % (64 of 4096).
+        assert!(nearly_full(4032, 4096, 0));
+        assert!(!nearly_full(4031, 4096, 0));
+        assert!(nearly_full(5000, 4096, 0), "past the limit is full");
+        assert!(nearly_full(0, 0, 4));
+    }
+
+    #[test]
+    fn percent_labels_match_steps() {
+        assert_eq!(step_percent(4), "25%");
+        assert_eq!(step_percent(3), "12.5%");
+        assert_eq!(step_percent(2), "6.25%");
+        assert_eq!(step_percent(1), "3.1%");
+        assert_eq!(step_percent(0), "1.6%");
+    }
+}

@@ -1,0 +1,217 @@
+//! The wasmtune binary under test: finding (and, when needed, building) it,
+//! and `Daemon`, a `wasmtune run --log-format json` whose log lines tests wait
+//! on, stopped on drop.
+
+use std::fs;
+use std::ops::{Deref, DerefMut};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::paths::profile_dir;
+use super::{HarnessError, LogCapture, Netns, scratch_dir, target_dir};
+
+/// Set to the path of a wasmtune binary to test that one instead of the
+/// workspace's own build.
+pub const BIN_ENV: &str = "WASMTUNE_BIN";
+/// How long a daemon may take from spawn to its `ready` line: it compiles
+/// every policy and loads its BPF programs first.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon may take to exit after SIGTERM (rollback included).
+pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The wasmtune binary: `$WASMTUNE_BIN`, else `<target>/<profile>/wasmtune`
+/// from this workspace, brought up to date with `cargo build` once per test
+/// process.
+///
+/// The test binaries do not depend on the daemon's binary target, so
+/// `cargo test`/`cargo nextest run` alone would leave it missing on a fresh
+/// checkout, or stale after an edit; asking cargo costs a fraction of a
+/// second when it is current.
+pub fn wasmtune_bin() -> Result<PathBuf, HarnessError> {
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    BIN.get_or_init(locate_or_build).clone().map_err(|problem| HarnessError::Spawn {
+        command: "wasmtune".to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, problem),
+    })
+}
+
+fn locate_or_build() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os(BIN_ENV) {
+        let bin = PathBuf::from(bin);
+        return if bin.is_file() { Ok(bin) } else { Err(format!("{BIN_ENV}={} does not exist", bin.display())) };
+    }
+    let profile = profile_dir();
+    let workspace =
+        Path::new(env!("CARGO_MANIFEST_DIR")).parent().ok_or("the tests crate sits inside the workspace")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut build = Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir())
+        .args(["--package", "wasmtune", "--bin", "wasmtune"]);
+    match profile.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") | None => {
+            build.arg("--release");
+        }
+        Some(other) => {
+            build.args(["--profile", other]);
+        }
+    }
+    let bin = profile.join("wasmtune");
+    match build.output() {
+        Ok(out) if out.status.success() => Ok(bin),
+        Ok(out) => {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(format!("building the wasmtune binary failed:\n{}", tail.join("\n")))
+        }
+        // No cargo here (tests copied to another machine): use what was built.
+        Err(_) if bin.is_file() => Ok(bin),
+        Err(err) => Err(format!("cannot run cargo to build {}: {err}", bin.display())),
+    }
+}
+
+/// A `Command` for the wasmtune binary (for `rollback`, `policy info`, ...).
+pub fn wasmtune_command() -> Result<Command, HarnessError> {
+    Ok(Command::new(wasmtune_bin()?))
+}
+
+/// How to start a daemon: `wasmtune run --log-format json --state-dir DIR
+/// --config FILE [--netns NAME].. [--policy-dir DIR].. [extra args]`.
+///
+/// The configuration file defaults to an empty one of the daemon's own, so
+/// that an `/etc/wasmtune/config.toml` on the machine cannot change a test.
+#[derive(Debug, Default)]
+pub struct DaemonBuilder {
+    netns: Vec<String>,
+    policy_dirs: Vec<PathBuf>,
+    state_dir: Option<PathBuf>,
+    config: Option<String>,
+    extra: Vec<String>,
+}
+
+impl DaemonBuilder {
+    /// Tune `netns` (repeatable).
+    pub fn netns(mut self, netns: &Netns) -> Self {
+        self.netns.push(netns.name().to_string());
+        self
+    }
+
+    /// Tune the namespace called `name` (e.g. `init`).
+    pub fn netns_named(mut self, name: &str) -> Self {
+        self.netns.push(name.to_string());
+        self
+    }
+
+    /// Load and watch the policies in `dir` (repeatable).
+    pub fn policy_dir(mut self, dir: &Path) -> Self {
+        self.policy_dirs.push(dir.to_path_buf());
+        self
+    }
+
+    /// Keep the journal in `dir` (which the test owns, e.g. to run
+    /// `wasmtune rollback` on it after the daemon is gone; make it with
+    /// [`private_dir`](super::private_dir)). Without it, a root-only directory
+    /// of the daemon guard's own is used.
+    pub fn state_dir(mut self, dir: &Path) -> Self {
+        self.state_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    /// The text of the configuration file to pass with `--config`.
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_string());
+        self
+    }
+
+    /// One more argument, e.g. `--rollback`, `--dry-run`.
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra.push(arg.to_string());
+        self
+    }
+
+    /// Spawns the daemon; it is not ready yet: wait for the `ready` event.
+    pub fn start(self) -> Result<Daemon, HarnessError> {
+        let scratch = scratch_dir("daemon")?;
+        let state_dir = match self.state_dir {
+            Some(dir) => dir,
+            None => {
+                let dir = scratch.path().join("state");
+                fs::DirBuilder::new().mode(0o700).create(&dir).map_err(|source| HarnessError::Io {
+                    action: "create",
+                    path: dir.clone(),
+                    source,
+                })?;
+                dir
+            }
+        };
+        let config = scratch.path().join("config.toml");
+        let config_text = self.config.unwrap_or_default();
+        fs::write(&config, config_text).map_err(|source| HarnessError::Io {
+            action: "write",
+            path: config.clone(),
+            source,
+        })?;
+        let mut cmd = wasmtune_command()?;
+        cmd.args(["run", "--log-format", "json", "--state-dir"]).arg(&state_dir).arg("--config").arg(&config);
+        for netns in &self.netns {
+            cmd.args(["--netns", netns]);
+        }
+        for dir in &self.policy_dirs {
+            cmd.arg("--policy-dir").arg(dir);
+        }
+        cmd.args(&self.extra);
+        let capture = LogCapture::spawn("wasmtune", cmd)?;
+        Ok(Daemon { capture, state_dir, _scratch: scratch })
+    }
+}
+
+/// A running `wasmtune run`; its log is a [`LogCapture`] (this derefs to
+/// it: `daemon.wait_for_event("ready", READY_TIMEOUT)`, `daemon.lines()`).
+/// Killed on drop; its log is printed when the test fails.
+pub struct Daemon {
+    capture: LogCapture,
+    state_dir: PathBuf,
+    _scratch: TempDir,
+}
+
+impl Daemon {
+    /// A builder with no namespaces, policy directories or extra arguments.
+    pub fn builder() -> DaemonBuilder {
+        DaemonBuilder::default()
+    }
+
+    /// The journal directory passed with `--state-dir`.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// SIGTERM and wait for a clean exit (its rollback and summary included).
+    pub fn terminate(&mut self) -> Result<ExitStatus, HarnessError> {
+        self.capture.terminate(EXIT_TIMEOUT)
+    }
+}
+
+impl Deref for Daemon {
+    type Target = LogCapture;
+
+    fn deref(&self) -> &LogCapture {
+        &self.capture
+    }
+}
+
+impl DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut LogCapture {
+        &mut self.capture
+    }
+}
