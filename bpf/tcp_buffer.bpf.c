@@ -48,7 +48,7 @@
  *
  * Every kernel read goes through BPF_CORE_READ (CO-RE), so one body serves
  * both the BTF-typed and the raw tracepoint; kernel BTF is required either
- * way (the netns cookie is a plain u64 in struct net since 5.14).
+ * way (the netns cookie is read as the plain u64 `struct net` has since 5.12).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>

@@ -85,12 +85,21 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    /// Syntax, an unknown field or a bad value; the message has line and column.
-    #[error("{path}: {source}")]
-    Parse { path: PathBuf, source: toml::de::Error },
+    /// Syntax, an unknown field or a bad value.
+    #[error("{path}: line {line}, column {column} (`{text}`): {message}")]
+    Parse { path: PathBuf, line: usize, column: usize, text: String, message: String },
     /// Well-formed but contradictory.
     #[error("{path}: {field}: {problem}")]
     Invalid { path: PathBuf, field: String, problem: String },
+}
+
+/// 1-based line and column of a TOML error, for one-line messages.
+pub fn line_column(text: &str, error: &toml::de::Error) -> (usize, usize) {
+    let offset = error.span().map_or(0, |s| s.start).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
 }
 
 fn enabled_by_default() -> bool {
@@ -110,8 +119,11 @@ impl AdminConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
-        let config: AdminConfig =
-            toml::from_str(text).map_err(|source| ConfigError::Parse { path: path.to_path_buf(), source })?;
+        let config: AdminConfig = toml::from_str(text).map_err(|e| {
+            let (line, column) = line_column(text, &e);
+            let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+            ConfigError::Parse { path: path.to_path_buf(), line, column, text, message: e.message().to_string() }
+        })?;
         for (policy, settings) in &config.policies {
             for (name, narrowing) in &settings.sysctl {
                 if let (Some(min), Some(max)) = (narrowing.min, narrowing.max)

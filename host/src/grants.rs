@@ -113,12 +113,17 @@ impl EffectiveGrant {
 
     /// Checks a requested value against the current one: which fields change,
     /// whether they may, and whether each stays in bounds. Pure.
+    /// Whether the sysctl may be changed at all, before its value is read.
+    pub fn check_writable(&self, name: &str) -> Result<&TunableGrant, Denial> {
+        match self.sysctls.get(name) {
+            Some(g) if g.access == Access::Write => Ok(g),
+            Some(_) => Err(Denial::NotGranted(format!("{name} is granted read-only to {}", self.policy))),
+            None => Err(self.not_granted(name, "change")),
+        }
+    }
+
     pub fn check_change(&self, name: &str, current: &Value, requested: &Value) -> Result<(), Denial> {
-        let grant = match self.sysctls.get(name) {
-            Some(g) if g.access == Access::Write => g,
-            Some(_) => return Err(Denial::NotGranted(format!("{name} is granted read-only to {}", self.policy))),
-            None => return Err(self.not_granted(name, "change")),
-        };
+        let grant = self.check_writable(name)?;
         match (current, requested) {
             (Value::Text(_), Value::Text(new)) => match &grant.values {
                 Some(values) if values.iter().any(|v| v == new) => Ok(()),

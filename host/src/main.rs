@@ -20,10 +20,15 @@ fn main() -> ExitCode {
         _ => LogFormat::Text,
     };
     init_logging(format);
+    let daemon = matches!(cli.command, None | Some(Command::Run(_)));
     match dispatch(cli) {
         Ok(code) => code,
-        Err(e) => {
+        // The daemon's log is where its operator looks; other commands answer on stderr.
+        Err(e) if daemon => {
             tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
             eprintln!("wasmtune: {e:#}");
             ExitCode::FAILURE
         }

@@ -80,10 +80,9 @@ pub enum ManifestError {
     /// The section is not UTF-8.
     #[error("the manifest is not UTF-8 text")]
     NotUtf8,
-    /// TOML syntax or an unknown, missing or ill-typed field (the message
-    /// carries the line, column and field).
-    #[error("manifest (policy.toml) {0}")]
-    Toml(#[from] toml::de::Error),
+    /// TOML syntax or an unknown, missing or ill-typed field.
+    #[error("manifest (policy.toml) line {line}, column {column} (`{text}`): {message}")]
+    Toml { line: usize, column: usize, text: String, message: String },
     /// Well-formed TOML that breaks a rule of the manifest format.
     #[error("manifest field `{field}`: {problem}")]
     Invalid { field: String, problem: String },
@@ -98,7 +97,11 @@ impl Manifest {
 
     /// Parses and validates manifest text.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
-        let manifest: Manifest = toml::from_str(text)?;
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let (line, column) = crate::config::line_column(text, &e);
+            let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+            ManifestError::Toml { line, column, text, message: e.message().to_string() }
+        })?;
         manifest.validate()?;
         Ok(manifest)
     }

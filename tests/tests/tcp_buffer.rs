@@ -65,6 +65,7 @@ fn start_daemon(bed: &BufferBed, extra: &[&str], state_dir: Option<&std::path::P
     }
     let daemon = builder.start().expect("spawn wasmtune run");
     let ready = daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    println!("daemon ready {:.2} s after spawn", ready.at.as_secs_f64());
     let netns = ready.field("netns").unwrap_or_default();
     assert!(
         netns.split(',').any(|n| n.trim() == bed.tuned_netns().name()),

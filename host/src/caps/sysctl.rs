@@ -76,10 +76,8 @@ impl SysctlCap {
 
     fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<(), Denial> {
         self.check_netns(change.netns)?;
-        let current = match self.grant.check_read(&change.name) {
-            Ok(()) => self.current(change.netns, &change.name)?,
-            Err(denial) => return Err(denial),
-        };
+        self.grant.check_writable(&change.name)?;
+        let current = self.current(change.netns, &change.name)?;
         self.grant.check_change(&change.name, &current, requested)?;
         if self.actuator.is_overridden(change.netns, &change.name) {
             return Err(Denial::AdminOverride(format!(

@@ -40,7 +40,7 @@ impl fmt::Display for PolicySource {
 pub enum LoadError {
     /// The file could not be read.
     #[error("cannot read the file: {0}")]
-    Read(#[from] std::io::Error),
+    Read(std::io::Error),
     /// Not WebAssembly at all.
     #[error("not a WebAssembly file ({reason})")]
     NotWasm { reason: String },
@@ -62,7 +62,7 @@ pub enum LoadError {
     #[error("cannot link: {0:#}")]
     Link(wasmtime::Error),
     /// The manifest is missing or malformed.
-    #[error("{0}")]
+    #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// The policy's own `init` refused to start or faulted.
     #[error("policy `init` failed: {0}")]
@@ -102,8 +102,12 @@ impl PolicyImage {
 
 fn check_encoding(bytes: &[u8]) -> Result<(), LoadError> {
     match Parser::new(0).parse_all(bytes).next() {
+        _ if bytes.is_empty() => Err(LoadError::NotWasm { reason: "empty file".into() }),
         Some(Ok(Payload::Version { encoding: Encoding::Component, .. })) => Ok(()),
         Some(Ok(Payload::Version { encoding: Encoding::Module, .. })) => Err(LoadError::CoreModule),
+        _ if !bytes.starts_with(b"\0asm") => {
+            Err(LoadError::NotWasm { reason: "it does not begin with the WebAssembly magic number".into() })
+        }
         Some(Ok(_)) => Err(LoadError::NotWasm { reason: "no WebAssembly header".into() }),
         Some(Err(e)) => Err(LoadError::NotWasm { reason: e.message().to_string() }),
         None => Err(LoadError::NotWasm { reason: "empty file".into() }),
