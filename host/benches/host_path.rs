@@ -66,6 +66,17 @@ fn main() -> anyhow::Result<()> {
         })?
     };
 
+    // The part of the path every event of this policy pays: one sysctl read
+    // through the actuator thread (channel hop, setns, /proc read, hop back).
+    let read = best_of(|| {
+        let n = 2_000;
+        let t = Instant::now();
+        for _ in 0..n {
+            actuator.read(cookie, "net.ipv4.tcp_rmem")?;
+        }
+        Ok(t.elapsed() / n)
+    })?;
+
     let ctx = WorkerContext {
         engine: engine.clone(),
         arbiter,
@@ -116,6 +127,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("host path benchmark (tcp-buffer policy, init netns, dry-run actuator), best of {ROUNDS}");
     println!("  bare wasmtime call (on-tick, no work)        {:>9.0} ns/call", bare.as_nanos() as f64);
+    println!("  sysctl read through the actuator              {:>9.0} ns/read", read.as_nanos() as f64);
     for (batch, per_event, lost, accepted, denied) in results {
         println!(
             "  host path, batches of {batch:>3}                 {:>9.0} ns/event  = {:>6.1} x bare  (lost {lost}, requests accepted {accepted}, denied {denied})",

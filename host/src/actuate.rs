@@ -12,6 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -97,7 +98,16 @@ type OverriddenSet = Arc<RwLock<HashMap<u64, HashSet<String>>>>;
 pub struct Actuator {
     commands: Sender<Command>,
     overridden: OverriddenSet,
+    readers: OpenSysctls,
+    /// Changes submitted but not applied yet; reads take the ordered path
+    /// through the thread while any are pending.
+    pending: Arc<AtomicUsize>,
 }
+
+/// Sysctl files opened inside their namespace by the actuator thread, kept
+/// so that later reads need neither a hop to that thread nor `setns`: an
+/// open `/proc/sys` file stays bound to the namespace it was opened in.
+type OpenSysctls = Arc<RwLock<HashMap<(u64, String), Arc<std::fs::File>>>>;
 
 impl Actuator {
     /// Opens (or creates: directory 0700, file 0600) the journal, replays it,
@@ -107,23 +117,41 @@ impl Actuator {
         let ledger = Ledger::open(&config.state_dir)?;
         let (commands, receiver) = crossbeam_channel::unbounded();
         let overridden = OverriddenSet::default();
+        let readers = OpenSysctls::default();
+        let pending = Arc::new(AtomicUsize::new(0));
         let worker = Worker {
             dry_run: config.dry_run,
             registry: config.registry,
             ledger,
             plan: DerivedState::default(),
             overridden: overridden.clone(),
+            readers: readers.clone(),
+            pending: pending.clone(),
         };
         let handle = std::thread::Builder::new()
             .name("wasmtune-actuator".into())
             .spawn(move || worker.run(receiver))
             .map_err(|source| ActuateError::Spawn { source })?;
-        Ok((Actuator { commands, overridden }, handle))
+        Ok((Actuator { commands, overridden, readers, pending }, handle))
     }
 
     /// The current value of a sysctl in a namespace, read by the actuator
     /// thread after every change submitted before.
     pub fn read(&self, netns: u64, tunable: &str) -> Result<Value, ActuateError> {
+        let key = (netns, tunable.to_string());
+        let open = match self.pending.load(Ordering::Acquire) {
+            0 => self.readers.read().unwrap_or_else(PoisonError::into_inner).get(&key).cloned(),
+            _ => None,
+        };
+        if let Some(file) = open {
+            match sysctl::read_open(tunable, &file) {
+                Ok(value) => return Ok(value),
+                // The namespace may be gone; the thread's answer is authoritative.
+                Err(_) => {
+                    self.readers.write().unwrap_or_else(PoisonError::into_inner).remove(&key);
+                }
+            }
+        }
         let (reply, answer) = crossbeam_channel::bounded(1);
         self.commands
             .send(Command::Read { netns, tunable: tunable.to_string(), reply })
@@ -139,9 +167,11 @@ impl Actuator {
 
     /// Queues a change; never blocks. Changes are applied in submission order.
     pub fn submit(&self, change: Change) {
+        self.pending.fetch_add(1, Ordering::AcqRel);
         if let Err(refused) = self.commands.send(Command::Apply(change))
             && let Command::Apply(change) = refused.into_inner()
         {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
             tracing::warn!(
                 policy = %change.policy,
                 tunable = %change.tunable,
@@ -202,13 +232,18 @@ struct Worker {
     /// for the summary (the journal is not written).
     plan: DerivedState,
     overridden: OverriddenSet,
+    readers: OpenSysctls,
+    pending: Arc<AtomicUsize>,
 }
 
 impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
         while let Ok(command) = commands.recv() {
             match command {
-                Command::Apply(change) => self.apply(&change),
+                Command::Apply(change) => {
+                    self.apply(&change);
+                    self.pending.fetch_sub(1, Ordering::AcqRel);
+                }
                 Command::Read { netns, tunable, reply } => {
                     let _ = reply.send(self.read(netns, &tunable));
                 }
@@ -230,9 +265,13 @@ impl Worker {
     }
 
     fn read(&self, netns: u64, tunable: &str) -> Result<Value, ActuateError> {
-        sysctl::validate_name(tunable)?;
-        let _inside = self.registry.enter(netns)?;
-        Ok(sysctl::read(tunable)?)
+        let file = {
+            let _inside = self.registry.enter(netns)?;
+            sysctl::open(tunable)?
+        };
+        let value = sysctl::read_open(tunable, &file)?;
+        self.readers.write().unwrap_or_else(PoisonError::into_inner).insert((netns, tunable.to_string()), Arc::new(file));
+        Ok(value)
     }
 
     fn netns_name(&self, netns: u64) -> String {

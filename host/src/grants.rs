@@ -31,7 +31,7 @@ impl HostLimits {
     pub fn detect() -> HostLimits {
         // SAFETY: sysconf has no preconditions.
         let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-        let pages = if pages > 0 && page_size > 0 { pages as i64 } else { 1 << 20 };
+        let pages = if pages > 0 && page_size > 0 { pages } else { 1 << 20 };
         HostLimits { memory_quarter_pages: (pages / 4).max(1) }
     }
 

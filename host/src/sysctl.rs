@@ -160,6 +160,28 @@ pub fn read(name: &str) -> Result<Value, SysctlError> {
     Ok(Value::parse(&raw))
 }
 
+/// Opens `name` for reading in the calling thread's current network
+/// namespace. The open file stays bound to that namespace's value from any
+/// thread, so it can be read again later with [`read_open`] without
+/// entering the namespace.
+pub fn open(name: &str) -> Result<std::fs::File, SysctlError> {
+    validate_name(name)?;
+    let path = path_of(name);
+    OpenOptions::new().read(true).open(&path).map_err(|e| classify(name, None, "open", path, e))
+}
+
+/// Reads a sysctl opened with [`open`], from the start, on any thread.
+pub fn read_open(name: &str, file: &std::fs::File) -> Result<Value, SysctlError> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = [0u8; 512];
+    let n = file.read_at(&mut buf, 0).map_err(|e| classify(name, None, "read", path_of(name), e))?;
+    if n == buf.len() {
+        // Longer than any numeric sysctl: read it the ordinary way.
+        return read(name);
+    }
+    Ok(Value::parse(&String::from_utf8_lossy(&buf[..n])))
+}
+
 /// Writes `value` to `name` in the calling thread's current network namespace,
 /// as one `write(2)` of the kernel format and a newline: the kernel parses a
 /// sysctl write per call, so splitting it could apply half a value.

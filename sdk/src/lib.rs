@@ -6,7 +6,7 @@
 //! administrator). This crate hides the component plumbing behind one trait,
 //! [`Policy`], and one macro, [`export_policy!`], and adds the arithmetic
 //! most tuners need: [learning-rate steps](rate), a streaming
-//! [`Correlation`], typed [sysctl](sysctl) access and [logging](log).
+//! [`Correlation`], typed [`sysctl`] access and [`log`] helpers.
 //!
 //! ## A complete policy
 //!

@@ -12,7 +12,7 @@ use serde_json::json;
 use wasmtune_tests::guests::guest_wasm;
 use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
 
-const BAD_RMEM: &str = "4096 65536 98304";
+const BAD_RMEM: &str = "4096 131072 98304";
 /// Time for the watcher to notice a file and the loader to reject it.
 const REJECT_TIMEOUT: Duration = Duration::from_secs(30);
 

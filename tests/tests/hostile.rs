@@ -12,7 +12,7 @@ use serde_json::json;
 use wasmtune_tests::guests::guest_wasm;
 use wasmtune_tests::harness::{self, BufferBed, LogLine, READY_TIMEOUT, Requirement, Side, SysctlSampler};
 
-const BAD_RMEM: &str = "4096 65536 98304";
+const BAD_RMEM: &str = "4096 131072 98304";
 const TCP_RMEM: &str = "net.ipv4.tcp_rmem";
 const SOMAXCONN: &str = "net.core.somaxconn";
 /// The highest tcp_rmem maximum any grant allows (the contract's example

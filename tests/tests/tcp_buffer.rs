@@ -9,7 +9,7 @@ use serde_json::json;
 use wasmtune_tests::harness::{self, BufferBed, Daemon, LogLine, READY_TIMEOUT, Requirement, Side};
 
 /// Receiver maximum far below what a veth link needs (96 KiB).
-const BAD_RMEM: &str = "4096 65536 98304";
+const BAD_RMEM: &str = "4096 131072 98304";
 /// Sender maximum far below what a veth link needs (64 KiB).
 const BAD_WMEM: &str = "4096 16384 65536";
 /// Traffic while the daemon tunes.

@@ -48,10 +48,6 @@ impl<H: Host> TcpBuffer<H> {
         TcpBuffer { host, learning_rate, lanes: BTreeMap::new(), reported: BTreeSet::new() }
     }
 
-    pub fn host(&self) -> &H {
-        &self.host
-    }
-
     pub fn handle(&mut self, event: &Event) {
         match event {
             Event::TcpBufferLimit(hit) => self.on_limit(hit),
