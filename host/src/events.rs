@@ -127,18 +127,42 @@ fn ipv6(address: [u8; 16]) -> IpAddr {
 /// The kind a policy subscribes to for this event; `None` for `lost`, which
 /// every policy receives.
 pub fn event_kind(event: &Event) -> Option<EventKind> {
-    match event {
-        Event::TcpBufferLimit(_) => Some(EventKind::TcpBufferLimit),
-        Event::Lost(_) => None,
-    }
+    Some(match event {
+        Event::TcpBufferLimit(_) => EventKind::TcpBufferLimit,
+        Event::MemoryPressure(_) => EventKind::MemoryPressure,
+        Event::SynOverflow(_) => EventKind::SynOverflow,
+        Event::ConnectionSummary(_) => EventKind::ConnectionSummary,
+        Event::RetransmitBurst(_) => EventKind::RetransmitBurst,
+        Event::BacklogDrops(_) => EventKind::BacklogDrops,
+        Event::SoftnetSqueeze(_) => EventKind::SoftnetSqueeze,
+        Event::NeighbourTable(_) => EventKind::NeighbourTable,
+        Event::RouteTable(_) => EventKind::RouteTable,
+        Event::FragmentMemory(_) => EventKind::FragmentMemory,
+        Event::UdpDrop(_) => EventKind::UdpDrop,
+        Event::NamespaceChange(_) => EventKind::NamespaceChange,
+        Event::AdminOverride(_) => EventKind::AdminOverride,
+        Event::Lost(_) => return None,
+    })
 }
 
 /// The network namespace (cookie) an event is about; `None` for `lost`.
 pub fn event_netns(event: &Event) -> Option<u64> {
-    match event {
-        Event::TcpBufferLimit(limit) => Some(limit.netns),
-        Event::Lost(_) => None,
-    }
+    Some(match event {
+        Event::TcpBufferLimit(e) => e.netns,
+        Event::MemoryPressure(e) => e.netns,
+        Event::SynOverflow(e) => e.netns,
+        Event::ConnectionSummary(e) => e.netns,
+        Event::RetransmitBurst(e) => e.netns,
+        Event::BacklogDrops(e) => e.netns,
+        Event::SoftnetSqueeze(e) => e.netns,
+        Event::NeighbourTable(e) => e.netns,
+        Event::RouteTable(e) => e.netns,
+        Event::FragmentMemory(e) => e.netns,
+        Event::UdpDrop(e) => e.netns,
+        Event::NamespaceChange(e) => e.netns,
+        Event::AdminOverride(e) => e.netns,
+        Event::Lost(_) => return None,
+    })
 }
 
 #[cfg(test)]
@@ -198,7 +222,7 @@ mod tests {
     fn limit(event: Event) -> TcpBufferLimit {
         match event {
             Event::TcpBufferLimit(limit) => limit,
-            Event::Lost(n) => panic!("expected tcp-buffer-limit, got lost({n})"),
+            other => panic!("expected tcp-buffer-limit, got {other:?}"),
         }
     }
 

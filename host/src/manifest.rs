@@ -126,7 +126,8 @@ impl Manifest {
         }
         for event in &self.events {
             if event_kind_from_name(event).is_none() {
-                return Err(invalid("events", format!("unknown event kind {event:?} (known: {})", EVENT_KIND_NAMES.join(", "))));
+                let known: Vec<&str> = EVENT_KINDS.iter().map(|(_, n)| *n).collect();
+                return Err(invalid("events", format!("unknown event kind {event:?} (known: {})", known.join(", "))));
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -205,19 +206,29 @@ fn embedded_section(bytes: &[u8]) -> Result<String, ManifestError> {
     }
 }
 
-const EVENT_KIND_NAMES: &[&str] = &["tcp-buffer-limit"];
+/// Every subscribable event kind with its WIT name, in WIT order.
+pub const EVENT_KINDS: &[(EventKind, &str)] = &[
+    (EventKind::TcpBufferLimit, "tcp-buffer-limit"),
+    (EventKind::MemoryPressure, "memory-pressure"),
+    (EventKind::SynOverflow, "syn-overflow"),
+    (EventKind::ConnectionSummary, "connection-summary"),
+    (EventKind::RetransmitBurst, "retransmit-burst"),
+    (EventKind::BacklogDrops, "backlog-drops"),
+    (EventKind::SoftnetSqueeze, "softnet-squeeze"),
+    (EventKind::NeighbourTable, "neighbour-table"),
+    (EventKind::RouteTable, "route-table"),
+    (EventKind::FragmentMemory, "fragment-memory"),
+    (EventKind::UdpDrop, "udp-drop"),
+    (EventKind::NamespaceChange, "namespace-change"),
+    (EventKind::AdminOverride, "admin-override"),
+];
 
 pub fn event_kind_from_name(name: &str) -> Option<EventKind> {
-    match name {
-        "tcp-buffer-limit" => Some(EventKind::TcpBufferLimit),
-        _ => None,
-    }
+    EVENT_KINDS.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
 }
 
 pub fn event_kind_name(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::TcpBufferLimit => "tcp-buffer-limit",
-    }
+    EVENT_KINDS.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, n)| n)
 }
 
 fn is_semver(v: &str) -> bool {

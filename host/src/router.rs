@@ -63,7 +63,7 @@ pub fn route(batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWor
         let Some(kind) = event_kind(event) else { continue };
         for (i, worker) in workers.iter().enumerate() {
             if worker.wants(kind) {
-                per_worker[i].push(*event);
+                per_worker[i].push(event.clone());
             }
         }
     }

@@ -9,6 +9,9 @@ wasmtime::component::bindgen!({
 });
 
 pub use exports::wasmtune::policy::handler::{Config as PolicyConfig, Info as PolicyInfo};
+pub use wasmtune::policy::tcp::{IpPrefix, PeerChange, PeerSettings};
 pub use wasmtune::policy::types::{
-    Bounds, BufferDirection, Denial, Event, EventKind, IpAddr, SysctlValue, TcpBufferLimit,
+    AddressFamily, AdminOverride, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial, Event, EventKind,
+    FragmentMemory, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, Protocol, RetransmitBurst,
+    RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop, UdpDropCause,
 };

@@ -200,7 +200,7 @@ impl Collector {
                 for event in batch {
                     match event {
                         Event::TcpBufferLimit(limit) if limit.netns == netns => seen.push(limit),
-                        Event::TcpBufferLimit(_) | Event::Lost(_) => {}
+                        _ => {}
                     }
                 }
             }

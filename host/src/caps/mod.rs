@@ -6,6 +6,8 @@
 pub mod clock;
 pub mod log;
 pub mod sysctl;
+pub mod system;
+pub mod tcp;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -17,7 +19,9 @@ pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
     policy::types::add_to_linker::<PolicyState, HasSelf<PolicyState>>(linker, |s| s)?;
     policy::log::add_to_linker::<PolicyState, HasSelf<log::LogCap>>(linker, |s| &mut s.log)?;
     policy::sysctl::add_to_linker::<PolicyState, HasSelf<sysctl::SysctlCap>>(linker, |s| &mut s.sysctl)?;
+    policy::tcp::add_to_linker::<PolicyState, HasSelf<tcp::TcpCap>>(linker, |s| &mut s.tcp)?;
     policy::clock::add_to_linker::<PolicyState, HasSelf<clock::ClockCap>>(linker, |s| &mut s.clock)?;
+    policy::system::add_to_linker::<PolicyState, HasSelf<system::SystemCap>>(linker, |s| &mut s.system)?;
     Ok(())
 }
 

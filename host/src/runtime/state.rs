@@ -10,6 +10,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::caps::clock::ClockCap;
 use crate::caps::log::LogCap;
 use crate::caps::sysctl::SysctlCap;
+use crate::caps::system::SystemCap;
+use crate::caps::tcp::TcpCap;
 
 /// Default cap on a policy's linear memory.
 pub const DEFAULT_MEMORY_LIMIT: usize = 16 << 20;
@@ -22,18 +24,23 @@ pub struct PolicyState {
     pub limits: MemoryCap,
     pub log: LogCap,
     pub sysctl: SysctlCap,
+    pub tcp: TcpCap,
     pub clock: ClockCap,
+    pub system: SystemCap,
 }
 
 impl PolicyState {
     pub fn new(log: LogCap, sysctl: SysctlCap, clock: ClockCap, memory_limit: usize) -> PolicyState {
+        let tcp = TcpCap { policy: sysctl.policy.clone() };
         PolicyState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: MemoryCap { limit: memory_limit },
             log,
             sysctl,
+            tcp,
             clock,
+            system: SystemCap,
         }
     }
 

@@ -52,8 +52,8 @@ impl<H: Host> TcpBuffer<H> {
         match event {
             Event::TcpBufferLimit(hit) => self.on_limit(hit),
             // Missed events need no catching up: the kernel reports sockets
-            // again while they stay at the limit.
-            Event::Lost(_) => {}
+            // again while they stay at the limit. Other kinds are not subscribed.
+            _ => {}
         }
     }
 
