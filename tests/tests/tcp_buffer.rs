@@ -252,3 +252,42 @@ fn offline_rollback_after_a_crash_restores_the_original_value() {
     )
     .expect("record figures");
 }
+
+/// A change line as the daemon would print it, for checking the checker.
+fn change_line(old: &str, new: &str) -> LogLine {
+    let raw = json!({
+        "event": "sysctl-change", "policy": "tcp-buffer", "tunable": "net.ipv4.tcp_rmem", "netns": "rx",
+        "old": old, "new": new, "scenario": "need-more-buffer", "reason": "buffer nearly full",
+    });
+    LogLine {
+        stream: harness::Stream::Stderr,
+        raw: raw.to_string(),
+        json: raw.as_object().cloned(),
+        at: Duration::ZERO,
+    }
+}
+
+#[test]
+fn step_check_accepts_a_chain_of_quarter_steps() {
+    let changes = [
+        change_line("4096 131072 98304", "4096 131072 122880"),
+        change_line("4096 131072 122880", "4096 131072 153601"),
+    ];
+    assert_quarter_steps("net.ipv4.tcp_rmem", BAD_RMEM, &changes);
+}
+
+#[test]
+#[should_panic(expected = "step larger than 25 %")]
+fn step_check_rejects_a_step_above_a_quarter() {
+    assert_quarter_steps("net.ipv4.tcp_rmem", BAD_RMEM, &[change_line("4096 131072 98304", "4096 131072 131072")]);
+}
+
+#[test]
+#[should_panic(expected = "does not start where the last ended")]
+fn step_check_rejects_a_gap_in_the_chain() {
+    let changes = [
+        change_line("4096 131072 98304", "4096 131072 122880"),
+        change_line("4096 131072 100000", "4096 131072 110000"),
+    ];
+    assert_quarter_steps("net.ipv4.tcp_rmem", BAD_RMEM, &changes);
+}
