@@ -30,11 +30,15 @@ pub struct PolicySettings {
     /// Narrowing of the policy's sysctl grants, by sysctl name.
     #[serde(default)]
     pub sysctl: BTreeMap<String, SysctlNarrowing>,
+    /// When the policy is unloaded (file removed, or disabled), restore the
+    /// values it set; by default they stay.
+    #[serde(default)]
+    pub rollback_on_unload: bool,
 }
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        PolicySettings { enabled: true, settings: BTreeMap::new(), sysctl: BTreeMap::new() }
+        PolicySettings { enabled: true, settings: BTreeMap::new(), sysctl: BTreeMap::new(), rollback_on_unload: false }
     }
 }
 

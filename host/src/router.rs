@@ -1,10 +1,16 @@
 //! Routes kernel event batches to the policies that subscribed to them, in
 //! the namespaces the host tunes. Never blocks on a policy: a full queue
 //! counts as lost events for that policy only.
+//!
+//! A batch is routed entirely under the set's read lock, and a load, replace
+//! or unload takes the write lock: a swap therefore falls between two
+//! batches, never inside one. Every event offered to a name before the swap
+//! is queued at the old version (which handles its queue before it stops),
+//! every later one at the new: each is handled once.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -12,16 +18,37 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::events::{event_kind, event_netns};
 use crate::netns::NetnsRegistry;
-use crate::runtime::worker::PolicyWorker;
+use crate::runtime::worker::{NameTotals, PolicyWorker};
 use crate::wit::Event;
 
 /// The running policies by name; swapped atomically on load, replace, unload.
 #[derive(Default)]
 pub struct PolicySet {
     workers: RwLock<BTreeMap<String, Arc<PolicyWorker>>>,
+    /// Counts per name across every version ever loaded under it.
+    totals: Mutex<BTreeMap<String, Arc<NameTotals>>>,
 }
 
 impl PolicySet {
+    /// The counters every version of `name` adds to.
+    pub fn totals_for(&self, name: &str) -> Arc<NameTotals> {
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.entry(name.to_string()).or_default().clone()
+    }
+
+    /// The counters of every name ever loaded.
+    pub fn all_totals(&self) -> Vec<(String, Arc<NameTotals>)> {
+        let totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.iter().map(|(name, t)| (name.clone(), t.clone())).collect()
+    }
+
+    /// Runs `f` on the running workers while no swap can happen.
+    pub fn with_workers<T>(&self, f: impl FnOnce(&[Arc<PolicyWorker>]) -> T) -> T {
+        let workers = self.workers.read().unwrap_or_else(|p| p.into_inner());
+        let list: Vec<Arc<PolicyWorker>> = workers.values().cloned().collect();
+        f(&list)
+    }
+
     /// Installs a worker, returning the one it replaces (still running until dropped).
     pub fn insert(&self, worker: PolicyWorker) -> Option<Arc<PolicyWorker>> {
         let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
@@ -93,22 +120,23 @@ impl Router {
                     Err(RecvTimeoutError::Timeout) => Vec::new(),
                     Err(RecvTimeoutError::Disconnected) => break,
                 };
-                let workers = policies.snapshot();
                 let lost_now = upstream_lost();
-                if lost_now > lost_seen {
-                    for worker in &workers {
-                        worker.note_upstream_loss(lost_now - lost_seen);
+                policies.with_workers(|workers| {
+                    if lost_now > lost_seen {
+                        for worker in workers {
+                            worker.note_upstream_loss(lost_now - lost_seen);
+                        }
                     }
-                    lost_seen = lost_now;
-                }
-                if batch.is_empty() {
-                    continue;
-                }
-                for (worker, events) in workers.iter().zip(route(&batch, &registry, &workers)) {
-                    if !events.is_empty() {
-                        worker.deliver(events);
+                    if batch.is_empty() {
+                        return;
                     }
-                }
+                    for (worker, events) in workers.iter().zip(route(&batch, &registry, workers)) {
+                        if !events.is_empty() {
+                            worker.deliver(events);
+                        }
+                    }
+                });
+                lost_seen = lost_now;
             }
         })?;
         Ok(Router { stop, thread: Some(thread) })

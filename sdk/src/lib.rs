@@ -6,7 +6,9 @@
 //! administrator). This crate hides the component plumbing behind one trait,
 //! [`Policy`], and one macro, [`export_policy!`], and adds the arithmetic
 //! most tuners need: [learning-rate steps](rate), a streaming
-//! [`Correlation`], typed [`sysctl`] access and [`log`] helpers.
+//! [`Correlation`], typed [`sysctl`] access, per-destination [`tcp`]
+//! settings, [`system`] facts (memory, page size, CPUs), administrator
+//! [`Overrides`] and [`log`] helpers.
 //!
 //! ## A complete policy
 //!
@@ -98,21 +100,31 @@
 #[allow(clippy::all)]
 pub mod bindings;
 
+pub mod change;
 pub mod correlation;
 pub mod denial;
 #[doc(hidden)]
 pub mod export;
 pub mod log;
+pub mod overrides;
 pub mod policy;
 pub mod rate;
 pub mod sysctl;
+pub mod system;
+pub mod tcp;
 
 pub use bindings::exports::wasmtune::policy::handler::{Config, Info};
 pub use bindings::wasmtune::policy::clock::now;
+pub use bindings::wasmtune::policy::tcp::{IpPrefix, PeerSettings};
 pub use bindings::wasmtune::policy::types::{
-    Bounds, BufferDirection, Denial, Event, EventKind, InstantMs, IpAddr, NetnsId, SysctlValue, TcpBufferLimit,
+    AddressFamily, AdminOverride, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial, Event, EventKind,
+    FragmentMemory, InstantMs, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, NetnsId,
+    Protocol, RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop,
+    UdpDropCause,
 };
+pub use change::{Change, LogOnce};
 pub use correlation::Correlation;
 pub use denial::Explanation;
 pub use log::Level;
+pub use overrides::Overrides;
 pub use policy::Policy;

@@ -1,9 +1,15 @@
 //! One thread per policy: it owns the policy's instance, takes event
 //! batches from a bounded queue, and keeps faults contained. A fault fails
 //! one call; the instance is rebuilt from its pre-linked image and
-//! re-initialised; after repeated faults the policy is quarantined (it stays
-//! loaded, visible in status, and gets no more events) so it cannot burn the
-//! host's CPU. Guests never run on the async reactor.
+//! re-initialised after a back-off that doubles with each fault (1 s, 2 s, ...);
+//! after repeated faults the policy is quarantined (it stays loaded, visible
+//! in status, and gets no more events) so it cannot burn the host's CPU. A
+//! new file (a new digest) starts a fresh worker. Guests never run on the
+//! async reactor.
+//!
+//! Stopping a worker closes its queue: the thread handles every batch
+//! already queued, then ends. So when the router hands a name to a new
+//! version, every event given to the old one is still handled by it, once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -33,6 +39,9 @@ pub const MAX_BATCH: usize = 256;
 /// Faults within [`QUARANTINE_WINDOW`] that park a policy.
 pub const QUARANTINE_AFTER: usize = 3;
 pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(60);
+/// Wait before the first rebuild after a fault; doubled for each further
+/// fault within [`QUARANTINE_WINDOW`].
+pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
 
 /// What the rest of the host shares with every policy worker.
@@ -53,18 +62,58 @@ pub struct WorkerContext {
 pub struct PolicyStats {
     /// Events delivered to a call that returned normally.
     pub events_handled: AtomicU64,
+    /// Events in a call that faulted (or in the rest of its batch).
+    pub events_failed: AtomicU64,
     /// Events that never reached the policy (queue full or quarantined).
     pub events_lost: AtomicU64,
     /// Lost events not yet reported to the policy in a `lost` event.
     lost_unreported: AtomicU64,
     pub faults: AtomicU64,
     pub quarantined: AtomicBool,
+    /// Waiting out the back-off before a rebuild; events are lost meanwhile.
+    pub backing_off: AtomicBool,
     pub requests: Arc<RequestCounters>,
+}
+
+impl PolicyStats {
+    /// `running`, `backing-off` or `quarantined`.
+    pub fn state(&self) -> &'static str {
+        if self.quarantined.load(Ordering::Relaxed) {
+            "quarantined"
+        } else if self.backing_off.load(Ordering::Relaxed) {
+            "backing-off"
+        } else {
+            "running"
+        }
+    }
+}
+
+/// Counts summed over every version of one policy name, so that what the
+/// router gave a name can be compared with what its versions did with it:
+/// `routed == handled + lost + failed` once the queues are empty.
+#[derive(Debug, Default)]
+pub struct NameTotals {
+    /// Events the router offered to this name.
+    pub routed: AtomicU64,
+    /// Events handled by a call that returned normally, by any version.
+    pub handled: AtomicU64,
+    /// Events that never reached a call (queue full, back-off, quarantine).
+    pub lost: AtomicU64,
+    /// Events in calls that faulted.
+    pub failed: AtomicU64,
+    /// Versions started under this name.
+    pub versions: AtomicU64,
+}
+
+impl NameTotals {
+    fn add_lost(&self, stats: &PolicyStats, n: u64) {
+        stats.events_lost.fetch_add(n, Ordering::Relaxed);
+        self.lost.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 enum WorkerMsg {
     Events(Vec<Event>),
-    Stop,
 }
 
 /// A running policy.
@@ -76,14 +125,24 @@ pub struct PolicyWorker {
     pub subscriptions: Vec<EventKind>,
     pub grant: Arc<EffectiveGrant>,
     pub stats: Arc<PolicyStats>,
-    tx: Sender<WorkerMsg>,
+    pub totals: Arc<NameTotals>,
+    /// Whether the administrator asked for this policy's values to be
+    /// restored when it is unloaded.
+    pub rollback_on_unload: bool,
+    /// Taken (closing the queue) when the worker stops.
+    tx: Option<Sender<WorkerMsg>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl PolicyWorker {
     /// Instantiates and initialises the policy on its own thread, and returns
     /// once `init` has succeeded; on failure nothing keeps running.
-    pub fn start(image: &PolicyImage, ctx: &WorkerContext, settings: &PolicySettings) -> Result<PolicyWorker, LoadError> {
+    pub fn start(
+        image: &PolicyImage,
+        ctx: &WorkerContext,
+        settings: &PolicySettings,
+        totals: Arc<NameTotals>,
+    ) -> Result<PolicyWorker, LoadError> {
         if !settings.enabled {
             return Err(LoadError::Disabled);
         }
@@ -103,6 +162,7 @@ impl PolicyWorker {
             grant: grant.clone(),
             ctx: ctx.clone(),
             stats: stats.clone(),
+            totals: totals.clone(),
             faults: Vec::new(),
             tick: None,
         };
@@ -121,6 +181,7 @@ impl PolicyWorker {
                 return Err(LoadError::Init("the policy thread ended during init".into()));
             }
         };
+        totals.versions.fetch_add(1, Ordering::Relaxed);
         Ok(PolicyWorker {
             name: image.name().to_string(),
             version: image.manifest.policy.version.clone(),
@@ -129,7 +190,9 @@ impl PolicyWorker {
             subscriptions,
             grant,
             stats,
-            tx,
+            totals,
+            rollback_on_unload: settings.rollback_on_unload,
+            tx: Some(tx),
             thread: Some(thread),
         })
     }
@@ -142,17 +205,27 @@ impl PolicyWorker {
     /// policy counts the events as lost.
     pub fn deliver(&self, batch: Vec<Event>) {
         let n = batch.len() as u64;
+        self.totals.routed.fetch_add(n, Ordering::Relaxed);
         if self.stats.quarantined.load(Ordering::Relaxed) {
-            self.stats.events_lost.fetch_add(n, Ordering::Relaxed);
+            self.totals.add_lost(&self.stats, n);
             return;
         }
-        match self.tx.try_send(WorkerMsg::Events(batch)) {
+        let Some(tx) = &self.tx else {
+            self.totals.add_lost(&self.stats, n);
+            return;
+        };
+        match tx.try_send(WorkerMsg::Events(batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.events_lost.fetch_add(n, Ordering::Relaxed);
+                self.totals.add_lost(&self.stats, n);
                 self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Events queued and not yet taken by the thread.
+    pub fn queued_batches(&self) -> usize {
+        self.tx.as_ref().map_or(0, Sender::len)
     }
 
     /// Records events lost before they reached the router (ring buffer overflow).
@@ -167,8 +240,9 @@ impl PolicyWorker {
     }
 
     fn shutdown(&mut self) {
-        // Stop must get through even when the queue is full.
-        let _ = self.tx.send_timeout(WorkerMsg::Stop, Duration::from_secs(2));
+        // Closing the queue ends the thread once it has taken every batch
+        // already queued: none is dropped, and none can arrive later.
+        drop(self.tx.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -190,8 +264,17 @@ struct Runner {
     grant: Arc<EffectiveGrant>,
     ctx: WorkerContext,
     stats: Arc<PolicyStats>,
+    totals: Arc<NameTotals>,
     faults: Vec<Instant>,
     tick: Option<Duration>,
+}
+
+/// What became of a worker after a fault.
+enum Recovery {
+    Rebuilt(PolicyInstance),
+    Quarantine,
+    /// The queue was closed while backing off.
+    Stopped,
 }
 
 impl Runner {
@@ -221,18 +304,7 @@ impl Runner {
                     Err(_) => return,
                 },
             };
-            if self.stats.quarantined.load(Ordering::Relaxed) {
-                match msg {
-                    Some(WorkerMsg::Stop) => return,
-                    Some(WorkerMsg::Events(batch)) => {
-                        self.stats.events_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                    }
-                    None => next_tick = None,
-                }
-                continue;
-            }
             let outcome = match msg {
-                Some(WorkerMsg::Stop) => return,
                 Some(WorkerMsg::Events(batch)) => self.handle_batch(&mut instance, batch),
                 None => {
                     next_tick = self.tick.map(|t| Instant::now() + t);
@@ -241,57 +313,106 @@ impl Runner {
                 }
             };
             if let Err(fault) = outcome {
-                match self.recover(instance, fault) {
-                    Some(rebuilt) => instance = rebuilt,
-                    None => return self.park(rx),
+                match self.recover(instance, fault, &rx) {
+                    Recovery::Rebuilt(rebuilt) => {
+                        instance = rebuilt;
+                        next_tick = self.tick.map(|t| Instant::now() + t);
+                    }
+                    Recovery::Quarantine => return self.park(rx),
+                    Recovery::Stopped => return,
                 }
             }
         }
     }
 
     fn handle_batch(&self, instance: &mut PolicyInstance, mut batch: Vec<Event>) -> Result<(), Fault> {
+        let total = batch.len() as u64;
         let lost = self.stats.lost_unreported.swap(0, Ordering::Relaxed);
         if lost > 0 {
             batch.insert(0, Event::Lost(lost));
         }
+        let mut done = 0;
         for chunk in batch.chunks(MAX_BATCH) {
-            instance.on_events(chunk)?;
             let handled = chunk.iter().filter(|e| !matches!(e, Event::Lost(_))).count() as u64;
+            if let Err(fault) = instance.on_events(chunk) {
+                let failed = total - done;
+                self.stats.events_failed.fetch_add(failed, Ordering::Relaxed);
+                self.totals.failed.fetch_add(failed, Ordering::Relaxed);
+                return Err(fault);
+            }
+            done += handled;
             self.stats.events_handled.fetch_add(handled, Ordering::Relaxed);
+            self.totals.handled.fetch_add(handled, Ordering::Relaxed);
         }
         Ok(())
     }
 
-    /// Counts the fault and rebuilds the instance, or returns `None` when the
-    /// policy has faulted too often and is quarantined.
-    fn recover(&mut self, broken: PolicyInstance, fault: Fault) -> Option<PolicyInstance> {
+    /// Counts the fault, waits out the back-off and rebuilds the instance;
+    /// or quarantines the policy when it has faulted too often.
+    fn recover(&mut self, broken: PolicyInstance, fault: Fault, rx: &Receiver<WorkerMsg>) -> Recovery {
         let now = Instant::now();
         self.faults.retain(|t| now.duration_since(*t) < QUARANTINE_WINDOW);
         self.faults.push(now);
         let total = self.stats.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.faults.len() >= QUARANTINE_AFTER {
+            tracing::warn!(
+                event = "policy-fault",
+                policy = %self.name,
+                fault = fault.kind.as_str(),
+                faults = total,
+                detail = %fault.detail,
+                "policy {} faulted ({}); the call was abandoned",
+                self.name,
+                fault
+            );
+            return Recovery::Quarantine;
+        }
+        let backoff = backoff_after(self.faults.len());
         tracing::warn!(
             event = "policy-fault",
             policy = %self.name,
             fault = fault.kind.as_str(),
             faults = total,
             detail = %fault.detail,
-            "policy {} faulted ({}); the call was abandoned and the instance is rebuilt",
+            backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
+            "policy {} faulted ({}); the call was abandoned and the instance is rebuilt in {} ms",
             self.name,
-            fault
+            fault,
+            backoff.as_millis()
         );
-        if self.faults.len() >= QUARANTINE_AFTER {
-            return None;
-        }
         // The poisoned store is dropped; its capabilities carry over.
         let state = self.reuse_state(broken.into_state());
+        if !self.back_off(backoff, rx) {
+            return Recovery::Stopped;
+        }
         match self.instantiate_and_init(state) {
-            Ok((instance, _)) => Some(instance),
+            Ok((instance, _)) => Recovery::Rebuilt(instance),
             Err(e) => {
                 tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
                     detail = %e, "policy {} could not be rebuilt: {e}", self.name);
-                None
+                Recovery::Quarantine
             }
         }
+    }
+
+    /// Waits `backoff`, counting the events that arrive meanwhile as lost
+    /// (the policy is told in its next batch). False when the queue closed.
+    fn back_off(&self, backoff: Duration, rx: &Receiver<WorkerMsg>) -> bool {
+        self.stats.backing_off.store(true, Ordering::Relaxed);
+        let until = Instant::now() + backoff;
+        let open = loop {
+            match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                Ok(WorkerMsg::Events(batch)) => {
+                    let n = batch.len() as u64;
+                    self.totals.add_lost(&self.stats, n);
+                    self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(RecvTimeoutError::Timeout) => break true,
+                Err(RecvTimeoutError::Disconnected) => break false,
+            }
+        };
+        self.stats.backing_off.store(false, Ordering::Relaxed);
+        open
     }
 
     fn park(&self, rx: Receiver<WorkerMsg>) {
@@ -301,18 +422,13 @@ impl Runner {
             event = "policy-quarantined",
             policy = %self.name,
             faults,
-            "policy {} quarantined after {} faults in {} s: it gets no more events until it is replaced or the daemon restarts",
+            "policy {} quarantined after {} faults in {} s: it gets no more events until its file changes or the daemon restarts",
             self.name,
             self.faults.len(),
             QUARANTINE_WINDOW.as_secs()
         );
-        for msg in rx {
-            match msg {
-                WorkerMsg::Stop => return,
-                WorkerMsg::Events(batch) => {
-                    self.stats.events_lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-            }
+        for WorkerMsg::Events(batch) in rx {
+            self.totals.add_lost(&self.stats, batch.len() as u64);
         }
     }
 
@@ -357,6 +473,13 @@ impl Runner {
     }
 }
 
+/// The wait before rebuilding after the `faults`-th fault in the window:
+/// 1 s, 2 s, 4 s, ...
+pub fn backoff_after(faults: usize) -> Duration {
+    let doublings = u32::try_from(faults.saturating_sub(1)).unwrap_or(u32::MAX).min(6);
+    BACKOFF_BASE * 2u32.pow(doublings)
+}
+
 /// Guest code never needs a capability: every privileged action goes
 /// through the actuator's thread. Capabilities are per thread, so this
 /// thread gives up all of its own before running any guest code.
@@ -365,5 +488,18 @@ fn drop_thread_capabilities(policy: &str) {
         if let Err(e) = caps::clear(None, set) {
             tracing::debug!(policy, "cannot clear {set:?} capabilities on the policy thread: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        assert_eq!(backoff_after(1), Duration::from_secs(1));
+        assert_eq!(backoff_after(2), Duration::from_secs(2));
+        assert_eq!(backoff_after(3), Duration::from_secs(4));
+        assert_eq!(backoff_after(100), Duration::from_secs(64));
     }
 }

@@ -14,7 +14,7 @@
 //! let tx = Netns::new("demo-tx").expect("create tx");
 //! let link = VethPair::new(&tx, &rx).expect("veth tx <-> rx");
 //! let server = IperfServer::start(&rx, link.addr_b()).expect("iperf3 server");
-//! let state = harness::scratch_dir("demo").expect("state dir");
+//! let state = harness::private_dir("demo").expect("state dir");
 //! let daemon = Daemon::builder().netns(&rx).state_dir(state.path()).start().expect("daemon");
 //! daemon.wait_for_event("ready", harness::READY_TIMEOUT).expect("ready");
 //! let during = harness::run_client(&tx, &server, 3).expect("transfer");

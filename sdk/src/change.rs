@@ -1,0 +1,72 @@
+//! A sysctl change decided by a policy's pure decision code and carried out
+//! later through the host: decision modules return [`Change`]s, so they can
+//! be unit-tested natively without any host at all.
+
+use crate::{Denial, NetnsId, sysctl};
+
+/// One integer sysctl change, with the scenario and reason the host logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub name: String,
+    pub fields: Vec<i64>,
+    /// Short scenario name ("need to increase backlog size").
+    pub scenario: String,
+    /// The sentence an administrator reads next to the change.
+    pub reason: String,
+}
+
+impl Change {
+    pub fn new(name: &str, fields: Vec<i64>, scenario: &str, reason: String) -> Change {
+        Change { name: name.to_string(), fields, scenario: scenario.to_string(), reason }
+    }
+
+    /// Asks the host to make this change in `netns`.
+    pub fn request(&self, netns: NetnsId) -> Result<(), Denial> {
+        sysctl::request_integers(netns, &self.name, &self.fields, &self.scenario, &self.reason)
+    }
+}
+
+/// Remembers which messages were already logged, so that each problem is
+/// said once per key (e.g. per namespace and denial kind).
+#[derive(Debug, Clone, Default)]
+pub struct LogOnce {
+    said: std::collections::BTreeSet<String>,
+}
+
+impl LogOnce {
+    pub fn new() -> LogOnce {
+        LogOnce::default()
+    }
+
+    /// True the first time `key` is seen.
+    pub fn first(&mut self, key: &str) -> bool {
+        self.said.insert(key.to_string())
+    }
+
+    /// Forgets `key`, so that it is said again next time.
+    pub fn forget(&mut self, key: &str) {
+        self.said.remove(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_key_is_first_once_until_forgotten() {
+        let mut once = LogOnce::new();
+        assert!(once.first("a"));
+        assert!(!once.first("a"));
+        assert!(once.first("b"));
+        once.forget("a");
+        assert!(once.first("a"));
+    }
+
+    #[test]
+    fn changes_carry_their_explanation() {
+        let change = Change::new("net.core.netdev_budget", vec![375], "squeeze", "why".into());
+        assert_eq!(change.name, "net.core.netdev_budget");
+        assert_eq!(change.scenario, "squeeze");
+    }
+}

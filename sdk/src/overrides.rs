@@ -1,0 +1,55 @@
+//! Tunables the administrator has taken over, per network namespace: once an
+//! `admin-override` event names one, a policy stops asking to change it
+//! there (the host would refuse anyway; asking again only adds log noise).
+
+use std::collections::BTreeSet;
+
+use crate::{AdminOverride, NetnsId};
+
+/// The (netns, sysctl) pairs the administrator owns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    owned: BTreeSet<(NetnsId, String)>,
+}
+
+impl Overrides {
+    pub fn new() -> Overrides {
+        Overrides::default()
+    }
+
+    /// Records an override; true if it is news.
+    pub fn record(&mut self, event: &AdminOverride) -> bool {
+        self.owned.insert((event.netns, event.sysctl.clone()))
+    }
+
+    /// Whether the administrator owns `sysctl` in `netns`.
+    pub fn owns(&self, netns: NetnsId, sysctl: &str) -> bool {
+        self.owned.contains(&(netns, sysctl.to_string()))
+    }
+
+    /// Forgets a namespace that went away.
+    pub fn forget_netns(&mut self, netns: NetnsId) {
+        self.owned.retain(|(owned_netns, _)| *owned_netns != netns);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(netns: NetnsId, sysctl: &str) -> AdminOverride {
+        AdminOverride { netns, sysctl: sysctl.into(), pid: 1, comm: "sysctl".into() }
+    }
+
+    #[test]
+    fn overrides_are_per_netns_and_tunable() {
+        let mut overrides = Overrides::new();
+        assert!(overrides.record(&event(1, "net.core.netdev_max_backlog")));
+        assert!(!overrides.record(&event(1, "net.core.netdev_max_backlog")));
+        assert!(overrides.owns(1, "net.core.netdev_max_backlog"));
+        assert!(!overrides.owns(2, "net.core.netdev_max_backlog"));
+        assert!(!overrides.owns(1, "net.core.netdev_budget"));
+        overrides.forget_netns(1);
+        assert!(!overrides.owns(1, "net.core.netdev_max_backlog"));
+    }
+}
