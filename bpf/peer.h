@@ -99,4 +99,36 @@ struct wasmtune_sysctl_write {
 	char value[WASMTUNE_SYSCTL_VALUE_MAX];
 };
 
+/*
+ * One established TCP socket found by the start-up walk (iter/tcp). 56 bytes.
+ *
+ * offset size field
+ *      0    8 netns_cookie
+ *      8    4 rcvbuf        sk_rcvbuf
+ *     12    4 sndbuf        sk_sndbuf
+ *     16    4 rmem_max      tcp_rmem[2] of the socket's namespace
+ *     20    4 wmem_max      tcp_wmem[2] of the socket's namespace
+ *     24    4 rcv_queued    received, not yet read
+ *     28    4 snd_queued    sk_wmem_queued
+ *     32    4 srtt_us
+ *     36    2 remote_port   host byte order
+ *     38    1 family        AF_INET or AF_INET6
+ *     39    1 userlocks     sk_userlocks (SO_RCVBUF / SO_SNDBUF locks)
+ *     40   16 remote_addr   network byte order; IPv4 in the first 4 bytes
+ */
+struct wasmtune_existing_socket {
+	__u64 netns_cookie;
+	__u32 rcvbuf;
+	__u32 sndbuf;
+	__u32 rmem_max;
+	__u32 wmem_max;
+	__u32 rcv_queued;
+	__u32 snd_queued;
+	__u32 srtt_us;
+	__u16 remote_port;
+	__u8 family;
+	__u8 userlocks;
+	__u8 remote_addr[16];
+};
+
 #endif /* WASMTUNE_PEER_H */

@@ -46,6 +46,10 @@
  *   Minimum kernel: 6.13 (the tracepoint is new there).
  *   Fallback: raw_tp_sendmsg_locked (raw_tp/tcp_sendmsg_locked).
  *
+ * The object also carries every other tracepoint signal (memory pressure,
+ * listen overflow, connection summaries, retransmit bursts, backlog drops,
+ * neighbour tables, UDP drops): see trace_signals.h, included at the end.
+ *
  * Every kernel read goes through BPF_CORE_READ (CO-RE), so one body serves
  * both the BTF-typed and the raw tracepoint; kernel BTF is required either
  * way (the netns cookie is read as the plain u64 `struct net` has since 5.12).
@@ -251,3 +255,5 @@ int BPF_PROG(raw_tp_sendmsg_locked, struct sock *sk)
 		return 0;
 	return observe(sk, WASMTUNE_DIRECTION_SEND);
 }
+
+#include "trace_signals.h"

@@ -56,7 +56,9 @@ fn build_builtin_policies(root: &Path, out_dir: &Path) {
     let target_dir = guest_target_dir(out_dir);
     let wasm_files = cargo_build_guests(&policies.join("Cargo.toml"), &target_dir);
 
-    let mut table = String::from("/// Built-in policies: (file name, component bytes).\npub const BUILTIN_POLICIES: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// Built-in policies: (file name, component bytes).\npub const BUILTIN_POLICIES: &[(&str, &[u8])] = &[\n",
+    );
     for wasm in wasm_files {
         let name = wasm.file_name().expect("a file").to_string_lossy().replace('_', "-");
         writeln!(table, "    ({name:?}, include_bytes!({:?})),", wasm.display().to_string()).expect("write to String");
@@ -81,7 +83,9 @@ fn cargo_build_guests(manifest: &Path, target_dir: &Path) -> Vec<PathBuf> {
         .arg("--target-dir")
         .arg(target_dir);
     // Settings meant for the host build must not leak into the guest build.
-    for var in ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"] {
+    for var in
+        ["CARGO_ENCODED_RUSTFLAGS", "RUSTFLAGS", "CARGO_BUILD_TARGET", "CARGO_TARGET_DIR", "RUSTC_WORKSPACE_WRAPPER"]
+    {
         cmd.env_remove(var);
     }
     let status = cmd.status().expect("run cargo for the guest policies");

@@ -31,10 +31,14 @@ fn main() -> anyhow::Result<()> {
     let registry = Arc::new(NetnsRegistry::discover(&["init".to_string()])?);
     let cookie = registry.cookie_of("init").ok_or_else(|| anyhow::anyhow!("init netns has no cookie"))?;
     let state_dir = tempfile::tempdir()?;
-    let (actuator, actuator_thread) =
-        Actuator::spawn(ActuatorConfig { dry_run: true, state_dir: state_dir.path().into(), registry: registry.clone() })?;
+    let (actuator, actuator_thread) = Actuator::spawn(ActuatorConfig {
+        dry_run: true,
+        state_dir: state_dir.path().into(),
+        registry: registry.clone(),
+    })?;
     let engine = Arc::new(PolicyEngine::new(None)?);
-    let bytes = wasmtune::builtin::bytes_of("tcp-buffer").ok_or_else(|| anyhow::anyhow!("tcp-buffer is not built in"))?;
+    let bytes =
+        wasmtune::builtin::bytes_of("tcp-buffer").ok_or_else(|| anyhow::anyhow!("tcp-buffer is not built in"))?;
     let image = PolicyImage::load(&engine, bytes, PolicySource::Builtin("tcp-buffer"))?;
     let limits = HostLimits::detect();
     let grant = Arc::new(EffectiveGrant::resolve(&image.manifest, &PolicySettings::default(), &limits));
@@ -50,11 +54,18 @@ fn main() -> anyhow::Result<()> {
     let bare = {
         let state = PolicyState::new(
             LogCap::new("bench"),
-            SysctlCap::new(grant.clone(), arbiter.clone(), actuator.clone(), registry.clone(), Arc::new(RequestCounters::default())),
+            SysctlCap::new(
+                grant.clone(),
+                arbiter.clone(),
+                actuator.clone(),
+                registry.clone(),
+                Arc::new(RequestCounters::default()),
+            ),
             ClockCap { started: Instant::now() },
             DEFAULT_MEMORY_LIMIT,
         );
-        let mut instance = PolicyInstance::instantiate(&engine.engine, &image.pre, state).map_err(|f| anyhow::anyhow!("{f}"))?;
+        let mut instance =
+            PolicyInstance::instantiate(&engine.engine, &image.pre, state).map_err(|f| anyhow::anyhow!("{f}"))?;
         let _ = instance.init(&PolicyConfig { learning_rate: 4, settings: Vec::new() });
         let n = 200_000;
         best_of(|| {
@@ -111,7 +122,9 @@ fn main() -> anyhow::Result<()> {
             }
             let want = before + (batches * batch_size) as u64;
             let deadline = Instant::now() + Duration::from_secs(120);
-            while worker.stats.events_handled.load(Ordering::Relaxed) + worker.stats.events_lost.load(Ordering::Relaxed) < want {
+            while worker.stats.events_handled.load(Ordering::Relaxed) + worker.stats.events_lost.load(Ordering::Relaxed)
+                < want
+            {
                 if Instant::now() > deadline {
                     anyhow::bail!("policy did not keep up");
                 }

@@ -10,7 +10,7 @@
 //! rollback are round trips through the same queue, so they see every change
 //! submitted before them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::ledger::rollback::{NamespaceAccess, roll_back};
+use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
+use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
 use crate::ledger::{DerivedState, Intent, Ledger, LedgerError, Record, RollbackReport, Summary, record::now_ms};
 use crate::netns::{NetnsError, NetnsRegistry};
 use crate::sysctl::{self, SysctlError, Value};
@@ -38,6 +39,18 @@ pub struct Change {
     /// The short name of the situation ("need to increase TCP buffer size(s)").
     pub scenario: String,
     /// The sentence an administrator reads in the log.
+    pub reason: String,
+}
+
+/// A checked request to set (or, with `settings: None`, forget) the
+/// per-destination settings of one peer prefix in one namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerChange {
+    pub policy: String,
+    pub netns: u64,
+    pub prefix: PeerPrefix,
+    pub settings: Option<PeerSettings>,
+    pub scenario: String,
     pub reason: String,
 }
 
@@ -84,20 +97,28 @@ pub enum ActuateError {
 /// What the actuator thread is asked to do.
 enum Command {
     Apply(Change),
+    Peer(PeerChange),
+    AdminWrite(AdminWrite),
     Read { netns: u64, tunable: String, reply: Sender<Result<Value, ActuateError>> },
     Summary { reply: Sender<Summary> },
     Rollback { reply: Sender<RollbackReport> },
+    RollbackPolicy { policy: String, reply: Sender<RollbackReport> },
+    State { reply: Sender<DerivedState> },
     Shutdown { done: Sender<()> },
 }
 
 /// The tunables the administrator took over, per namespace cookie.
 type OverriddenSet = Arc<RwLock<HashMap<u64, HashSet<String>>>>;
 
+/// The per-destination map, once the sockops program runs.
+type PeerSlot = Arc<RwLock<Option<Arc<PeerMap>>>>;
+
 /// A handle to the actuator thread; clones share it.
 #[derive(Clone)]
 pub struct Actuator {
     commands: Sender<Command>,
     overridden: OverriddenSet,
+    peers: PeerSlot,
     readers: OpenSysctls,
     /// Changes submitted but not applied yet; reads take the ordered path
     /// through the thread while any are pending.
@@ -114,12 +135,28 @@ impl Actuator {
     /// and starts the actuator thread. The thread inherits the calling
     /// thread's capabilities, and needs CAP_SYS_ADMIN to enter namespaces.
     pub fn spawn(config: ActuatorConfig) -> Result<(Actuator, JoinHandle<()>), ActuateError> {
-        let ledger = Ledger::open(&config.state_dir)?;
+        let mut ledger = Ledger::open(&config.state_dir)?;
+        if !config.dry_run {
+            // A crash between journaling and confirming a change leaves it
+            // open; what the kernel holds now says which way it went.
+            let settled = settle_unresolved(&mut ledger, &NamespaceAccess::Registry(&config.registry));
+            if settled != crate::ledger::SettledIntents::default() {
+                tracing::info!(
+                    applied = settled.applied,
+                    not_applied = settled.not_applied,
+                    unknown = settled.unknown,
+                    "settled changes interrupted by a previous crash"
+                );
+            }
+        }
         let (commands, receiver) = crossbeam_channel::unbounded();
         let overridden = OverriddenSet::default();
         let readers = OpenSysctls::default();
         let pending = Arc::new(AtomicUsize::new(0));
+        let peers = PeerSlot::default();
         let worker = Worker {
+            peers: peers.clone(),
+            peer_entries: BTreeMap::new(),
             dry_run: config.dry_run,
             registry: config.registry,
             ledger,
@@ -132,7 +169,7 @@ impl Actuator {
             .name("wasmtune-actuator".into())
             .spawn(move || worker.run(receiver))
             .map_err(|source| ActuateError::Spawn { source })?;
-        Ok((Actuator { commands, overridden, readers, pending }, handle))
+        Ok((Actuator { commands, overridden, peers, readers, pending }, handle))
     }
 
     /// The current value of a sysctl in a namespace, read by the actuator
@@ -181,6 +218,38 @@ impl Actuator {
         }
     }
 
+    /// Hands the actuator the per-destination map (the sockops program runs).
+    pub fn attach_peer_map(&self, map: Arc<PeerMap>) {
+        *self.peers.write().unwrap_or_else(PoisonError::into_inner) = Some(map);
+    }
+
+    /// Whether per-destination settings can be applied (the sockops program runs).
+    pub fn has_peer_map(&self) -> bool {
+        self.peers.read().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Queues a per-destination change; applied in order with sysctl changes.
+    pub fn submit_peer(&self, change: PeerChange) {
+        if self.commands.send(Command::Peer(change)).is_err() {
+            tracing::warn!("the actuator has stopped; per-destination change not applied");
+        }
+    }
+
+    /// The administrator (another process) wrote `write.tunable` in
+    /// `write.netns`: from now on the host leaves it alone there. The mark
+    /// is visible at once to every later check and write; the actuator
+    /// thread then makes sure no host write raced the administrator's (see
+    /// `Worker::settle_admin_write`).
+    pub fn mark_overridden(&self, write: AdminWrite) {
+        {
+            let mut overridden = self.overridden.write().unwrap_or_else(PoisonError::into_inner);
+            overridden.entry(write.netns).or_default().insert(write.tunable.clone());
+        }
+        if self.commands.send(Command::AdminWrite(write)).is_err() {
+            tracing::debug!("the actuator has stopped; administrator write only marked");
+        }
+    }
+
     /// Whether the administrator changed this tunable in this namespace after
     /// the host did; the host leaves it alone from then on.
     pub fn is_overridden(&self, netns: u64, tunable: &str) -> bool {
@@ -213,6 +282,40 @@ impl Actuator {
         RollbackReport::default()
     }
 
+    /// Restores the values whose last change `policy` made (see
+    /// [`crate::ledger::rollback`]); other policies' changes stay.
+    pub fn rollback_policy(&self, policy: &str) -> RollbackReport {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::RollbackPolicy { policy: policy.to_string(), reply }).is_ok()
+            && let Ok(report) = answer.recv()
+        {
+            return report;
+        }
+        tracing::error!(policy, "the actuator has stopped; the values of policy {policy} are not restored");
+        RollbackReport::default()
+    }
+
+    /// The fold of the journal, after every change submitted before (under
+    /// `--dry-run`, of the changes that would have been made).
+    pub fn ledger_state(&self) -> DerivedState {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self.commands.send(Command::State { reply }).is_ok()
+            && let Ok(state) = answer.recv()
+        {
+            return state;
+        }
+        DerivedState::default()
+    }
+
+    /// Every tunable the administrator took over: (netns cookie, tunable).
+    pub fn overridden(&self) -> Vec<(u64, String)> {
+        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
+        let mut list: Vec<(u64, String)> =
+            overridden.iter().flat_map(|(netns, set)| set.iter().map(|t| (*netns, t.clone()))).collect();
+        list.sort();
+        list
+    }
+
     /// Applies every change submitted before, then stops the thread.
     pub fn shutdown(self) {
         let (done, finished) = crossbeam_channel::bounded(1);
@@ -225,6 +328,9 @@ impl Actuator {
 
 /// The state owned by the actuator thread.
 struct Worker {
+    peers: PeerSlot,
+    /// Per-destination entries this daemon put in the map, for rollback.
+    peer_entries: BTreeMap<(u64, PeerPrefix), String>,
     dry_run: bool,
     registry: Arc<NetnsRegistry>,
     ledger: Ledger,
@@ -244,6 +350,8 @@ impl Worker {
                     self.apply(&change);
                     self.pending.fetch_sub(1, Ordering::AcqRel);
                 }
+                Command::Peer(change) => self.apply_peer(&change),
+                Command::AdminWrite(write) => self.settle_admin_write(&write),
                 Command::Read { netns, tunable, reply } => {
                     let _ = reply.send(self.read(netns, &tunable));
                 }
@@ -252,8 +360,18 @@ impl Worker {
                     let _ = reply.send(Summary::from_state(state, self.dry_run));
                 }
                 Command::Rollback { reply } => {
+                    self.clear_peers();
                     let report = roll_back(&mut self.ledger, &NamespaceAccess::Registry(&self.registry), self.dry_run);
                     let _ = reply.send(report);
+                }
+                Command::RollbackPolicy { policy, reply } => {
+                    let access = NamespaceAccess::Registry(&self.registry);
+                    let report = roll_back_matching(&mut self.ledger, &access, self.dry_run, Some(&policy));
+                    let _ = reply.send(report);
+                }
+                Command::State { reply } => {
+                    let state = if self.dry_run { &self.plan } else { self.ledger.state() };
+                    let _ = reply.send(state.clone());
                 }
                 Command::Shutdown { done } => {
                     let _ = done.send(());
@@ -270,7 +388,10 @@ impl Worker {
             sysctl::open(tunable)?
         };
         let value = sysctl::read_open(tunable, &file)?;
-        self.readers.write().unwrap_or_else(PoisonError::into_inner).insert((netns, tunable.to_string()), Arc::new(file));
+        self.readers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((netns, tunable.to_string()), Arc::new(file));
         Ok(value)
     }
 
@@ -375,6 +496,125 @@ impl Worker {
         match error {
             None => log_change("sysctl-change", change, &netns, &old),
             Some(error) => log_failed(change, &netns, Some(&old), &error),
+        }
+    }
+}
+
+impl Worker {
+    /// Sets or clears one prefix's per-destination settings, and logs it.
+    fn apply_peer(&mut self, change: &PeerChange) {
+        let netns = self.netns_name(change.netns);
+        let peer = change.prefix.to_string();
+        let settings = change.settings.as_ref().map_or_else(|| "(cleared)".to_string(), PeerSettings::to_string);
+        let map = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let result = match (&map, self.dry_run) {
+            (_, true) => Ok(()),
+            (None, false) => Err("the sockops program is not attached".to_string()),
+            (Some(map), false) => match &change.settings {
+                Some(settings) => map.set(change.netns, &change.prefix, settings).map_err(|e| e.to_string()),
+                None => map.clear(change.netns, &change.prefix).map_err(|e| e.to_string()),
+            },
+        };
+        if let Err(error) = result {
+            tracing::warn!(
+                event = "peer-change-failed",
+                policy = %change.policy,
+                netns = %netns,
+                peer = %peer,
+                settings = %settings,
+                error = %error,
+                "per-destination settings for {peer} in netns {netns} not applied for policy {}: {error}",
+                change.policy
+            );
+            return;
+        }
+        let key = (change.netns, change.prefix);
+        match change.settings {
+            Some(_) => self.peer_entries.insert(key, change.policy.clone()),
+            None => self.peer_entries.remove(&key),
+        };
+        let event = if self.dry_run { "peer-would-change" } else { "peer-change" };
+        tracing::info!(
+            event,
+            policy = %change.policy,
+            netns = %netns,
+            peer = %peer,
+            settings = %settings,
+            scenario = %change.scenario,
+            reason = %change.reason,
+            "{}: new connections to {peer} in netns {netns} get {settings}{} (policy {}): {}",
+            change.scenario,
+            if self.dry_run { " (dry run)" } else { "" },
+            change.policy,
+            change.reason
+        );
+    }
+
+    /// Removes every per-destination entry this daemon made.
+    fn clear_peers(&mut self) {
+        let Some(map) = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone() else { return };
+        for ((netns, prefix), policy) in std::mem::take(&mut self.peer_entries) {
+            let name = self.netns_name(netns);
+            let tunable = format!("tcp-peer:{prefix}");
+            match map.clear(netns, &prefix) {
+                Ok(()) => tracing::info!(
+                    event = "rollback",
+                    tunable = %tunable,
+                    netns = %name,
+                    from = "set",
+                    to = "cleared",
+                    "per-destination settings for {prefix} in netns {name} (policy {policy}) removed"
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, netns = %name, "cannot remove per-destination settings for {prefix}")
+                }
+            }
+        }
+    }
+
+    /// Runs, in order with the writes, after an administrator's write was
+    /// seen. The mark already stops every later write; this catches the one
+    /// race left: a host write that read the old value just before the
+    /// administrator wrote and landed just after, overwriting them. Then the
+    /// kernel holds the host's value while the administrator wrote another,
+    /// and the administrator's value is put back.
+    fn settle_admin_write(&mut self, write: &AdminWrite) {
+        if self.dry_run {
+            return;
+        }
+        let netns = self.netns_name(write.netns);
+        let Some(history) = self.ledger.state().get(&netns, &write.tunable) else { return };
+        let Some(host_value) = history.last_written.clone() else { return };
+        if history.netns_cookie != write.netns {
+            return;
+        }
+        let Some(admin_value) = write.value.as_deref().map(Value::parse) else { return };
+        let Ok(_inside) = self.registry.enter(write.netns) else { return };
+        let Ok(now) = sysctl::read(&write.tunable) else { return };
+        if now != host_value || now == admin_value {
+            return;
+        }
+        match sysctl::write(&write.tunable, &admin_value) {
+            Ok(()) => tracing::warn!(
+                event = "admin-override-restored",
+                tunable = %write.tunable,
+                netns = %netns,
+                pid = write.pid,
+                comm = %write.comm,
+                found = %now,
+                restored = %admin_value,
+                "a wasmtune write to {} in netns {netns} raced the write by {} (pid {}); their value ({admin_value}) is restored",
+                write.tunable,
+                write.comm,
+                write.pid
+            ),
+            Err(error) => tracing::error!(
+                %error,
+                tunable = %write.tunable,
+                netns = %netns,
+                "cannot restore the administrator's value of {} after a racing write",
+                write.tunable
+            ),
         }
     }
 }

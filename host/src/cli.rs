@@ -32,11 +32,29 @@ pub enum Command {
     /// Inspect policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Restore every value recorded in the journal (after a crash, or to undo tuning).
+    /// Restore every value changed: through the running daemon when one
+    /// answers, else from the journal (after a crash, or to undo tuning).
     Rollback {
         #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        #[command(flatten)]
+        query: QueryArgs,
     },
+    /// The running daemon's policies, tunables and overrides.
+    Status(QueryArgs),
+    /// The changes in effect, as the exit summary prints them.
+    Summary(QueryArgs),
+}
+
+/// What every query of a running daemon takes.
+#[derive(Debug, Clone, Args)]
+pub struct QueryArgs {
+    /// Print the daemon's JSON answer (schema: docs/control.md).
+    #[arg(long)]
+    pub json: bool,
+    /// The daemon's control socket.
+    #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -48,6 +66,26 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The running daemon's policies.
+    List(QueryArgs),
+    /// Start a policy that is on offer (until the daemon stops).
+    Enable {
+        name: String,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+    /// Stop a policy (until the daemon stops or it is enabled again).
+    Disable {
+        name: String,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnCrashArg {
+    Adopt,
+    Rollback,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,6 +120,13 @@ pub struct RunArgs {
     /// Tune only this network namespace (repeatable): a name under /run/netns, or `init`.
     #[arg(long = "netns", value_name = "NAME")]
     pub netns: Vec<String>,
+    /// Where the control socket listens.
+    #[arg(long, value_name = "PATH", default_value = crate::control::DEFAULT_SOCKET)]
+    pub control_socket: PathBuf,
+    /// Changes an earlier run left in effect (it crashed, or stopped without
+    /// --rollback): keep them (adopt) or restore the originals first.
+    #[arg(long, value_enum, default_value_t = OnCrashArg::Adopt)]
+    pub on_crash: OnCrashArg,
     /// Log to stderr (accepted for bpftune compatibility; always so).
     #[arg(short = 's', hide = true)]
     pub stderr: bool,
@@ -107,6 +152,11 @@ impl RunArgs {
             rollback: self.rollback,
             learning_rate: self.learning_rate,
             netns: self.netns,
+            control_socket: self.control_socket,
+            on_crash: match self.on_crash {
+                OnCrashArg::Adopt => crate::daemon::OnCrash::Adopt,
+                OnCrashArg::Rollback => crate::daemon::OnCrash::Rollback,
+            },
         }
     }
 }
@@ -135,5 +185,20 @@ mod tests {
         let Some(Command::Run(run)) = cli.command else { panic!("run expected") };
         assert_eq!(run.netns, vec!["a", "b"]);
         assert_eq!(run.into_options().policy_dirs, vec![PathBuf::from("/x")]);
+    }
+
+    #[test]
+    fn queries_take_json_and_socket() {
+        let cli = Cli::try_parse_from(["wasmtune", "policy", "disable", "tcp-buffer", "--json", "--socket", "/s"])
+            .expect("valid");
+        let Some(Command::Policy(PolicyCommand::Disable { name, query })) = cli.command else {
+            panic!("policy disable expected")
+        };
+        assert_eq!(name, "tcp-buffer");
+        assert!(query.json);
+        assert_eq!(query.socket, PathBuf::from("/s"));
+        let cli = Cli::try_parse_from(["wasmtune", "run", "--on-crash", "rollback"]).expect("valid");
+        let Some(Command::Run(run)) = cli.command else { panic!("run expected") };
+        assert_eq!(run.into_options().on_crash, crate::daemon::OnCrash::Rollback);
     }
 }

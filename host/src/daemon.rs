@@ -3,7 +3,7 @@
 //! then stops in reverse order, rolls back when asked, and prints the summary.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -13,6 +13,7 @@ use anyhow::Context;
 use crate::actuate::{Actuator, ActuatorConfig};
 use crate::bpf::{BpfConfig, HookState, KernelSource};
 use crate::config::{AdminConfig, LearningRate};
+use crate::control::{ControlContext, ControlServer};
 use crate::grants::{Arbiter, HostLimits};
 use crate::netns::NetnsRegistry;
 use crate::paths;
@@ -33,6 +34,22 @@ pub struct RunOptions {
     pub rollback: bool,
     pub learning_rate: Option<LearningRate>,
     pub netns: Vec<String>,
+    /// Where the control socket listens.
+    pub control_socket: PathBuf,
+    /// What to do with changes an earlier run left in effect.
+    pub on_crash: OnCrash,
+}
+
+/// What to do at start with changes the journal says an earlier run left
+/// in effect (it crashed, or stopped without `--rollback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCrash {
+    /// Keep the values, and their originals, so a later rollback restores them.
+    #[default]
+    Adopt,
+    /// Restore the originals before any policy starts (only where the kernel
+    /// still holds what the host last wrote).
+    Rollback,
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
@@ -53,13 +70,16 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         registry: registry.clone(),
     })
     .context("cannot start the actuator")?;
+    recover_earlier_run(&actuator, opts.on_crash, opts.dry_run);
 
     let engine = Arc::new(
-        PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir))).context("cannot start the Wasm engine")?,
+        PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir)))
+            .context("cannot start the Wasm engine")?,
     );
+    let arbiter = Arc::new(Arbiter::default());
     let ctx = WorkerContext {
         engine: engine.clone(),
-        arbiter: Arc::new(Arbiter::default()),
+        arbiter: arbiter.clone(),
         actuator: actuator.clone(),
         registry: registry.clone(),
         limits: HostLimits::detect(),
@@ -71,20 +91,55 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let builtins = crate::builtin::load_all(&engine);
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, policies.clone());
     reconciler.reconcile();
+    let offered = reconciler.offered();
+    let reconciler = Arc::new(Mutex::new(reconciler));
 
     let kernel = Arc::new(
-        KernelSource::start(BpfConfig {
-            near_limit_shift: 6 - u32::from(rate.get()),
-            ..BpfConfig::default()
-        })
-        .context("cannot load the BPF programs")?,
+        KernelSource::start(BpfConfig { near_limit_shift: 6 - u32::from(rate.get()), ..BpfConfig::default() })
+            .context("cannot load the BPF programs")?,
     );
     let attached = kernel.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count();
+    let _proc_signals = crate::signals::ProcSignals::start(
+        crate::signals::ProcSignalsConfig {
+            near_limit_shift: 6 - u32::from(rate.get()),
+            ..crate::signals::ProcSignalsConfig::default()
+        },
+        registry.clone(),
+        kernel.event_sender(),
+    )
+    .map_err(|e| tracing::warn!("/proc signals (softnet, route table, fragments) are off: {e}"))
+    .ok();
+    let _cgroup = crate::bpf::cgroup::deliver::start_for_daemon(
+        &actuator,
+        &arbiter,
+        &registry,
+        &policies,
+        6 - u32::from(rate.get()),
+    );
     let router = {
         let kernel_for_loss = kernel.clone();
-        Router::spawn(kernel.events().clone(), move || kernel_for_loss.lost_events(), registry.clone(), policies.clone())
-            .context("cannot start the router thread")?
+        Router::spawn(
+            kernel.events().clone(),
+            move || kernel_for_loss.lost_events(),
+            registry.clone(),
+            policies.clone(),
+        )
+        .context("cannot start the router thread")?
     };
+    let control = ControlServer::start(
+        &opts.control_socket,
+        ControlContext {
+            policies: policies.clone(),
+            offered,
+            reconciler: reconciler.clone(),
+            actuator: actuator.clone(),
+            arbiter,
+            registry: registry.clone(),
+            started,
+            dry_run: opts.dry_run,
+        },
+    )
+    .context("cannot open the control socket")?;
     let watcher = match DirWatcher::spawn(reconciler) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -110,6 +165,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let signal = wait_for_shutdown_signal()?;
     tracing::info!("{signal} received: stopping");
 
+    control.stop();
     if let Some(w) = watcher {
         w.stop();
     }
@@ -133,6 +189,27 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     actuator.shutdown();
     let _ = actuator_thread.join();
     Ok(())
+}
+
+/// Adopts or rolls back what an earlier run left in effect.
+fn recover_earlier_run(actuator: &Actuator, on_crash: OnCrash, dry_run: bool) {
+    let state = actuator.ledger_state();
+    let left = state.changed().len();
+    if left == 0 || dry_run {
+        return;
+    }
+    match on_crash {
+        OnCrash::Adopt => tracing::info!(
+            tunables = left,
+            "adopting {left} tunable(s) an earlier run changed: their values stay, and their originals are kept for rollback"
+        ),
+        OnCrash::Rollback => {
+            tracing::info!(tunables = left, "rolling back {left} tunable(s) an earlier run changed");
+            for line in actuator.rollback().lines() {
+                tracing::info!("{line}");
+            }
+        }
+    }
 }
 
 /// Blocks until SIGINT or SIGTERM; returns the signal's name.

@@ -2,13 +2,47 @@
 //! buffer (the layout of `bpf/wasmtune.h`) into the contract's [`Event`]s, and
 //! answers the two questions the router asks of an event (its kind, its netns).
 
-use crate::wit::{BufferDirection, Event, EventKind, IpAddr, TcpBufferLimit};
+use crate::wit::{
+    AddressFamily, BacklogDrops, BufferDirection, ConnectionSummary, Event, EventKind, IpAddr, MemoryLevel,
+    MemoryPressure, NeighbourTable, Protocol, RetransmitBurst, SynOverflow, TcpBufferLimit, UdpDrop, UdpDropCause,
+};
 
 /// Size of a `struct wasmtune_tcp_buffer_record`.
-pub const TCP_BUFFER_RECORD_LEN: usize = 48;
+pub const TCP_BUFFER_RECORD_LEN: usize = record_len::TCP_BUFFER_LIMIT;
+
+/// Size of each record of `bpf/wasmtune.h`, by kind.
+pub mod record_len {
+    /// `struct wasmtune_tcp_buffer_record`.
+    pub const TCP_BUFFER_LIMIT: usize = 48;
+    /// `struct wasmtune_memory_pressure_record`.
+    pub const MEMORY_PRESSURE: usize = 48;
+    /// `struct wasmtune_syn_overflow_record`.
+    pub const SYN_OVERFLOW: usize = 32;
+    /// `struct wasmtune_connection_summary_record`.
+    pub const CONNECTION_SUMMARY: usize = 104;
+    /// `struct wasmtune_retransmit_burst_record`.
+    pub const RETRANSMIT_BURST: usize = 56;
+    /// `struct wasmtune_backlog_drops_record`.
+    pub const BACKLOG_DROPS: usize = 24;
+    /// `struct wasmtune_neighbour_table_record`.
+    pub const NEIGHBOUR_TABLE: usize = 32;
+    /// `struct wasmtune_udp_drop_record`.
+    pub const UDP_DROP: usize = 32;
+}
 
 /// `enum wasmtune_record_kind` values.
 const KIND_TCP_BUFFER_LIMIT: u16 = 1;
+const KIND_MEMORY_PRESSURE: u16 = 2;
+const KIND_SYN_OVERFLOW: u16 = 3;
+const KIND_CONNECTION_SUMMARY: u16 = 4;
+const KIND_RETRANSMIT_BURST: u16 = 5;
+const KIND_BACKLOG_DROPS: u16 = 6;
+const KIND_NEIGHBOUR_TABLE: u16 = 7;
+const KIND_UDP_DROP: u16 = 8;
+
+/// `/proc/sys/net/core/netdev_max_backlog`: global, read when a backlog
+/// record is decoded (at most one per CPU per signal interval).
+const NETDEV_MAX_BACKLOG: &str = "/proc/sys/net/core/netdev_max_backlog";
 
 /// `enum wasmtune_direction` values.
 const DIRECTION_RECEIVE: u8 = 0;
@@ -57,6 +91,16 @@ pub enum DecodeError {
         /// The family found.
         family: u8,
     },
+    /// A small enumerated field (protocol, level, cause) is out of range.
+    #[error("record of kind {kind}: unknown {field} {value}")]
+    UnknownValue {
+        /// The record's kind.
+        kind: u16,
+        /// The field.
+        field: &'static str,
+        /// The value found.
+        value: u8,
+    },
 }
 
 /// Decodes one raw ring-buffer record into an [`Event`].
@@ -72,8 +116,144 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     };
     match kind {
         KIND_TCP_BUFFER_LIMIT => decode_tcp_buffer_limit(bytes).map(Event::TcpBufferLimit),
+        KIND_MEMORY_PRESSURE => decode_memory_pressure(sized(bytes, kind, record_len::MEMORY_PRESSURE)?),
+        KIND_SYN_OVERFLOW => Ok(decode_syn_overflow(sized(bytes, kind, record_len::SYN_OVERFLOW)?)),
+        KIND_CONNECTION_SUMMARY => decode_connection_summary(sized(bytes, kind, record_len::CONNECTION_SUMMARY)?),
+        KIND_RETRANSMIT_BURST => decode_retransmit_burst(sized(bytes, kind, record_len::RETRANSMIT_BURST)?),
+        KIND_BACKLOG_DROPS => Ok(decode_backlog_drops(sized(bytes, kind, record_len::BACKLOG_DROPS)?)),
+        KIND_NEIGHBOUR_TABLE => decode_neighbour_table(sized(bytes, kind, record_len::NEIGHBOUR_TABLE)?),
+        KIND_UDP_DROP => decode_udp_drop(sized(bytes, kind, record_len::UDP_DROP)?),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
+}
+
+fn sized(bytes: &[u8], kind: u16, expected: usize) -> Result<&[u8], DecodeError> {
+    if bytes.len() == expected { Ok(bytes) } else { Err(DecodeError::WrongLength { kind, len: bytes.len(), expected }) }
+}
+
+fn u16_at(b: &[u8], offset: usize) -> u16 {
+    u16::from_ne_bytes(array(b, offset))
+}
+
+fn u32_at(b: &[u8], offset: usize) -> u32 {
+    u32::from_ne_bytes(array(b, offset))
+}
+
+fn u64_at(b: &[u8], offset: usize) -> u64 {
+    u64::from_ne_bytes(array(b, offset))
+}
+
+fn remote_at(b: &[u8], family: u8, offset: usize) -> Result<IpAddr, DecodeError> {
+    let address = array::<16>(b, offset);
+    match family {
+        AF_INET => Ok(ipv4(array::<4>(&address, 0))),
+        AF_INET6 => Ok(ipv6(address)),
+        family => Err(DecodeError::UnknownFamily { family }),
+    }
+}
+
+/// A NUL-padded kernel name (a congestion control algorithm).
+fn name_at(b: &[u8], offset: usize, len: usize) -> String {
+    let raw = &b[offset..offset + len];
+    let end = raw.iter().position(|&c| c == 0).unwrap_or(len);
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+fn decode_memory_pressure(b: &[u8]) -> Result<Event, DecodeError> {
+    let protocol = match b[2] {
+        0 => Protocol::Tcp,
+        1 => Protocol::Udp,
+        value => return Err(DecodeError::UnknownValue { kind: KIND_MEMORY_PRESSURE, field: "protocol", value }),
+    };
+    let level = match b[3] {
+        0 => MemoryLevel::Pressure,
+        1 => MemoryLevel::Exhausted,
+        value => return Err(DecodeError::UnknownValue { kind: KIND_MEMORY_PRESSURE, field: "level", value }),
+    };
+    Ok(Event::MemoryPressure(MemoryPressure {
+        netns: u64_at(b, 8),
+        protocol,
+        level,
+        pages: u64_at(b, 16),
+        limits: (u64_at(b, 24), u64_at(b, 32), u64_at(b, 40)),
+    }))
+}
+
+fn decode_syn_overflow(b: &[u8]) -> Event {
+    Event::SynOverflow(SynOverflow {
+        netns: u64_at(b, 8),
+        local_port: u16_at(b, 2),
+        queued: u32_at(b, 16),
+        max_queued: u32_at(b, 20),
+        cookie_sent: b[4] != 0,
+        established: u32_at(b, 24),
+    })
+}
+
+fn decode_connection_summary(b: &[u8]) -> Result<Event, DecodeError> {
+    Ok(Event::ConnectionSummary(ConnectionSummary {
+        netns: u64_at(b, 8),
+        remote: remote_at(b, b[2], 16)?,
+        remote_port: u16_at(b, 4),
+        local_port: u16_at(b, 6),
+        congestion: name_at(b, 32, 16),
+        min_rtt_us: u32_at(b, 48),
+        srtt_us: u32_at(b, 52),
+        max_delivery_rate: u64_at(b, 56),
+        segments_out: u32_at(b, 64),
+        retransmits: u32_at(b, 68),
+        bytes_acked: u64_at(b, 72),
+        bytes_received: u64_at(b, 80),
+        duration_ms: u64_at(b, 88),
+    }))
+}
+
+fn decode_retransmit_burst(b: &[u8]) -> Result<Event, DecodeError> {
+    Ok(Event::RetransmitBurst(RetransmitBurst {
+        netns: u64_at(b, 8),
+        remote: remote_at(b, b[2], 16)?,
+        remote_port: u16_at(b, 4),
+        congestion: name_at(b, 32, 16),
+        segments_out: u32_at(b, 48),
+        retransmits: u32_at(b, 52),
+    }))
+}
+
+fn decode_backlog_drops(b: &[u8]) -> Event {
+    let max_backlog = std::fs::read_to_string(NETDEV_MAX_BACKLOG).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0);
+    Event::BacklogDrops(BacklogDrops { netns: u64_at(b, 8), cpu: u32_at(b, 4), drops: u64_at(b, 16), max_backlog })
+}
+
+fn decode_neighbour_table(b: &[u8]) -> Result<Event, DecodeError> {
+    let family = match b[2] {
+        AF_INET => AddressFamily::Ipv4,
+        AF_INET6 => AddressFamily::Ipv6,
+        family => return Err(DecodeError::UnknownFamily { family }),
+    };
+    Ok(Event::NeighbourTable(NeighbourTable {
+        netns: u64_at(b, 8),
+        family,
+        ifindex: u32_at(b, 4),
+        entries: u32_at(b, 16),
+        limit: u32_at(b, 20),
+        address_space: u64_at(b, 24),
+    }))
+}
+
+fn decode_udp_drop(b: &[u8]) -> Result<Event, DecodeError> {
+    let cause = match b[2] {
+        0 => UdpDropCause::ReceiveQueueFull,
+        1 => UdpDropCause::MemoryLimit,
+        value => return Err(DecodeError::UnknownValue { kind: KIND_UDP_DROP, field: "cause", value }),
+    };
+    Ok(Event::UdpDrop(UdpDrop {
+        netns: u64_at(b, 8),
+        cause,
+        local_port: u16_at(b, 4),
+        buffer_bytes: u32_at(b, 16),
+        locked: b[3] != 0,
+        drops: u64_at(b, 24),
+    }))
 }
 
 fn decode_tcp_buffer_limit(bytes: &[u8]) -> Result<TcpBufferLimit, DecodeError> {
@@ -296,14 +476,94 @@ mod tests {
     #[test]
     fn rejects_unknown_kind_direction_and_family() {
         let mut record = Record::receive_v4();
-        record.kind = 7;
-        assert_eq!(decode(&record.bytes()), Err(DecodeError::UnknownKind { kind: 7 }));
+        record.kind = 99;
+        assert_eq!(decode(&record.bytes()), Err(DecodeError::UnknownKind { kind: 99 }));
         let mut record = Record::receive_v4();
         record.direction = 2;
         assert_eq!(decode(&record.bytes()), Err(DecodeError::UnknownDirection { direction: 2 }));
         let mut record = Record::receive_v4();
         record.family = 1;
         assert_eq!(decode(&record.bytes()), Err(DecodeError::UnknownFamily { family: 1 }));
+    }
+
+    fn record(kind: u16, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        b[..2].copy_from_slice(&kind.to_ne_bytes());
+        b[8..16].copy_from_slice(&77u64.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn decodes_memory_pressure_and_rejects_an_unknown_level() {
+        let mut b = record(KIND_MEMORY_PRESSURE, record_len::MEMORY_PRESSURE);
+        b[2] = 1;
+        b[3] = 1;
+        b[16..24].copy_from_slice(&500u64.to_ne_bytes());
+        for (i, v) in [100u64, 200, 400].iter().enumerate() {
+            b[24 + 8 * i..32 + 8 * i].copy_from_slice(&v.to_ne_bytes());
+        }
+        match decode(&b).unwrap() {
+            Event::MemoryPressure(p) => {
+                assert_eq!((p.netns, p.pages, p.limits), (77, 500, (100, 200, 400)));
+                assert!(matches!(p.protocol, Protocol::Udp));
+                assert!(matches!(p.level, MemoryLevel::Exhausted));
+            }
+            other => panic!("{other:?}"),
+        }
+        b[3] = 9;
+        assert_eq!(decode(&b), Err(DecodeError::UnknownValue { kind: KIND_MEMORY_PRESSURE, field: "level", value: 9 }));
+    }
+
+    #[test]
+    fn decodes_a_connection_summary_with_its_congestion_name() {
+        let mut b = record(KIND_CONNECTION_SUMMARY, record_len::CONNECTION_SUMMARY);
+        b[2] = AF_INET;
+        b[4..6].copy_from_slice(&5201u16.to_ne_bytes());
+        b[6..8].copy_from_slice(&40000u16.to_ne_bytes());
+        b[16..20].copy_from_slice(&[10, 0, 0, 2]);
+        b[32..35].copy_from_slice(b"bbr");
+        b[48..52].copy_from_slice(&30u32.to_ne_bytes());
+        b[56..64].copy_from_slice(&1_000_000u64.to_ne_bytes());
+        b[88..96].copy_from_slice(&1500u64.to_ne_bytes());
+        match decode(&b).unwrap() {
+            Event::ConnectionSummary(c) => {
+                assert_eq!(c.congestion, "bbr");
+                assert_eq!((c.remote_port, c.local_port, c.min_rtt_us), (5201, 40000, 30));
+                assert_eq!((c.max_delivery_rate, c.duration_ms), (1_000_000, 1500));
+                assert!(matches!(c.remote, IpAddr::V4((10, 0, 0, 2))));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(decode(&b[..100]), Err(DecodeError::WrongLength { kind: KIND_CONNECTION_SUMMARY, .. })));
+    }
+
+    #[test]
+    fn decodes_udp_drop_neighbour_and_syn_overflow_records() {
+        let mut b = record(KIND_UDP_DROP, record_len::UDP_DROP);
+        b[3] = 1;
+        b[4..6].copy_from_slice(&9000u16.to_ne_bytes());
+        b[24..32].copy_from_slice(&42u64.to_ne_bytes());
+        match decode(&b).unwrap() {
+            Event::UdpDrop(u) => {
+                assert!(matches!(u.cause, UdpDropCause::ReceiveQueueFull));
+                assert!(u.locked);
+                assert_eq!((u.local_port, u.drops), (9000, 42));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut b = record(KIND_NEIGHBOUR_TABLE, record_len::NEIGHBOUR_TABLE);
+        b[2] = AF_INET6;
+        b[16..20].copy_from_slice(&120u32.to_ne_bytes());
+        b[20..24].copy_from_slice(&128u32.to_ne_bytes());
+        assert!(
+            matches!(decode(&b).unwrap(), Event::NeighbourTable(n) if n.entries == 120 && n.limit == 128 && matches!(n.family, AddressFamily::Ipv6))
+        );
+        let mut b = record(KIND_SYN_OVERFLOW, record_len::SYN_OVERFLOW);
+        b[2..4].copy_from_slice(&8080u16.to_ne_bytes());
+        b[20..24].copy_from_slice(&4u32.to_ne_bytes());
+        assert!(
+            matches!(decode(&b).unwrap(), Event::SynOverflow(s) if s.local_port == 8080 && s.max_queued == 4 && !s.cookie_sent)
+        );
     }
 
     #[test]

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
 use crate::config::PolicySettings;
-use crate::manifest::{Access, Manifest};
+use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant, parse_prefix};
 use crate::sysctl::Value;
-use crate::wit::{Bounds, Denial, EventKind};
+use crate::wit::{Bounds, Denial, EventKind, IpAddr};
 
 /// Minimum time between two accepted changes of one tunable in one netns.
 pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -39,8 +40,12 @@ impl HostLimits {
     pub fn bounds(&self, name: &str) -> (i64, i64) {
         match name {
             // Kernel ints: bpftune once overflowed tcp_rmem to a negative value.
-            "net.ipv4.tcp_rmem" | "net.ipv4.tcp_wmem" | "net.core.rmem_max" | "net.core.wmem_max"
-            | "net.core.rmem_default" | "net.core.wmem_default" => (1, i32::MAX as i64),
+            "net.ipv4.tcp_rmem"
+            | "net.ipv4.tcp_wmem"
+            | "net.core.rmem_max"
+            | "net.core.wmem_max"
+            | "net.core.rmem_default"
+            | "net.core.wmem_default" => (1, i32::MAX as i64),
             "net.ipv4.tcp_mem" | "net.ipv4.udp_mem" => (1, self.memory_quarter_pages),
             _ => (i32::MIN as i64, i32::MAX as i64),
         }
@@ -75,6 +80,115 @@ pub struct EffectiveGrant {
     pub sysctls: BTreeMap<String, TunableGrant>,
     /// Sysctls the manifest declared but the administrator denied.
     pub denied_by_admin: Vec<String>,
+    /// Per-destination TCP settings it may apply; `None` = none at all.
+    pub tcp: Option<TcpPeerGrant>,
+}
+
+/// The `[tcp]` grant, resolved: prefixes parsed and normalised.
+#[derive(Debug, Clone, Serialize)]
+pub struct TcpPeerGrant {
+    pub congestion: Vec<String>,
+    #[serde(serialize_with = "prefixes_as_text")]
+    pub prefixes: Vec<PeerPrefix>,
+    pub initial_cwnd: Option<RangeGrant>,
+    pub window_clamp: Option<RangeGrant>,
+    pub syn_rto_ms: Option<RangeGrant>,
+    pub no_delay: bool,
+}
+
+fn prefixes_as_text<S: serde::Serializer>(prefixes: &[PeerPrefix], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(prefixes.iter().map(ToString::to_string))
+}
+
+impl TcpPeerGrant {
+    fn resolve(grant: &TcpGrant) -> TcpPeerGrant {
+        let prefixes = grant
+            .prefixes
+            .iter()
+            .filter_map(|text| parse_prefix(text))
+            .filter_map(|(addr, len)| {
+                let addr = match addr {
+                    std::net::IpAddr::V4(v4) => {
+                        let [a, b, c, d] = v4.octets();
+                        IpAddr::V4((a, b, c, d))
+                    }
+                    std::net::IpAddr::V6(v6) => {
+                        let bits = u128::from(v6);
+                        IpAddr::V6(((bits >> 64) as u64, bits as u64))
+                    }
+                };
+                PeerPrefix::new(&addr, len).ok()
+            })
+            .collect();
+        TcpPeerGrant {
+            congestion: grant.congestion.clone(),
+            prefixes,
+            initial_cwnd: grant.initial_cwnd,
+            window_clamp: grant.window_clamp,
+            syn_rto_ms: grant.syn_rto_ms,
+            no_delay: grant.no_delay,
+        }
+    }
+
+    /// Whether `prefix` lies inside one of the granted prefixes.
+    pub fn covers(&self, prefix: &PeerPrefix) -> bool {
+        self.prefixes.iter().any(|granted| granted.contains(prefix))
+    }
+
+    /// Checks a prefix and its settings against the grant and the algorithms
+    /// the kernel offers. Pure.
+    pub fn check(
+        &self,
+        policy: &str,
+        prefix: &PeerPrefix,
+        settings: &PeerSettings,
+        available: &[String],
+    ) -> Result<(), Denial> {
+        if !self.covers(prefix) {
+            return Err(Denial::NotGranted(format!(
+                "{policy} may not configure peers in {prefix}: not inside its [tcp] prefixes"
+            )));
+        }
+        for name in [&settings.congestion, &settings.on_loss_congestion].into_iter().flatten() {
+            if !self.congestion.iter().any(|allowed| allowed == name) {
+                return Err(Denial::NotGranted(format!(
+                    "{policy} may not choose congestion control {name:?} (granted: [{}])",
+                    self.congestion.join(", ")
+                )));
+            }
+            if !available.iter().any(|offered| offered == name) {
+                return Err(Denial::Unsupported(format!(
+                    "congestion control {name:?} is not offered by this kernel (available: {})",
+                    available.join(" ")
+                )));
+            }
+        }
+        let ranges = [
+            ("initial-cwnd", settings.initial_cwnd, self.initial_cwnd),
+            ("window-clamp", settings.window_clamp, self.window_clamp),
+            ("syn-rto-ms", settings.syn_rto_ms, self.syn_rto_ms),
+        ];
+        for (name, requested, granted) in ranges {
+            match (requested, granted) {
+                (None, _) => {}
+                (Some(_), None) => {
+                    return Err(Denial::NotGranted(format!(
+                        "{policy} may not set {name}: its [tcp] grant does not declare it"
+                    )));
+                }
+                (Some(value), Some(range)) if value < range.min || value > range.max => {
+                    return Err(Denial::OutOfBounds(Bounds { min: i64::from(range.min), max: i64::from(range.max) }));
+                }
+                (Some(_), Some(_)) => {}
+            }
+        }
+        if settings.no_delay.is_some() && !self.no_delay {
+            return Err(Denial::NotGranted(format!(
+                "{policy} may not set no-delay: its [tcp] grant does not allow it"
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl EffectiveGrant {
@@ -91,7 +205,9 @@ impl EffectiveGrant {
             let min = [grant.min, narrowing.min, Some(hard_min)].into_iter().flatten().max().unwrap_or(hard_min);
             let max = [grant.max, narrowing.max, Some(hard_max)].into_iter().flatten().min().unwrap_or(hard_max);
             let values = match (&grant.values, &narrowing.values) {
-                (Some(declared), Some(allowed)) => Some(declared.iter().filter(|v| allowed.contains(v)).cloned().collect()),
+                (Some(declared), Some(allowed)) => {
+                    Some(declared.iter().filter(|v| allowed.contains(v)).cloned().collect())
+                }
                 (declared, _) => declared.clone(),
             };
             sysctls.insert(
@@ -99,7 +215,13 @@ impl EffectiveGrant {
                 TunableGrant { access: grant.access, fields: grant.fields.clone(), min, max, values },
             );
         }
-        EffectiveGrant { policy: manifest.policy.name.clone(), events: manifest.event_kinds(), sysctls, denied_by_admin }
+        EffectiveGrant {
+            policy: manifest.policy.name.clone(),
+            events: manifest.event_kinds(),
+            sysctls,
+            denied_by_admin,
+            tcp: manifest.tcp.as_ref().map(TcpPeerGrant::resolve),
+        }
     }
 
     pub fn may_subscribe(&self, kind: EventKind) -> bool {
@@ -162,7 +284,8 @@ impl EffectiveGrant {
                 // Only disorder the request introduces is refused: a kernel value
                 // that is already out of order (max below default) may be mended.
                 let inverted = |v: &[i64], i: usize| v[i] > v[i + 1];
-                if must_ascend(name) && (0..new.len().saturating_sub(1)).any(|i| inverted(new, i) && !inverted(old, i)) {
+                if must_ascend(name) && (0..new.len().saturating_sub(1)).any(|i| inverted(new, i) && !inverted(old, i))
+                {
                     return Err(Denial::InvalidValue(format!(
                         "{name} fields must ascend (min <= default <= max): {requested}"
                     )));
@@ -231,6 +354,12 @@ impl Arbiter {
         state.owners.retain(|_, owner| owner != policy);
     }
 
+    /// The policy that owns a tunable (or `tcp-peer:<prefix>`) in a namespace.
+    pub fn owner_of(&self, netns: u64, tunable: &str) -> Option<String> {
+        let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.owners.get(&(netns, tunable.to_string())).cloned()
+    }
+
     pub fn owners(&self) -> Vec<(u64, String, String)> {
         let state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.owners.iter().map(|((netns, tunable), owner)| (*netns, tunable.clone(), owner.clone())).collect()
@@ -254,7 +383,9 @@ pub fn denial_kind(d: &Denial) -> &'static str {
 /// A one-line explanation of a denial for the log.
 pub fn denial_detail(d: &Denial) -> String {
     match d {
-        Denial::NotGranted(s) | Denial::InvalidValue(s) | Denial::Unsupported(s) | Denial::AdminOverride(s) => s.clone(),
+        Denial::NotGranted(s) | Denial::InvalidValue(s) | Denial::Unsupported(s) | Denial::AdminOverride(s) => {
+            s.clone()
+        }
         Denial::OutOfBounds(b) => format!("outside the allowed range {}..={}", b.min, b.max),
         Denial::NotOwner(owner) => format!("owned by policy {owner}"),
         Denial::RateLimited(ms) => format!("changed too recently; retry in {ms} ms"),
@@ -303,13 +434,19 @@ values = ["bbr", "cubic"]
 
     #[test]
     fn allows_a_raise_of_the_granted_field_within_bounds() {
-        assert_eq!(grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880])), Ok(()));
+        assert_eq!(
+            grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880])),
+            Ok(())
+        );
     }
 
     #[test]
     fn refuses_undeclared_and_read_only_sysctls() {
         let g = grant();
-        assert!(matches!(g.check_change("net.core.netdev_max_backlog", &ints(&[1]), &ints(&[2])), Err(Denial::NotGranted(_))));
+        assert!(matches!(
+            g.check_change("net.core.netdev_max_backlog", &ints(&[1]), &ints(&[2])),
+            Err(Denial::NotGranted(_))
+        ));
         assert!(matches!(g.check_change("net.core.somaxconn", &ints(&[1]), &ints(&[2])), Err(Denial::NotGranted(_))));
         assert!(g.check_read("net.core.somaxconn").is_ok());
         assert!(g.check_read("net.ipv4.tcp_wmem").is_err());
@@ -317,7 +454,8 @@ values = ["bbr", "cubic"]
 
     #[test]
     fn refuses_values_beyond_bounds_and_reports_them() {
-        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 1 << 30]));
+        let r =
+            grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 1 << 30]));
         assert_eq!(r, Err(Denial::OutOfBounds(Bounds { min: 4096, max: 268435456 })));
     }
 
@@ -330,7 +468,10 @@ values = ["bbr", "cubic"]
     #[test]
     fn refuses_wrong_arity_and_type() {
         let g = grant();
-        assert!(matches!(g.check_change("net.ipv4.tcp_rmem", &ints(&[1, 2, 3]), &ints(&[1, 2])), Err(Denial::InvalidValue(_))));
+        assert!(matches!(
+            g.check_change("net.ipv4.tcp_rmem", &ints(&[1, 2, 3]), &ints(&[1, 2])),
+            Err(Denial::InvalidValue(_))
+        ));
         assert!(matches!(
             g.check_change("net.ipv4.tcp_rmem", &ints(&[1, 2, 3]), &Value::Text("x".into())),
             Err(Denial::InvalidValue(_))
@@ -339,14 +480,16 @@ values = ["bbr", "cubic"]
 
     #[test]
     fn max_below_default_is_refused_as_disorder() {
-        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 262144]), &ints(&[4096, 131072, 65536]));
+        let r =
+            grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 262144]), &ints(&[4096, 131072, 65536]));
         assert!(matches!(r, Err(Denial::InvalidValue(ref s)) if s.contains("ascend")), "{r:?}");
     }
 
     #[test]
     fn an_already_disordered_value_may_be_mended() {
         // max below default, as an administrator may well have set it
-        let r = grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880]));
+        let r =
+            grant().check_change("net.ipv4.tcp_rmem", &ints(&[4096, 131072, 98304]), &ints(&[4096, 131072, 122880]));
         assert_eq!(r, Ok(()));
     }
 
@@ -389,6 +532,44 @@ max = 9223372036854775807
         let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS);
         assert_eq!(g.sysctls["net.ipv4.tcp_wmem"].max, i32::MAX as i64);
         assert_eq!(g.sysctls["net.ipv4.tcp_mem"].max, 1 << 20);
+    }
+
+    #[test]
+    fn the_tcp_grant_checks_prefixes_algorithms_and_bounds() {
+        let m = Manifest::parse(
+            r#"
+[policy]
+name = "tcp-cong"
+version = "0.1.0"
+description = "x"
+[tcp]
+congestion = ["reno", "bbr", "vegas"]
+prefixes = ["10.0.0.0/8"]
+initial-cwnd = { min = 4, max = 64 }
+"#,
+        )
+        .expect("valid");
+        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS);
+        let tcp = g.tcp.expect("a [tcp] grant");
+        let available = vec!["reno".to_string(), "bbr".to_string()];
+        let inside = PeerPrefix::new(&IpAddr::V4((10, 1, 2, 3)), 32).expect("prefix");
+        let outside = PeerPrefix::new(&IpAddr::V4((192, 168, 0, 1)), 32).expect("prefix");
+        let wider = PeerPrefix::new(&IpAddr::V4((0, 0, 0, 0)), 0).expect("prefix");
+        let reno = PeerSettings { congestion: Some("reno".into()), initial_cwnd: Some(10), ..Default::default() };
+        assert_eq!(tcp.check("p", &inside, &reno, &available), Ok(()));
+        assert!(matches!(tcp.check("p", &outside, &reno, &available), Err(Denial::NotGranted(_))));
+        assert!(matches!(tcp.check("p", &wider, &reno, &available), Err(Denial::NotGranted(_))));
+        let cubic = PeerSettings { congestion: Some("cubic".into()), ..Default::default() };
+        assert!(matches!(tcp.check("p", &inside, &cubic, &available), Err(Denial::NotGranted(_))));
+        let vegas = PeerSettings { on_loss_congestion: Some("vegas".into()), ..Default::default() };
+        assert!(matches!(tcp.check("p", &inside, &vegas, &available), Err(Denial::Unsupported(_))));
+        let big = PeerSettings { initial_cwnd: Some(100), ..Default::default() };
+        assert_eq!(tcp.check("p", &inside, &big, &available), Err(Denial::OutOfBounds(Bounds { min: 4, max: 64 })));
+        let clamp = PeerSettings { window_clamp: Some(1 << 20), ..Default::default() };
+        assert!(matches!(tcp.check("p", &inside, &clamp, &available), Err(Denial::NotGranted(_))));
+        let nagle = PeerSettings { no_delay: Some(true), ..Default::default() };
+        assert!(matches!(tcp.check("p", &inside, &nagle, &available), Err(Denial::NotGranted(_))));
+        assert!(grant().tcp.is_none(), "no [tcp] table, no grant");
     }
 
     #[test]

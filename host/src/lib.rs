@@ -8,20 +8,22 @@ pub mod wit;
 pub mod bpf;
 pub mod events;
 pub mod netns;
+pub mod signals;
 
-pub mod config;
-pub mod manifest;
-pub mod runtime;
-pub mod caps;
-pub mod grants;
-pub mod router;
 pub mod builtin;
+pub mod caps;
+pub mod config;
+pub mod grants;
+pub mod manifest;
+pub mod router;
+pub mod runtime;
 
-pub mod sysctl;
 pub mod actuate;
 pub mod ledger;
+pub mod sysctl;
 
+pub mod cli;
+pub mod control;
+pub mod daemon;
 pub mod support;
 pub mod watcher;
-pub mod daemon;
-pub mod cli;

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use wasmtune::cli::{Cli, Command, LogFormat, PolicyCommand};
+use wasmtune::cli::{Cli, Command, LogFormat, PolicyCommand, QueryArgs};
+use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune::runtime::engine::PolicyEngine;
 use wasmtune::runtime::image::{PolicyImage, PolicySource};
 
@@ -49,13 +50,53 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Policy(PolicyCommand::Info { file, json })) => policy_info(&file, json),
-        Some(Command::Rollback { state_dir }) => {
-            let report = wasmtune::ledger::rollback_offline(&state_dir)
-                .with_context(|| format!("cannot roll back from {}", state_dir.display()))?;
-            for line in report.lines() {
-                println!("{line}");
+        Some(Command::Policy(PolicyCommand::List(q))) => query(&q, &Request::PolicyList),
+        Some(Command::Policy(PolicyCommand::Enable { name, query: q })) => query(&q, &Request::PolicyEnable { name }),
+        Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
+        Some(Command::Status(q)) => query(&q, &Request::Status),
+        Some(Command::Summary(q)) => query(&q, &Request::Summary),
+        Some(Command::Rollback { state_dir, query: q }) => match ControlClient::connect(&q.socket) {
+            Ok(client) => ask(client, &q, &Request::Rollback),
+            Err(ClientError::NotRunning { .. }) => {
+                let report = wasmtune::ledger::rollback_offline(&state_dir)
+                    .with_context(|| format!("cannot roll back from {}", state_dir.display()))?;
+                if q.json {
+                    let answer = wasmtune::control::Response::ok(wasmtune::control::queries::rollback_json(&report));
+                    println!("{}", serde_json::to_string_pretty(&answer)?);
+                } else {
+                    for line in report.lines() {
+                        println!("{line}");
+                    }
+                }
+                Ok(ExitCode::SUCCESS)
             }
-            Ok(ExitCode::SUCCESS)
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
+/// Asks the running daemon and prints its answer.
+fn query(q: &QueryArgs, request: &Request) -> anyhow::Result<ExitCode> {
+    let client = ControlClient::connect(&q.socket)?;
+    ask(client, q, request)
+}
+
+fn ask(mut client: ControlClient, q: &QueryArgs, request: &Request) -> anyhow::Result<ExitCode> {
+    let response = client.ask(request)?;
+    if q.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else if let Some(result) = &response.result {
+        for line in wasmtune::control::render::lines(request, result) {
+            println!("{line}");
+        }
+    }
+    match (response.ok, response.error) {
+        (true, _) => Ok(ExitCode::SUCCESS),
+        (false, error) => {
+            if !q.json {
+                eprintln!("wasmtune: {}", error.unwrap_or_else(|| "the daemon refused the request".into()));
+            }
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -68,10 +109,7 @@ fn policy_info(file: &str, json: bool) -> anyhow::Result<ExitCode> {
             let bytes = wasmtune::builtin::bytes_of(name).with_context(|| format!("no built-in policy {name:?}"))?;
             (bytes.to_vec(), PolicySource::Builtin("builtin"))
         }
-        None => (
-            std::fs::read(file).with_context(|| format!("{file}: cannot read"))?,
-            PolicySource::File(file.into()),
-        ),
+        None => (std::fs::read(file).with_context(|| format!("{file}: cannot read"))?, PolicySource::File(file.into())),
     };
     let engine = PolicyEngine::new(None)?;
     let image = PolicyImage::load(&engine, &bytes, source).with_context(|| format!("{file}: not a usable policy"))?;

@@ -27,6 +27,49 @@ pub struct Manifest {
     /// Sysctls the policy may read or change.
     #[serde(default, rename = "sysctl")]
     pub sysctls: Vec<SysctlGrant>,
+    /// Per-destination TCP settings the policy may apply (`wasmtune:policy/tcp`).
+    #[serde(default)]
+    pub tcp: Option<TcpGrant>,
+}
+
+/// An inclusive range a per-destination setting may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RangeGrant {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// The `[tcp]` table: which per-destination settings a policy may apply, to
+/// which peers. Everything absent is refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TcpGrant {
+    /// Congestion control algorithms it may choose (also for `on-loss-congestion`).
+    #[serde(default)]
+    pub congestion: Vec<String>,
+    /// Peer prefixes it may configure, e.g. "10.0.0.0/8", "fd00::/8"; a
+    /// request must fall inside one of them.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    pub initial_cwnd: Option<RangeGrant>,
+    pub window_clamp: Option<RangeGrant>,
+    pub syn_rto_ms: Option<RangeGrant>,
+    /// Whether it may set TCP_NODELAY.
+    #[serde(default)]
+    pub no_delay: bool,
+}
+
+/// A prefix as written in a manifest ("10.0.0.0/8", "fd00::/8", or an
+/// address alone for a single host): the address and the prefix length.
+pub fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((addr, len)) => (addr.parse::<std::net::IpAddr>().ok()?, Some(len.parse::<u8>().ok()?)),
+        None => (text.parse::<std::net::IpAddr>().ok()?, None),
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(width);
+    (len <= width).then_some((addr, len))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +161,10 @@ impl Manifest {
     fn validate(&self) -> Result<(), ManifestError> {
         let invalid = |field: &str, problem: String| ManifestError::Invalid { field: field.to_string(), problem };
         let name = &self.policy.name;
-        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        if name.is_empty()
+            || name.len() > 64
+            || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
             return Err(invalid("policy.name", format!("{name:?} must be 1-64 characters of a-z, 0-9 and '-'")));
         }
         if !is_semver(&self.policy.version) {
@@ -128,6 +174,27 @@ impl Manifest {
             if event_kind_from_name(event).is_none() {
                 let known: Vec<&str> = EVENT_KINDS.iter().map(|(_, n)| *n).collect();
                 return Err(invalid("events", format!("unknown event kind {event:?} (known: {})", known.join(", "))));
+            }
+        }
+        if let Some(tcp) = &self.tcp {
+            for prefix in &tcp.prefixes {
+                if parse_prefix(prefix).is_none() {
+                    return Err(invalid(
+                        "tcp.prefixes",
+                        format!("{prefix:?} is not an address or prefix like 10.0.0.0/8"),
+                    ));
+                }
+            }
+            for (field, range) in [
+                ("tcp.initial-cwnd", tcp.initial_cwnd),
+                ("tcp.window-clamp", tcp.window_clamp),
+                ("tcp.syn-rto-ms", tcp.syn_rto_ms),
+            ] {
+                if let Some(range) = range
+                    && range.min > range.max
+                {
+                    return Err(invalid(field, format!("min {} is above max {}", range.min, range.max)));
+                }
             }
         }
         let mut seen = std::collections::BTreeSet::new();
@@ -149,7 +216,10 @@ impl Manifest {
                 return Err(invalid(&field, "`values` (text) cannot be combined with min/max/fields (numbers)".into()));
             }
             if grant.access == Access::Write && grant.values.is_none() && grant.max.is_none() {
-                return Err(invalid(&field, "a writable numeric sysctl needs `max` (or `values` for a text sysctl)".into()));
+                return Err(invalid(
+                    &field,
+                    "a writable numeric sysctl needs `max` (or `values` for a text sysctl)".into(),
+                ));
             }
         }
         Ok(())
@@ -288,7 +358,10 @@ access = "read"
     #[test]
     fn rejects_sysctls_outside_net() {
         let err = Manifest::parse(&GOOD.replace("net.core.somaxconn", "kernel.core_pattern")).expect_err("not net");
-        assert!(matches!(err, ManifestError::Invalid { ref field, .. } if field.contains("kernel.core_pattern")), "{err}");
+        assert!(
+            matches!(err, ManifestError::Invalid { ref field, .. } if field.contains("kernel.core_pattern")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -307,6 +380,21 @@ access = "read"
     fn rejects_bad_name_and_version() {
         assert!(Manifest::parse(&GOOD.replace("\"tcp-buffer\"", "\"Tcp Buffer\"")).is_err());
         assert!(Manifest::parse(&GOOD.replace("\"0.1.0\"", "\"one\"")).is_err());
+    }
+
+    #[test]
+    fn parses_and_checks_the_tcp_table() {
+        let text = format!(
+            "{GOOD}\n[tcp]\ncongestion = [\"bbr\"]\nprefixes = [\"10.0.0.0/8\", \"fd00::/8\", \"10.1.2.3\"]\nno-delay = true\n"
+        );
+        let m = Manifest::parse(&text).expect("valid");
+        let tcp = m.tcp.expect("a [tcp] table");
+        assert_eq!(tcp.prefixes.len(), 3);
+        assert!(tcp.no_delay);
+        assert!(Manifest::parse(&text.replace("10.0.0.0/8", "10.0.0.0/33")).is_err());
+        assert!(Manifest::parse(&text.replace("no-delay", "nodelay")).is_err());
+        let inverted = format!("{GOOD}\n[tcp]\ninitial-cwnd = {{ min = 10, max = 4 }}\n");
+        assert!(Manifest::parse(&inverted).is_err());
     }
 
     #[test]

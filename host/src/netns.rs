@@ -46,6 +46,16 @@ pub struct NamespaceInfo {
     pub name: String,
 }
 
+/// A namespace that appeared or went away between two scans.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamespaceChange {
+    pub cookie: u64,
+    pub name: String,
+    pub created: bool,
+    /// Whether the host tunes (or tuned) it.
+    pub tuned: bool,
+}
+
 /// Why a namespace could not be found, named or entered.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
@@ -151,6 +161,12 @@ impl NetnsRegistry {
     /// Rescans: namespaces that appeared are added, those whose every source
     /// vanished are dropped (and their descriptors closed).
     pub fn refresh(&self) -> Result<(), NetnsError> {
+        self.refresh_changes().map(|_| ())
+    }
+
+    /// Rescans like [`Self::refresh`] and returns what appeared and went away.
+    pub fn refresh_changes(&self) -> Result<Vec<NamespaceChange>, NetnsError> {
+        let mut changes = Vec::new();
         let _scanning = self.scanning.lock().unwrap_or_else(PoisonError::into_inner);
         let candidates = self.candidates()?;
         let found = {
@@ -164,6 +180,12 @@ impl NetnsRegistry {
             let fd = match entry.fd {
                 Some(fd) => {
                     tracing::debug!(netns = %entry.name, cookie = entry.cookie, tuned, "network namespace found");
+                    changes.push(NamespaceChange {
+                        cookie: entry.cookie,
+                        name: entry.name.clone(),
+                        created: true,
+                        tuned,
+                    });
                     fd
                 }
                 None => match known.remove(&entry.cookie) {
@@ -179,9 +201,10 @@ impl NetnsRegistry {
         }
         for (cookie, gone) in known.drain() {
             tracing::debug!(netns = %gone.name, cookie, "network namespace gone");
+            changes.push(NamespaceChange { cookie, name: gone.name, created: false, tuned: gone.tuned });
         }
         *known = next;
-        Ok(())
+        Ok(changes)
     }
 
     /// The name of a known namespace.
@@ -419,6 +442,71 @@ impl Drop for NetnsGuard {
             // Every user enters the namespace it needs before acting, so a
             // thread left behind misdirects nothing; say so loudly all the same.
             tracing::error!(netns = %self.entered, %errno, "cannot return from network namespace");
+        }
+    }
+}
+
+/// Follows namespaces as they come and go: a rescan whenever `/run/netns`
+/// changes (inotify), and every `rescan` anyway (processes' namespaces, and
+/// a `/run/netns` made after start-up). Each scan that finds a change calls
+/// `on_change` on the watcher's thread.
+pub struct NetnsWatcher {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _inotify: Option<notify::RecommendedWatcher>,
+}
+
+impl NetnsWatcher {
+    pub fn spawn(
+        registry: std::sync::Arc<NetnsRegistry>,
+        rescan: Duration,
+        mut on_change: impl FnMut(&[NamespaceChange]) + Send + 'static,
+    ) -> std::io::Result<NetnsWatcher> {
+        use notify::Watcher;
+        use std::sync::atomic::{AtomicBool, Ordering};
+
+        let (kick, kicked) = crossbeam_channel::bounded::<()>(1);
+        let inotify = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
+            let _ = kick.try_send(());
+        })
+        .ok()
+        .and_then(|mut watcher| {
+            watcher.watch(Path::new(RUN_NETNS_DIR), notify::RecursiveMode::NonRecursive).ok().map(|()| watcher)
+        });
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let tick = rescan.min(Duration::from_millis(200));
+        let thread = std::thread::Builder::new().name("netns-watcher".into()).spawn(move || {
+            let mut last_scan = Instant::now();
+            while !stopping.load(Ordering::Relaxed) {
+                let woken = kicked.recv_timeout(tick).is_ok();
+                if !woken && last_scan.elapsed() < rescan {
+                    continue;
+                }
+                if woken {
+                    // `ip netns add` creates the file before mounting the namespace on it.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                last_scan = Instant::now();
+                match registry.refresh_changes() {
+                    Ok(changes) if !changes.is_empty() => on_change(&changes),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "rescanning network namespaces failed"),
+                }
+            }
+        })?;
+        Ok(NetnsWatcher { stop, thread: Some(thread), _inotify: inotify })
+    }
+
+    /// Stops the thread (also done on drop).
+    pub fn stop(self) {}
+}
+
+impl Drop for NetnsWatcher {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }

@@ -48,17 +48,22 @@ impl Support {
 pub fn probe() -> Vec<ProbeLine> {
     let mut lines = vec![probe_btf()];
     let defaults = BpfConfig::default();
-    let tuning = Tuning {
-        near_shift: defaults.near_limit_shift,
-        min_interval_ns: u64::try_from(defaults.min_interval.as_nanos()).unwrap_or(u64::MAX),
-    };
+    let tuning = defaults.tuning();
     for hook in HOOKS {
         lines.push(probe_hook(hook, tuning));
     }
     lines.push(probe_ring_buffer());
     lines.push(probe_cgroup2());
+    lines.extend(crate::signals::probe_lines());
+    for extra in EXTRA_PROBES {
+        lines.extend(extra());
+    }
     lines
 }
+
+/// Probes of event sources outside this module's hook table (the cgroup
+/// programs, for instance): each returns its own lines, in the same form.
+const EXTRA_PROBES: &[fn() -> Vec<ProbeLine>] = &[crate::bpf::cgroup::probe_lines];
 
 fn probe_btf() -> ProbeLine {
     let feature = "kernel BTF".to_string();

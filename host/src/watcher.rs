@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -89,6 +90,23 @@ pub struct Reconciler {
     images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
     /// Failures already reported, so an unchanged bad file is reported once.
     reported: HashSet<(PathBuf, String)>,
+    /// `wasmtune policy enable|disable NAME` while running; wins over the config.
+    enabled_override: BTreeMap<String, bool>,
+    /// What the last reconcile found on offer, by name; shared with status,
+    /// which must not wait for a reconcile (and its compiling) to finish.
+    offered: OfferList,
+}
+
+/// Policies on offer by name, as of the last reconcile.
+pub type OfferList = Arc<Mutex<BTreeMap<String, Offer>>>;
+
+/// A policy on offer (built in or in a directory), running or not.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Offer {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub enabled: bool,
 }
 
 impl Reconciler {
@@ -99,7 +117,63 @@ impl Reconciler {
         config: AdminConfig,
         policies: Arc<PolicySet>,
     ) -> Reconciler {
-        Reconciler { builtins, dirs, ctx, config, policies, images: HashMap::new(), reported: HashSet::new() }
+        Reconciler {
+            builtins,
+            dirs,
+            ctx,
+            config,
+            policies,
+            images: HashMap::new(),
+            reported: HashSet::new(),
+            enabled_override: BTreeMap::new(),
+            offered: OfferList::default(),
+        }
+    }
+
+    /// The policies on offer at the last reconcile, kept up to date.
+    pub fn offered(&self) -> OfferList {
+        self.offered.clone()
+    }
+
+    /// Enables or disables `name` until the daemon stops, then reconciles.
+    /// False when no policy of that name is on offer.
+    pub fn set_enabled(&mut self, name: &str, enabled: bool) -> bool {
+        if !self.offered.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
+            return false;
+        }
+        self.enabled_override.insert(name.to_string(), enabled);
+        self.reconcile();
+        true
+    }
+
+    fn settings_for(&self, name: &str) -> crate::config::PolicySettings {
+        let mut settings = self.config.policy(name);
+        if let Some(enabled) = self.enabled_override.get(name) {
+            settings.enabled = *enabled;
+        }
+        settings
+    }
+
+    /// Stops a policy that is no longer wanted; restores what it set when
+    /// the administrator asked for that.
+    fn unload(&self, name: &str, why: &str) {
+        let Some(old) = self.policies.remove(name) else { return };
+        let source = old.source.to_string();
+        let rollback = old.rollback_on_unload;
+        // Its thread ends after its queue; no change of it can follow.
+        drop(old);
+        self.ctx.arbiter.release(name);
+        if rollback {
+            let report = self.ctx.actuator.rollback_policy(name);
+            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
+                "policy {name} unloaded: {why}; {} value(s) it set restored", report.restored.len());
+            for line in report.lines() {
+                tracing::info!(policy = %name, "{line}");
+            }
+        } else {
+            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
+                "policy {name} unloaded: {why}; values it set stay as they are");
+        }
     }
 
     pub fn dirs(&self) -> &[PathBuf] {
@@ -114,11 +188,18 @@ impl Reconciler {
                 continue;
             }
             let running = self.policies.get(name);
+            let settings = self.settings_for(name);
+            if !settings.enabled {
+                if running.is_some() {
+                    drop(running);
+                    self.unload(name, "disabled by the administrator");
+                }
+                continue;
+            }
             if running.as_ref().is_some_and(|w| w.digest == image.digest && w.source == image.source) {
                 continue;
             }
-            let settings = self.config.policy(name);
-            match PolicyWorker::start(image, &self.ctx, &settings) {
+            match PolicyWorker::start_counted(image, &self.ctx, &settings, self.policies.totals_for(name)) {
                 Ok(worker) => {
                     let replaced = self.policies.insert(worker);
                     let verb = if replaced.is_some() { "replaced" } else { "loaded" };
@@ -133,26 +214,34 @@ impl Reconciler {
                     );
                 }
                 Err(LoadError::Disabled) => {
-                    if let Some(old) = self.policies.remove(name) {
-                        tracing::info!(event = "policy-unloaded", policy = %name, source = %old.source,
-                            "policy {name} unloaded: disabled in the administrator's config");
+                    if running.is_some() {
+                        drop(running);
+                        self.unload(name, "disabled by the administrator");
                     } else {
-                        tracing::info!(policy = %name, "policy {name} is disabled in the administrator's config");
+                        tracing::info!(policy = %name, "policy {name} is disabled by the administrator");
                     }
                 }
                 Err(e) => self.report(&image.source, &image.digest, &e.to_string(), running.is_some()),
             }
         }
         for name in self.policies.names() {
-            if !wanted.contains_key(&name)
-                && !keep.contains(&name)
-                && let Some(old) = self.policies.remove(&name)
-            {
-                self.ctx.arbiter.release(&name);
-                tracing::info!(event = "policy-unloaded", policy = %name, source = %old.source,
-                    "policy {name} unloaded: its file is gone; values it set stay as they are");
+            if !wanted.contains_key(&name) && !keep.contains(&name) {
+                self.unload(&name, "its file is gone");
             }
         }
+        let offered = wanted
+            .iter()
+            .map(|(name, image)| {
+                let offer = Offer {
+                    name: name.clone(),
+                    version: image.manifest.policy.version.clone(),
+                    source: image.source.to_string(),
+                    enabled: self.settings_for(name).enabled,
+                };
+                (name.clone(), offer)
+            })
+            .collect();
+        *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = offered;
     }
 
     /// Built-ins overlaid by each directory's files in order, by policy name;
@@ -252,7 +341,7 @@ pub struct DirWatcher {
 }
 
 impl DirWatcher {
-    pub fn spawn(mut reconciler: Reconciler) -> Result<DirWatcher, notify::Error> {
+    pub fn spawn(reconciler: Arc<Mutex<Reconciler>>) -> Result<DirWatcher, notify::Error> {
         use notify::Watcher;
         let (tx, rx) = crossbeam_channel::unbounded::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
@@ -260,7 +349,8 @@ impl DirWatcher {
                 let _ = tx.send(());
             }
         })?;
-        for dir in reconciler.dirs() {
+        let dirs = reconciler.lock().unwrap_or_else(|p| p.into_inner()).dirs().to_vec();
+        for dir in &dirs {
             if !dir.is_dir() {
                 tracing::info!(dir = %dir.display(), "policy directory {} does not exist; not watched", dir.display());
                 continue;
@@ -281,7 +371,7 @@ impl DirWatcher {
                     }
                     // Let the burst settle, then act once.
                     while rx.recv_timeout(SETTLE).is_ok() {}
-                    reconciler.reconcile();
+                    reconciler.lock().unwrap_or_else(|p| p.into_inner()).reconcile();
                 }
             })
             .map_err(|e| notify::Error::generic(&e.to_string()))?;

@@ -2,7 +2,7 @@
 //! later through the host: decision modules return [`Change`]s, so they can
 //! be unit-tested natively without any host at all.
 
-use crate::{Denial, NetnsId, sysctl};
+use crate::{Denial, Level, NetnsId, log, sysctl};
 
 /// One integer sysctl change, with the scenario and reason the host logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +49,25 @@ impl LogOnce {
     }
 }
 
+/// The level a denial deserves: routine refusals (rate limit, a namespace
+/// that went away) are debug, the administrator's override is news, the rest
+/// are warnings.
+pub fn denial_level(denial: &Denial) -> Level {
+    match denial {
+        Denial::RateLimited(_) | Denial::UnknownNetns(_) => Level::Debug,
+        Denial::AdminOverride(_) => Level::Info,
+        _ => Level::Warn,
+    }
+}
+
+/// Logs that `what` in `netns` was not changed, once per namespace, tunable
+/// and denial kind.
+pub fn log_denial(once: &mut LogOnce, netns: NetnsId, what: &str, denial: &Denial) {
+    if once.first(&format!("{netns}/{what}/{}", denial.kind())) {
+        log::log(denial_level(denial), &format!("{what} in netns {netns} not changed: {}", denial.explain()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -61,6 +80,13 @@ mod tests {
         assert!(once.first("b"));
         once.forget("a");
         assert!(once.first("a"));
+    }
+
+    #[test]
+    fn routine_denials_are_quiet() {
+        assert_eq!(denial_level(&Denial::RateLimited(5)), Level::Debug);
+        assert_eq!(denial_level(&Denial::AdminOverride("x".into())), Level::Info);
+        assert_eq!(denial_level(&Denial::NotGranted("x".into())), Level::Warn);
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub mod log;
 pub mod overrides;
 pub mod policy;
 pub mod rate;
+pub mod settle;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
@@ -118,13 +119,13 @@ pub use bindings::wasmtune::policy::clock::now;
 pub use bindings::wasmtune::policy::tcp::{IpPrefix, PeerSettings};
 pub use bindings::wasmtune::policy::types::{
     AddressFamily, AdminOverride, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial, Event, EventKind,
-    FragmentMemory, InstantMs, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, NetnsId,
-    Protocol, RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop,
-    UdpDropCause,
+    FragmentMemory, InstantMs, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, NetnsId, Protocol,
+    RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop, UdpDropCause,
 };
-pub use change::{Change, LogOnce};
+pub use change::{Change, LogOnce, log_denial};
 pub use correlation::Correlation;
 pub use denial::Explanation;
 pub use log::Level;
 pub use overrides::Overrides;
 pub use policy::Policy;
+pub use settle::Settle;

@@ -34,6 +34,18 @@ pub fn nearly_full(used: u64, limit: u64, rate: u8) -> bool {
     used >= limit.saturating_sub(step(limit, rate))
 }
 
+/// `value` raised by one step, no higher than `cap`; `None` when it is
+/// already at or above the cap (nothing to do, and worth saying once).
+pub fn raise(value: u64, rate: u8, cap: u64) -> Option<u64> {
+    (value < cap).then(|| value.saturating_add(step(value, rate).max(1)).min(cap))
+}
+
+/// `value` lowered by one step, no lower than `floor`; `None` when it is
+/// already at or below the floor.
+pub fn lower(value: u64, rate: u8, floor: u64) -> Option<u64> {
+    (value > floor).then(|| value.saturating_sub(step(value, rate).max(1)).max(floor))
+}
+
 /// The step size of `rate` as an administrator reads it, e.g. `"25%"`.
 pub fn step_percent(rate: u8) -> &'static str {
     match rate.min(MAX_LEARNING_RATE) {
@@ -82,6 +94,17 @@ mod tests {
         assert!(!nearly_full(4031, 4096, 0));
         assert!(nearly_full(5000, 4096, 0), "past the limit is full");
         assert!(nearly_full(0, 0, 4));
+    }
+
+    #[test]
+    fn raises_and_lowers_stop_at_their_limits() {
+        assert_eq!(raise(1000, 4, 10_000), Some(1250));
+        assert_eq!(raise(9000, 4, 10_000), Some(10_000));
+        assert_eq!(raise(10_000, 4, 10_000), None);
+        assert_eq!(raise(0, 4, 10), Some(1), "zero still moves");
+        assert_eq!(lower(1000, 4, 128), Some(750));
+        assert_eq!(lower(150, 4, 128), Some(128));
+        assert_eq!(lower(128, 4, 128), None);
     }
 
     #[test]

@@ -29,9 +29,27 @@ pub fn memory_cap_pages() -> u64 {
     quarter_of_memory_pages(memory_bytes(), page_size())
 }
 
+/// Protocol memory limits (`tcp_mem`, `udp_mem`: low, pressure, high, in
+/// pages) each raised by one learning-rate step, none above `cap_pages`, in
+/// order. `None` when the high limit is already at the cap.
+pub fn raise_memory_limits(limits: [u64; 3], rate: u8, cap_pages: u64) -> Option<[u64; 3]> {
+    let high = crate::rate::raise(limits[2], rate, cap_pages)?;
+    let pressure = crate::rate::raise(limits[1], rate, high).unwrap_or(limits[1]).min(high);
+    let low = crate::rate::raise(limits[0], rate, pressure).unwrap_or(limits[0]).min(pressure);
+    Some([low, pressure, high])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_limits_rise_together_under_the_cap() {
+        assert_eq!(raise_memory_limits([1000, 2000, 4000], 4, 1 << 20), Some([1250, 2500, 5000]));
+        assert_eq!(raise_memory_limits([1000, 2000, 4000], 4, 4500), Some([1250, 2500, 4500]));
+        assert_eq!(raise_memory_limits([1000, 4400, 4400], 4, 4500), Some([1250, 4500, 4500]));
+        assert_eq!(raise_memory_limits([1000, 2000, 4500], 4, 4500), None);
+    }
 
     #[test]
     fn a_quarter_of_memory_in_pages() {

@@ -24,13 +24,7 @@ pub fn set_peer(
     scenario: &str,
     reason: &str,
 ) -> Result<(), Denial> {
-    imports::set_peer(&PeerChange {
-        netns,
-        peer,
-        settings,
-        scenario: scenario.to_string(),
-        reason: reason.to_string(),
-    })
+    imports::set_peer(&PeerChange { netns, peer, settings, scenario: scenario.to_string(), reason: reason.to_string() })
 }
 
 /// Forgets the settings for `peer` in `netns`.

@@ -18,7 +18,7 @@ use crossbeam_channel::{Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBufferBuilder};
 
 use super::loader;
-use super::skeleton::Tuning;
+use super::relief::Relief;
 use super::{BpfConfig, BpfError, HookStatus};
 use crate::wit::Event;
 
@@ -53,10 +53,7 @@ pub(super) fn run(
     ready: Sender<Result<Started, BpfError>>,
     events: Sender<Vec<Event>>,
 ) {
-    let tuning = Tuning {
-        near_shift: config.near_limit_shift,
-        min_interval_ns: u64::try_from(config.min_interval.as_nanos()).unwrap_or(u64::MAX),
-    };
+    let tuning = config.tuning();
     let mut first = MaybeUninit::uninit();
     let mut second = MaybeUninit::uninit();
     let loaded = match loader::load_and_attach(&mut first, &mut second, tuning) {
@@ -68,11 +65,15 @@ pub(super) fn run(
     };
 
     let batch = RefCell::new(Vec::new());
+    let relief = RefCell::new(Relief::default());
     let mut builder = RingBufferBuilder::new();
     let added = builder
         .add(&loaded.skel.maps.events, |record: &[u8]| {
             match crate::events::decode(record) {
-                Ok(event) => batch.borrow_mut().push(event),
+                Ok(event) => {
+                    relief.borrow_mut().note(&event);
+                    batch.borrow_mut().push(event);
+                }
                 Err(error) => note_malformed(&shared, &error),
             }
             0
@@ -109,6 +110,7 @@ pub(super) fn run(
 
     let tick = config.drain_interval.min(STOP_CHECK);
     let mut last_drain = Instant::now();
+    let mut last_relief_check = Instant::now();
     let mut poll_failed = false;
     while !shared.stop.load(Ordering::Relaxed) {
         if let Err(e) = ring.poll(tick)
@@ -123,6 +125,14 @@ pub(super) fn run(
         if last_drain.elapsed() >= config.drain_interval {
             last_drain = Instant::now();
             drain(&ring, &batch, &events, &shared);
+        }
+        if last_relief_check.elapsed() >= config.relief_check_interval {
+            last_relief_check = Instant::now();
+            let relieved = relief.borrow_mut().check();
+            if !relieved.is_empty() {
+                batch.borrow_mut().extend(relieved);
+                drain(&ring, &batch, &events, &shared);
+            }
         }
     }
     // What the kernel posted before the stop still goes out.

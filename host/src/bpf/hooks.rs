@@ -58,6 +58,42 @@ pub(crate) const HOOKS: &[Hook] = &[
             Candidate { program: "raw_tp_sendmsg_locked", attach_point: "raw_tp/tcp_sendmsg_locked" },
         ],
     },
+    Hook {
+        name: "sock_exceed_buf_limit",
+        feeds: "memory-pressure",
+        candidates: &[Candidate {
+            program: "tp_btf_sock_exceed_buf_limit",
+            attach_point: "tp_btf/sock_exceed_buf_limit",
+        }],
+    },
+    Hook {
+        name: "kfree_skb",
+        feeds: "backlog-drops, syn-overflow",
+        candidates: &[Candidate { program: "tp_btf_kfree_skb", attach_point: "tp_btf/kfree_skb" }],
+    },
+    Hook {
+        name: "inet_sock_set_state",
+        feeds: "connection-summary",
+        candidates: &[Candidate { program: "tp_btf_inet_sock_set_state", attach_point: "tp_btf/inet_sock_set_state" }],
+    },
+    Hook {
+        name: "tcp_retransmit_skb",
+        feeds: "retransmit-burst",
+        candidates: &[Candidate { program: "tp_btf_tcp_retransmit_skb", attach_point: "tp_btf/tcp_retransmit_skb" }],
+    },
+    Hook {
+        name: "neigh_create",
+        feeds: "neighbour-table",
+        candidates: &[Candidate { program: "tp_btf_neigh_create", attach_point: "tp_btf/neigh_create" }],
+    },
+    Hook {
+        name: "udp_fail_queue_rcv_skb",
+        feeds: "udp-drop",
+        candidates: &[Candidate {
+            program: "tp_btf_udp_fail_queue_rcv_skb",
+            attach_point: "tp_btf/udp_fail_queue_rcv_skb",
+        }],
+    },
 ];
 
 /// Whether `feature` names the attach point of some hook's program.

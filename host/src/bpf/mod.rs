@@ -11,9 +11,11 @@
 //! The BPF thread is a clone of the thread that calls `start` and inherits
 //! its capabilities: call `start` before dropping CAP_BPF, CAP_PERFMON.
 
+pub mod cgroup;
 mod drain;
 mod hooks;
 mod loader;
+mod relief;
 mod skeleton;
 mod stats;
 
@@ -50,6 +52,13 @@ pub struct BpfConfig {
     /// Batches the channel holds before new ones are dropped (and counted
     /// as lost). At least 1.
     pub channel_capacity: usize,
+    /// At most one event per (netns, signal, subject) of every BPF signal
+    /// other than tcp-buffer-limit per this interval; aggregated signals
+    /// (backlog drops per CPU, UDP drops per netns) post their counts at
+    /// most this often.
+    pub signal_interval: Duration,
+    /// How often namespaces under memory pressure are checked for relief.
+    pub relief_check_interval: Duration,
 }
 
 impl Default for BpfConfig {
@@ -59,11 +68,23 @@ impl Default for BpfConfig {
             min_interval: Duration::from_millis(25),
             drain_interval: Duration::from_millis(10),
             channel_capacity: 1024,
+            signal_interval: Duration::from_millis(100),
+            relief_check_interval: Duration::from_secs(1),
         }
     }
 }
 
 impl BpfConfig {
+    /// The read-only settings the BPF programs are loaded with.
+    pub(crate) fn tuning(&self) -> Tuning {
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Tuning {
+            near_shift: self.near_limit_shift,
+            min_interval_ns: ns(self.min_interval),
+            signal_interval_ns: ns(self.signal_interval),
+        }
+    }
+
     fn validate(&self) -> Result<(), BpfError> {
         if !(1..=30).contains(&self.near_limit_shift) {
             return Err(BpfError::InvalidConfig { field: "near_limit_shift", requirement: "between 1 and 30" });
@@ -200,6 +221,8 @@ fn describe(hooks: &[HookStatus]) -> String {
 /// The running kernel side: attached hooks and a channel of event batches.
 pub struct KernelSource {
     events: Receiver<Vec<Event>>,
+    /// Lets other event producers (cgroup programs, /proc samplers) feed the same stream.
+    sender: crossbeam_channel::Sender<Vec<Event>>,
     hooks: Vec<HookStatus>,
     lost_map: MapHandle,
     /// Highest kernel-side lost count read so far, so a failed read never
@@ -225,6 +248,7 @@ impl KernelSource {
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let shared = Arc::new(drain::Shared::default());
         let thread_shared = Arc::clone(&shared);
+        let sender = events_tx.clone();
         let thread = std::thread::Builder::new()
             .name("wasmtune-bpf".to_string())
             .spawn(move || drain::run(config, thread_shared, ready_tx, events_tx))
@@ -242,6 +266,7 @@ impl KernelSource {
         };
         Ok(KernelSource {
             events,
+            sender,
             hooks: started.hooks,
             lost_map: started.lost_map,
             kernel_lost_seen: AtomicU64::new(0),
@@ -254,6 +279,12 @@ impl KernelSource {
     /// Batches of events, one per drain, in kernel order.
     pub fn events(&self) -> &crossbeam_channel::Receiver<Vec<Event>> {
         &self.events
+    }
+
+    /// A sender into the stream [`Self::events`] yields, for events that do
+    /// not come from this source's ring buffer.
+    pub fn event_sender(&self) -> crossbeam_channel::Sender<Vec<Event>> {
+        self.sender.clone()
     }
 
     /// Every hook and whether it is attached, in a fixed order.
@@ -323,6 +354,7 @@ mod tests {
         let c = BpfConfig::default();
         assert_eq!(c.near_limit_shift, 2);
         assert_eq!(c.min_interval, Duration::from_millis(25));
+        assert_eq!(c.signal_interval, Duration::from_millis(100));
         assert_eq!(c.drain_interval, Duration::from_millis(10));
         assert_eq!(c.channel_capacity, 1024);
         assert!(c.validate().is_ok());

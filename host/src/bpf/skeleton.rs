@@ -21,8 +21,18 @@ pub(crate) use generated::TcpBufferSkel;
 use generated::TcpBufferSkelBuilder;
 
 /// The layout the BPF object was compiled with must be the one the decoder reads.
-const _: () =
-    assert!(size_of::<generated::types::wasmtune_tcp_buffer_record>() == crate::events::TCP_BUFFER_RECORD_LEN);
+const _: () = {
+    use crate::events::record_len;
+    use generated::types as t;
+    assert!(size_of::<t::wasmtune_tcp_buffer_record>() == record_len::TCP_BUFFER_LIMIT);
+    assert!(size_of::<t::wasmtune_memory_pressure_record>() == record_len::MEMORY_PRESSURE);
+    assert!(size_of::<t::wasmtune_syn_overflow_record>() == record_len::SYN_OVERFLOW);
+    assert!(size_of::<t::wasmtune_connection_summary_record>() == record_len::CONNECTION_SUMMARY);
+    assert!(size_of::<t::wasmtune_retransmit_burst_record>() == record_len::RETRANSMIT_BURST);
+    assert!(size_of::<t::wasmtune_backlog_drops_record>() == record_len::BACKLOG_DROPS);
+    assert!(size_of::<t::wasmtune_neighbour_table_record>() == record_len::NEIGHBOUR_TABLE);
+    assert!(size_of::<t::wasmtune_udp_drop_record>() == record_len::UDP_DROP);
+};
 
 /// Read-only settings of the BPF programs, fixed at load time.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +41,9 @@ pub(crate) struct Tuning {
     pub near_shift: u32,
     /// At most one record per (netns, direction) per this many nanoseconds.
     pub min_interval_ns: u64,
+    /// At most one record per (netns, signal, subject) of the other signals
+    /// (and one aggregated record per CPU or netns) per this many nanoseconds.
+    pub signal_interval_ns: u64,
 }
 
 /// A program that is loaded and attached.
@@ -61,6 +74,7 @@ pub(crate) fn load<'obj>(
             .ok_or_else(|| "the object's read-only data is not memory-mapped".to_string())?;
         rodata.near_shift = tuning.near_shift;
         rodata.min_interval_ns = tuning.min_interval_ns;
+        rodata.signal_interval_ns = tuning.signal_interval_ns;
         for mut program in open.open_object_mut().progs_mut() {
             let wanted = program.name().to_str().is_some_and(|name| programs.contains(&name));
             program.set_autoload(wanted);

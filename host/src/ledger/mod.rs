@@ -19,7 +19,7 @@ use nix::errno::Errno;
 
 pub use journal::{JOURNAL_FILE, Journal, Replay, TornTail};
 pub use record::{Intent, Record, RollbackIntent};
-pub use rollback::{RestoredTunable, RollbackReport, SkipReason, rollback_offline};
+pub use rollback::{RestoredTunable, RollbackReport, SettledIntents, SkipReason, rollback_offline};
 pub use state::{DerivedState, TunableHistory, TunableKey};
 pub use summary::{ScenarioCount, Summary, TunableSummary};
 

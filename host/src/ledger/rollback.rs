@@ -139,10 +139,27 @@ impl NamespaceAccess<'_> {
 /// Restores every tunable the journal says the host changed; see the module
 /// documentation. Under `dry_run` nothing is written or journaled.
 pub(crate) fn roll_back(ledger: &mut Ledger, access: &NamespaceAccess<'_>, dry_run: bool) -> RollbackReport {
+    roll_back_matching(ledger, access, dry_run, None)
+}
+
+/// Restores the tunables whose last change was made by `policy` (every
+/// changed tunable when `None`). Only a rollback of everything ends with a
+/// `rollback-complete` record: the others leave other policies' changes.
+pub(crate) fn roll_back_matching(
+    ledger: &mut Ledger,
+    access: &NamespaceAccess<'_>,
+    dry_run: bool,
+    policy: Option<&str>,
+) -> RollbackReport {
     let mut report =
         RollbackReport { complete: true, voided_by_reboot: ledger.state().voided_by_reboot(), ..Default::default() };
-    let changed: Vec<_> =
-        ledger.state().changed().into_iter().map(|(key, history)| (key.clone(), history.clone())).collect();
+    let changed: Vec<_> = ledger
+        .state()
+        .changed()
+        .into_iter()
+        .filter(|(_, history)| policy.is_none_or(|p| history.last_policy == p))
+        .map(|(key, history)| (key.clone(), history.clone()))
+        .collect();
     let had_history = !ledger.state().tunables().is_empty();
     for (key, history) in changed {
         let outcome = {
@@ -168,6 +185,7 @@ pub(crate) fn roll_back(ledger: &mut Ledger, access: &NamespaceAccess<'_>, dry_r
     if dry_run {
         report.complete = false;
     } else if report.complete
+        && policy.is_none()
         && had_history
         && let Err(error) = ledger.record(Record::RollbackComplete { time: now_ms() })
     {
@@ -246,6 +264,68 @@ fn restore_one(
         from: found,
         to: history.original.clone(),
     })
+}
+
+/// What became of changes a previous process journaled and never confirmed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettledIntents {
+    /// The kernel holds the new value: recorded as applied.
+    pub applied: usize,
+    /// The kernel does not: recorded as failed, with what it holds.
+    pub not_applied: usize,
+    /// The namespace is gone or unreadable: left open (rollback skips it).
+    pub unknown: usize,
+}
+
+/// Settles every intent without an outcome (the process died between
+/// journaling a change and confirming it) by reading what the kernel holds
+/// now, so that the journal says exactly which value is the host's and no
+/// change is made or counted twice.
+pub(crate) fn settle_unresolved(ledger: &mut Ledger, access: &NamespaceAccess<'_>) -> SettledIntents {
+    let mut settled = SettledIntents::default();
+    for intent in ledger.state().unresolved() {
+        let found = match access.enter(&intent.netns_name, intent.netns) {
+            Ok(_inside) => sysctl::read(&intent.tunable).ok(),
+            Err(_) => None,
+        };
+        let outcome = match found {
+            Some(found) if found == intent.new => {
+                settled.applied += 1;
+                Record::Applied { seq: intent.seq, time: now_ms() }
+            }
+            Some(found) => {
+                settled.not_applied += 1;
+                // Not `found`: a value neither the old nor the new one was
+                // written by someone else, and must not pass for the host's.
+                Record::Failed {
+                    seq: intent.seq,
+                    time: now_ms(),
+                    error: format!("the process stopped around the write; the kernel holds ({found})"),
+                    found: None,
+                }
+            }
+            None => {
+                settled.unknown += 1;
+                continue;
+            }
+        };
+        let took_effect = matches!(outcome, Record::Applied { .. });
+        match ledger.record(outcome) {
+            Err(error) => {
+                tracing::error!(%error, tunable = %intent.tunable, "cannot journal the outcome of an interrupted change");
+            }
+            Ok(()) => tracing::info!(
+                tunable = %intent.tunable,
+                netns = %intent.netns_name,
+                seq = intent.seq,
+                took_effect,
+                "a change of {} in netns {} was interrupted by a crash; settled from what the kernel holds",
+                intent.tunable,
+                intent.netns_name
+            ),
+        }
+    }
+    settled
 }
 
 /// Rolls back from the journal in `state_dir` with no daemon running (after

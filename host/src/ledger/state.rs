@@ -35,6 +35,11 @@ pub struct TunableHistory {
     /// Changes that took effect.
     pub changes: u32,
     pub last_policy: String,
+    /// The scenario and reason of the last change that took effect.
+    pub last_scenario: String,
+    pub last_reason: String,
+    /// When the last change took effect (milliseconds since the Unix epoch).
+    pub last_time: u64,
     /// Sequence number of the last record that touched it, for ordering.
     pub last_seq: u64,
 }
@@ -106,6 +111,9 @@ impl DerivedState {
                     unconfirmed: None,
                     changes: 0,
                     last_policy: intent.policy.clone(),
+                    last_scenario: String::new(),
+                    last_reason: String::new(),
+                    last_time: 0,
                     last_seq: intent.seq,
                 });
                 history.netns_cookie = intent.netns;
@@ -116,13 +124,16 @@ impl DerivedState {
             Record::RollbackIntent(restore) => {
                 self.pending.insert(restore.seq, Pending::Restore(restore.clone()));
             }
-            Record::Applied { seq, .. } => {
+            Record::Applied { seq, time } => {
                 if let Some(Pending::Change(intent)) = self.pending.remove(seq) {
                     if let Some(history) = self.tunables.get_mut(&key_of(&intent.netns_name, &intent.tunable)) {
                         history.last_written = Some(intent.new.clone());
                         history.unconfirmed = None;
                         history.changes += 1;
                         history.last_policy.clone_from(&intent.policy);
+                        history.last_scenario.clone_from(&intent.scenario);
+                        history.last_reason.clone_from(&intent.reason);
+                        history.last_time = *time;
                     }
                     *self.scenarios.entry(intent.scenario).or_default() += 1;
                 }
@@ -173,6 +184,21 @@ impl DerivedState {
         let mut changed: Vec<_> = self.tunables.iter().filter(|(_, history)| history.is_changed()).collect();
         changed.sort_by_key(|(_, history)| std::cmp::Reverse(history.last_seq));
         changed
+    }
+
+    /// Changes journaled but never confirmed or refused: the process died
+    /// between the intent and its outcome.
+    pub fn unresolved(&self) -> Vec<Intent> {
+        let mut intents: Vec<Intent> = self
+            .pending
+            .values()
+            .filter_map(|p| match p {
+                Pending::Change(intent) => Some(intent.clone()),
+                Pending::Restore(_) => None,
+            })
+            .collect();
+        intents.sort_by_key(|i| i.seq);
+        intents
     }
 
     pub fn get(&self, netns: &str, tunable: &str) -> Option<&TunableHistory> {
@@ -232,6 +258,33 @@ pub(crate) mod tests {
 
     const RMEM: &str = "net.ipv4.tcp_rmem";
     const GROW: &str = "need to increase TCP buffer size(s)";
+
+    #[test]
+    fn unresolved_lists_intents_without_outcome_and_last_change_keeps_why() {
+        let records = [
+            session("b1"),
+            intent(1, "rx", RMEM, ints(&[4096, 131072, 100]), ints(&[4096, 131072, 125]), GROW),
+            applied(1),
+            intent(2, "rx", RMEM, ints(&[4096, 131072, 125]), ints(&[4096, 131072, 156]), GROW),
+        ];
+        let state = DerivedState::from_records(&records);
+        let open: Vec<u64> = state.unresolved().iter().map(|i| i.seq).collect();
+        assert_eq!(open, vec![2]);
+        let history = state.get("rx", RMEM).expect("history");
+        assert_eq!(history.last_scenario, GROW);
+        assert_eq!(history.last_reason, "buffers reached the limit");
+        assert_eq!(history.last_time, 11);
+        let settled = DerivedState::from_records(records.iter().chain([&Record::Failed {
+            seq: 2,
+            time: 30,
+            error: "interrupted".into(),
+            found: None,
+        }]));
+        assert!(settled.unresolved().is_empty());
+        let history = settled.get("rx", RMEM).expect("history");
+        assert_eq!(history.last_written, Some(ints(&[4096, 131072, 125])), "a refused intent is not the host's value");
+        assert_eq!(history.unconfirmed, None);
+    }
 
     #[test]
     fn original_is_the_old_value_of_the_first_intent_and_last_is_the_last_applied() {

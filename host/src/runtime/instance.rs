@@ -88,7 +88,10 @@ impl PolicyInstance {
 
     pub fn on_events(&mut self, batch: &[Event]) -> Result<(), Fault> {
         arm(&mut self.store)?;
-        self.bindings.wasmtune_policy_handler().call_on_events(&mut self.store, batch).map_err(|e| Fault::from_error(&e))
+        self.bindings
+            .wasmtune_policy_handler()
+            .call_on_events(&mut self.store, batch)
+            .map_err(|e| Fault::from_error(&e))
     }
 
     pub fn on_tick(&mut self, now: u64) -> Result<(), Fault> {

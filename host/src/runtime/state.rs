@@ -31,7 +31,7 @@ pub struct PolicyState {
 
 impl PolicyState {
     pub fn new(log: LogCap, sysctl: SysctlCap, clock: ClockCap, memory_limit: usize) -> PolicyState {
-        let tcp = TcpCap { policy: sysctl.policy.clone() };
+        let tcp = TcpCap::new(&sysctl);
         PolicyState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),

@@ -141,6 +141,16 @@ impl PolicyWorker {
         image: &PolicyImage,
         ctx: &WorkerContext,
         settings: &PolicySettings,
+    ) -> Result<PolicyWorker, LoadError> {
+        PolicyWorker::start_counted(image, ctx, settings, Arc::default())
+    }
+
+    /// [`PolicyWorker::start`], adding to `totals`, the counts shared by
+    /// every version of the policy's name.
+    pub fn start_counted(
+        image: &PolicyImage,
+        ctx: &WorkerContext,
+        settings: &PolicySettings,
         totals: Arc<NameTotals>,
     ) -> Result<PolicyWorker, LoadError> {
         if !settings.enabled {
@@ -445,9 +455,7 @@ impl Runner {
                 return Err(LoadError::UngrantedSubscription { event: event_kind_name(*kind).to_string() });
             }
         }
-        self.tick = info
-            .tick_ms
-            .map(|ms| Duration::from_millis(u64::from(ms.clamp(TICK_RANGE_MS.0, TICK_RANGE_MS.1))));
+        self.tick = info.tick_ms.map(|ms| Duration::from_millis(u64::from(ms.clamp(TICK_RANGE_MS.0, TICK_RANGE_MS.1))));
         Ok((instance, info.subscriptions))
     }
 
@@ -459,12 +467,7 @@ impl Runner {
             self.ctx.registry.clone(),
             self.stats.requests.clone(),
         );
-        PolicyState::new(
-            LogCap::new(&self.name),
-            sysctl,
-            ClockCap { started: self.ctx.started },
-            self.ctx.memory_limit,
-        )
+        PolicyState::new(LogCap::new(&self.name), sysctl, ClockCap { started: self.ctx.started }, self.ctx.memory_limit)
     }
 
     fn reuse_state(&self, old: PolicyState) -> PolicyState {

@@ -15,10 +15,28 @@
 //! that fast local paths never trip it — the maximum is lowered by a step
 //! instead, never below `tcp_*mem[1]`: a bigger buffer there only queues.
 //!
-//! The decision is the pure [`tuner`] module; [`policy`] carries it out
-//! through a [`policy::Host`], implemented here with the SDK's imports.
+//! TCP memory ([`memory`]): under pressure (`tcp_mem[1]`) all three
+//! `tcp_mem` values are raised a step, the highest no more than a quarter of
+//! RAM; when exhausted (`tcp_mem[2]`) the high limit is raised within that
+//! cap, and once it is at the cap the rmem/wmem maxima are lowered a step and
+//! a low-memory mode is entered (`tcp_no_metrics_save=1`,
+//! `tcp_no_ssthresh_metrics_save=1`, `high_order_alloc_disable=1`,
+//! `tcp_max_syn_backlog` −25 %, floor 128), undone when the kernel reports
+//! the pressure relieved.
+//!
+//! SYN floods ([`syn`]): a listener overflowing its SYN queue while it
+//! completes connections gets a bigger `tcp_max_syn_backlog`; one overflowing
+//! with nothing completing is flooded: SYN cookies are turned on and the
+//! backlog cut back toward its starting value.
+//!
+//! A tunable the administrator changed is left alone in that namespace.
+//! The decisions are the pure [`tuner`], [`memory`] and [`syn`] modules;
+//! [`policy`] carries them out through a [`policy::Host`], implemented here
+//! with the SDK's imports.
 
+pub mod memory;
 pub mod policy;
+pub mod syn;
 pub mod tuner;
 
 use wasmtune_sdk::{Config, Denial, Event, EventKind, Info, InstantMs, Level, NetnsId, Policy, log, sysctl};
@@ -51,11 +69,23 @@ impl Host for ComponentHost {
     fn now(&mut self) -> InstantMs {
         wasmtune_sdk::now()
     }
+
+    fn memory_cap_pages(&mut self) -> u64 {
+        wasmtune_sdk::system::memory_cap_pages()
+    }
 }
 
 impl Policy for TcpBuffer<ComponentHost> {
     fn init(config: &Config) -> Result<(Self, Info), String> {
-        Ok((TcpBuffer::new(ComponentHost, config.learning_rate), Info::events(&[EventKind::TcpBufferLimit])))
+        Ok((
+            TcpBuffer::new(ComponentHost, config.learning_rate),
+            Info::events(&[
+                EventKind::TcpBufferLimit,
+                EventKind::MemoryPressure,
+                EventKind::SynOverflow,
+                EventKind::AdminOverride,
+            ]),
+        ))
     }
 
     fn on_event(&mut self, event: &Event) {

@@ -6,8 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use wasmtune_sdk::{BufferDirection, Denial, Event, InstantMs, Level, NetnsId, TcpBufferLimit};
+use wasmtune_sdk::{
+    AdminOverride, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure, NetnsId,
+    Overrides, Protocol, SynOverflow, TcpBufferLimit,
+};
 
+use crate::memory::{self, MemoryState, Snapshot};
+use crate::syn::{self, SynState};
 use crate::tuner::{self, BufferLimits, Decision, Lane};
 
 /// The sysctl that lets the kernel grow receive buffers toward `tcp_rmem[2]`.
@@ -29,6 +34,8 @@ pub trait Host {
     ) -> Result<(), Denial>;
     fn log(&mut self, level: Level, message: &str);
     fn now(&mut self) -> InstantMs;
+    /// A quarter of RAM in pages: the most `tcp_mem` may reach.
+    fn memory_cap_pages(&mut self) -> u64;
 }
 
 /// The policy's state: the learning rate and one [`Lane`] per namespace and
@@ -41,23 +48,35 @@ pub struct TcpBuffer<H> {
     lanes: BTreeMap<(NetnsId, BufferDirection), Lane>,
     /// (netns, what) pairs already logged, so each problem is said once.
     reported: BTreeSet<(NetnsId, &'static str)>,
+    memory: BTreeMap<NetnsId, MemoryState>,
+    syn: BTreeMap<NetnsId, SynState>,
+    overrides: Overrides,
 }
 
 impl<H: Host> TcpBuffer<H> {
     pub fn new(host: H, learning_rate: u8) -> TcpBuffer<H> {
-        TcpBuffer { host, learning_rate, lanes: BTreeMap::new(), reported: BTreeSet::new() }
+        TcpBuffer {
+            host,
+            learning_rate,
+            lanes: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            memory: BTreeMap::new(),
+            syn: BTreeMap::new(),
+            overrides: Overrides::new(),
+        }
     }
 
     pub fn handle(&mut self, event: &Event) {
         match event {
             Event::TcpBufferLimit(hit) => self.on_limit(hit),
+            Event::MemoryPressure(pressure) => self.on_memory(pressure),
+            Event::SynOverflow(overflow) => self.on_syn(overflow),
+            Event::AdminOverride(taken) => self.on_override(taken),
             // Missed events need no catching up: the kernel reports sockets
             // again while they stay at the limit.
             Event::Lost(_) => {}
             // Not subscribed; listed so that a new kind is a decision here.
-            Event::MemoryPressure(_)
-            | Event::SynOverflow(_)
-            | Event::ConnectionSummary(_)
+            Event::ConnectionSummary(_)
             | Event::RetransmitBurst(_)
             | Event::BacklogDrops(_)
             | Event::SoftnetSqueeze(_)
@@ -65,13 +84,92 @@ impl<H: Host> TcpBuffer<H> {
             | Event::RouteTable(_)
             | Event::FragmentMemory(_)
             | Event::UdpDrop(_)
-            | Event::NamespaceChange(_)
-            | Event::AdminOverride(_) => {}
+            | Event::NamespaceChange(_) => {}
+        }
+    }
+
+    fn on_override(&mut self, taken: &AdminOverride) {
+        if self.overrides.record(taken) {
+            let message = format!(
+                "{} ({}) changed {} in netns {}; leaving it alone there",
+                taken.comm, taken.pid, taken.sysctl, taken.netns
+            );
+            self.host.log(Level::Info, &message);
+        }
+    }
+
+    fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &str) -> Option<[i64; N]> {
+        match self.host.read_integers(netns, name) {
+            Ok(fields) => match <[i64; N]>::try_from(fields.as_slice()) {
+                Ok(fields) => Some(fields),
+                Err(_) => {
+                    let message = format!("{name} in netns {netns} reads as {fields:?}; left alone");
+                    self.report_once(netns, "shape", Level::Warn, &message);
+                    None
+                }
+            },
+            Err(denial) => {
+                self.denied(netns, name, &denial);
+                None
+            }
+        }
+    }
+
+    fn on_memory(&mut self, pressure: &MemoryPressure) {
+        if pressure.protocol != Protocol::Tcp {
+            return;
+        }
+        let netns = pressure.netns;
+        let snapshot = (|| {
+            Some(Snapshot {
+                tcp_mem: self.read_fields(netns, memory::TCP_MEM)?,
+                rmem: self.read_fields(netns, memory::TCP_RMEM)?,
+                wmem: self.read_fields(netns, memory::TCP_WMEM)?,
+                no_metrics_save: self.read_fields::<1>(netns, memory::NO_METRICS_SAVE)?[0],
+                no_ssthresh_metrics_save: self.read_fields::<1>(netns, memory::NO_SSTHRESH_METRICS_SAVE)?[0],
+                high_order_alloc_disable: self.read_fields::<1>(netns, memory::HIGH_ORDER_ALLOC_DISABLE)?[0],
+                max_syn_backlog: self.read_fields::<1>(netns, memory::MAX_SYN_BACKLOG)?[0],
+            })
+        })();
+        let Some(snapshot) = snapshot else { return };
+        let cap = self.host.memory_cap_pages();
+        let changes = self.memory.entry(netns).or_default().decide(pressure, &snapshot, self.learning_rate, cap);
+        if changes.is_empty() && pressure.level != MemoryLevel::Relieved {
+            let message = format!(
+                "tcp_mem in netns {netns} is at its cap of {cap} pages (a quarter of RAM) and TCP memory is still short"
+            );
+            self.report_once(netns, "tcp_mem cap", Level::Info, &message);
+        }
+        self.request_all(netns, &changes);
+    }
+
+    fn on_syn(&mut self, overflow: &SynOverflow) {
+        let netns = overflow.netns;
+        let Some([backlog]) = self.read_fields(netns, syn::MAX_SYN_BACKLOG) else { return };
+        let Some([cookies]) = self.read_fields(netns, syn::SYNCOOKIES) else { return };
+        let now = self.host.now();
+        let changes = self.syn.entry(netns).or_default().decide(overflow, backlog, cookies, self.learning_rate, now);
+        self.request_all(netns, &changes);
+    }
+
+    fn request_all(&mut self, netns: NetnsId, changes: &[Change]) {
+        for change in changes {
+            if self.overrides.owns(netns, &change.name) {
+                continue;
+            }
+            if let Err(denial) =
+                self.host.request(netns, &change.name, &change.fields, &change.scenario, &change.reason)
+            {
+                self.denied(netns, &change.name, &denial);
+            }
         }
     }
 
     fn on_limit(&mut self, hit: &TcpBufferLimit) {
         let name = tuner::tunable(hit.direction);
+        if self.overrides.owns(hit.netns, name) {
+            return;
+        }
         let fields = match self.host.read_integers(hit.netns, name) {
             Ok(fields) => fields,
             Err(denial) => return self.denied(hit.netns, name, &denial),
@@ -266,6 +364,10 @@ mod tests {
         fn now(&mut self) -> InstantMs {
             self.clock
         }
+
+        fn memory_cap_pages(&mut self) -> u64 {
+            1 << 20
+        }
     }
 
     fn event(direction: BufferDirection, buffer: u32, limit: u32) -> Event {
@@ -316,6 +418,51 @@ mod tests {
         batch(&mut policy, &[receive(122880, 122880)]);
         assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 153600]);
         assert_eq!(policy.host.requests.len(), 3);
+    }
+
+    #[test]
+    fn an_admin_override_stops_that_tunable_only() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        let taken = wasmtune_sdk::AdminOverride {
+            netns: NETNS,
+            sysctl: "net.ipv4.tcp_rmem".into(),
+            pid: 42,
+            comm: "sysctl".into(),
+        };
+        batch(&mut policy, &[Event::AdminOverride(taken)]);
+        assert!(policy.host.logs[0].1.contains("sysctl (42) changed net.ipv4.tcp_rmem"), "{:?}", policy.host.logs);
+        batch(&mut policy, &[receive(98304, 98304), event(BufferDirection::Send, 4194304, 4194304)]);
+        let requested: Vec<&str> = policy.host.requests.iter().map(|(name, ..)| name.as_str()).collect();
+        assert_eq!(requested, ["net.ipv4.tcp_wmem"], "rmem is the administrator's now");
+    }
+
+    #[test]
+    fn memory_pressure_raises_tcp_mem_through_the_host() {
+        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        for (name, value) in [
+            (memory::TCP_MEM, vec![1000, 2000, 4000]),
+            (memory::NO_METRICS_SAVE, vec![0]),
+            (memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
+            (memory::HIGH_ORDER_ALLOC_DISABLE, vec![0]),
+            (memory::MAX_SYN_BACKLOG, vec![1024]),
+        ] {
+            host.sysctls.insert((NETNS, name.to_string()), value);
+        }
+        host.bounds = (1, tuner::GRANT_MAX);
+        let mut policy = TcpBuffer::new(host, 4);
+        let pressure = MemoryPressure {
+            netns: NETNS,
+            protocol: Protocol::Tcp,
+            level: MemoryLevel::Pressure,
+            pages: 2100,
+            limits: (1000, 2000, 4000),
+        };
+        batch(&mut policy, &[Event::MemoryPressure(pressure)]);
+        assert_eq!(policy.host.value(memory::TCP_MEM), vec![1250, 2500, 5000]);
+        assert_eq!(policy.host.requests[0].2, memory::SCENARIO_PRESSURE);
+        // UDP pressure is udp-buffer's business.
+        batch(&mut policy, &[Event::MemoryPressure(MemoryPressure { protocol: Protocol::Udp, ..pressure })]);
+        assert_eq!(policy.host.requests.len(), 1);
     }
 
     #[test]

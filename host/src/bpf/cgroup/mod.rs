@@ -1,0 +1,356 @@
+//! The cgroup-v2 programs: per-destination TCP settings (`sockops`), the
+//! administrator's sysctl writes (`cgroup/sysctl`) and, once at start-up,
+//! the walk of existing TCP sockets (`iter/tcp`).
+//!
+//! [`CgroupHooks::start`] spawns one thread that owns both skeletons, their
+//! links and the ring buffer of sysctl writes (none of them is `Send`), and
+//! returns once each program is attached or has failed on its own; a program
+//! that fails disables only what depends on it, and [`CgroupHooks::hooks`]
+//! says which and why. Programs are attached to the cgroup-v2 root (found in
+//! the mount table) through BPF links and nothing is pinned: stopping, or the
+//! process dying, closes the links and the kernel detaches them.
+
+mod admin;
+pub mod deliver;
+mod existing;
+mod mount;
+mod peer;
+
+use std::io::Read;
+use std::mem::MaybeUninit;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapHandle, OpenObject, RingBufferBuilder};
+
+pub use admin::AdminWrite;
+pub use existing::{ExistingSocket, WalkReport};
+pub use mount::{MountError, cgroup2_root};
+pub use peer::{PeerError, PeerMap, PeerPrefix, PeerSettings};
+
+use crate::wit::Event;
+
+mod generated_sockops {
+    include!(concat!(env!("OUT_DIR"), "/sockops.skel.rs"));
+}
+mod generated_sysctl_watch {
+    include!(concat!(env!("OUT_DIR"), "/sysctl_watch.skel.rs"));
+}
+
+use generated_sockops::SockopsSkelBuilder;
+use generated_sysctl_watch::SysctlWatchSkelBuilder;
+
+// The layouts compiled into the objects must be the ones the host encodes.
+const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_key>() == peer::PEER_KEY_LEN);
+const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_settings>() == peer::PEER_SETTINGS_LEN);
+const _: () = assert!(size_of::<generated_sockops::types::wasmtune_existing_socket>() == existing::EXISTING_SOCKET_LEN);
+const _: () = assert!(size_of::<generated_sysctl_watch::types::wasmtune_sysctl_write>() == admin::SYSCTL_WRITE_LEN);
+
+/// The cgroup programs' names in status lines.
+pub const SOCKOPS_HOOK: &str = "sockops/peer-settings";
+pub const SYSCTL_HOOK: &str = "cgroup/sysctl";
+pub const ITER_TCP_HOOK: &str = "iter/tcp";
+
+/// How the cgroup programs run.
+#[derive(Debug, Clone)]
+pub struct CgroupConfig {
+    /// The start-up walk reports a buffer within `limit >> near_shift` of its limit.
+    pub near_shift: u32,
+    /// How often the ring buffer of sysctl writes is drained.
+    pub poll_interval: Duration,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        CgroupConfig { near_shift: 2, poll_interval: Duration::from_millis(10) }
+    }
+}
+
+/// One cgroup program and whether it runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CgroupHookStatus {
+    pub name: &'static str,
+    /// `None` when attached; else what failed.
+    pub failure: Option<String>,
+}
+
+/// Why the cgroup programs could not start at all.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No cgroup-v2 hierarchy to attach to.
+    #[error(transparent)]
+    Mount {
+        #[from]
+        source: MountError,
+    },
+    /// The cgroup-v2 root could not be opened.
+    #[error("cannot open the cgroup-v2 root {path}: {source}")]
+    OpenRoot { path: std::path::PathBuf, source: std::io::Error },
+    /// The thread could not be spawned.
+    #[error("cannot spawn the cgroup BPF thread: {source}")]
+    Spawn { source: std::io::Error },
+    /// The thread ended before reporting (it panicked).
+    #[error("the cgroup BPF thread ended before reporting its programs")]
+    ThreadEnded,
+}
+
+/// What the thread reports once its programs are attached or have failed.
+struct Started {
+    hooks: Vec<CgroupHookStatus>,
+    peers: Option<MapHandle>,
+    walk: Option<WalkReport>,
+}
+
+/// The running cgroup programs.
+pub struct CgroupHooks {
+    hooks: Vec<CgroupHookStatus>,
+    peers: Option<Arc<PeerMap>>,
+    walked_sockets: Option<(usize, usize)>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CgroupHooks {
+    /// Attaches the programs to the cgroup-v2 root on a thread of its own.
+    /// `on_admin_write` is called on that thread for every `net.*` sysctl
+    /// write by another process; the events of the start-up walk go to `events`.
+    pub fn start(
+        config: CgroupConfig,
+        on_admin_write: impl FnMut(AdminWrite) + Send + 'static,
+        events: Sender<Vec<Event>>,
+    ) -> Result<CgroupHooks, CgroupError> {
+        let root = cgroup2_root()?;
+        let cgroup =
+            std::fs::File::open(&root).map_err(|source| CgroupError::OpenRoot { path: root.clone(), source })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let (ready_tx, ready) = crossbeam_channel::bounded(1);
+        let thread = std::thread::Builder::new()
+            .name("wasmtune-cgroup".into())
+            .spawn(move || run(config, cgroup, stopping, ready_tx, on_admin_write, events))
+            .map_err(|source| CgroupError::Spawn { source })?;
+        let started = match ready.recv() {
+            Ok(started) => started,
+            Err(_) => {
+                let _ = thread.join();
+                return Err(CgroupError::ThreadEnded);
+            }
+        };
+        for hook in &started.hooks {
+            match &hook.failure {
+                None => tracing::debug!(hook = hook.name, cgroup = %root.display(), "attached"),
+                Some(reason) => tracing::warn!(hook = hook.name, %reason, "cgroup BPF program not running"),
+            }
+        }
+        if let Some(walk) = &started.walk {
+            tracing::info!(
+                sockets = walk.sockets,
+                namespaces = walk.namespaces,
+                near_limit = walk.events.len(),
+                "walked {} established TCP connections in {} namespaces; {} already near a buffer limit",
+                walk.sockets,
+                walk.namespaces,
+                walk.events.len()
+            );
+        }
+        Ok(CgroupHooks {
+            hooks: started.hooks,
+            peers: started.peers.map(|map| Arc::new(PeerMap::new(map))),
+            walked_sockets: started.walk.map(|w| (w.sockets, w.namespaces)),
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Every cgroup program and whether it runs.
+    pub fn hooks(&self) -> &[CgroupHookStatus] {
+        &self.hooks
+    }
+
+    /// The per-destination map, if the sockops program runs.
+    pub fn peer_map(&self) -> Option<Arc<PeerMap>> {
+        self.peers.clone()
+    }
+
+    /// (sockets, namespaces) the start-up walk found, if it ran.
+    pub fn walked_sockets(&self) -> Option<(usize, usize)> {
+        self.walked_sockets
+    }
+
+    /// Detaches everything and joins the thread (also done on drop).
+    pub fn stop(self) {}
+}
+
+impl Drop for CgroupHooks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::warn!("the cgroup BPF thread panicked while stopping");
+        }
+    }
+}
+
+fn failed(name: &'static str, reason: impl std::fmt::Display) -> CgroupHookStatus {
+    CgroupHookStatus { name, failure: Some(reason.to_string()) }
+}
+
+fn attached(name: &'static str) -> CgroupHookStatus {
+    CgroupHookStatus { name, failure: None }
+}
+
+/// The thread: loads, attaches, walks, then drains sysctl writes until told to stop.
+fn run(
+    config: CgroupConfig,
+    cgroup: std::fs::File,
+    stop: Arc<AtomicBool>,
+    ready: Sender<Started>,
+    mut on_admin_write: impl FnMut(AdminWrite) + Send + 'static,
+    events: Sender<Vec<Event>>,
+) {
+    let mut hooks = Vec::with_capacity(3);
+    let mut links: Vec<Link> = Vec::new();
+    let mut peers = None;
+    let mut walk = None;
+
+    let mut sockops_storage = MaybeUninit::<OpenObject>::uninit();
+    let sockops = SockopsSkelBuilder::default()
+        .open(&mut sockops_storage)
+        .and_then(|open| open.load())
+        .map_err(|e| format!("load: {e}"));
+    match &sockops {
+        Ok(skel) => {
+            match skel.progs.sockops_peer_settings.attach_cgroup(cgroup.as_raw_fd()) {
+                Ok(link) => {
+                    links.push(link);
+                    match MapHandle::try_from(&skel.maps.peers) {
+                        Ok(handle) => {
+                            peers = Some(handle);
+                            hooks.push(attached(SOCKOPS_HOOK));
+                        }
+                        Err(e) => hooks.push(failed(SOCKOPS_HOOK, format!("map handle: {e}"))),
+                    }
+                }
+                Err(e) => hooks.push(failed(SOCKOPS_HOOK, format!("attach to the cgroup-v2 root: {e}"))),
+            }
+            match walk_existing(&skel.progs.iter_tcp_existing) {
+                Ok(sockets) => {
+                    let report = existing::report(&sockets, config.near_shift);
+                    if !report.events.is_empty() {
+                        // A full router queue drops the batch; these are hints, not state.
+                        let _ = events.try_send(report.events.clone());
+                    }
+                    walk = Some(report);
+                    hooks.push(attached(ITER_TCP_HOOK));
+                }
+                Err(reason) => hooks.push(failed(ITER_TCP_HOOK, reason)),
+            }
+        }
+        Err(reason) => {
+            hooks.push(failed(SOCKOPS_HOOK, reason));
+            hooks.push(failed(ITER_TCP_HOOK, reason));
+        }
+    }
+
+    let mut watch_storage = MaybeUninit::<OpenObject>::uninit();
+    let watch = SysctlWatchSkelBuilder::default()
+        .open(&mut watch_storage)
+        .and_then(|mut open| {
+            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+                rodata.host_tgid = std::process::id();
+            }
+            open.load()
+        })
+        .map_err(|e| format!("load: {e}"));
+    let mut ring = None;
+    match &watch {
+        Ok(skel) => match skel.progs.sysctl_watch_writes.attach_cgroup(cgroup.as_raw_fd()) {
+            Ok(link) => {
+                links.push(link);
+                let mut builder = RingBufferBuilder::new();
+                let added = builder
+                    .add(&skel.maps.sysctl_writes, |record: &[u8]| {
+                        if let Some(write) = admin::decode(record) {
+                            on_admin_write(write);
+                        }
+                        0
+                    })
+                    .map(|_| ());
+                match added.and_then(|()| builder.build()) {
+                    Ok(built) => {
+                        ring = Some(built);
+                        hooks.push(attached(SYSCTL_HOOK));
+                    }
+                    Err(e) => hooks.push(failed(SYSCTL_HOOK, format!("ring buffer: {e}"))),
+                }
+            }
+            Err(e) => hooks.push(failed(SYSCTL_HOOK, format!("attach to the cgroup-v2 root: {e}"))),
+        },
+        Err(reason) => hooks.push(failed(SYSCTL_HOOK, reason)),
+    }
+
+    if ready.send(Started { hooks, peers, walk }).is_err() {
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) {
+        match &ring {
+            Some(ring) => {
+                if let Err(error) = ring.poll(config.poll_interval) {
+                    tracing::debug!(%error, "polling the sysctl-write ring buffer failed");
+                    std::thread::sleep(config.poll_interval);
+                }
+            }
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    drop(ring);
+    drop(links);
+}
+
+/// Runs the `iter/tcp` program once and decodes what it wrote.
+fn walk_existing(program: &libbpf_rs::ProgramMut<'_>) -> Result<Vec<ExistingSocket>, String> {
+    let link = program.attach().map_err(|e| format!("attach: {e}"))?;
+    let mut iter = libbpf_rs::Iter::new(&link).map_err(|e| format!("create iterator: {e}"))?;
+    let mut bytes = Vec::new();
+    iter.read_to_end(&mut bytes).map_err(|e| format!("read: {e}"))?;
+    Ok(existing::decode_all(&bytes))
+}
+
+/// `wasmtune support` lines for the cgroup programs: each is attached to the
+/// cgroup-v2 root for a moment (the start-up walk included) and detached.
+pub fn probe_lines() -> Vec<crate::support::ProbeLine> {
+    let (events, _walk) = crossbeam_channel::bounded(16);
+    let feeds = |name: &str| match name {
+        SOCKOPS_HOOK => "per-destination settings (wasmtune:policy/tcp)",
+        SYSCTL_HOOK => "admin-override (administrator sysctl writes)",
+        _ => "tcp-buffer-limit for connections open at start-up",
+    };
+    match CgroupHooks::start(CgroupConfig::default(), |_| {}, events) {
+        Ok(hooks) => hooks
+            .hooks()
+            .iter()
+            .map(|hook| crate::support::ProbeLine {
+                feature: hook.name.to_string(),
+                ok: hook.failure.is_none(),
+                detail: match &hook.failure {
+                    None => format!("feeds {}", feeds(hook.name)),
+                    Some(reason) => format!("feeds {} because {reason}", feeds(hook.name)),
+                },
+            })
+            .collect(),
+        Err(error) => [SOCKOPS_HOOK, SYSCTL_HOOK, ITER_TCP_HOOK]
+            .iter()
+            .map(|name| crate::support::ProbeLine {
+                feature: name.to_string(),
+                ok: false,
+                detail: format!("feeds {} because {error}", feeds(name)),
+            })
+            .collect(),
+    }
+}

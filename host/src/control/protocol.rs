@@ -1,0 +1,63 @@
+//! The control protocol: one JSON object per line each way. Field names are
+//! kebab-case and only ever added to; `schema` in every answer says which
+//! version of `docs/control.md` it follows.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the response schema documented in `docs/control.md`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One request, told apart by its `command`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Request {
+    /// Policies, tunables and overrides.
+    Status,
+    /// Policies only.
+    PolicyList,
+    /// Run a policy that is on offer, until the daemon stops.
+    PolicyEnable { name: String },
+    /// Stop a policy, until the daemon stops or it is enabled again.
+    PolicyDisable { name: String },
+    /// The changes in effect (what the exit summary prints).
+    Summary,
+    /// Restore every value changed.
+    Rollback,
+}
+
+/// One answer: `{"ok":true,"schema":1,"result":{...}}` or
+/// `{"ok":false,"schema":1,"error":"..."}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Response {
+    pub ok: bool,
+    pub schema: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response { ok: true, schema: SCHEMA_VERSION, result: Some(result), error: None }
+    }
+
+    pub fn error(error: impl Into<String>) -> Response {
+        Response { ok: false, schema: SCHEMA_VERSION, result: None, error: Some(error.into()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_kebab_case_objects() {
+        let line = serde_json::to_string(&Request::PolicyDisable { name: "tcp-buffer".into() }).expect("encode");
+        assert_eq!(line, r#"{"command":"policy-disable","name":"tcp-buffer"}"#);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).expect("decode"), Request::Status);
+        assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
+        assert!(serde_json::from_str::<Request>(r#"{"command":"policy-enable"}"#).is_err(), "name is required");
+    }
+}

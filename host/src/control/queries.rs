@@ -1,0 +1,214 @@
+//! Answers control requests from the daemon's live state: the running
+//! policy set and its counters, the policies on offer, the journal's fold,
+//! the kernel's current values and the administrator's overrides.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value as Json, json};
+
+use super::protocol::{Request, Response};
+use crate::actuate::Actuator;
+use crate::grants::Arbiter;
+use crate::ledger::{RollbackReport, Summary};
+use crate::manifest::Access;
+use crate::netns::NetnsRegistry;
+use crate::router::PolicySet;
+use crate::watcher::{OfferList, Reconciler};
+
+/// What the control socket answers from.
+pub struct ControlContext {
+    pub policies: Arc<PolicySet>,
+    pub offered: OfferList,
+    pub reconciler: Arc<Mutex<Reconciler>>,
+    pub actuator: Actuator,
+    pub arbiter: Arc<Arbiter>,
+    pub registry: Arc<NetnsRegistry>,
+    pub started: Instant,
+    pub dry_run: bool,
+}
+
+impl ControlContext {
+    pub fn answer(&self, request: &Request) -> Response {
+        match request {
+            Request::Status => Response::ok(json!({
+                "pid": std::process::id(),
+                "uptime-ms": u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                "dry-run": self.dry_run,
+                "policies": self.policies_json(),
+                "tunables": self.tunables_json(),
+                "overrides": self.overrides_json(),
+            })),
+            Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
+            Request::PolicyEnable { name } => self.set_enabled(name, true),
+            Request::PolicyDisable { name } => self.set_enabled(name, false),
+            Request::Summary => Response::ok(summary_json(&self.actuator.summary())),
+            Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
+        }
+    }
+
+    fn set_enabled(&self, name: &str, enabled: bool) -> Response {
+        let mut reconciler = self.reconciler.lock().unwrap_or_else(|p| p.into_inner());
+        if !reconciler.set_enabled(name, enabled) {
+            return Response::error(format!("no policy named {name:?} is on offer"));
+        }
+        drop(reconciler);
+        let running = self.policies.get(name).is_some();
+        match (enabled, running) {
+            (true, false) => {
+                Response::error(format!("policy {name} is enabled but did not start; see the daemon's log"))
+            }
+            _ => Response::ok(json!({ "name": name, "enabled": enabled, "running": running })),
+        }
+    }
+
+    fn netns_name(&self, cookie: u64) -> String {
+        self.registry.name_of(cookie).unwrap_or_else(|| format!("netns:{cookie}"))
+    }
+
+    /// Every policy on offer or running, by name.
+    fn policies_json(&self) -> Json {
+        let offered = self.offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let owners = self.arbiter.owners();
+        let totals = self.policies.all_totals();
+        let running = self.policies.snapshot();
+        let mut names: Vec<String> = offered.keys().cloned().collect();
+        names.extend(running.iter().map(|w| w.name.clone()));
+        names.sort();
+        names.dedup();
+        let list: Vec<Json> = names
+            .iter()
+            .map(|name| {
+                let worker = running.iter().find(|w| &w.name == name);
+                let offer = offered.get(name);
+                let mut owned: Vec<String> = owners
+                    .iter()
+                    .filter(|(_, _, owner)| owner == name)
+                    .map(|(netns, tunable, _)| format!("{}/{tunable}", self.netns_name(*netns)))
+                    .collect();
+                owned.sort();
+                let total = totals.iter().find(|(n, _)| n == name).map(|(_, t)| {
+                    json!({
+                        "routed": t.routed.load(Ordering::Relaxed),
+                        "handled": t.handled.load(Ordering::Relaxed),
+                        "lost": t.lost.load(Ordering::Relaxed),
+                        "failed": t.failed.load(Ordering::Relaxed),
+                        "versions": t.versions.load(Ordering::Relaxed),
+                    })
+                });
+                match worker {
+                    Some(w) => json!({
+                        "name": name,
+                        "version": w.version,
+                        "source": w.source.to_string(),
+                        "digest": w.digest,
+                        "state": w.stats.state(),
+                        "events-handled": w.stats.events_handled.load(Ordering::Relaxed),
+                        "events-lost": w.stats.events_lost.load(Ordering::Relaxed),
+                        "events-failed": w.stats.events_failed.load(Ordering::Relaxed),
+                        "faults": w.stats.faults.load(Ordering::Relaxed),
+                        "queued-batches": w.queued_batches(),
+                        "granted-tunables": w.grant.sysctls.iter()
+                            .filter(|(_, g)| g.access == Access::Write)
+                            .map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                        "owned-tunables": owned,
+                        "totals": total,
+                    }),
+                    None => json!({
+                        "name": name,
+                        "version": offer.map(|o| o.version.clone()),
+                        "source": offer.map(|o| o.source.clone()),
+                        "digest": Json::Null,
+                        "state": if offer.is_some_and(|o| !o.enabled) { "disabled" } else { "not-running" },
+                        "events-handled": 0,
+                        "events-lost": 0,
+                        "events-failed": 0,
+                        "faults": 0,
+                        "queued-batches": 0,
+                        "granted-tunables": Vec::<String>::new(),
+                        "owned-tunables": owned,
+                        "totals": total,
+                    }),
+                }
+            })
+            .collect();
+        Json::Array(list)
+    }
+
+    /// Every tunable the journal knows a change of, with the kernel's value now.
+    fn tunables_json(&self) -> Json {
+        let state = self.actuator.ledger_state();
+        let list: Vec<Json> = state
+            .tunables()
+            .iter()
+            .map(|(key, history)| {
+                let current = match self.actuator.read(history.netns_cookie, &key.tunable) {
+                    Ok(value) => Json::String(value.to_string()),
+                    Err(_) => Json::Null,
+                };
+                json!({
+                    "netns": key.netns,
+                    "tunable": key.tunable,
+                    "original": history.original.to_string(),
+                    "current": current,
+                    "last-written": history.last_written.as_ref().map(ToString::to_string),
+                    "changes": history.changes,
+                    "overridden": self.actuator.is_overridden(history.netns_cookie, &key.tunable),
+                    "last-change": {
+                        "policy": history.last_policy,
+                        "scenario": history.last_scenario,
+                        "reason": history.last_reason,
+                        "time-ms": history.last_time,
+                    },
+                })
+            })
+            .collect();
+        Json::Array(list)
+    }
+
+    fn overrides_json(&self) -> Json {
+        let list: Vec<Json> = self
+            .actuator
+            .overridden()
+            .into_iter()
+            .map(|(netns, tunable)| json!({ "netns": self.netns_name(netns), "tunable": tunable }))
+            .collect();
+        Json::Array(list)
+    }
+}
+
+pub fn summary_json(summary: &Summary) -> Json {
+    json!({
+        "dry-run": summary.dry_run,
+        "lines": summary.lines(),
+        "scenarios": summary.scenarios.iter()
+            .map(|s| json!({ "scenario": s.scenario, "changes": s.changes })).collect::<Vec<_>>(),
+        "tunables": summary.tunables.iter().map(|t| json!({
+            "netns": t.netns,
+            "tunable": t.tunable,
+            "original": t.original.to_string(),
+            "last": t.last.to_string(),
+            "changes": t.changes,
+            "policy": t.policy,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+pub fn rollback_json(report: &RollbackReport) -> Json {
+    json!({
+        "complete": report.complete,
+        "lines": report.lines(),
+        "restored": report.restored.iter().map(|r| json!({
+            "netns": r.netns,
+            "tunable": r.tunable,
+            "from": r.from.to_string(),
+            "to": r.to.to_string(),
+        })).collect::<Vec<_>>(),
+        "skipped": report.skipped.iter().map(|(key, reason)| json!({
+            "netns": key.netns,
+            "tunable": key.tunable,
+            "reason": reason.to_string(),
+        })).collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,89 @@
+//! Plain-text rendering of control answers for `wasmtune status`, `policy
+//! list`, `summary` and `rollback` without `--json`.
+
+use serde_json::Value as Json;
+
+use super::protocol::Request;
+
+fn text(value: &Json) -> String {
+    match value {
+        Json::String(s) => s.clone(),
+        Json::Null => "-".to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn policies(result: &Json, out: &mut Vec<String>) {
+    out.push(format!(
+        "{:<16} {:<10} {:<12} {:>10} {:>8} {:>7}  {}",
+        "POLICY", "VERSION", "STATE", "HANDLED", "LOST", "FAULTS", "SOURCE"
+    ));
+    for p in result["policies"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "{:<16} {:<10} {:<12} {:>10} {:>8} {:>7}  {}",
+            text(&p["name"]),
+            text(&p["version"]),
+            text(&p["state"]),
+            text(&p["events-handled"]),
+            text(&p["events-lost"]),
+            text(&p["faults"]),
+            text(&p["source"]),
+        ));
+        let owned: Vec<String> = p["owned-tunables"].as_array().into_iter().flatten().map(text).collect();
+        if !owned.is_empty() {
+            out.push(format!("  owns: {}", owned.join(", ")));
+        }
+    }
+}
+
+/// The lines to print for the answer to `request`.
+pub fn lines(request: &Request, result: &Json) -> Vec<String> {
+    let mut out = Vec::new();
+    match request {
+        Request::Status => {
+            out.push(format!("wasmtune pid {}, up {} ms", text(&result["pid"]), text(&result["uptime-ms"])));
+            policies(result, &mut out);
+            out.push(String::new());
+            out.push(format!(
+                "{:<10} {:<28} {:<28} {:<28} {}",
+                "NETNS", "TUNABLE", "ORIGINAL", "CURRENT", "LAST CHANGE"
+            ));
+            for t in result["tunables"].as_array().into_iter().flatten() {
+                let last = &t["last-change"];
+                out.push(format!(
+                    "{:<10} {:<28} {:<28} {:<28} {} ({}): {}",
+                    text(&t["netns"]),
+                    text(&t["tunable"]),
+                    text(&t["original"]),
+                    text(&t["current"]),
+                    text(&last["policy"]),
+                    text(&last["scenario"]),
+                    text(&last["reason"]),
+                ));
+            }
+            let overrides: Vec<String> = result["overrides"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| format!("{}/{}", text(&o["netns"]), text(&o["tunable"])))
+                .collect();
+            if !overrides.is_empty() {
+                out.push(format!("taken over by the administrator: {}", overrides.join(", ")));
+            }
+        }
+        Request::PolicyList => policies(result, &mut out),
+        Request::PolicyEnable { name } | Request::PolicyDisable { name } => {
+            let enabled = result["enabled"].as_bool().unwrap_or(false);
+            let running = result["running"].as_bool().unwrap_or(false);
+            out.push(format!(
+                "policy {name} {}{}",
+                if enabled { "enabled" } else { "disabled" },
+                if running { ", running" } else { "" }
+            ));
+        }
+        Request::Summary | Request::Rollback => {
+            out.extend(result["lines"].as_array().into_iter().flatten().map(text));
+        }
+    }
+    out
+}

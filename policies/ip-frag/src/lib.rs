@@ -1,0 +1,99 @@
+//! # ip-frag: IP fragment reassembly memory
+//!
+//! When fragments awaiting reassembly fill `net.ipv4.ipfrag_high_thresh`
+//! (`net.ipv6.ip6frag_high_thresh`) to within one learning-rate step, the
+//! threshold is raised by a step, up to 64 MiB, per network namespace. When
+//! the reassembly failure rate rises together with the threshold
+//! (correlation above 0.75), more memory only feeds a fragment flood: the
+//! threshold is lowered a step instead, never below its value when first
+//! seen. The decision is the pure [`tuner`] module.
+
+pub mod tuner;
+
+use std::collections::BTreeMap;
+
+use wasmtune_sdk::{
+    AddressFamily, Config, Event, EventKind, FragmentMemory, Info, LogOnce, NetnsId, Overrides, Policy, Settle,
+    log_denial, sysctl,
+};
+
+use crate::tuner::{IPV4_HIGH_THRESH, IPV6_HIGH_THRESH, Lane};
+
+pub struct IpFrag {
+    learning_rate: u8,
+    lanes: BTreeMap<(NetnsId, AddressFamily), Lane>,
+    overrides: Overrides,
+    settle: Settle,
+    said: LogOnce,
+}
+
+impl IpFrag {
+    fn on_memory(&mut self, event: &FragmentMemory) {
+        let name = tuner::tunable(event.family);
+        if self.overrides.owns(event.netns, name) {
+            return;
+        }
+        let current = match sysctl::read_integers(event.netns, name) {
+            Ok(fields) if fields.len() == 1 => fields[0],
+            Ok(_) => return,
+            Err(denial) => return log_denial(&mut self.said, event.netns, name, &denial),
+        };
+        let key = format!("{}/{name}", event.netns);
+        let now = wasmtune_sdk::now();
+        if self.settle.waiting(&key, &[current], now) {
+            return;
+        }
+        let lane = self.lanes.entry((event.netns, event.family)).or_default();
+        let Some(change) = lane.decide(event, current, self.learning_rate) else { return };
+        match change.request(event.netns) {
+            Ok(()) => self.settle.requested(&key, &change.fields, now),
+            Err(denial) => log_denial(&mut self.said, event.netns, name, &denial),
+        }
+    }
+}
+
+impl Policy for IpFrag {
+    fn init(config: &Config) -> Result<(Self, Info), String> {
+        let policy = IpFrag {
+            learning_rate: config.learning_rate,
+            lanes: BTreeMap::new(),
+            overrides: Overrides::new(),
+            settle: Settle::new(),
+            said: LogOnce::new(),
+        };
+        Ok((policy, Info::events(&[EventKind::FragmentMemory, EventKind::AdminOverride])))
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::FragmentMemory(memory) => self.on_memory(memory),
+            Event::AdminOverride(taken) => {
+                if [IPV4_HIGH_THRESH, IPV6_HIGH_THRESH].contains(&taken.sysctl.as_str()) && self.overrides.record(taken)
+                {
+                    wasmtune_sdk::info!(
+                        "{} ({}) changed {} in netns {}; leaving it alone there",
+                        taken.comm,
+                        taken.pid,
+                        taken.sysctl,
+                        taken.netns
+                    );
+                }
+            }
+            // Memory is sampled again on the next event.
+            Event::Lost(_) => {}
+            Event::TcpBufferLimit(_)
+            | Event::MemoryPressure(_)
+            | Event::SynOverflow(_)
+            | Event::ConnectionSummary(_)
+            | Event::RetransmitBurst(_)
+            | Event::BacklogDrops(_)
+            | Event::SoftnetSqueeze(_)
+            | Event::NeighbourTable(_)
+            | Event::RouteTable(_)
+            | Event::UdpDrop(_)
+            | Event::NamespaceChange(_) => {}
+        }
+    }
+}
+
+wasmtune_sdk::export_policy!(IpFrag);

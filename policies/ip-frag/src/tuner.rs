@@ -1,0 +1,127 @@
+//! The ip-frag decision, free of any host: grow the reassembly memory
+//! threshold when fragments fill it, shrink it when reassembly failures rise
+//! with it (more memory only feeds a fragment flood).
+
+use wasmtune_sdk::{AddressFamily, Change, Correlation, FragmentMemory, rate};
+
+pub const IPV4_HIGH_THRESH: &str = "net.ipv4.ipfrag_high_thresh";
+pub const IPV6_HIGH_THRESH: &str = "net.ipv6.ip6frag_high_thresh";
+/// Reassembly memory is kernel memory that cannot be swapped: 64 MiB at most.
+pub const CAP: u64 = 64 << 20;
+/// Above this correlation between threshold and failure rate, shrink.
+pub const FAILURE_CORRELATION: f64 = 0.75;
+
+pub const SCENARIO_RAISE: &str = "need to increase IP fragmentation high threshold";
+pub const SCENARIO_SHRINK: &str = "IP fragment reassembly failures rise with the threshold";
+
+pub fn tunable(family: AddressFamily) -> &'static str {
+    match family {
+        AddressFamily::Ipv4 => IPV4_HIGH_THRESH,
+        AddressFamily::Ipv6 => IPV6_HIGH_THRESH,
+    }
+}
+
+/// State of one namespace and family.
+#[derive(Debug, Clone, Default)]
+pub struct Lane {
+    threshold_vs_failures: Correlation,
+    /// The threshold when first seen: shrinking stops there.
+    baseline: Option<u64>,
+}
+
+impl Lane {
+    /// What to do about `event` with `current` as the threshold in force.
+    pub fn decide(&mut self, event: &FragmentMemory, current: i64, rate: u8) -> Option<Change> {
+        let current = current.max(0).unsigned_abs();
+        let floor = *self.baseline.get_or_insert(current);
+        let name = tunable(event.family);
+        if event.reassembly_requests > 0 {
+            let failure_rate = event.reassembly_failures as f64 / event.reassembly_requests as f64;
+            self.threshold_vs_failures.push(current as f64, failure_rate);
+        }
+        if let Some(correlation) = self.threshold_vs_failures.value().filter(|r| *r > FAILURE_CORRELATION)
+            && event.reassembly_failures > 0
+        {
+            let new = rate::lower(current, rate, floor)?;
+            let reason = format!(
+                "reassembly failures ({} of {} requests) rise with {name} (correlation {correlation:.2} over {} samples), which looks like a fragment flood; lowering it by {} to {new}",
+                event.reassembly_failures,
+                event.reassembly_requests,
+                self.threshold_vs_failures.samples(),
+                rate::step_percent(rate)
+            );
+            self.threshold_vs_failures.reset();
+            return Some(Change::new(name, vec![new as i64], SCENARIO_SHRINK, reason));
+        }
+        if !rate::nearly_full(event.bytes, current, rate) {
+            return None;
+        }
+        let new = rate::raise(current, rate, CAP)?;
+        let reason = format!(
+            "fragments awaiting reassembly use {} of {current} bytes; raising {name} by {} to {new} so that fragments are not dropped",
+            event.bytes,
+            rate::step_percent(rate)
+        );
+        Some(Change::new(name, vec![new as i64], SCENARIO_RAISE, reason))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory(bytes: u64, failures: u64, requests: u64) -> FragmentMemory {
+        FragmentMemory {
+            netns: 1,
+            family: AddressFamily::Ipv4,
+            bytes,
+            high_thresh: 4 << 20,
+            reassembly_failures: failures,
+            reassembly_requests: requests,
+        }
+    }
+
+    #[test]
+    fn nearly_full_memory_raises_the_threshold() {
+        let mut lane = Lane::default();
+        let change = lane.decide(&memory(4_000_000, 0, 100), 4 << 20, 4).expect("a raise");
+        assert_eq!(change.name, IPV4_HIGH_THRESH);
+        assert_eq!(change.fields, vec![5 << 20]);
+        assert_eq!(change.scenario, SCENARIO_RAISE);
+        assert!(lane.decide(&memory(1_000_000, 0, 100), 4 << 20, 4).is_none());
+    }
+
+    #[test]
+    fn the_threshold_stops_at_64_mib() {
+        let mut lane = Lane::default();
+        assert!(lane.decide(&memory(CAP, 0, 1), CAP as i64, 4).is_none());
+    }
+
+    #[test]
+    fn failures_rising_with_the_threshold_shrink_it_to_the_start() {
+        let mut lane = Lane::default();
+        let mut threshold = 4u64 << 20;
+        for i in 0..9u64 {
+            let change = lane.decide(&memory(threshold, i * 10, 1000), threshold as i64, 4).expect("raise");
+            assert_eq!(change.scenario, SCENARIO_RAISE);
+            threshold = change.fields[0] as u64;
+        }
+        let change = lane.decide(&memory(threshold, 200, 1000), threshold as i64, 4).expect("shrink");
+        assert_eq!(change.scenario, SCENARIO_SHRINK);
+        assert_eq!(change.fields, vec![(threshold - threshold / 4) as i64]);
+        assert!(change.reason.contains("looks like a fragment flood"), "{}", change.reason);
+        // Never below the value first seen.
+        let mut lane = Lane { baseline: Some(4 << 20), ..Lane::default() };
+        for i in 0..10u64 {
+            lane.threshold_vs_failures.push(((4 << 20) + i) as f64, i as f64);
+        }
+        assert!(lane.decide(&memory(0, 5, 10), 4 << 20, 4).is_none());
+    }
+
+    #[test]
+    fn ipv6_has_its_own_tunable() {
+        let mut lane = Lane::default();
+        let event = FragmentMemory { family: AddressFamily::Ipv6, ..memory(4_000_000, 0, 0) };
+        assert_eq!(lane.decide(&event, 4 << 20, 4).expect("raise").name, IPV6_HIGH_THRESH);
+    }
+}

@@ -1,0 +1,146 @@
+//! # net-buffer: per-CPU input backlog, flow limits and the NAPI budget
+//!
+//! - Backlog drops: when a minute's drops reach `netdev_max_backlog / 32`,
+//!   `net.core.netdev_max_backlog` is raised by one learning-rate step (cap
+//!   1 Mi packets) and the dropping CPU's bit is set in
+//!   `net.core.flow_limit_cpu_bitmap`, so that the busiest flows are dropped
+//!   first.
+//! - Softnet squeezes: `net.core.netdev_budget` and
+//!   `net.core.netdev_budget_usecs` are raised by a step (caps 16384 packets
+//!   and 50 ms), at most once per 5 s; when the squeeze rate rises together
+//!   with the budget (correlation above 0.75) both are lowered a step instead,
+//!   never below their values when the policy started.
+//!
+//! These sysctls exist only in the initial namespace; the events carry its
+//! cookie. The decisions are the pure [`tuner`] module.
+
+pub mod tuner;
+
+use std::collections::BTreeMap;
+
+use wasmtune_sdk::{
+    BacklogDrops, Change, Config, Event, EventKind, Info, LogOnce, NetnsId, Overrides, Policy, Settle, SoftnetSqueeze,
+    log_denial, sysctl,
+};
+
+use crate::tuner::{BUDGET, BUDGET_USECS, FLOW_LIMIT_BITMAP, MAX_BACKLOG, NetBuffer};
+
+pub struct NetBufferPolicy {
+    learning_rate: u8,
+    tuners: BTreeMap<NetnsId, NetBuffer>,
+    overrides: Overrides,
+    settle: Settle,
+    said: LogOnce,
+}
+
+impl NetBufferPolicy {
+    fn read_one(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
+        match sysctl::read_integers(netns, name) {
+            Ok(fields) if fields.len() == 1 => Some(fields[0]),
+            Ok(fields) => {
+                if self.said.first(&format!("{netns}/{name}/shape")) {
+                    wasmtune_sdk::warn!("{name} in netns {netns} reads as {fields:?}; left alone");
+                }
+                None
+            }
+            Err(denial) => {
+                log_denial(&mut self.said, netns, name, &denial);
+                None
+            }
+        }
+    }
+
+    /// Whether any of `names` is owned by the administrator or still has a
+    /// request on its way (then this event is about the old value).
+    fn busy(&mut self, netns: NetnsId, current: &[(&str, i64)]) -> bool {
+        let now = wasmtune_sdk::now();
+        current.iter().any(|(name, value)| {
+            self.overrides.owns(netns, name) || self.settle.waiting(&format!("{netns}/{name}"), &[*value], now)
+        })
+    }
+
+    fn on_drops(&mut self, event: &BacklogDrops) {
+        let Some(backlog) = self.read_one(event.netns, MAX_BACKLOG) else { return };
+        let Some(bitmap) = self.read_one(event.netns, FLOW_LIMIT_BITMAP) else { return };
+        if self.busy(event.netns, &[(MAX_BACKLOG, backlog)]) {
+            return;
+        }
+        let now = wasmtune_sdk::now();
+        let changes =
+            self.tuners.entry(event.netns).or_default().on_drops(event, backlog, bitmap, self.learning_rate, now);
+        self.request_all(event.netns, &changes);
+    }
+
+    fn on_squeeze(&mut self, event: &SoftnetSqueeze) {
+        let Some(budget) = self.read_one(event.netns, BUDGET) else { return };
+        let Some(usecs) = self.read_one(event.netns, BUDGET_USECS) else { return };
+        if self.busy(event.netns, &[(BUDGET, budget), (BUDGET_USECS, usecs)]) {
+            return;
+        }
+        let now = wasmtune_sdk::now();
+        let changes =
+            self.tuners.entry(event.netns).or_default().on_squeeze(event, budget, usecs, self.learning_rate, now);
+        self.request_all(event.netns, &changes);
+    }
+
+    fn request_all(&mut self, netns: NetnsId, changes: &[Change]) {
+        let now = wasmtune_sdk::now();
+        for change in changes {
+            if self.overrides.owns(netns, &change.name) {
+                continue;
+            }
+            match change.request(netns) {
+                Ok(()) => self.settle.requested(&format!("{netns}/{}", change.name), &change.fields, now),
+                Err(denial) => log_denial(&mut self.said, netns, &change.name, &denial),
+            }
+        }
+    }
+}
+
+impl Policy for NetBufferPolicy {
+    fn init(config: &Config) -> Result<(Self, Info), String> {
+        let policy = NetBufferPolicy {
+            learning_rate: config.learning_rate,
+            tuners: BTreeMap::new(),
+            overrides: Overrides::new(),
+            settle: Settle::new(),
+            said: LogOnce::new(),
+        };
+        let events = [EventKind::BacklogDrops, EventKind::SoftnetSqueeze, EventKind::AdminOverride];
+        Ok((policy, Info::events(&events)))
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::BacklogDrops(drops) => self.on_drops(drops),
+            Event::SoftnetSqueeze(squeeze) => self.on_squeeze(squeeze),
+            Event::AdminOverride(taken) => {
+                let ours = [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS];
+                if ours.contains(&taken.sysctl.as_str()) && self.overrides.record(taken) {
+                    wasmtune_sdk::info!(
+                        "{} ({}) changed {} in netns {}; leaving it alone there",
+                        taken.comm,
+                        taken.pid,
+                        taken.sysctl,
+                        taken.netns
+                    );
+                }
+            }
+            // Drops and squeezes are counted in the kernel; the next event
+            // carries those of the lost ones.
+            Event::Lost(_) => {}
+            Event::TcpBufferLimit(_)
+            | Event::MemoryPressure(_)
+            | Event::SynOverflow(_)
+            | Event::ConnectionSummary(_)
+            | Event::RetransmitBurst(_)
+            | Event::NeighbourTable(_)
+            | Event::RouteTable(_)
+            | Event::FragmentMemory(_)
+            | Event::UdpDrop(_)
+            | Event::NamespaceChange(_) => {}
+        }
+    }
+}
+
+wasmtune_sdk::export_policy!(NetBufferPolicy);

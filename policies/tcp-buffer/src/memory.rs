@@ -1,0 +1,209 @@
+//! TCP memory (`tcp_mem`) decisions, free of any host: raise the limits
+//! under pressure, raise the high limit when exhausted, and when that is at
+//! its cap (a quarter of RAM) cut buffer maxima and enter a low-memory mode
+//! that is undone when the pressure is relieved.
+
+use wasmtune_sdk::{Change, MemoryLevel, MemoryPressure, rate, system};
+
+pub const TCP_MEM: &str = "net.ipv4.tcp_mem";
+pub const TCP_RMEM: &str = "net.ipv4.tcp_rmem";
+pub const TCP_WMEM: &str = "net.ipv4.tcp_wmem";
+pub const NO_METRICS_SAVE: &str = "net.ipv4.tcp_no_metrics_save";
+pub const NO_SSTHRESH_METRICS_SAVE: &str = "net.ipv4.tcp_no_ssthresh_metrics_save";
+pub const HIGH_ORDER_ALLOC_DISABLE: &str = "net.core.high_order_alloc_disable";
+pub const MAX_SYN_BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
+/// `tcp_max_syn_backlog` is never cut below this.
+pub const SYN_BACKLOG_FLOOR: i64 = 128;
+
+pub const SCENARIO_PRESSURE: &str = "need to increase TCP memory";
+pub const SCENARIO_EXHAUSTED: &str = "TCP memory exhausted";
+pub const SCENARIO_LOW_MEMORY: &str = "TCP memory exhausted at its cap: low-memory mode";
+pub const SCENARIO_RELIEVED: &str = "TCP memory pressure relieved: leaving low-memory mode";
+
+/// The values these decisions read, as the kernel shows them now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub tcp_mem: [i64; 3],
+    pub rmem: [i64; 3],
+    pub wmem: [i64; 3],
+    pub no_metrics_save: i64,
+    pub no_ssthresh_metrics_save: i64,
+    pub high_order_alloc_disable: i64,
+    pub max_syn_backlog: i64,
+}
+
+/// Per-namespace memory state: the values low-memory mode replaced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryState {
+    saved: Option<Vec<(String, Vec<i64>)>>,
+}
+
+impl MemoryState {
+    pub fn in_low_memory(&self) -> bool {
+        self.saved.is_some()
+    }
+
+    /// The changes `event` calls for, in request order.
+    pub fn decide(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
+        let mem = now.tcp_mem.map(|v| v.max(0).unsigned_abs());
+        match event.level {
+            MemoryLevel::Pressure => {
+                let Some(new) = system::raise_memory_limits(mem, rate, cap_pages) else { return vec![] };
+                let reason = format!(
+                    "TCP uses {} pages, past tcp_mem[1] ({}); raising tcp_mem by {} from {} {} {} to {} {} {} pages (at most a quarter of RAM, {cap_pages} pages)",
+                    event.pages,
+                    mem[1],
+                    rate::step_percent(rate),
+                    mem[0],
+                    mem[1],
+                    mem[2],
+                    new[0],
+                    new[1],
+                    new[2]
+                );
+                vec![Change::new(TCP_MEM, new.iter().map(|v| *v as i64).collect(), SCENARIO_PRESSURE, reason)]
+            }
+            MemoryLevel::Exhausted => {
+                if let Some(high) = rate::raise(mem[2], rate, cap_pages) {
+                    let reason = format!(
+                        "TCP uses {} pages, at tcp_mem[2] ({}): allocations fail; raising tcp_mem[2] to {high} pages (at most a quarter of RAM, {cap_pages} pages)",
+                        event.pages, mem[2]
+                    );
+                    let fields = vec![now.tcp_mem[0], now.tcp_mem[1], high as i64];
+                    return vec![Change::new(TCP_MEM, fields, SCENARIO_EXHAUSTED, reason)];
+                }
+                self.enter_low_memory(event, now, rate, cap_pages)
+            }
+            MemoryLevel::Relieved => self.leave_low_memory(event),
+        }
+    }
+
+    fn enter_low_memory(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
+        let why = format!(
+            "TCP uses {} pages, at tcp_mem[2] which is already a quarter of RAM ({cap_pages} pages)",
+            event.pages
+        );
+        let mut changes = vec![];
+        for (name, fields) in [(TCP_RMEM, now.rmem), (TCP_WMEM, now.wmem)] {
+            let max = fields[2].max(0).unsigned_abs();
+            if let Some(new) = rate::lower(max, rate, fields[1].max(0).unsigned_abs()) {
+                let reason = format!("{why}; lowering {name}[2] by {} to {new} bytes", rate::step_percent(rate));
+                changes.push(Change::new(name, vec![fields[0], fields[1], new as i64], SCENARIO_LOW_MEMORY, reason));
+            }
+        }
+        if self.saved.is_none() {
+            let mut saved = vec![];
+            let syn = (now.max_syn_backlog - now.max_syn_backlog / 4).max(SYN_BACKLOG_FLOOR).min(now.max_syn_backlog);
+            let mode = [
+                (NO_METRICS_SAVE, now.no_metrics_save, 1, "stop saving per-destination metrics"),
+                (NO_SSTHRESH_METRICS_SAVE, now.no_ssthresh_metrics_save, 1, "stop saving ssthresh metrics"),
+                (HIGH_ORDER_ALLOC_DISABLE, now.high_order_alloc_disable, 1, "use order-0 pages only"),
+                (MAX_SYN_BACKLOG, now.max_syn_backlog, syn, "cut the SYN backlog by 25%"),
+            ];
+            for (name, old, new, what) in mode {
+                if old != new {
+                    saved.push((name.to_string(), vec![old]));
+                    let reason = format!("{why}; entering low-memory mode: {what} ({name} {old} -> {new})");
+                    changes.push(Change::new(name, vec![new], SCENARIO_LOW_MEMORY, reason));
+                }
+            }
+            self.saved = Some(saved);
+        }
+        changes
+    }
+
+    fn leave_low_memory(&mut self, event: &MemoryPressure) -> Vec<Change> {
+        let Some(saved) = self.saved.take() else { return vec![] };
+        saved
+            .into_iter()
+            .map(|(name, old)| {
+                let reason = format!(
+                    "TCP memory fell back below tcp_mem[1] ({} pages in use); restoring {name} to {}",
+                    event.pages,
+                    old.first().copied().unwrap_or_default()
+                );
+                Change::new(&name, old, SCENARIO_RELIEVED, reason)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(level: MemoryLevel, pages: u64) -> MemoryPressure {
+        MemoryPressure { netns: 1, protocol: wasmtune_sdk::Protocol::Tcp, level, pages, limits: (1000, 2000, 4000) }
+    }
+
+    fn snapshot() -> Snapshot {
+        Snapshot {
+            tcp_mem: [1000, 2000, 4000],
+            rmem: [4096, 131072, 6291456],
+            wmem: [4096, 16384, 4194304],
+            no_metrics_save: 0,
+            no_ssthresh_metrics_save: 0,
+            high_order_alloc_disable: 0,
+            max_syn_backlog: 1024,
+        }
+    }
+
+    #[test]
+    fn pressure_raises_all_three_within_the_cap() {
+        let mut state = MemoryState::default();
+        let changes = state.decide(&event(MemoryLevel::Pressure, 2100), &snapshot(), 4, 4500);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].fields, vec![1250, 2500, 4500]);
+        assert_eq!(changes[0].scenario, SCENARIO_PRESSURE);
+        let at_cap = Snapshot { tcp_mem: [1000, 2000, 4500], ..snapshot() };
+        assert!(state.decide(&event(MemoryLevel::Pressure, 2100), &at_cap, 4, 4500).is_empty());
+    }
+
+    #[test]
+    fn exhaustion_raises_the_high_limit_only() {
+        let mut state = MemoryState::default();
+        let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &snapshot(), 4, 1 << 20);
+        assert_eq!(changes[0].fields, vec![1000, 2000, 5000]);
+        assert_eq!(changes[0].scenario, SCENARIO_EXHAUSTED);
+        assert!(!state.in_low_memory());
+    }
+
+    #[test]
+    fn exhaustion_at_the_cap_enters_low_memory_mode_and_relief_reverts_it() {
+        let mut state = MemoryState::default();
+        let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &snapshot(), 4, 4000);
+        let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [TCP_RMEM, TCP_WMEM, NO_METRICS_SAVE, NO_SSTHRESH_METRICS_SAVE, HIGH_ORDER_ALLOC_DISABLE, MAX_SYN_BACKLOG]
+        );
+        assert_eq!(changes[0].fields, vec![4096, 131072, 4718592]);
+        assert_eq!(changes[5].fields, vec![768]);
+        assert!(state.in_low_memory());
+        // Still exhausted: buffers keep shrinking, the mode is not entered twice.
+        let again = state.decide(&event(MemoryLevel::Exhausted, 4000), &snapshot(), 4, 4000);
+        assert_eq!(again.len(), 2);
+        let relieved = state.decide(&event(MemoryLevel::Relieved, 1500), &snapshot(), 4, 4000);
+        let restored: Vec<(&str, i64)> = relieved.iter().map(|c| (c.name.as_str(), c.fields[0])).collect();
+        assert_eq!(
+            restored,
+            [
+                (NO_METRICS_SAVE, 0),
+                (NO_SSTHRESH_METRICS_SAVE, 0),
+                (HIGH_ORDER_ALLOC_DISABLE, 0),
+                (MAX_SYN_BACKLOG, 1024)
+            ]
+        );
+        assert!(relieved.iter().all(|c| c.scenario == SCENARIO_RELIEVED));
+        assert!(!state.in_low_memory());
+        assert!(state.decide(&event(MemoryLevel::Relieved, 1500), &snapshot(), 4, 4000).is_empty());
+    }
+
+    #[test]
+    fn the_syn_backlog_cut_stops_at_128() {
+        let mut state = MemoryState::default();
+        let small = Snapshot { max_syn_backlog: 150, ..snapshot() };
+        let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &small, 4, 4000);
+        assert_eq!(changes.last().map(|c| c.fields.clone()), Some(vec![128]));
+    }
+}

@@ -1,0 +1,221 @@
+//! # tcp-cong: learn the congestion control algorithm per remote peer
+//!
+//! For every finished TCP connection (`connection-summary`) the policy
+//! scores the algorithm it ran under at its peer (remote address cut to a
+//! prefix, /32 and /64 by default; settings `ipv4-prefix`, `ipv6-prefix`)
+//! with bpftune's cost — relative excess of its minimum RTT over the peer's
+//! best, plus relative shortfall of its delivery rate from the peer's best —
+//! and chooses for that peer's new connections, through the host's sockops
+//! map (`tcp.set-peer`), the algorithm with the lowest learned cost, exploring
+//! another one time in twenty ([`learner`]). Arms are the algorithms both
+//! granted in `policy.toml` and offered by this kernel
+//! (`tcp_available_congestion_control`); `tcp_allowed_congestion_control`
+//! is never touched.
+//!
+//! When bbr is offered, every peer setting also carries
+//! `on-loss-congestion = "bbr"`, so the sockops program switches a live
+//! connection that retransmits more than 1/64 of its segments at once; a
+//! `retransmit-burst` for a peer without settings installs that alone.
+
+pub mod learner;
+pub mod peers;
+
+use std::collections::BTreeMap;
+
+use wasmtune_sdk::tcp::{self, format_prefix};
+use wasmtune_sdk::{
+    Config, ConnectionSummary, Event, EventKind, Info, IpPrefix, LogOnce, NetnsId, PeerSettings, Policy,
+    RetransmitBurst, log_denial,
+};
+
+use crate::learner::{Peer, Reason};
+use crate::peers::{PeerKey, PrefixLengths};
+
+/// The algorithms the manifest grants, in preference order for ties.
+pub const GRANTED: &[&str] =
+    &["bbr", "cubic", "reno", "htcp", "vegas", "westwood", "illinois", "hybla", "highspeed", "veno"];
+/// What a lossy live connection is switched to.
+pub const ON_LOSS: &str = "bbr";
+
+pub const SCENARIO_CHOOSE: &str = "congestion control chosen for a peer";
+pub const SCENARIO_LOSS: &str = "connections to a peer are losing packets";
+
+struct PeerState {
+    prefix: IpPrefix,
+    learner: Peer,
+    /// The algorithm set for the peer's new connections, if any.
+    applied: Option<String>,
+}
+
+pub struct TcpCong {
+    algorithms: Vec<String>,
+    on_loss: Option<String>,
+    lengths: PrefixLengths,
+    peers: BTreeMap<(NetnsId, PeerKey), PeerState>,
+    seed: u64,
+    said: LogOnce,
+}
+
+impl TcpCong {
+    fn peer(&mut self, netns: NetnsId, remote: &wasmtune_sdk::IpAddr) -> &mut PeerState {
+        let (prefix, key) = peers::peer_of(remote, self.lengths);
+        let seed = self.seed ^ (key.1 as u64) ^ netns;
+        let algorithms = &self.algorithms;
+        self.peers.entry((netns, key)).or_insert_with(|| PeerState {
+            prefix,
+            learner: Peer::new(algorithms, seed),
+            applied: None,
+        })
+    }
+
+    fn on_summary(&mut self, summary: &ConnectionSummary) {
+        let on_loss = self.on_loss.clone();
+        let state = self.peer(summary.netns, &summary.remote);
+        // A connection the sockops program switched to the on-loss algorithm
+        // still ran under the arm set for the peer: that arm's strategy is
+        // "this algorithm, bbr once losing", and is scored as such.
+        let switched = on_loss.as_deref() == Some(summary.congestion.as_str())
+            && state.applied.as_deref().is_some_and(|applied| applied != summary.congestion);
+        let arm = if switched { state.applied.clone().unwrap_or_default() } else { summary.congestion.clone() };
+        if state.learner.learn(summary, &arm).is_none() {
+            return;
+        }
+        let Some(choice) = state.learner.choose() else { return };
+        if state.applied.as_deref() == Some(choice.algorithm.as_str()) {
+            return;
+        }
+        let why = match choice.reason {
+            Reason::Measuring => "still measuring every algorithm there",
+            Reason::Best => "the lowest cost (RTT above the best seen plus delivery rate below it) so far",
+            Reason::Exploring => "exploring another algorithm (one choice in twenty)",
+        };
+        let reason = format!(
+            "peer {}: {} connections scored; choosing {} for new connections, {why} [{}]",
+            format_prefix(&state.prefix),
+            state.learner.connections,
+            choice.algorithm,
+            state.learner.describe()
+        );
+        let settings = PeerSettings {
+            congestion: Some(choice.algorithm.clone()),
+            on_loss_congestion: on_loss,
+            ..PeerSettings::none()
+        };
+        let prefix = state.prefix;
+        match tcp::set_peer(summary.netns, prefix, settings, SCENARIO_CHOOSE, &reason) {
+            Ok(()) => self.peer(summary.netns, &summary.remote).applied = Some(choice.algorithm),
+            Err(denial) => log_denial(&mut self.said, summary.netns, "per-peer congestion control", &denial),
+        }
+    }
+
+    fn on_burst(&mut self, burst: &RetransmitBurst) {
+        let Some(on_loss) = self.on_loss.clone() else { return };
+        let state = self.peer(burst.netns, &burst.remote);
+        if state.applied.is_some() {
+            // Its settings already carry the on-loss switch.
+            return;
+        }
+        let prefix = state.prefix;
+        if !self.said.first(&format!("{}/{}/burst", burst.netns, format_prefix(&prefix))) {
+            return;
+        }
+        let reason = format!(
+            "a connection to {} using {} retransmitted {} of {} segments (more than 1/64); connections to this peer now switch to {on_loss} as soon as they lose that much",
+            format_prefix(&prefix),
+            burst.congestion,
+            burst.retransmits,
+            burst.segments_out
+        );
+        let settings = PeerSettings { on_loss_congestion: Some(on_loss), ..PeerSettings::none() };
+        if let Err(denial) = tcp::set_peer(burst.netns, prefix, settings, SCENARIO_LOSS, &reason) {
+            log_denial(&mut self.said, burst.netns, "per-peer on-loss congestion control", &denial);
+        }
+    }
+}
+
+/// The arms: granted algorithms (or the administrator's `algorithms`
+/// setting, a comma list) that this kernel offers.
+pub fn arms(granted: &[&str], setting: Option<&str>, available: &[String]) -> Vec<String> {
+    let wanted: Vec<&str> = match setting {
+        Some(list) => list.split(',').map(str::trim).filter(|s| !s.is_empty()).collect(),
+        None => granted.to_vec(),
+    };
+    wanted
+        .into_iter()
+        .filter(|a| granted.contains(a) && available.iter().any(|offered| offered == a))
+        .map(str::to_string)
+        .collect()
+}
+
+impl Policy for TcpCong {
+    fn init(config: &Config) -> Result<(Self, Info), String> {
+        let available = tcp::available_congestion();
+        let algorithms = arms(GRANTED, config.setting("algorithms"), &available);
+        if algorithms.is_empty() {
+            return Err(format!(
+                "none of the granted congestion control algorithms ({}) is offered by this kernel ({})",
+                GRANTED.join(" "),
+                available.join(" ")
+            ));
+        }
+        let mut lengths = PrefixLengths::default();
+        if let Some(value) = config.setting("ipv4-prefix") {
+            lengths.ipv4 = peers::parse_length(value, 32)?;
+        }
+        if let Some(value) = config.setting("ipv6-prefix") {
+            lengths.ipv6 = peers::parse_length(value, 128)?;
+        }
+        let on_loss = algorithms.iter().any(|a| a == ON_LOSS).then(|| ON_LOSS.to_string());
+        wasmtune_sdk::info!(
+            "choosing among {} per peer (/{} IPv4, /{} IPv6){}",
+            algorithms.join(", "),
+            lengths.ipv4,
+            lengths.ipv6,
+            if on_loss.is_some() { "; lossy connections switch to bbr" } else { "" }
+        );
+        let policy = TcpCong {
+            algorithms,
+            on_loss,
+            lengths,
+            peers: BTreeMap::new(),
+            seed: wasmtune_sdk::now() ^ 0x9e37_79b9_7f4a_7c15,
+            said: LogOnce::new(),
+        };
+        Ok((policy, Info::events(&[EventKind::ConnectionSummary, EventKind::RetransmitBurst])))
+    }
+
+    fn on_event(&mut self, event: &Event) {
+        match event {
+            Event::ConnectionSummary(summary) => self.on_summary(summary),
+            Event::RetransmitBurst(burst) => self.on_burst(burst),
+            // A lost summary is one sample fewer; learning goes on.
+            Event::Lost(_) => {}
+            Event::TcpBufferLimit(_)
+            | Event::MemoryPressure(_)
+            | Event::SynOverflow(_)
+            | Event::BacklogDrops(_)
+            | Event::SoftnetSqueeze(_)
+            | Event::NeighbourTable(_)
+            | Event::RouteTable(_)
+            | Event::FragmentMemory(_)
+            | Event::UdpDrop(_)
+            | Event::NamespaceChange(_)
+            | Event::AdminOverride(_) => {}
+        }
+    }
+}
+
+wasmtune_sdk::export_policy!(TcpCong);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arms_are_granted_and_offered() {
+        let offered: Vec<String> = ["reno", "bbr", "cubic"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(arms(GRANTED, None, &offered), ["bbr", "cubic", "reno"]);
+        assert_eq!(arms(GRANTED, Some("cubic, bbr"), &offered), ["cubic", "bbr"]);
+        assert_eq!(arms(GRANTED, Some("dctcp,htcp"), &offered), Vec::<String>::new(), "not granted or not offered");
+    }
+}

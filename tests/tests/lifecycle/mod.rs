@@ -1,0 +1,201 @@
+//! What the policy-lifecycle tests share: talking to the daemon's control
+//! socket, making new versions of the built-in tcp-buffer policy (its bytes
+//! plus a custom section, so each has its own digest), installing them with
+//! write-then-rename, and reading a process's memory and open descriptors.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value as Json;
+use wasmtune::control::{ControlClient, Request};
+use wasmtune_tests::harness::{self, Daemon, DaemonBuilder, READY_TIMEOUT};
+
+/// The built-in tcp-buffer's component bytes.
+pub fn tcp_buffer_bytes() -> Vec<u8> {
+    wasmtune::builtin::bytes_of("tcp-buffer").expect("tcp-buffer is built in").to_vec()
+}
+
+/// The built-in tcp-buffer with a custom section carrying `nonce` appended:
+/// the same policy, a different file digest.
+pub fn tcp_buffer_variant(nonce: u64) -> Vec<u8> {
+    with_nonce(&tcp_buffer_bytes(), nonce)
+}
+
+/// `component` with a custom section carrying `nonce` appended.
+pub fn with_nonce(component: &[u8], nonce: u64) -> Vec<u8> {
+    let mut bytes = component.to_vec();
+    let name = b"wasmtune-test-nonce";
+    let payload = nonce.to_le_bytes();
+    let mut section = Vec::new();
+    leb128(&mut section, name.len() as u64);
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    bytes.push(0); // custom section id
+    leb128(&mut bytes, section.len() as u64);
+    bytes.extend_from_slice(&section);
+    bytes
+}
+
+fn leb128(out: &mut Vec<u8>, mut value: u64) {
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// The fixture whose init traps; its manifest says it is tcp-buffer 0.9.9.
+pub fn trap_in_init_bytes() -> Vec<u8> {
+    let path = wasmtune_tests::guests::guest_dir().join("trap_in_init.wasm");
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Installs `bytes` as `dir/file` the way an administrator should: written
+/// to a hidden file (ignored), then renamed into place in one step.
+pub fn install(dir: &Path, file: &str, bytes: &[u8]) -> PathBuf {
+    let hidden = dir.join(format!(".{file}.tmp"));
+    std::fs::write(&hidden, bytes).expect("write the hidden file");
+    let target = dir.join(file);
+    std::fs::rename(&hidden, &target).expect("rename into place");
+    target
+}
+
+/// The hex SHA-256 of `bytes`, as status reports a policy's digest.
+pub fn sha256(bytes: &[u8]) -> String {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), bytes).expect("write");
+    let out = Command::new("sha256sum").arg(file.path()).output().expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap_or_default().to_string()
+}
+
+/// A daemon tuning `netns` (by name), watching `policy_dir`, answering on
+/// `socket`, with `extra` arguments; returned once ready.
+pub fn start_daemon(builder: DaemonBuilder, policy_dir: &Path, socket: &Path, extra: &[&str]) -> Daemon {
+    let mut builder = builder.policy_dir(policy_dir).arg("--control-socket").arg(&socket.to_string_lossy());
+    for arg in extra {
+        builder = builder.arg(arg);
+    }
+    let daemon = builder.start().expect("spawn wasmtune run");
+    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    daemon
+}
+
+/// Sends one request; panics when the daemon does not answer.
+pub fn ask(socket: &Path, request: &Request) -> Json {
+    let mut client = ControlClient::connect(socket).unwrap_or_else(|e| panic!("{e}"));
+    let response = client.ask(request).unwrap_or_else(|e| panic!("{e}"));
+    serde_json::to_value(&response).expect("encode")
+}
+
+/// The `result` of a successful request.
+pub fn result(socket: &Path, request: &Request) -> Json {
+    let answer = ask(socket, request);
+    assert_eq!(answer["ok"], Json::Bool(true), "request {request:?} failed: {answer}");
+    answer["result"].clone()
+}
+
+/// The status entry of policy `name`, if it is on offer or running.
+pub fn find_policy(socket: &Path, name: &str) -> Option<Json> {
+    let list = result(socket, &Request::PolicyList);
+    list["policies"].as_array().and_then(|p| p.iter().find(|p| p["name"] == name).cloned())
+}
+
+/// The status entry of policy `name`.
+pub fn policy(socket: &Path, name: &str) -> Json {
+    find_policy(socket, name).unwrap_or_else(|| panic!("no policy {name} in the daemon's list"))
+}
+
+pub fn count(value: &Json) -> u64 {
+    value.as_u64().unwrap_or_else(|| panic!("not a count: {value}"))
+}
+
+/// Waits until `check` holds for policy `name`'s status entry; returns it.
+pub fn wait_policy(socket: &Path, name: &str, timeout: Duration, check: impl Fn(&Json) -> bool) -> Json {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let entry = find_policy(socket, name).unwrap_or(Json::Null);
+        if !entry.is_null() && check(&entry) {
+            return entry;
+        }
+        assert!(Instant::now() < deadline, "policy {name} did not reach the expected state in {timeout:?}: {entry}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Waits until every event routed to `name` has been dealt with (no batch
+/// queued, and routed = handled + lost + failed stable for 300 ms); returns
+/// the totals.
+pub fn settled_totals(socket: &Path, name: &str) -> Json {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last: Option<Json> = None;
+    loop {
+        let entry = policy(socket, name);
+        let totals = entry["totals"].clone();
+        let balanced =
+            count(&totals["routed"]) == count(&totals["handled"]) + count(&totals["lost"]) + count(&totals["failed"]);
+        if balanced && count(&entry["queued-batches"]) == 0 && last.as_ref() == Some(&totals) {
+            return totals;
+        }
+        assert!(Instant::now() < deadline, "the totals of {name} never settled: {entry}");
+        last = Some(totals);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Resident memory (kB) and open descriptors of process `pid`.
+pub fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("fd directory").count();
+    (rss, fds)
+}
+
+/// A fresh directory for the control socket (the daemon makes it 0700 when
+/// missing); the socket path inside.
+pub fn socket_in(label: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = harness::private_dir(label).expect("socket directory");
+    let path = dir.path().join("run").join("control.sock");
+    (dir, path)
+}
+
+/// Percentile `p` (0..=100) of sorted `values`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The name in the manifest of [`other_policy_bytes`].
+pub const OTHER_POLICY: &str = "hostile-ungranted";
+
+/// A second, harmless policy name to add and remove (its requests are all
+/// denied): the `hostile-ungranted` fixture.
+pub fn other_policy_bytes() -> Vec<u8> {
+    std::fs::read(wasmtune_tests::guests::guest_wasm(OTHER_POLICY)).expect("fixture")
+}
+
+/// What each open descriptor of process `pid` refers to, sorted.
+pub fn fd_targets(pid: u32) -> Vec<String> {
+    let mut targets: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd directory")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    targets.sort();
+    targets
+}
