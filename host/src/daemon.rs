@@ -126,7 +126,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         )
         .context("cannot start the router thread")?
     };
-    let control = ControlServer::start(
+    // The daemon tunes without its control socket, rather than not at all.
+    let control = match ControlServer::start(
         &opts.control_socket,
         ControlContext {
             policies: policies.clone(),
@@ -137,9 +138,17 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             registry: registry.clone(),
             started,
             dry_run: opts.dry_run,
+            state_dir: opts.state_dir.clone(),
         },
-    )
-    .context("cannot open the control socket")?;
+    ) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            tracing::warn!(
+                "no control socket, so `wasmtune status` and the other queries cannot reach this daemon: {e}"
+            );
+            None
+        }
+    };
     let watcher = match DirWatcher::spawn(reconciler) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -165,7 +174,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let signal = wait_for_shutdown_signal()?;
     tracing::info!("{signal} received: stopping");
 
-    control.stop();
+    if let Some(control) = control {
+        control.stop();
+    }
     if let Some(w) = watcher {
         w.stop();
     }

@@ -55,9 +55,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
         Some(Command::Status(q)) => query(&q, &Request::Status),
         Some(Command::Summary(q)) => query(&q, &Request::Summary),
-        Some(Command::Rollback { state_dir, query: q }) => match ControlClient::connect(&q.socket) {
-            Ok(client) => ask(client, &q, &Request::Rollback),
-            Err(ClientError::NotRunning { .. }) => {
+        Some(Command::Rollback { state_dir, query: q }) => match daemon_for_journal(&q, &state_dir) {
+            Ok(Some(client)) => ask(client, &q, &Request::Rollback),
+            Ok(None) => {
                 let report = wasmtune::ledger::rollback_offline(&state_dir)
                     .with_context(|| format!("cannot roll back from {}", state_dir.display()))?;
                 if q.json {
@@ -73,6 +73,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Err(e) => Err(e.into()),
         },
     }
+}
+
+/// A connection to the daemon that owns the journal in `state_dir`, or
+/// `None` when no daemon answers or the one that does keeps its journal
+/// elsewhere (then the rollback is done here, from `state_dir`).
+fn daemon_for_journal(q: &QueryArgs, state_dir: &std::path::Path) -> Result<Option<ControlClient>, ClientError> {
+    let mut client = match ControlClient::connect(&q.socket) {
+        Ok(client) => client,
+        Err(ClientError::NotRunning { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let status = client.ask(&Request::Status)?;
+    let theirs = status.result.as_ref().and_then(|r| r["state-dir"].as_str()).map(std::path::PathBuf::from);
+    let same = |a: &std::path::Path, b: &std::path::Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    Ok(theirs.filter(|theirs| same(theirs, state_dir)).map(|_| client))
 }
 
 /// Asks the running daemon and prints its answer.

@@ -201,6 +201,7 @@ impl Reconciler {
             }
             match PolicyWorker::start_counted(image, &self.ctx, &settings, self.policies.totals_for(name)) {
                 Ok(worker) => {
+                    announce_namespaces(&worker, &self.ctx.registry);
                     let replaced = self.policies.insert(worker);
                     let verb = if replaced.is_some() { "replaced" } else { "loaded" };
                     tracing::info!(
@@ -383,5 +384,27 @@ impl DirWatcher {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A policy that follows namespaces learns, before any other event, of those
+/// that existed before it started: later ones arrive as they are created.
+fn announce_namespaces(worker: &PolicyWorker, registry: &crate::netns::NetnsRegistry) {
+    if !worker.wants(crate::wit::EventKind::NamespaceChange) {
+        return;
+    }
+    let known: Vec<crate::wit::Event> = registry
+        .list()
+        .into_iter()
+        .map(|ns| {
+            crate::wit::Event::NamespaceChange(crate::wit::NamespaceChange {
+                netns: ns.cookie,
+                name: ns.name,
+                created: true,
+            })
+        })
+        .collect();
+    if !known.is_empty() {
+        worker.deliver(known);
     }
 }

@@ -76,7 +76,7 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     assert_eq!(status["ok"], true, "{status}");
     assert_eq!(status["schema"], 1, "{status}");
     let result_ = &status["result"];
-    for key in ["pid", "uptime-ms", "dry-run", "policies", "tunables", "overrides"] {
+    for key in ["pid", "uptime-ms", "dry-run", "state-dir", "policies", "tunables", "overrides"] {
         assert!(result_.get(key).is_some(), "status lacks `{key}`: {result_}");
     }
     let tcp = result_["policies"]

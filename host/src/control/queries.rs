@@ -27,6 +27,8 @@ pub struct ControlContext {
     pub registry: Arc<NetnsRegistry>,
     pub started: Instant,
     pub dry_run: bool,
+    /// Where this daemon's journal lives.
+    pub state_dir: std::path::PathBuf,
 }
 
 impl ControlContext {
@@ -36,6 +38,7 @@ impl ControlContext {
                 "pid": std::process::id(),
                 "uptime-ms": u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "dry-run": self.dry_run,
+                "state-dir": self.state_dir.to_string_lossy(),
                 "policies": self.policies_json(),
                 "tunables": self.tunables_json(),
                 "overrides": self.overrides_json(),
