@@ -2,28 +2,33 @@
 //! as sandboxed WebAssembly components. Modules are declared in the order of
 //! the data path: kernel signals in, checked kernel writes out.
 
+// Shared vocabulary.
 pub mod paths;
 pub mod wit;
 
+// Kernel signals in.
 pub mod bpf;
 pub mod events;
-pub mod netns;
 pub mod signals;
+pub mod netns;
 
+// Policies: what they are, what they may do, where they run.
 pub mod builtin;
-pub mod caps;
-pub mod config;
-pub mod grants;
 pub mod manifest;
-pub mod router;
+pub mod config;
 pub mod runtime;
+pub mod caps;
+pub mod grants;
+pub mod router;
 
+// Kernel writes out, and their record.
+pub mod sysctl;
 pub mod actuate;
 pub mod ledger;
-pub mod sysctl;
 
-pub mod cli;
-pub mod control;
-pub mod daemon;
+// Around the data path.
 pub mod support;
 pub mod watcher;
+pub mod control;
+pub mod daemon;
+pub mod cli;
