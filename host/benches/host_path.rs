@@ -97,6 +97,7 @@ fn main() -> anyhow::Result<()> {
         learning_rate: 4,
         memory_limit: DEFAULT_MEMORY_LIMIT,
         started: Instant::now(),
+        stores: Arc::default(),
     };
     let mut results = Vec::new();
     for batch_size in [1usize, 64] {

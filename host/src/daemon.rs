@@ -86,6 +86,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         learning_rate: rate.get(),
         memory_limit: DEFAULT_MEMORY_LIMIT,
         started,
+        stores: Arc::default(),
     };
     let policies = Arc::new(PolicySet::default());
     let builtins = crate::builtin::load_all(&engine);

@@ -377,6 +377,7 @@ pub fn denial_kind(d: &Denial) -> &'static str {
         Denial::UnknownNetns(_) => "unknown-netns",
         Denial::InvalidValue(_) => "invalid-value",
         Denial::Unsupported(_) => "unsupported",
+        Denial::QuotaExceeded(_) => "quota-exceeded",
     }
 }
 
@@ -390,6 +391,7 @@ pub fn denial_detail(d: &Denial) -> String {
         Denial::NotOwner(owner) => format!("owned by policy {owner}"),
         Denial::RateLimited(ms) => format!("changed too recently; retry in {ms} ms"),
         Denial::UnknownNetns(cookie) => format!("netns {cookie} is not tuned by this host"),
+        Denial::QuotaExceeded(bytes) => format!("the policy's state store is full ({bytes} bytes)"),
     }
 }
 

@@ -23,6 +23,7 @@ impl Denial {
             Denial::UnknownNetns(_) => "unknown-netns",
             Denial::InvalidValue(_) => "invalid-value",
             Denial::Unsupported(_) => "unsupported",
+            Denial::QuotaExceeded(_) => "quota-exceeded",
         }
     }
 
@@ -52,6 +53,7 @@ impl fmt::Display for Explanation<'_> {
             Denial::UnknownNetns(netns) => write!(f, "network namespace {netns} is not tuned by this host"),
             Denial::InvalidValue(detail) => write!(f, "invalid value: {detail}"),
             Denial::Unsupported(detail) => write!(f, "not supported on this kernel: {detail}"),
+            Denial::QuotaExceeded(bytes) => write!(f, "the state store is full ({bytes} bytes)"),
         }
     }
 }

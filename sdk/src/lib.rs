@@ -110,6 +110,7 @@ pub mod overrides;
 pub mod policy;
 pub mod rate;
 pub mod settle;
+pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;

@@ -25,6 +25,10 @@ pub const FIXTURES: &[&str] = &[
     "other-world",
     // A policy built against wasmtune:policy@0.2.0, with a valid manifest.
     "other-version",
+    // Claims the name tcp-buffer and traps in init: a broken new version.
+    "trap-in-init",
+    // Counts handled events in the host's state store, across versions.
+    "state-counter",
 ];
 
 /// Directory holding the fixtures' `.wasm` files, set by `tests/build.rs`.

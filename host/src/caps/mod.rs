@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod log;
+pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
@@ -22,6 +23,7 @@ pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
     policy::tcp::add_to_linker::<PolicyState, HasSelf<tcp::TcpCap>>(linker, |s| &mut s.tcp)?;
     policy::clock::add_to_linker::<PolicyState, HasSelf<clock::ClockCap>>(linker, |s| &mut s.clock)?;
     policy::system::add_to_linker::<PolicyState, HasSelf<system::SystemCap>>(linker, |s| &mut s.system)?;
+    policy::state::add_to_linker::<PolicyState, HasSelf<state::StateCap>>(linker, |s| &mut s.state)?;
     Ok(())
 }
 

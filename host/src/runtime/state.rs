@@ -3,12 +3,15 @@
 //! directories, no environment, no arguments, and its socket check refuses
 //! every address; stdout and stderr go nowhere.
 
+use std::sync::Arc;
+
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::caps::clock::ClockCap;
 use crate::caps::log::LogCap;
+use crate::caps::state::{PolicyStore, StateCap};
 use crate::caps::sysctl::SysctlCap;
 use crate::caps::system::SystemCap;
 use crate::caps::tcp::TcpCap;
@@ -27,6 +30,7 @@ pub struct PolicyState {
     pub tcp: TcpCap,
     pub clock: ClockCap,
     pub system: SystemCap,
+    pub state: StateCap,
 }
 
 impl PolicyState {
@@ -41,7 +45,14 @@ impl PolicyState {
             tcp,
             clock,
             system: SystemCap,
+            state: StateCap { store: Arc::new(PolicyStore::default()) },
         }
+    }
+
+    /// Uses the policy name's shared store instead of a private one.
+    pub fn with_store(mut self, store: Arc<PolicyStore>) -> PolicyState {
+        self.state = StateCap { store };
+        self
     }
 
     /// Takes the capabilities back out of a store that is being rebuilt, so

@@ -55,6 +55,8 @@ pub struct WorkerContext {
     pub learning_rate: u8,
     pub memory_limit: usize,
     pub started: Instant,
+    /// Per-policy-name key-value state, handed from version to version.
+    pub stores: Arc<crate::caps::state::PolicyStores>,
 }
 
 /// Counters a worker keeps; read by status, the router and tests.
@@ -468,11 +470,12 @@ impl Runner {
             self.stats.requests.clone(),
         );
         PolicyState::new(LogCap::new(&self.name), sysctl, ClockCap { started: self.ctx.started }, self.ctx.memory_limit)
+            .with_store(self.ctx.stores.for_policy(&self.name))
     }
 
     fn reuse_state(&self, old: PolicyState) -> PolicyState {
         let (log, sysctl, clock, memory_limit) = old.into_caps();
-        PolicyState::new(log, sysctl, clock, memory_limit)
+        PolicyState::new(log, sysctl, clock, memory_limit).with_store(self.ctx.stores.for_policy(&self.name))
     }
 }
 
