@@ -199,6 +199,12 @@ impl Reconciler {
             if running.as_ref().is_some_and(|w| w.digest == image.digest && w.source == image.source) {
                 continue;
             }
+            if running.is_none()
+                && let Some(conflict) = self.ownership_conflict(image)
+            {
+                self.report(&image.source, &image.digest, &format!("refused: {conflict}"), false);
+                continue;
+            }
             match PolicyWorker::start_counted(image, &self.ctx, &settings, self.policies.totals_for(name)) {
                 Ok(worker) => {
                     announce_namespaces(&worker, &self.ctx.registry);
@@ -318,6 +324,22 @@ impl Reconciler {
                 None
             }
         }
+    }
+
+    /// A new policy may not claim a tunable another policy already owns: one
+    /// tunable in one netns has one owner, and a newcomer does not take it over.
+    fn ownership_conflict(&self, image: &PolicyImage) -> Option<String> {
+        let name = image.name();
+        self.ctx.arbiter.owners().into_iter().find_map(|(netns, tunable, owner)| {
+            let writable = image.manifest.sysctl(&tunable).is_some_and(|g| g.access == crate::manifest::Access::Write);
+            (owner != name && writable).then(|| {
+                let netns = self.ctx.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"));
+                format!(
+                    "its manifest claims {tunable}, which policy {owner} owns in netns {netns}; \
+                     remove it from the manifest or disable {owner} first"
+                )
+            })
+        })
     }
 
     fn report(&mut self, source: &PolicySource, digest: &str, error: &str, kept_old: bool) {

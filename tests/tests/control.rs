@@ -169,9 +169,11 @@ fn e2e_quarantine_backs_off_parks_and_recovers_on_a_new_file() {
     let bed = BufferBed::new("quar", Side::Receiver, BAD_RMEM).expect("test bed");
     let dir = harness::scratch_dir("quar-policies").expect("policy dir");
     let (_sock_dir, socket) = lifecycle::socket_in("quar-sock");
-    let _daemon = lifecycle::start_daemon(Daemon::builder().netns(bed.tuned_netns()), dir.path(), &socket, &[]);
+    // Installed before the start: once tcp-buffer owns tcp_rmem, a newcomer
+    // claiming it would be refused.
     let trap = std::fs::read(wasmtune_tests::guests::guest_wasm("hostile-trap")).expect("fixture");
     install(dir.path(), "trap.wasm", &trap);
+    let _daemon = lifecycle::start_daemon(Daemon::builder().netns(bed.tuned_netns()), dir.path(), &socket, &[]);
     let _transfer = bed.background_transfer(40).expect("transfer");
 
     let started = Instant::now();
