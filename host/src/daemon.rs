@@ -53,6 +53,7 @@ pub enum OnCrash {
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
+    let signals = ShutdownSignals::install()?;
     let started = Instant::now();
     let config_path = opts.config.clone().unwrap_or_else(|| PathBuf::from(paths::DEFAULT_CONFIG));
     let config = AdminConfig::load(&config_path, opts.config.is_some())?;
@@ -172,7 +173,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         if opts.dry_run { ", dry run: nothing will be changed" } else { "" }
     );
 
-    let signal = wait_for_shutdown_signal()?;
+    let signal = signals.wait();
     tracing::info!("{signal} received: stopping");
 
     if let Some(control) = control {
@@ -225,18 +226,40 @@ fn recover_earlier_run(actuator: &Actuator, on_crash: OnCrash, dry_run: bool) {
 }
 
 /// Blocks until SIGINT or SIGTERM; returns the signal's name.
-fn wait_for_shutdown_signal() -> anyhow::Result<&'static str> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the signal runtime")?;
-    runtime.block_on(async {
+/// SIGINT and SIGTERM, caught from the very start of `run`: a signal that
+/// arrives while the daemon is still starting is kept and acted on once it
+/// is up, instead of killing it half-started (the default action).
+struct ShutdownSignals {
+    runtime: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<ShutdownSignals> {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-        let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-        tokio::select! {
-            _ = term.recv() => Ok("SIGTERM"),
-            _ = int.recv() => Ok("SIGINT"),
-        }
-    })
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the signal runtime")?;
+        let (term, int) = {
+            let _inside = runtime.enter();
+            (
+                signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+                signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            )
+        };
+        Ok(ShutdownSignals { runtime, term, int })
+    }
+
+    /// Blocks until SIGINT or SIGTERM; returns the signal's name.
+    fn wait(mut self) -> &'static str {
+        let (term, int) = (&mut self.term, &mut self.int);
+        self.runtime.block_on(async {
+            tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            }
+        })
+    }
 }
