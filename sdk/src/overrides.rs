@@ -23,6 +23,23 @@ impl Overrides {
     }
 
     /// Whether the administrator owns `sysctl` in `netns`.
+    /// Records an override of one of `ours` and says once, in the policy's
+    /// log, that the policy leaves it alone; `false` when it is not ours or
+    /// already known.
+    pub fn take_over(&mut self, event: &AdminOverride, ours: impl Fn(&str) -> bool) -> bool {
+        if !ours(&event.sysctl) || !self.record(event) {
+            return false;
+        }
+        crate::info!(
+            "{} ({}) changed {} in netns {}; leaving it alone there",
+            event.comm,
+            event.pid,
+            event.sysctl,
+            event.netns
+        );
+        true
+    }
+
     pub fn owns(&self, netns: NetnsId, sysctl: &str) -> bool {
         self.owned.contains(&(netns, sysctl.to_string()))
     }

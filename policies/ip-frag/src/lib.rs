@@ -68,16 +68,7 @@ impl Policy for IpFrag {
         match event {
             Event::FragmentMemory(memory) => self.on_memory(memory),
             Event::AdminOverride(taken) => {
-                if [IPV4_HIGH_THRESH, IPV6_HIGH_THRESH].contains(&taken.sysctl.as_str()) && self.overrides.record(taken)
-                {
-                    wasmtune_sdk::info!(
-                        "{} ({}) changed {} in netns {}; leaving it alone there",
-                        taken.comm,
-                        taken.pid,
-                        taken.sysctl,
-                        taken.netns
-                    );
-                }
+                self.overrides.take_over(taken, |s| [IPV4_HIGH_THRESH, IPV6_HIGH_THRESH].contains(&s));
             }
             // Memory is sampled again on the next event.
             Event::Lost(_) => {}

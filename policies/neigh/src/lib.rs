@@ -109,15 +109,7 @@ impl Policy for Neigh {
                 }
             }
             Event::AdminOverride(taken) => {
-                if taken.sysctl.contains(".neigh.default.gc_thresh") && self.overrides.record(taken) {
-                    wasmtune_sdk::info!(
-                        "{} ({}) changed {} in netns {}; leaving that table's thresholds alone there",
-                        taken.comm,
-                        taken.pid,
-                        taken.sysctl,
-                        taken.netns
-                    );
-                }
+                self.overrides.take_over(taken, |s| s.contains(".neigh.default.gc_thresh"));
             }
             // Tables are reported again as entries are created.
             Event::Lost(_) => {}

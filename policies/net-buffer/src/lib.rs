@@ -115,16 +115,8 @@ impl Policy for NetBufferPolicy {
             Event::BacklogDrops(drops) => self.on_drops(drops),
             Event::SoftnetSqueeze(squeeze) => self.on_squeeze(squeeze),
             Event::AdminOverride(taken) => {
-                let ours = [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS];
-                if ours.contains(&taken.sysctl.as_str()) && self.overrides.record(taken) {
-                    wasmtune_sdk::info!(
-                        "{} ({}) changed {} in netns {}; leaving it alone there",
-                        taken.comm,
-                        taken.pid,
-                        taken.sysctl,
-                        taken.netns
-                    );
-                }
+                self.overrides
+                    .take_over(taken, |s| [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS].contains(&s));
             }
             // Drops and squeezes are counted in the kernel; the next event
             // carries those of the lost ones.

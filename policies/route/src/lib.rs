@@ -68,14 +68,7 @@ impl Policy for Route {
         match event {
             Event::RouteTable(table) => self.on_table(table),
             Event::AdminOverride(taken) => {
-                if taken.sysctl == MAX_SIZE && self.overrides.record(taken) {
-                    wasmtune_sdk::info!(
-                        "{} ({}) changed {MAX_SIZE} in netns {}; leaving it alone there",
-                        taken.comm,
-                        taken.pid,
-                        taken.netns
-                    );
-                }
+                self.overrides.take_over(taken, |s| s == MAX_SIZE);
             }
             // The kernel reports the table again while it stays nearly full.
             Event::Lost(_) => {}

@@ -137,15 +137,7 @@ impl Policy for UdpBuffer {
                 }
             }
             Event::AdminOverride(taken) => {
-                if [RMEM_DEFAULT, RMEM_MAX, UDP_MEM].contains(&taken.sysctl.as_str()) && self.overrides.record(taken) {
-                    wasmtune_sdk::info!(
-                        "{} ({}) changed {} in netns {}; leaving it alone there",
-                        taken.comm,
-                        taken.pid,
-                        taken.sysctl,
-                        taken.netns
-                    );
-                }
+                self.overrides.take_over(taken, |s| [RMEM_DEFAULT, RMEM_MAX, UDP_MEM].contains(&s));
             }
             // Drops keep coming while queues stay full.
             Event::Lost(_) => {}
