@@ -466,8 +466,18 @@ impl NetnsWatcher {
         use std::sync::atomic::{AtomicBool, Ordering};
 
         let (kick, kicked) = crossbeam_channel::bounded::<()>(1);
-        let inotify = notify::recommended_watcher(move |_: notify::Result<notify::Event>| {
-            let _ = kick.try_send(());
+        let inotify = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            // Only names coming and going matter. Opening or listing
+            // /run/netns (which every scan does) raises access events too:
+            // kicking on those made each scan trigger the next one. An error
+            // (a lost queue) may hide a change: rescan.
+            let relevant = event.map_or(true, |event| {
+                matches!(event.kind, notify::EventKind::Create(_) | notify::EventKind::Remove(_))
+                    || matches!(event.kind, notify::EventKind::Modify(notify::event::ModifyKind::Name(_)))
+            });
+            if relevant {
+                let _ = kick.try_send(());
+            }
         })
         .ok()
         .and_then(|mut watcher| {

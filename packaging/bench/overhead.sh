@@ -2,25 +2,34 @@
 # What wasmtune costs the traffic it watches.
 #
 # 1. iperf3 throughput and CPU over loopback (inside a namespace) and over a
-#    veth pair between two namespaces, with every wasmtune program attached
-#    (the daemon running, --dry-run) and with none, several rounds
-#    interleaved so drift on the machine hits both alike; prints the
-#    with/without ratio per path (target >= 0.99).
-#    While the programs are attached, kernel BPF run-time accounting
-#    (kernel.bpf_stats_enabled, restored on exit) measures the time the
-#    hooks themselves took during each run: the direct cost, free of the
-#    scheduling noise a shared machine adds to throughput figures.
-# 2. The daemon's idle CPU and RSS.
-# 3. Events per second the drain carries and each hook's cost per run
-#    (kernel BPF run-time accounting), from the signals test that measures them.
+#    veth pair between two namespaces, in three modes, rounds interleaved so
+#    drift on the machine hits every mode alike:
+#      none      no wasmtune at all;
+#      attached  every wasmtune program attached, the daemon stopped with
+#                SIGSTOP after it became ready: the cost of the kernel hooks
+#                alone (the ring buffer fills and the hooks drop records,
+#                which costs no more than posting them);
+#      running   the daemon running (--dry-run): hooks plus the daemon's own
+#                CPU (drain, policies, /proc polling) on the same machine.
+#    Prints the attached/none and running/none ratios per path (target for
+#    the hooks: >= 0.99). iperf3's client and server are pinned to CPUs 0 and
+#    1 so scheduling placement does not swing the figures between modes.
+#    Kernel BPF run-time accounting stays off during these runs (it costs two
+#    clock reads per program run itself).
+# 2. One more run per path with kernel BPF run-time accounting on
+#    (kernel.bpf_stats_enabled, restored on exit): how often each hook ran and
+#    for how long, the direct cost, free of scheduling noise.
+# 3. The daemon's idle CPU and RSS.
+# 4. Events per second the drain carries and each hook's cost per run, from
+#    the signals test that measures them.
 #
-# Usage: packaging/bench/overhead.sh [ROUNDS] [SECONDS]   (root; defaults 3 and 5)
+# Usage: packaging/bench/overhead.sh [ROUNDS] [SECONDS]   (root; defaults 6 and 5)
 # WASMTUNE=path/to/wasmtune overrides the binary (default: target/release/wasmtune).
 # Touches one global sysctl, kernel.bpf_stats_enabled, and restores it;
 # everything it makes is removed on exit.
 set -euo pipefail
 
-ROUNDS=${1:-3}
+ROUNDS=${1:-6}
 SECONDS_PER_RUN=${2:-5}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 BIN=${WASMTUNE:-$ROOT/target/release/wasmtune}
@@ -62,6 +71,7 @@ start_daemon() {
 
 stop_daemon() {
     if [ -n "$DAEMON_PID" ]; then
+        kill -CONT "$DAEMON_PID" 2>/dev/null || true
         kill -TERM "$DAEMON_PID" 2>/dev/null || true
         wait "$DAEMON_PID" 2>/dev/null || true
         DAEMON_PID=
@@ -76,12 +86,16 @@ ip link add "${TAG}a" netns "$TAG-a" type veth peer name "${TAG}b" netns "$TAG-b
 ip -n "$TAG-a" addr add 10.251.0.1/24 dev "${TAG}a"; ip -n "$TAG-a" link set "${TAG}a" up
 ip -n "$TAG-b" addr add 10.251.0.2/24 dev "${TAG}b"; ip -n "$TAG-b" link set "${TAG}b" up
 
+CPUS=$(nproc)
+CLIENT_CPU=0
+SERVER_CPU=$((CPUS > 1 ? 1 : 0))
+
 # One iperf3 run: prints "gbit sender_cpu% receiver_cpu%".
 iperf() { # SERVER_NS CLIENT_NS ADDRESS
     ip netns exec "$1" iperf3 -s -1 >/dev/null 2>&1 &
     local server=$!
     sleep 0.3
-    ip netns exec "$2" iperf3 -c "$3" -t "$SECONDS_PER_RUN" -J >"$WORK/iperf.json" 2>/dev/null || true
+    ip netns exec "$2" iperf3 -c "$3" -A "$CLIENT_CPU,$SERVER_CPU" -t "$SECONDS_PER_RUN" -J >"$WORK/iperf.json" 2>/dev/null || true
     wait "$server" 2>/dev/null || true
     jq -r '[.end.sum_received.bits_per_second / 1e9, .end.cpu_utilization_percent.host_total,
             .end.cpu_utilization_percent.remote_total] | @tsv' "$WORK/iperf.json"
@@ -102,7 +116,7 @@ bpf_totals() {
 bpf_by_program() {
     daemon_progs | jq -r '.[] | "\(.name) \(.run_cnt // 0) \(.run_time_ns // 0)"'
 }
-echo 1 >/proc/sys/kernel/bpf_stats_enabled
+echo 0 >/proc/sys/kernel/bpf_stats_enabled
 
 declare -A SUM COUNT
 record() { # KEY VALUE
@@ -110,49 +124,55 @@ record() { # KEY VALUE
     COUNT[$1]=$(( ${COUNT[$1]:-0} + 1 ))
 }
 mean() { echo "scale=3; ${SUM[$1]} / ${COUNT[$1]}" | bc -l; }
+run_path() { # PATH
+    if [ "$1" = loopback ]; then iperf "$TAG-lo" "$TAG-lo" 127.0.0.1; else iperf "$TAG-b" "$TAG-a" 10.251.0.2; fi
+}
 
-echo "== throughput: $ROUNDS rounds x ${SECONDS_PER_RUN}s per path and mode, interleaved"
+echo "== throughput: $ROUNDS rounds x ${SECONDS_PER_RUN}s per path and mode, interleaved (iperf3 on CPUs $CLIENT_CPU,$SERVER_CPU)"
 for round in $(seq "$ROUNDS"); do
-    for mode in none all; do
-        [ "$mode" = all ] && start_daemon
+    for mode in none attached running; do
+        case $mode in
+        attached) start_daemon; kill -STOP "$DAEMON_PID" ;;
+        running) start_daemon ;;
+        esac
         for path in loopback veth; do
-            read -r runs0 ns0 <<<"$(bpf_totals)"
-            bpf_by_program >"$WORK/progs0"
-            if [ "$path" = loopback ]; then
-                out=$(iperf "$TAG-lo" "$TAG-lo" 127.0.0.1)
-            else
-                out=$(iperf "$TAG-b" "$TAG-a" 10.251.0.2)
-            fi
-            read -r runs1 ns1 <<<"$(bpf_totals)"
-            bpf_by_program >"$WORK/progs1-$path"
-            cp "$WORK/progs0" "$WORK/progs0-$path"
-            read -r gbit cpu_tx cpu_rx <<<"$out"
-            printf 'round %d %-4s %-8s %7.2f Gbit/s  cpu sender %5.1f%%  receiver %5.1f%%' \
+            read -r gbit cpu_tx cpu_rx <<<"$(run_path "$path")"
+            printf 'round %d %-8s %-8s %7.2f Gbit/s  cpu sender %5.1f%%  receiver %5.1f%%\n' \
                 "$round" "$mode" "$path" "$gbit" "$cpu_tx" "$cpu_rx"
-            if [ "$mode" = all ]; then
-                runs=$((runs1 - runs0)); ns=$((ns1 - ns0))
-                pct=$(echo "$ns / ($SECONDS_PER_RUN * 10000000)" | bc -l)
-                printf '  hooks: %d runs, %d ns/run, %.3f%% of one core' "$runs" "$((runs > 0 ? ns / runs : 0))" "$pct"
-                record "$path-hook-pct" "$pct"
-            fi
-            printf '\n'
             record "$path-$mode-gbit" "$gbit"
             record "$path-$mode-cpu" "$(echo "$cpu_tx + $cpu_rx" | bc -l)"
         done
-        [ "$mode" = all ] && stop_daemon
+        [ "$mode" = none ] || stop_daemon
     done
 done
 echo
 for path in loopback veth; do
-    none=$(mean "$path-none-gbit"); all=$(mean "$path-all-gbit")
-    printf '%-8s none %7.2f Gbit/s  all %7.2f Gbit/s  ratio %.4f  cpu (sender+receiver) none %5.1f%% all %5.1f%%\n' \
-        "$path" "$none" "$all" "$(echo "$all / $none" | bc -l)" "$(mean "$path-none-cpu")" "$(mean "$path-all-cpu")"
-    printf '%-8s time in wasmtune hooks: %.3f%% of one core on average while iperf3 ran; last run by hook:\n' \
-        "$path" "$(mean "$path-hook-pct")"
-    join <(sort "$WORK/progs0-$path") <(sort "$WORK/progs1-$path") |
+    none=$(mean "$path-none-gbit"); attached=$(mean "$path-attached-gbit"); running=$(mean "$path-running-gbit")
+    printf '%-8s none %6.2f  attached %6.2f  running %6.2f Gbit/s   attached/none %.4f  running/none %.4f\n' \
+        "$path" "$none" "$attached" "$running" "$(echo "$attached / $none" | bc -l)" "$(echo "$running / $none" | bc -l)"
+    printf '%-8s cpu (sender+receiver): none %5.1f%%  attached %5.1f%%  running %5.1f%%\n' \
+        "$path" "$(mean "$path-none-cpu")" "$(mean "$path-attached-cpu")" "$(mean "$path-running-cpu")"
+done
+
+echo
+echo "== time in wasmtune hooks (kernel BPF run-time accounting on, daemon running, one ${SECONDS_PER_RUN}s run per path)"
+echo 1 >/proc/sys/kernel/bpf_stats_enabled
+start_daemon
+for path in loopback veth; do
+    read -r runs0 ns0 <<<"$(bpf_totals)"
+    bpf_by_program >"$WORK/progs0"
+    read -r gbit _ _ <<<"$(run_path "$path")"
+    read -r runs1 ns1 <<<"$(bpf_totals)"
+    bpf_by_program >"$WORK/progs1"
+    runs=$((runs1 - runs0)); ns=$((ns1 - ns0))
+    printf '%-8s %6.2f Gbit/s  hooks: %d runs, %d ns/run, %.3f%% of one core; by hook:\n' "$path" "$gbit" \
+        "$runs" "$((runs > 0 ? ns / runs : 0))" "$(echo "$ns / ($SECONDS_PER_RUN * 10000000)" | bc -l)"
+    join <(sort "$WORK/progs0") <(sort "$WORK/progs1") |
         awk -v s="$SECONDS_PER_RUN" '{r=$4-$2; t=$5-$3; if (r > 0) printf "    %-32s %9d runs/s %6.0f ns/run %6.3f%% of one core\n", $1, r/s, t/r, t/(s*1e7)}' |
         sort -k6 -n -r
 done
+stop_daemon
+echo "$STATS_BEFORE" >/proc/sys/kernel/bpf_stats_enabled
 
 echo
 echo "== daemon at idle (10 s)"
