@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tuning::{CHANGE_TIMEOUT, change_of, init_value, io, start, transfer};
-use wasmtune_tests::harness::{self, Daemon, GlobalSysctlGuard, HarnessError, IperfServer, Netns, Requirement, VethPair};
+use wasmtune_tests::harness::{
+    self, Daemon, GlobalSysctlGuard, HarnessError, IperfServer, Netns, Requirement, VethPair,
+};
 
 /// Every crate of `policies/`, by its manifest name.
 const BUILTIN: [&str; 7] = ["tcp-buffer", "tcp-cong", "net-buffer", "udp-buffer", "ip-frag", "neigh", "route"];
-
 
 #[test]
 fn every_builtin_policy_is_embedded_and_loaded() {
@@ -316,4 +317,3 @@ impl Drop for InitLink {
         let _ = std::process::Command::new("ip").args(["link", "del", &self.name]).status();
     }
 }
-

@@ -98,4 +98,3 @@ fn tcp_buffer_raises_the_syn_backlog_for_a_busy_listener() {
     assert!(status.success(), "daemon exit status {status}");
     harness::record("tuners::syn_backlog", json!({ "before": before, "after": after })).expect("record figures");
 }
-

@@ -64,4 +64,3 @@ pub fn transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: O
     }
     panic!("iperf3 to {} failed: {last_error}", server.addr());
 }
-
