@@ -3,6 +3,8 @@
 //! the namespace, reads the current value, stops if the administrator took
 //! the tunable over, journals the intent (synced to disk) before writing,
 //! writes, reads back, journals the outcome, and logs what changed and why.
+//! Per-destination changes (entries of the sockops `peers` map) take the
+//! same path: journaled before the map is written, outcome after.
 //!
 //! Changes are applied in submission order by one thread, so two changes to
 //! the same tunable can never interleave, and the thread entering namespaces
@@ -21,7 +23,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
 use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
-use crate::ledger::{DerivedState, Intent, Ledger, LedgerError, Record, RollbackReport, Summary, record::now_ms};
+use crate::ledger::{
+    DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, record::now_ms,
+};
 use crate::netns::{NetnsError, NetnsRegistry};
 use crate::sysctl::{self, SysctlError, Value};
 
@@ -360,13 +364,17 @@ impl Worker {
                     let _ = reply.send(Summary::from_state(state, self.dry_run));
                 }
                 Command::Rollback { reply } => {
-                    self.clear_peers();
-                    let report = roll_back(&mut self.ledger, &NamespaceAccess::Registry(&self.registry), self.dry_run);
+                    let peers_removed = if self.dry_run { Vec::new() } else { self.clear_peers(None) };
+                    let mut report =
+                        roll_back(&mut self.ledger, &NamespaceAccess::Registry(&self.registry), self.dry_run);
+                    report.peers_removed = peers_removed;
                     let _ = reply.send(report);
                 }
                 Command::RollbackPolicy { policy, reply } => {
+                    let peers_removed = if self.dry_run { Vec::new() } else { self.clear_peers(Some(&policy)) };
                     let access = NamespaceAccess::Registry(&self.registry);
-                    let report = roll_back_matching(&mut self.ledger, &access, self.dry_run, Some(&policy));
+                    let mut report = roll_back_matching(&mut self.ledger, &access, self.dry_run, Some(&policy));
+                    report.peers_removed = peers_removed;
                     let _ = reply.send(report);
                 }
                 Command::State { reply } => {
@@ -501,19 +509,23 @@ impl Worker {
 }
 
 impl Worker {
-    /// Sets or clears one prefix's per-destination settings, and logs it.
+    /// Sets or clears one prefix's per-destination settings: journals the
+    /// intent (synced to disk), writes the map, journals the outcome, logs.
     fn apply_peer(&mut self, change: &PeerChange) {
         let netns = self.netns_name(change.netns);
         let peer = change.prefix.to_string();
         let settings = change.settings.as_ref().map_or_else(|| "(cleared)".to_string(), PeerSettings::to_string);
         let map = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone();
         let result = match (&map, self.dry_run) {
-            (_, true) => Ok(()),
+            (_, true) => {
+                let intent = self.peer_intent(change, &netns, self.plan.max_seq() + 1);
+                let seq = intent.seq;
+                self.plan.apply(&Record::PeerIntent(intent));
+                self.plan.apply(&Record::Applied { seq, time: now_ms() });
+                Ok(())
+            }
             (None, false) => Err("the sockops program is not attached".to_string()),
-            (Some(map), false) => match &change.settings {
-                Some(settings) => map.set(change.netns, &change.prefix, settings).map_err(|e| e.to_string()),
-                None => map.clear(change.netns, &change.prefix).map_err(|e| e.to_string()),
-            },
+            (Some(map), false) => self.write_peer(map, change, &netns),
         };
         if let Err(error) = result {
             tracing::warn!(
@@ -550,26 +562,84 @@ impl Worker {
         );
     }
 
-    /// Removes every per-destination entry this daemon made.
-    fn clear_peers(&mut self) {
-        let Some(map) = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone() else { return };
-        for ((netns, prefix), policy) in std::mem::take(&mut self.peer_entries) {
+    fn peer_intent(&self, change: &PeerChange, netns: &str, seq: u64) -> PeerIntent {
+        PeerIntent {
+            seq,
+            time: now_ms(),
+            policy: change.policy.clone(),
+            netns: change.netns,
+            netns_name: netns.to_string(),
+            peer: change.prefix.to_string(),
+            settings: change.settings.clone(),
+            scenario: change.scenario.clone(),
+            reason: change.reason.clone(),
+        }
+    }
+
+    /// The journaled write of one map entry; the error says what failed.
+    fn write_peer(&mut self, map: &PeerMap, change: &PeerChange, netns: &str) -> Result<(), String> {
+        let intent = self.peer_intent(change, netns, self.ledger.next_seq());
+        let seq = intent.seq;
+        self.ledger
+            .record(Record::PeerIntent(intent))
+            .map_err(|error| format!("not written, because the journal failed: {error}"))?;
+        let written = match &change.settings {
+            Some(settings) => map.set(change.netns, &change.prefix, settings),
+            None => map.clear(change.netns, &change.prefix),
+        };
+        let outcome = match &written {
+            Ok(()) => Record::Applied { seq, time: now_ms() },
+            Err(error) => Record::Failed { seq, time: now_ms(), error: error.to_string(), found: None },
+        };
+        if let Err(journal_error) = self.ledger.record(outcome) {
+            tracing::error!(error = %journal_error, peer = %change.prefix, %netns, "cannot journal the outcome of a per-destination change");
+        }
+        written.map_err(|error| error.to_string())
+    }
+
+    /// Removes the per-destination entries this daemon made (those of
+    /// `policy` only, when given), each journaled; returns what was removed.
+    fn clear_peers(&mut self, policy: Option<&str>) -> Vec<PeerEntry> {
+        let Some(map) = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone() else { return Vec::new() };
+        let chosen: Vec<((u64, PeerPrefix), String)> = self
+            .peer_entries
+            .iter()
+            .filter(|(_, owner)| policy.is_none_or(|p| *owner == p))
+            .map(|(key, owner)| (*key, owner.clone()))
+            .collect();
+        let mut removed = Vec::new();
+        for ((netns, prefix), owner) in chosen {
             let name = self.netns_name(netns);
-            let tunable = format!("tcp-peer:{prefix}");
-            match map.clear(netns, &prefix) {
-                Ok(()) => tracing::info!(
-                    event = "rollback",
-                    tunable = %tunable,
-                    netns = %name,
-                    from = "set",
-                    to = "cleared",
-                    "per-destination settings for {prefix} in netns {name} (policy {policy}) removed"
-                ),
+            let entry = self.ledger.state().peer(&name, &prefix.to_string()).cloned();
+            let change = PeerChange {
+                policy: owner.clone(),
+                netns,
+                prefix,
+                settings: None,
+                scenario: "rollback".to_string(),
+                reason: "per-destination settings removed by a rollback".to_string(),
+            };
+            match self.write_peer(&map, &change, &name) {
+                Ok(()) => {
+                    self.peer_entries.remove(&(netns, prefix));
+                    let settings = entry.as_ref().map_or_else(String::new, |e| e.settings.to_string());
+                    tracing::info!(
+                        event = "rollback",
+                        tunable = %format!("tcp-peer:{prefix}"),
+                        netns = %name,
+                        from = %settings,
+                        to = "cleared",
+                        "per-destination settings for {prefix} in netns {name} (policy {owner}) removed; \
+                         connections already open keep them"
+                    );
+                    removed.extend(entry);
+                }
                 Err(error) => {
                     tracing::warn!(%error, netns = %name, "cannot remove per-destination settings for {prefix}")
                 }
             }
         }
+        removed
     }
 
     /// Runs, in order with the writes, after an administrator's write was

@@ -30,6 +30,8 @@ pub struct PolicySettings {
     /// Narrowing of the policy's sysctl grants, by sysctl name.
     #[serde(default)]
     pub sysctl: BTreeMap<String, SysctlNarrowing>,
+    /// Narrowing of the policy's `[tcp]` (per-destination) grant.
+    pub tcp: Option<TcpNarrowing>,
     /// When the policy is unloaded (file removed, or disabled), restore the
     /// values it set; by default they stay.
     #[serde(default)]
@@ -38,7 +40,13 @@ pub struct PolicySettings {
 
 impl Default for PolicySettings {
     fn default() -> Self {
-        PolicySettings { enabled: true, settings: BTreeMap::new(), sysctl: BTreeMap::new(), rollback_on_unload: false }
+        PolicySettings {
+            enabled: true,
+            settings: BTreeMap::new(),
+            sysctl: BTreeMap::new(),
+            tcp: None,
+            rollback_on_unload: false,
+        }
     }
 }
 
@@ -53,6 +61,35 @@ pub struct SysctlNarrowing {
     pub deny: bool,
     /// For text sysctls: the subset of the manifest's values allowed.
     pub values: Option<Vec<String>>,
+}
+
+/// Narrows a policy's `[tcp]` grant. Each field present is intersected with
+/// the manifest's (a list with the manifest's list, prefixes so that a peer
+/// must fall in both, bounds with bounds); an absent field leaves the
+/// manifest's as it is. Nothing here can widen a grant.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TcpNarrowing {
+    /// The algorithms it may choose, of those the manifest grants.
+    pub congestion: Option<Vec<String>>,
+    /// Peer prefixes ("10.0.0.0/8", "fd00::/8", an address alone).
+    pub prefixes: Option<Vec<String>>,
+    pub initial_cwnd: Option<BoundsNarrowing>,
+    pub window_clamp: Option<BoundsNarrowing>,
+    pub syn_rto_ms: Option<BoundsNarrowing>,
+    /// `false` takes away TCP_NODELAY; `true` cannot grant it.
+    pub no_delay: Option<bool>,
+    /// Removes the `[tcp]` grant altogether.
+    #[serde(default)]
+    pub deny: bool,
+}
+
+/// Bounds intersected with the manifest's range.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoundsNarrowing {
+    pub min: Option<u32>,
+    pub max: Option<u32>,
 }
 
 /// The learning rate, 0 (cautious) to 4 (fast), validated while parsing so
@@ -106,6 +143,31 @@ pub fn line_column(text: &str, error: &toml::de::Error) -> (usize, usize) {
     (line, column)
 }
 
+impl TcpNarrowing {
+    /// Refuses prefixes that are not prefixes and bounds that hold nothing;
+    /// the error is the field's full name and what is wrong with it.
+    fn validate(&self, policy: &str) -> Result<(), (String, String)> {
+        for prefix in self.prefixes.iter().flatten() {
+            if crate::manifest::parse_prefix(prefix).is_none() {
+                return Err((
+                    format!("policies.{policy}.tcp.prefixes"),
+                    format!("{prefix:?} is not an address or an address/length prefix"),
+                ));
+            }
+        }
+        let bounds =
+            [("initial-cwnd", self.initial_cwnd), ("window-clamp", self.window_clamp), ("syn-rto-ms", self.syn_rto_ms)];
+        for (name, bounds) in bounds {
+            if let Some(BoundsNarrowing { min: Some(min), max: Some(max) }) = bounds
+                && min > max
+            {
+                return Err((format!("policies.{policy}.tcp.{name}"), format!("min {min} is above max {max}")));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn enabled_by_default() -> bool {
     true
 }
@@ -139,6 +201,15 @@ impl AdminConfig {
                         problem: format!("min {min} is above max {max}"),
                     });
                 }
+            }
+        }
+        for (policy, settings) in &config.policies {
+            if let Some(tcp) = &settings.tcp {
+                tcp.validate(policy).map_err(|(field, problem)| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    field,
+                    problem,
+                })?;
             }
         }
         Ok(config)
@@ -202,5 +273,52 @@ max = 16777216
     fn contradictory_range_is_rejected() {
         let err = parse("[policies.x.sysctl.\"net.core.somaxconn\"]\nmin = 10\nmax = 1\n").expect_err("min > max");
         assert!(matches!(err, ConfigError::Invalid { .. }));
+    }
+
+    #[test]
+    fn narrows_the_tcp_grant() {
+        let c = parse(
+            r#"
+[policies.tcp-cong.tcp]
+congestion = ["cubic", "bbr"]
+prefixes = ["10.0.0.0/8", "fd00::/8"]
+initial-cwnd = { min = 4, max = 40 }
+no-delay = false
+"#,
+        )
+        .expect("valid");
+        let tcp = c.policy("tcp-cong").tcp.expect("narrowed");
+        assert_eq!(tcp.congestion, Some(vec!["cubic".to_string(), "bbr".to_string()]));
+        assert_eq!(tcp.prefixes.map(|p| p.len()), Some(2));
+        assert_eq!(tcp.initial_cwnd.map(|b| (b.min, b.max)), Some((Some(4), Some(40))));
+        assert_eq!(tcp.no_delay, Some(false));
+        assert!(!tcp.deny);
+        assert!(c.policy("tcp-buffer").tcp.is_none());
+    }
+
+    #[test]
+    fn an_unknown_tcp_key_names_file_line_column_and_field() {
+        let err = parse("[policies.tcp-cong.tcp]\ncongestion = [\"bbr\"]\nprefix = [\"10.0.0.0/8\"]\n")
+            .expect_err("typo")
+            .to_string();
+        assert!(err.starts_with("/etc/wasmtune/config.toml: line 3, column 1 (`prefix = [\"10.0.0.0/8\"]`)"), "{err}");
+        assert!(err.contains("unknown field `prefix`"), "{err}");
+        let err =
+            parse("[policies.tcp-cong.tcp]\ninitial-cwnd = { min = 4, most = 9 }\n").expect_err("typo").to_string();
+        assert!(err.contains("line 2") && err.contains("`most`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_tcp_prefix_or_empty_bounds_are_refused_with_the_field() {
+        let err = parse("[policies.tcp-cong.tcp]\nprefixes = [\"10.0.0.0/33\"]\n").expect_err("bad prefix");
+        assert!(
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "policies.tcp-cong.tcp.prefixes"),
+            "{err}"
+        );
+        let err = parse("[policies.tcp-cong.tcp]\nsyn-rto-ms = { min = 900, max = 200 }\n").expect_err("empty");
+        assert!(
+            matches!(&err, ConfigError::Invalid { field, .. } if field == "policies.tcp-cong.tcp.syn-rto-ms"),
+            "{err}"
+        );
     }
 }

@@ -101,7 +101,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             .context("cannot load the BPF programs")?,
     );
     let attached = kernel.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count();
-    let _proc_signals = crate::signals::ProcSignals::start(
+    let proc_signals = crate::signals::ProcSignals::start(
         crate::signals::ProcSignalsConfig {
             near_limit_shift: 6 - u32::from(rate.get()),
             ..crate::signals::ProcSignalsConfig::default()
@@ -110,7 +110,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         kernel.event_sender(),
     )
     .map_err(|e| tracing::warn!("/proc signals (softnet, route table, fragments) are off: {e}"))
-    .ok();
+    .ok()
+    .map(Arc::new);
     let _cgroup = crate::bpf::cgroup::deliver::start_for_daemon(
         &actuator,
         &arbiter,
@@ -120,9 +121,10 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let router = {
         let kernel_for_loss = kernel.clone();
+        let proc_for_loss = proc_signals.clone();
         Router::spawn(
             kernel.events().clone(),
-            move || kernel_for_loss.lost_events(),
+            move || kernel_for_loss.lost_events() + proc_for_loss.as_ref().map_or(0, |p| p.dropped_events()),
             registry.clone(),
             policies.clone(),
         )

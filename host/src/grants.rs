@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
-use crate::config::PolicySettings;
+use crate::config::{BoundsNarrowing, PolicySettings, TcpNarrowing};
 use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant, parse_prefix};
 use crate::sysctl::Value;
 use crate::wit::{Bounds, Denial, EventKind, IpAddr};
@@ -100,34 +100,80 @@ fn prefixes_as_text<S: serde::Serializer>(prefixes: &[PeerPrefix], s: S) -> Resu
     s.collect_seq(prefixes.iter().map(ToString::to_string))
 }
 
-impl TcpPeerGrant {
-    fn resolve(grant: &TcpGrant) -> TcpPeerGrant {
-        let prefixes = grant
-            .prefixes
-            .iter()
-            .filter_map(|text| parse_prefix(text))
-            .filter_map(|(addr, len)| {
-                let addr = match addr {
-                    std::net::IpAddr::V4(v4) => {
-                        let [a, b, c, d] = v4.octets();
-                        IpAddr::V4((a, b, c, d))
-                    }
-                    std::net::IpAddr::V6(v6) => {
-                        let bits = u128::from(v6);
-                        IpAddr::V6(((bits >> 64) as u64, bits as u64))
-                    }
-                };
-                PeerPrefix::new(&addr, len).ok()
+/// A prefix as written in a manifest or the configuration, as the map keys it.
+fn peer_prefix(text: &str) -> Option<PeerPrefix> {
+    let (addr, len) = parse_prefix(text)?;
+    let addr = match addr {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddr::V4((a, b, c, d))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            IpAddr::V6(((bits >> 64) as u64, bits as u64))
+        }
+    };
+    PeerPrefix::new(&addr, len).ok()
+}
+
+/// The prefixes inside both lists: of two nested prefixes the narrower one,
+/// of two disjoint ones nothing (prefixes either nest or are disjoint).
+fn intersect_prefixes(granted: &[PeerPrefix], allowed: &[PeerPrefix]) -> Vec<PeerPrefix> {
+    let mut both: Vec<PeerPrefix> = granted
+        .iter()
+        .flat_map(|g| {
+            allowed.iter().filter_map(move |a| {
+                if g.contains(a) {
+                    Some(*a)
+                } else if a.contains(g) {
+                    Some(*g)
+                } else {
+                    None
+                }
             })
-            .collect();
-        TcpPeerGrant {
+        })
+        .collect();
+    both.sort();
+    both.dedup();
+    both
+}
+
+/// A manifest range within the administrator's bounds; `None` when the
+/// manifest grants none or nothing is left of it.
+fn intersect_range(granted: Option<RangeGrant>, bounds: Option<BoundsNarrowing>) -> Option<RangeGrant> {
+    let granted = granted?;
+    let Some(bounds) = bounds else { return Some(granted) };
+    let min = bounds.min.map_or(granted.min, |min| min.max(granted.min));
+    let max = bounds.max.map_or(granted.max, |max| max.min(granted.max));
+    (min <= max).then_some(RangeGrant { min, max })
+}
+
+impl TcpPeerGrant {
+    /// The manifest's `[tcp]` table, narrowed by the administrator's
+    /// `[policies.NAME.tcp]` when there is one (intersection only).
+    fn resolve(grant: &TcpGrant, narrowing: Option<&TcpNarrowing>) -> TcpPeerGrant {
+        let prefixes: Vec<PeerPrefix> = grant.prefixes.iter().filter_map(|text| peer_prefix(text)).collect();
+        let mut resolved = TcpPeerGrant {
             congestion: grant.congestion.clone(),
             prefixes,
             initial_cwnd: grant.initial_cwnd,
             window_clamp: grant.window_clamp,
             syn_rto_ms: grant.syn_rto_ms,
             no_delay: grant.no_delay,
+        };
+        let Some(narrowing) = narrowing else { return resolved };
+        if let Some(allowed) = &narrowing.congestion {
+            resolved.congestion.retain(|name| allowed.contains(name));
         }
+        if let Some(allowed) = &narrowing.prefixes {
+            let allowed: Vec<PeerPrefix> = allowed.iter().filter_map(|text| peer_prefix(text)).collect();
+            resolved.prefixes = intersect_prefixes(&resolved.prefixes, &allowed);
+        }
+        resolved.initial_cwnd = intersect_range(resolved.initial_cwnd, narrowing.initial_cwnd);
+        resolved.window_clamp = intersect_range(resolved.window_clamp, narrowing.window_clamp);
+        resolved.syn_rto_ms = intersect_range(resolved.syn_rto_ms, narrowing.syn_rto_ms);
+        resolved.no_delay = resolved.no_delay && narrowing.no_delay.unwrap_or(true);
+        resolved
     }
 
     /// Whether `prefix` lies inside one of the granted prefixes.
@@ -146,7 +192,8 @@ impl TcpPeerGrant {
     ) -> Result<(), Denial> {
         if !self.covers(prefix) {
             return Err(Denial::NotGranted(format!(
-                "{policy} may not configure peers in {prefix}: not inside its [tcp] prefixes"
+                "{policy} may not configure peers in {prefix}: not inside its [tcp] prefixes (granted: [{}])",
+                self.prefixes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
             )));
         }
         for name in [&settings.congestion, &settings.on_loss_congestion].into_iter().flatten() {
@@ -220,7 +267,10 @@ impl EffectiveGrant {
             events: manifest.event_kinds(),
             sysctls,
             denied_by_admin,
-            tcp: manifest.tcp.as_ref().map(TcpPeerGrant::resolve),
+            tcp: match admin.tcp.as_ref() {
+                Some(narrowing) if narrowing.deny => None,
+                narrowing => manifest.tcp.as_ref().map(|grant| TcpPeerGrant::resolve(grant, narrowing)),
+            },
         }
     }
 
@@ -572,6 +622,74 @@ initial-cwnd = { min = 4, max = 64 }
         let nagle = PeerSettings { no_delay: Some(true), ..Default::default() };
         assert!(matches!(tcp.check("p", &inside, &nagle, &available), Err(Denial::NotGranted(_))));
         assert!(grant().tcp.is_none(), "no [tcp] table, no grant");
+    }
+
+    #[test]
+    fn the_administrator_narrows_the_tcp_grant_and_never_widens_it() {
+        let m = Manifest::parse(
+            r#"
+[policy]
+name = "tcp-cong"
+version = "0.1.0"
+description = "x"
+[tcp]
+congestion = ["reno", "bbr", "cubic"]
+prefixes = ["10.0.0.0/8", "192.168.1.0/24"]
+initial-cwnd = { min = 4, max = 64 }
+no-delay = true
+"#,
+        )
+        .expect("valid");
+        let config = crate::config::AdminConfig::parse(
+            r#"
+[policies.tcp-cong.tcp]
+congestion = ["cubic", "bbr", "vegas"]
+prefixes = ["10.1.0.0/16", "192.168.0.0/16", "172.16.0.0/12"]
+initial-cwnd = { min = 2, max = 40 }
+window-clamp = { max = 65535 }
+no-delay = true
+"#,
+            std::path::Path::new("config.toml"),
+        )
+        .expect("valid config");
+        let g = EffectiveGrant::resolve(&m, &config.policy("tcp-cong"), &LIMITS);
+        let tcp = g.tcp.expect("still a [tcp] grant");
+        assert_eq!(tcp.congestion, ["bbr", "cubic"], "vegas is not in the manifest: config cannot add it");
+        let prefixes: Vec<String> = tcp.prefixes.iter().map(ToString::to_string).collect();
+        assert_eq!(prefixes, ["10.1.0.0/16", "192.168.1.0/24"], "a peer must fall in both lists");
+        assert_eq!(tcp.initial_cwnd, Some(RangeGrant { min: 4, max: 40 }));
+        assert_eq!(tcp.window_clamp, None, "bounds on an ungranted setting grant nothing");
+        assert!(tcp.no_delay);
+
+        let available: Vec<String> = ["reno", "bbr", "cubic"].map(String::from).to_vec();
+        let at = |a, b, c, d| PeerPrefix::new(&IpAddr::V4((a, b, c, d)), 32).expect("prefix");
+        let reno = PeerSettings { congestion: Some("reno".into()), ..Default::default() };
+        let bbr = PeerSettings { congestion: Some("bbr".into()), initial_cwnd: Some(40), ..Default::default() };
+        assert_eq!(tcp.check("p", &at(10, 1, 2, 3), &bbr, &available), Ok(()));
+        let denied = tcp.check("p", &at(10, 1, 2, 3), &reno, &available);
+        assert!(matches!(&denied, Err(Denial::NotGranted(why)) if why.contains("\"reno\"")), "{denied:?}");
+        let denied = tcp.check("p", &at(10, 2, 0, 1), &bbr, &available);
+        assert!(matches!(&denied, Err(Denial::NotGranted(why)) if why.contains("10.2.0.1/32")), "{denied:?}");
+        assert!(matches!(tcp.check("p", &at(172, 16, 0, 1), &bbr, &available), Err(Denial::NotGranted(_))));
+        let big = PeerSettings { initial_cwnd: Some(64), ..Default::default() };
+        assert_eq!(
+            tcp.check("p", &at(10, 1, 0, 1), &big, &available),
+            Err(Denial::OutOfBounds(Bounds { min: 4, max: 40 }))
+        );
+
+        let off = crate::config::AdminConfig::parse(
+            "[policies.tcp-cong.tcp]\nno-delay = false\ninitial-cwnd = { min = 100 }\n",
+            std::path::Path::new("config.toml"),
+        )
+        .expect("valid config");
+        let tcp = EffectiveGrant::resolve(&m, &off.policy("tcp-cong"), &LIMITS).tcp.expect("grant");
+        assert!(!tcp.no_delay);
+        assert_eq!(tcp.initial_cwnd, None, "nothing left of 4..=64 above 100");
+        assert_eq!(tcp.congestion, ["reno", "bbr", "cubic"], "an absent field leaves the manifest's");
+        let denied =
+            crate::config::AdminConfig::parse("[policies.tcp-cong.tcp]\ndeny = true\n", std::path::Path::new("c"))
+                .expect("valid config");
+        assert!(EffectiveGrant::resolve(&m, &denied.policy("tcp-cong"), &LIMITS).tcp.is_none());
     }
 
     #[test]

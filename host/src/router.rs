@@ -1,6 +1,10 @@
-//! Routes kernel event batches to the policies that subscribed to them, in
-//! the namespaces the host tunes. Never blocks on a policy: a full queue
-//! counts as lost events for that policy only.
+//! Routes every event to the policies that subscribed to it, in the
+//! namespaces the host tunes: kernel batches (BPF ring buffer and the /proc
+//! pollers), the start-up socket walk, administrator writes and namespace
+//! changes all take [`dispatch`]. Never blocks on a policy: a full queue
+//! counts as lost events for that policy only. Events lost before routing
+//! (a full ring buffer, a full channel) are counted once in
+//! [`PolicySet::upstream_lost`] and reported to every policy as `lost`.
 //!
 //! A batch is routed entirely under the set's read lock, and a load, replace
 //! or unload takes the write lock: a swap therefore falls between two
@@ -9,7 +13,7 @@
 //! every later one at the new: each is handled once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -19,7 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use crate::events::{event_kind, event_netns};
 use crate::netns::NetnsRegistry;
 use crate::runtime::worker::{NameTotals, PolicyWorker};
-use crate::wit::Event;
+use crate::wit::{Event, EventKind};
 
 /// The running policies by name; swapped atomically on load, replace, unload.
 #[derive(Default)]
@@ -27,6 +31,8 @@ pub struct PolicySet {
     workers: RwLock<BTreeMap<String, Arc<PolicyWorker>>>,
     /// Counts per name across every version ever loaded under it.
     totals: Mutex<BTreeMap<String, Arc<NameTotals>>>,
+    /// Events lost before routing, as last reported to the policies.
+    upstream_lost: AtomicU64,
 }
 
 impl PolicySet {
@@ -71,6 +77,12 @@ impl PolicySet {
         self.workers.read().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect()
     }
 
+    /// Events lost before they could be routed (kernel ring buffer and
+    /// event channel overflows), as far as reported to the policies.
+    pub fn upstream_lost(&self) -> u64 {
+        self.upstream_lost.load(Ordering::Relaxed)
+    }
+
     /// Removes every worker; each stops when its last reference drops.
     pub fn clear(&self) -> Vec<Arc<PolicyWorker>> {
         let mut workers = self.workers.write().unwrap_or_else(|p| p.into_inner());
@@ -78,23 +90,49 @@ impl PolicySet {
     }
 }
 
-/// Splits one kernel batch into per-policy batches, keeping kernel order.
+/// Splits one batch into per-policy batches, keeping the order of events.
 pub fn route(batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWorker>]) -> Vec<Vec<Event>> {
-    let mut per_worker: Vec<Vec<Event>> = vec![Vec::new(); workers.len()];
+    let subscriptions: Vec<&[EventKind]> = workers.iter().map(|w| w.subscriptions.as_slice()).collect();
+    split(batch, |netns| registry.is_tuned(netns), &subscriptions)
+}
+
+/// The pure part of [`route`]: one list per subscriber, of the events of a
+/// kind it subscribed to in a namespace that is tuned. A namespace that went
+/// away is no longer tuned, yet its `namespace-change` is what says so: it
+/// is routed (those offered here were tuned while they lived).
+pub fn split(batch: &[Event], is_tuned: impl Fn(u64) -> bool, subscriptions: &[&[EventKind]]) -> Vec<Vec<Event>> {
+    let mut per_subscriber: Vec<Vec<Event>> = vec![Vec::new(); subscriptions.len()];
     for event in batch {
+        let gone = matches!(event, Event::NamespaceChange(change) if !change.created);
         if let Some(netns) = event_netns(event)
-            && !registry.is_tuned(netns)
+            && !gone
+            && !is_tuned(netns)
         {
             continue;
         }
         let Some(kind) = event_kind(event) else { continue };
-        for (i, worker) in workers.iter().enumerate() {
-            if worker.wants(kind) {
-                per_worker[i].push(event.clone());
+        for (i, kinds) in subscriptions.iter().enumerate() {
+            if kinds.contains(&kind) {
+                per_subscriber[i].push(event.clone());
             }
         }
     }
-    per_worker
+    per_subscriber
+}
+
+/// Routes one batch to the running policies (see [`route`]) while no swap
+/// can happen, queueing without blocking.
+pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet) {
+    if batch.is_empty() {
+        return;
+    }
+    policies.with_workers(|workers| {
+        for (worker, events) in workers.iter().zip(route(batch, registry, workers)) {
+            if !events.is_empty() {
+                worker.deliver(events);
+            }
+        }
+    });
 }
 
 /// The routing thread: kernel batches in, per-policy batches out.
@@ -104,6 +142,8 @@ pub struct Router {
 }
 
 impl Router {
+    /// `upstream_lost` returns every event lost before routing so far
+    /// (kernel and /proc sources together; it never decreases).
     pub fn spawn(
         events: Receiver<Vec<Event>>,
         upstream_lost: impl Fn() -> u64 + Send + 'static,
@@ -136,7 +176,8 @@ impl Router {
                         }
                     }
                 });
-                lost_seen = lost_now;
+                lost_seen = lost_seen.max(lost_now);
+                policies.upstream_lost.store(lost_seen, Ordering::Relaxed);
             }
         })?;
         Ok(Router { stop, thread: Some(thread) })
@@ -157,5 +198,69 @@ impl Router {
 impl Drop for Router {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wit::{AdminOverride, NamespaceChange};
+
+    const TUNED: u64 = 1;
+    const OTHER: u64 = 2;
+
+    fn admin(netns: u64) -> Event {
+        Event::AdminOverride(AdminOverride { netns, sysctl: "net.ipv4.tcp_rmem".into(), pid: 7, comm: "sysctl".into() })
+    }
+
+    fn namespace(netns: u64, created: bool) -> Event {
+        Event::NamespaceChange(NamespaceChange { netns, name: format!("ns{netns}"), created })
+    }
+
+    #[test]
+    fn admin_overrides_and_namespace_changes_go_to_subscribers_only_in_order() {
+        let batch =
+            [namespace(TUNED, true), admin(TUNED), admin(OTHER), namespace(OTHER, true), namespace(TUNED, false)];
+        let both: &[EventKind] = &[EventKind::AdminOverride, EventKind::NamespaceChange];
+        let admin_only: &[EventKind] = &[EventKind::AdminOverride];
+        let neither: &[EventKind] = &[EventKind::TcpBufferLimit];
+        let routed = split(&batch, |netns| netns == TUNED, &[both, admin_only, neither]);
+        assert_eq!(routed[0], [namespace(TUNED, true), admin(TUNED), namespace(TUNED, false)]);
+        assert_eq!(routed[1], [admin(TUNED)], "only what it subscribed to, only where the host tunes");
+        assert!(routed[2].is_empty());
+    }
+
+    #[test]
+    fn a_namespace_that_went_away_is_still_announced() {
+        let routed = split(&[namespace(OTHER, false)], |_| false, &[&[EventKind::NamespaceChange]]);
+        assert_eq!(routed[0], [namespace(OTHER, false)]);
+        let routed = split(&[namespace(OTHER, true)], |_| false, &[&[EventKind::NamespaceChange]]);
+        assert!(routed[0].is_empty(), "a namespace the host does not tune is not announced");
+    }
+
+    #[test]
+    fn losses_before_routing_from_every_source_are_counted_once() {
+        let registry = Arc::new(NetnsRegistry::discover(&["init".to_string()]).expect("registry"));
+        let policies = Arc::new(PolicySet::default());
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let kernel = Arc::new(AtomicU64::new(0));
+        let proc_pollers = Arc::new(AtomicU64::new(0));
+        let (k, p) = (kernel.clone(), proc_pollers.clone());
+        let router = Router::spawn(
+            rx,
+            move || k.load(Ordering::Relaxed) + p.load(Ordering::Relaxed),
+            registry,
+            policies.clone(),
+        )
+        .expect("router");
+        kernel.store(3, Ordering::Relaxed);
+        proc_pollers.store(4, Ordering::Relaxed);
+        tx.send(Vec::new()).expect("send");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while policies.upstream_lost() != 7 {
+            assert!(std::time::Instant::now() < deadline, "lost {} != 7", policies.upstream_lost());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        router.stop();
     }
 }

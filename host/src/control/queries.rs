@@ -11,7 +11,7 @@ use serde_json::{Value as Json, json};
 use super::protocol::{Request, Response};
 use crate::actuate::Actuator;
 use crate::grants::Arbiter;
-use crate::ledger::{RollbackReport, Summary};
+use crate::ledger::{PeerEntry, RollbackReport, Summary};
 use crate::manifest::Access;
 use crate::netns::NetnsRegistry;
 use crate::router::PolicySet;
@@ -42,6 +42,8 @@ impl ControlContext {
                 "policies": self.policies_json(),
                 "tunables": self.tunables_json(),
                 "overrides": self.overrides_json(),
+                "peers": peers_json(self.actuator.ledger_state().peers()),
+                "events-lost-upstream": self.policies.upstream_lost(),
             })),
             Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
             Request::PolicyEnable { name } => self.set_enabled(name, true),
@@ -181,6 +183,26 @@ impl ControlContext {
     }
 }
 
+/// Per-destination entries in effect, by namespace then peer, each with the
+/// policy that owns it.
+pub fn peers_json<'a>(peers: impl IntoIterator<Item = &'a PeerEntry>) -> Json {
+    let list: Vec<Json> = peers
+        .into_iter()
+        .map(|peer| {
+            json!({
+                "netns": peer.netns,
+                "peer": peer.peer,
+                "settings": peer.settings.to_string(),
+                "policy": peer.policy,
+                "scenario": peer.scenario,
+                "reason": peer.reason,
+                "time-ms": peer.time,
+            })
+        })
+        .collect();
+    Json::Array(list)
+}
+
 pub fn summary_json(summary: &Summary) -> Json {
     json!({
         "dry-run": summary.dry_run,
@@ -195,6 +217,7 @@ pub fn summary_json(summary: &Summary) -> Json {
             "changes": t.changes,
             "policy": t.policy,
         })).collect::<Vec<_>>(),
+        "peers": peers_json(&summary.peers),
     })
 }
 
@@ -213,5 +236,7 @@ pub fn rollback_json(report: &RollbackReport) -> Json {
             "tunable": key.tunable,
             "reason": reason.to_string(),
         })).collect::<Vec<_>>(),
+        "peers-removed": peers_json(&report.peers_removed),
+        "peers-ended": peers_json(&report.peers_ended),
     })
 }

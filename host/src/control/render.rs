@@ -41,7 +41,12 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
     let mut out = Vec::new();
     match request {
         Request::Status => {
-            out.push(format!("wasmtune pid {}, up {} ms", text(&result["pid"]), text(&result["uptime-ms"])));
+            out.push(format!(
+                "wasmtune pid {}, up {} ms, {} event(s) lost before routing",
+                text(&result["pid"]),
+                text(&result["uptime-ms"]),
+                text(&result["events-lost-upstream"])
+            ));
             policies(result, &mut out);
             out.push(String::new());
             out.push(format!(
@@ -69,6 +74,20 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
                 .collect();
             if !overrides.is_empty() {
                 out.push(format!("taken over by the administrator: {}", overrides.join(", ")));
+            }
+            let peers = result["peers"].as_array().into_iter().flatten().collect::<Vec<_>>();
+            if !peers.is_empty() {
+                out.push(String::new());
+                out.push(format!("{:<10} {:<24} {:<16} {}", "NETNS", "PEER", "POLICY", "PER-DESTINATION SETTINGS"));
+                for p in peers {
+                    out.push(format!(
+                        "{:<10} {:<24} {:<16} {}",
+                        text(&p["netns"]),
+                        text(&p["peer"]),
+                        text(&p["policy"]),
+                        text(&p["settings"]),
+                    ));
+                }
             }
         }
         Request::PolicyList => policies(result, &mut out),

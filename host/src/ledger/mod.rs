@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use journal::{JOURNAL_FILE, Journal, Replay, TornTail};
-pub use record::{Intent, Record, RollbackIntent};
+pub use record::{Intent, PeerIntent, Record, RollbackIntent};
 pub use rollback::{RestoredTunable, RollbackReport, SettledIntents, SkipReason, rollback_offline};
-pub use state::{DerivedState, TunableHistory, TunableKey};
+pub use state::{DerivedState, PeerEntry, TunableHistory, TunableKey};
 pub use summary::{ScenarioCount, Summary, TunableSummary};
 
 /// Why the journal could not be opened, read or written.

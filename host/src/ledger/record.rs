@@ -3,9 +3,15 @@
 //! kernel is touched, then its outcome (`applied`, `rolled-back` or `failed`)
 //! with the same `seq`. An intent without an outcome means the process died
 //! between the two; the write may or may not have happened.
+//!
+//! A per-destination change (an entry of the sockops `peers` map) is an
+//! intent of its own kind, `peer-intent`, with the same outcomes. The map
+//! lives only as long as the process that made it, so a later
+//! `session-start` ends every such entry (see [`super::state`]).
 
 use serde::{Deserialize, Serialize};
 
+use crate::bpf::cgroup::PeerSettings;
 use crate::sysctl::Value;
 
 /// Where the kernel publishes an identifier that changes on every boot.
@@ -37,6 +43,8 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         found: Option<Value>,
     },
+    /// A per-destination entry is about to be set or removed.
+    PeerIntent(PeerIntent),
     /// An original value is about to be written back.
     RollbackIntent(RollbackIntent),
     /// The restoring write of `seq` took effect.
@@ -64,6 +72,24 @@ pub struct Intent {
     pub reason: String,
 }
 
+/// A per-destination change about to be made in the sockops `peers` map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerIntent {
+    pub seq: u64,
+    /// Milliseconds since the Unix epoch.
+    pub time: u64,
+    pub policy: String,
+    /// The namespace's cookie, valid for this boot.
+    pub netns: u64,
+    pub netns_name: String,
+    /// The peer prefix, as `10.0.0.0/8` or `fd00::/8`.
+    pub peer: String,
+    /// What new connections to the peer get; `None` removes the entry.
+    pub settings: Option<PeerSettings>,
+    pub scenario: String,
+    pub reason: String,
+}
+
 /// A restoring write about to happen.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackIntent {
@@ -81,6 +107,7 @@ impl Record {
     pub fn seq(&self) -> Option<u64> {
         match self {
             Record::Intent(Intent { seq, .. })
+            | Record::PeerIntent(PeerIntent { seq, .. })
             | Record::RollbackIntent(RollbackIntent { seq, .. })
             | Record::Applied { seq, .. }
             | Record::Failed { seq, .. }

@@ -8,12 +8,17 @@
 //! a new namespace. A namespace that is gone took its values with it: that is
 //! reported, not an error. When nothing failed, a `rollback-complete` record
 //! lets the next run start from fresh originals.
+//!
+//! Per-destination entries are not written back: in the daemon the actuator
+//! removes them from its map (journaled like any change) before the sysctls
+//! are restored; after the process that made them stopped, its map is gone,
+//! so they are only reported, in one line, as nothing left to undo.
 
 use std::fmt;
 use std::path::Path;
 
 use super::record::{Record, RollbackIntent, now_ms};
-use super::state::TunableKey;
+use super::state::{PeerEntry, TunableKey};
 use super::{Ledger, LedgerError};
 use crate::netns::{self, NetnsError, NetnsGuard, NetnsRegistry};
 use crate::sysctl::{self, Value};
@@ -27,6 +32,10 @@ pub struct RollbackReport {
     pub complete: bool,
     /// Tunables whose journaled changes a reboot already undid.
     pub voided_by_reboot: usize,
+    /// Per-destination entries this rollback removed from the daemon's map.
+    pub peers_removed: Vec<PeerEntry>,
+    /// Per-destination entries that ended with the process that made them.
+    pub peers_ended: Vec<PeerEntry>,
 }
 
 /// A tunable written back to its original value.
@@ -80,19 +89,49 @@ impl RollbackReport {
         for (key, reason) in &self.skipped {
             lines.push(format!("left {} in netns {} as it is: {reason}", key.tunable, key.netns));
         }
+        for peer in &self.peers_removed {
+            lines.push(format!(
+                "removed per-destination settings for {} in netns {} (policy {}): new connections get the \
+                 namespace's defaults; open ones keep {}",
+                peer.peer, peer.netns, peer.policy, peer.settings
+            ));
+        }
+        if !self.peers_ended.is_empty() {
+            lines.push(ended_peers_line(&self.peers_ended));
+        }
         if self.voided_by_reboot > 0 {
             lines.push(format!(
                 "{} tunable(s) changed before the last reboot need no rollback (the kernel started afresh)",
                 self.voided_by_reboot
             ));
         }
-        if self.restored.is_empty() && self.skipped.is_empty() {
+        if self.restored.is_empty()
+            && self.skipped.is_empty()
+            && self.peers_removed.is_empty()
+            && self.peers_ended.is_empty()
+        {
             lines.push("nothing to roll back".to_string());
         } else if !self.complete {
             lines.push("rollback incomplete: fix the errors above and run `wasmtune rollback` again".to_string());
         }
         lines
     }
+}
+
+/// The one line for entries whose map went with their process.
+fn ended_peers_line(ended: &[PeerEntry]) -> String {
+    let mut pids: Vec<String> = ended.iter().filter_map(|p| p.pid).map(|pid| pid.to_string()).collect();
+    pids.sort();
+    pids.dedup();
+    let entries: Vec<String> =
+        ended.iter().map(|p| format!("{} in netns {} (policy {})", p.peer, p.netns, p.policy)).collect();
+    format!(
+        "{} per-destination setting(s) ended with the wasmtune process that made them{}: {}; nothing left to undo \
+         (the sockops map went with it), and connections opened while they were in effect keep what they were given",
+        ended.len(),
+        if pids.is_empty() { String::new() } else { format!(" (pid {})", pids.join(", ")) },
+        entries.join(", ")
+    )
 }
 
 /// How a rollback reaches the namespace a change was made in.
@@ -151,8 +190,18 @@ pub(crate) fn roll_back_matching(
     dry_run: bool,
     policy: Option<&str>,
 ) -> RollbackReport {
-    let mut report =
-        RollbackReport { complete: true, voided_by_reboot: ledger.state().voided_by_reboot(), ..Default::default() };
+    let mut report = RollbackReport {
+        complete: true,
+        voided_by_reboot: ledger.state().voided_by_reboot(),
+        peers_ended: ledger
+            .state()
+            .peers_ended()
+            .iter()
+            .filter(|peer| policy.is_none_or(|p| peer.policy == p))
+            .cloned()
+            .collect(),
+        ..Default::default()
+    };
     let changed: Vec<_> = ledger
         .state()
         .changed()
@@ -160,7 +209,7 @@ pub(crate) fn roll_back_matching(
         .filter(|(_, history)| policy.is_none_or(|p| history.last_policy == p))
         .map(|(key, history)| (key.clone(), history.clone()))
         .collect();
-    let had_history = !ledger.state().tunables().is_empty();
+    let had_history = !ledger.state().tunables().is_empty() || !ledger.state().peers_ended().is_empty();
     for (key, history) in changed {
         let outcome = {
             match access.enter(&key.netns, history.netns_cookie) {
@@ -368,6 +417,7 @@ mod tests {
             ],
             complete: true,
             voided_by_reboot: 0,
+            ..Default::default()
         };
         assert_eq!(
             report.lines(),
@@ -395,5 +445,30 @@ mod tests {
         assert!(report.complete);
         assert!(report.restored.is_empty() && report.skipped.is_empty());
         assert!(!dir.path().join("absent").exists());
+    }
+
+    #[test]
+    fn after_the_process_died_its_peer_entries_are_reported_in_one_line_and_the_rollback_completes() {
+        use crate::ledger::state::tests::{applied, peer_intent};
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut ledger = Ledger::open(dir.path()).expect("open");
+            ledger.record(peer_intent(1, "10.0.0.2/32", Some("reno"))).expect("intent");
+            ledger.record(applied(1)).expect("applied");
+            assert_eq!(ledger.state().peers().count(), 1);
+        }
+        let report = rollback_offline(dir.path()).expect("rollback");
+        assert!(report.complete, "{report:?}");
+        assert!(report.restored.is_empty() && report.skipped.is_empty() && report.peers_removed.is_empty());
+        let lines = report.lines();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("1 per-destination setting(s) ended with the wasmtune process that made them (pid ")
+        );
+        assert!(lines[0].contains("10.0.0.2/32 in netns rx (policy tcp-cong)"), "{lines:?}");
+        assert!(lines[0].contains("nothing left to undo"), "{lines:?}");
+        assert!(lines[0].contains("keep what they were given"), "{lines:?}");
+        let again = rollback_offline(dir.path()).expect("second rollback");
+        assert_eq!(again.lines(), ["nothing to roll back"], "the first rollback completed");
     }
 }

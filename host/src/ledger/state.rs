@@ -6,10 +6,16 @@
 //! The state starts empty after a `rollback-complete` record, and after a
 //! `session-start` from a different boot than the one before it: a reboot
 //! resets every sysctl, so older changes are no longer in effect.
+//!
+//! Per-destination entries (the sockops `peers` map) are folded apart: the
+//! map is not pinned, so it dies with the process that filled it. Every
+//! `session-start` therefore moves the entries in effect to the ended list:
+//! nothing is left of them to undo, only to report.
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::record::{Intent, Record, RollbackIntent};
+use super::record::{Intent, PeerIntent, Record, RollbackIntent};
+use crate::bpf::cgroup::PeerSettings;
 use crate::sysctl::Value;
 
 /// A tunable in a namespace, named as in the journal.
@@ -56,10 +62,33 @@ impl TunableHistory {
     }
 }
 
+/// A per-destination entry the host put in the sockops map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerEntry {
+    /// The namespace's cookie (valid for this boot) and name.
+    pub netns_cookie: u64,
+    pub netns: String,
+    /// The peer prefix, as `10.0.0.0/8`.
+    pub peer: String,
+    pub settings: PeerSettings,
+    /// The policy that set it, and why.
+    pub policy: String,
+    pub scenario: String,
+    pub reason: String,
+    /// When it was set (milliseconds since the Unix epoch).
+    pub time: u64,
+    /// The pid of the process whose map held it.
+    pub pid: Option<u32>,
+    /// False when the process stopped between journaling and confirming the
+    /// write: the entry may or may not have reached the map.
+    pub confirmed: bool,
+}
+
 /// An intent waiting for its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pending {
     Change(Intent),
+    Peer(PeerIntent),
     Restore(RollbackIntent),
 }
 
@@ -73,6 +102,13 @@ pub struct DerivedState {
     max_seq: u64,
     /// Tunables whose changes a reboot undid (counted when the state resets).
     voided_by_reboot: usize,
+    /// Per-destination entries in the map of the process that journals now,
+    /// by (netns name, peer).
+    peers: BTreeMap<(String, String), PeerEntry>,
+    /// Entries of processes that have stopped since (their map went with them).
+    peers_ended: Vec<PeerEntry>,
+    /// The pid of the last `session-start`.
+    session_pid: Option<u32>,
 }
 
 impl DerivedState {
@@ -91,7 +127,9 @@ impl DerivedState {
             self.max_seq = self.max_seq.max(seq);
         }
         match record {
-            Record::SessionStart { boot_id, .. } => {
+            Record::SessionStart { boot_id, pid, .. } => {
+                self.end_peer_entries();
+                self.session_pid = Some(*pid);
                 if let (Some(previous), Some(current)) = (&self.boot_id, boot_id)
                     && previous != current
                 {
@@ -121,11 +159,14 @@ impl DerivedState {
                 history.last_seq = intent.seq;
                 self.pending.insert(intent.seq, Pending::Change(intent.clone()));
             }
+            Record::PeerIntent(intent) => {
+                self.pending.insert(intent.seq, Pending::Peer(intent.clone()));
+            }
             Record::RollbackIntent(restore) => {
                 self.pending.insert(restore.seq, Pending::Restore(restore.clone()));
             }
-            Record::Applied { seq, time } => {
-                if let Some(Pending::Change(intent)) = self.pending.remove(seq) {
+            Record::Applied { seq, time } => match self.pending.remove(seq) {
+                Some(Pending::Change(intent)) => {
                     if let Some(history) = self.tunables.get_mut(&key_of(&intent.netns_name, &intent.tunable)) {
                         history.last_written = Some(intent.new.clone());
                         history.unconfirmed = None;
@@ -137,7 +178,9 @@ impl DerivedState {
                     }
                     *self.scenarios.entry(intent.scenario).or_default() += 1;
                 }
-            }
+                Some(Pending::Peer(intent)) => self.apply_peer(&intent, *time),
+                Some(Pending::Restore(_)) | None => {}
+            },
             Record::RolledBack { seq, .. } => {
                 if let Some(Pending::Restore(restore)) = self.pending.remove(seq) {
                     self.tunables.remove(&key_of(&restore.netns_name, &restore.tunable));
@@ -161,7 +204,8 @@ impl DerivedState {
                         history.last_written = Some(found.clone());
                     }
                 }
-                None => {}
+                // The map refused the update or delete: it holds what it held.
+                Some(Pending::Peer(_)) | None => {}
             },
             Record::RollbackComplete { .. } => self.reset(),
         }
@@ -171,8 +215,42 @@ impl DerivedState {
         self.tunables.clear();
         self.scenarios.clear();
         self.pending.clear();
+        self.peers.clear();
+        self.peers_ended.clear();
     }
 
+    /// A confirmed per-destination change: the entry is set or removed.
+    fn apply_peer(&mut self, intent: &PeerIntent, time: u64) {
+        let key = (intent.netns_name.clone(), intent.peer.clone());
+        match &intent.settings {
+            Some(settings) => {
+                self.peers.insert(key, peer_entry(intent, settings, time, self.session_pid, true));
+            }
+            None => {
+                self.peers.remove(&key);
+            }
+        }
+    }
+
+    /// A new process started: the map of the one before is gone, and with
+    /// it every entry it held (or may have held, if it stopped mid-write).
+    fn end_peer_entries(&mut self) {
+        let mut ended: Vec<PeerEntry> = std::mem::take(&mut self.peers).into_values().collect();
+        let mut unconfirmed: Vec<u64> = self
+            .pending
+            .iter()
+            .filter_map(|(seq, pending)| matches!(pending, Pending::Peer(_)).then_some(*seq))
+            .collect();
+        unconfirmed.sort_unstable();
+        for seq in unconfirmed {
+            if let Some(Pending::Peer(intent)) = self.pending.remove(&seq)
+                && let Some(settings) = &intent.settings
+            {
+                ended.push(peer_entry(&intent, settings, intent.time, self.session_pid, false));
+            }
+        }
+        self.peers_ended.extend(ended);
+    }
     /// Every tunable with a history, by namespace then name.
     pub fn tunables(&self) -> &BTreeMap<TunableKey, TunableHistory> {
         &self.tunables
@@ -194,7 +272,7 @@ impl DerivedState {
             .values()
             .filter_map(|p| match p {
                 Pending::Change(intent) => Some(intent.clone()),
-                Pending::Restore(_) => None,
+                Pending::Peer(_) | Pending::Restore(_) => None,
             })
             .collect();
         intents.sort_by_key(|i| i.seq);
@@ -218,6 +296,38 @@ impl DerivedState {
     /// Tunables whose recorded changes a reboot undid.
     pub fn voided_by_reboot(&self) -> usize {
         self.voided_by_reboot
+    }
+
+    /// The per-destination entries in effect in this process's map, by
+    /// namespace then peer.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerEntry> {
+        self.peers.values()
+    }
+
+    /// The entry for one peer in one namespace, if in effect.
+    pub fn peer(&self, netns: &str, peer: &str) -> Option<&PeerEntry> {
+        self.peers.get(&(netns.to_string(), peer.to_string()))
+    }
+
+    /// Entries that ended with the process that made them, since the last
+    /// complete rollback.
+    pub fn peers_ended(&self) -> &[PeerEntry] {
+        &self.peers_ended
+    }
+}
+
+fn peer_entry(intent: &PeerIntent, settings: &PeerSettings, time: u64, pid: Option<u32>, confirmed: bool) -> PeerEntry {
+    PeerEntry {
+        netns_cookie: intent.netns,
+        netns: intent.netns_name.clone(),
+        peer: intent.peer.clone(),
+        settings: settings.clone(),
+        policy: intent.policy.clone(),
+        scenario: intent.scenario.clone(),
+        reason: intent.reason.clone(),
+        time,
+        pid,
+        confirmed,
     }
 }
 
@@ -397,5 +507,49 @@ pub(crate) mod tests {
         let state = DerivedState::from_records(&records);
         let order: Vec<&str> = state.changed().iter().map(|(key, _)| key.netns.as_str()).collect();
         assert_eq!(order, ["b", "a"]);
+    }
+
+    pub(crate) fn peer_intent(seq: u64, peer: &str, congestion: Option<&str>) -> Record {
+        Record::PeerIntent(PeerIntent {
+            seq,
+            time: seq * 10,
+            policy: "tcp-cong".into(),
+            netns: 42,
+            netns_name: "rx".into(),
+            peer: peer.into(),
+            settings: congestion.map(|c| PeerSettings { congestion: Some(c.into()), ..Default::default() }),
+            scenario: "per-destination congestion".into(),
+            reason: "the peer is far away".into(),
+        })
+    }
+
+    #[test]
+    fn peer_entries_live_until_the_next_session_and_then_are_ended() {
+        let mut records = vec![
+            Record::SessionStart { pid: 7, time: 0, boot_id: Some("b1".into()) },
+            peer_intent(1, "10.0.0.2/32", Some("reno")),
+            applied(1),
+            peer_intent(2, "10.0.0.3/32", Some("bbr")),
+            applied(2),
+            peer_intent(3, "10.0.0.3/32", None),
+            applied(3),
+            peer_intent(4, "10.0.0.4/32", Some("bbr")),
+            Record::Failed { seq: 4, time: 41, error: "map full".into(), found: None },
+            peer_intent(5, "10.0.0.5/32", Some("reno")),
+        ];
+        let state = DerivedState::from_records(&records);
+        let live: Vec<&str> = state.peers().map(|p| p.peer.as_str()).collect();
+        assert_eq!(live, ["10.0.0.2/32"], "set, cleared, refused and unconfirmed entries are not in effect");
+        let entry = state.peer("rx", "10.0.0.2/32").expect("entry");
+        assert_eq!((entry.pid, entry.confirmed, entry.time), (Some(7), true, 11));
+        assert!(state.changed().is_empty() && state.unresolved().is_empty(), "no sysctl to restore or settle");
+
+        records.push(Record::SessionStart { pid: 8, time: 100, boot_id: Some("b1".into()) });
+        let state = DerivedState::from_records(&records);
+        assert_eq!(state.peers().count(), 0, "the map went with process 7");
+        let ended: Vec<(&str, bool)> = state.peers_ended().iter().map(|p| (p.peer.as_str(), p.confirmed)).collect();
+        assert_eq!(ended, [("10.0.0.2/32", true), ("10.0.0.5/32", false)]);
+        records.push(Record::RollbackComplete { time: 101 });
+        assert!(DerivedState::from_records(&records).peers_ended().is_empty());
     }
 }

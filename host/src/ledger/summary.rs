@@ -5,8 +5,13 @@
 //! It covers every change still in effect — since the journal last recorded
 //! a complete rollback, across crashes and restarts — so "original" is the
 //! value before wasmtune first touched the tunable, not before this run.
+//!
+//! Per-destination settings (the sockops map) are listed too. They live only
+//! as long as the daemon: no sysctl reproduces them, and there is nothing to
+//! type to undo them — they end when the daemon stops, and connections opened
+//! meanwhile keep what they were given.
 
-use super::state::DerivedState;
+use super::state::{DerivedState, PeerEntry};
 use crate::netns::INIT_NAME;
 use crate::sysctl::Value;
 
@@ -19,6 +24,8 @@ pub struct Summary {
     pub tunables: Vec<TunableSummary>,
     /// Tunables whose journaled changes a reboot undid.
     pub voided_by_reboot: usize,
+    /// Per-destination settings in effect in this daemon's sockops map.
+    pub peers: Vec<PeerEntry>,
 }
 
 /// How many changes one scenario caused.
@@ -62,7 +69,8 @@ impl Summary {
                 })
             })
             .collect();
-        Summary { dry_run, scenarios, tunables, voided_by_reboot: state.voided_by_reboot() }
+        let peers = state.peers().cloned().collect();
+        Summary { dry_run, scenarios, tunables, voided_by_reboot: state.voided_by_reboot(), peers }
     }
 
     /// Logs each line as an INFO `event="summary"` line.
@@ -103,6 +111,7 @@ impl Summary {
                 None => format!("to replicate in netns {}: sysctl -w {}", tunable.netns, tunable.assignment()),
             });
         }
+        lines.extend(self.peer_lines());
         if self.voided_by_reboot > 0 {
             lines.push(format!(
                 "{} tunable(s) changed before the last reboot are no longer in effect (the kernel started afresh)",
@@ -111,6 +120,66 @@ impl Summary {
         }
         lines
     }
+}
+
+impl Summary {
+    /// One line per per-destination entry, and how it is reproduced or undone.
+    fn peer_lines(&self) -> Vec<String> {
+        if self.peers.is_empty() {
+            return Vec::new();
+        }
+        let mut lines = vec![format!(
+            "{} per-destination setting(s) {} in wasmtune's sockops map{}",
+            self.peers.len(),
+            if self.dry_run { "would have been set" } else { "are set" },
+            if self.dry_run {
+                ""
+            } else {
+                "; they end when wasmtune stops (nothing to undo by hand), and connections opened meanwhile keep them"
+            }
+        )];
+        for peer in &self.peers {
+            lines.push(format!(
+                "new connections to {} in netns {}: {} (policy {}: {})",
+                peer.peer, peer.netns, peer.settings, peer.policy, peer.scenario
+            ));
+            lines.push(match route_equivalent(peer) {
+                Some(route) => format!("to reproduce without wasmtune (nearest, per route): {route}"),
+                None => "to reproduce: no sysctl or ip command sets this; only a sockops program can".to_string(),
+            });
+        }
+        lines
+    }
+}
+
+/// The nearest iproute2 equivalent of a per-destination entry: route
+/// attributes `congctl` and `initcwnd` set the same on connections that use
+/// the route. Only when the entry sets nothing else, else it would mislead.
+pub fn route_equivalent(peer: &PeerEntry) -> Option<String> {
+    let settings = &peer.settings;
+    let only_route_attributes = settings.window_clamp.is_none()
+        && settings.no_delay.is_none()
+        && settings.syn_rto_ms.is_none()
+        && settings.on_loss_congestion.is_none()
+        && (settings.congestion.is_some() || settings.initial_cwnd.is_some());
+    if !only_route_attributes {
+        return None;
+    }
+    let mut attributes = String::new();
+    if let Some(congestion) = &settings.congestion {
+        attributes.push_str(&format!(" congctl {congestion}"));
+    }
+    if let Some(cwnd) = settings.initial_cwnd {
+        attributes.push_str(&format!(" initcwnd {cwnd}"));
+    }
+    let netns = if peer.netns == INIT_NAME {
+        String::new()
+    } else if peer.netns.starts_with("pid:") || peer.netns.starts_with("netns:") {
+        return None;
+    } else {
+        format!("-n {} ", shell_word(&peer.netns))
+    };
+    Some(format!("ip {netns}route add {} <via/dev of its current route>{attributes}", peer.peer))
 }
 
 impl TunableSummary {
@@ -221,5 +290,29 @@ mod tests {
             tunable.replicate_command().as_deref(),
             Some(r"ip netns exec 'it'\''s odd' sysctl -w 'net.ipv4.tcp_congestion_control=bbr'")
         );
+    }
+
+    #[test]
+    fn lists_per_destination_settings_and_the_nearest_route_equivalent() {
+        use crate::ledger::state::tests::peer_intent;
+        let records = [
+            Record::SessionStart { pid: 7, time: 0, boot_id: None },
+            peer_intent(1, "10.0.0.2/32", Some("reno")),
+            applied(1),
+        ];
+        let lines = summary_of(&records, false).lines();
+        assert_eq!(
+            lines,
+            [
+                "no sysctl changes by wasmtune are in effect",
+                "1 per-destination setting(s) are set in wasmtune's sockops map; they end when wasmtune stops \
+                 (nothing to undo by hand), and connections opened meanwhile keep them",
+                "new connections to 10.0.0.2/32 in netns rx: congestion=reno (policy tcp-cong: per-destination congestion)",
+                "to reproduce without wasmtune (nearest, per route): ip -n rx route add 10.0.0.2/32 <via/dev of its current route> congctl reno",
+            ]
+        );
+        let mut entry = summary_of(&records, false).peers.remove(0);
+        entry.settings.no_delay = Some(true);
+        assert_eq!(route_equivalent(&entry), None, "no route attribute sets TCP_NODELAY");
     }
 }

@@ -1,6 +1,8 @@
 //! What the daemon does with an administrator's sysctl write and with a
 //! namespace that came or went: one log line each, the actuator told (an
-//! override), and an event for the policies that subscribed to it.
+//! override), and an event routed like every other (see
+//! [`crate::router::dispatch`]: subscriptions, tuned namespaces, per-policy
+//! queues and their lost counts).
 
 use std::sync::Arc;
 
@@ -8,8 +10,8 @@ use crate::actuate::Actuator;
 use crate::bpf::cgroup::AdminWrite;
 use crate::grants::Arbiter;
 use crate::netns::{NamespaceChange, NetnsRegistry};
-use crate::router::PolicySet;
-use crate::wit::{AdminOverride, Event, EventKind, NamespaceChange as NamespaceEvent};
+use crate::router::{PolicySet, dispatch};
+use crate::wit::{AdminOverride, Event, NamespaceChange as NamespaceEvent};
 
 /// Handles administrator writes on the cgroup thread. A write to a tunable
 /// a policy owns in that namespace marks it overridden (the host never
@@ -49,15 +51,18 @@ pub fn admin_write_handler(
             pid: write.pid,
             comm: write.comm,
         });
-        deliver(&policies, EventKind::AdminOverride, event);
+        dispatch(&[event], &registry, &policies);
     }
 }
 
-/// Logs namespace changes and hands `namespace-change` events to the
-/// policies that subscribed, for the namespaces the host tunes (a namespace
-/// that went away is no longer known to the router, so it is delivered here).
-pub fn namespace_change_handler(policies: Arc<PolicySet>) -> impl FnMut(&[NamespaceChange]) + Send + 'static {
+/// Logs namespace changes and routes `namespace-change` events to the
+/// policies that subscribed, for the namespaces the host tunes.
+pub fn namespace_change_handler(
+    registry: Arc<NetnsRegistry>,
+    policies: Arc<PolicySet>,
+) -> impl FnMut(&[NamespaceChange]) + Send + 'static {
     move |changes: &[NamespaceChange]| {
+        let mut events = Vec::new();
         for change in changes.iter().filter(|c| c.tuned) {
             let what = if change.created { "appeared" } else { "went away" };
             tracing::info!(
@@ -68,21 +73,13 @@ pub fn namespace_change_handler(policies: Arc<PolicySet>) -> impl FnMut(&[Namesp
                 "network namespace {} {what}",
                 change.name
             );
-            let event = Event::NamespaceChange(NamespaceEvent {
+            events.push(Event::NamespaceChange(NamespaceEvent {
                 netns: change.cookie,
                 name: change.name.clone(),
                 created: change.created,
-            });
-            deliver(&policies, EventKind::NamespaceChange, event);
+            }));
         }
-    }
-}
-
-fn deliver(policies: &PolicySet, kind: EventKind, event: Event) {
-    for worker in policies.snapshot() {
-        if worker.wants(kind) {
-            worker.deliver(vec![event.clone()]);
-        }
+        dispatch(&events, &registry, &policies);
     }
 }
 
@@ -119,18 +116,13 @@ pub fn start_for_daemon(
             None
         }
     };
-    let workers = policies.snapshot();
     for batch in walk_rx.try_iter() {
-        for (worker, events) in workers.iter().zip(crate::router::route(&batch, registry, &workers)) {
-            if !events.is_empty() {
-                worker.deliver(events);
-            }
-        }
+        dispatch(&batch, registry, policies);
     }
     let namespaces = match crate::netns::NetnsWatcher::spawn(
         registry.clone(),
         std::time::Duration::from_secs(2),
-        namespace_change_handler(policies.clone()),
+        namespace_change_handler(registry.clone(), policies.clone()),
     ) {
         Ok(watcher) => Some(watcher),
         Err(error) => {

@@ -101,7 +101,9 @@ impl fmt::Display for PeerPrefix {
 }
 
 /// What to set on new connections to a peer; `None` leaves the kernel's choice.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Journaled as it is (see `crate::ledger::record::PeerIntent`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, rename_all = "kebab-case")]
 pub struct PeerSettings {
     pub congestion: Option<String>,
     pub initial_cwnd: Option<u32>,
