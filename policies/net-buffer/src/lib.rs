@@ -9,10 +9,15 @@
 //!   `net.core.netdev_budget_usecs` are raised by a step (caps 16384 packets
 //!   and 50 ms), at most once per 5 s; when the squeeze rate rises together
 //!   with the budget (correlation above 0.75) both are lowered a step instead,
-//!   never below their values when the policy started.
+//!   never below their values when the policy started; and when the budget
+//!   has doubled since squeezes began without the squeezes per packet
+//!   halving, both go back to those values and stay for 10 minutes.
 //!
-//! These sysctls exist only in the initial namespace; the events carry its
-//! cookie. The decisions are the pure [`tuner`] module.
+//! These sysctls exist only in the initial namespace. A backlog drop carries
+//! the namespace of the receiving device (often a container's veth), so every
+//! drop and squeeze is applied to the initial namespace once the host has
+//! named it (`namespace-change` "init"); without it, nothing is changed. The
+//! decisions are the pure [`tuner`] module.
 
 pub mod tuner;
 
@@ -27,6 +32,9 @@ use crate::tuner::{BUDGET, BUDGET_USECS, FLOW_LIMIT_BITMAP, MAX_BACKLOG, NetBuff
 
 pub struct NetBufferPolicy {
     learning_rate: u8,
+    /// The initial namespace, once the host has named it: where these
+    /// global sysctls live, whatever namespace a drop was seen in.
+    init_netns: Option<NetnsId>,
     tuners: BTreeMap<NetnsId, NetBuffer>,
     overrides: Overrides,
     settle: Settle,
@@ -34,6 +42,17 @@ pub struct NetBufferPolicy {
 }
 
 impl NetBufferPolicy {
+    /// The initial namespace, or `None` (said once) when the host does not
+    /// tune it: then these global sysctls are not this daemon's to change.
+    fn target(&mut self, seen_in: NetnsId) -> Option<NetnsId> {
+        if self.init_netns.is_none() && self.said.first("no-init") {
+            wasmtune_sdk::warn!(
+                "net-buffer signals seen (netns {seen_in}), but the initial namespace, where netdev_max_backlog and netdev_budget live, is not tuned; left alone"
+            );
+        }
+        self.init_netns
+    }
+
     fn read_one(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
         match sysctl::read_integers(netns, name) {
             Ok(fields) if fields.len() == 1 => Some(fields[0]),
@@ -60,27 +79,29 @@ impl NetBufferPolicy {
     }
 
     fn on_drops(&mut self, event: &BacklogDrops) {
-        let Some(backlog) = self.read_one(event.netns, MAX_BACKLOG) else { return };
-        let Some(bitmap) = self.read_one(event.netns, FLOW_LIMIT_BITMAP) else { return };
-        if self.busy(event.netns, &[(MAX_BACKLOG, backlog)]) {
+        let Some(netns) = self.target(event.netns) else { return };
+        let Some(backlog) = self.read_one(netns, MAX_BACKLOG) else { return };
+        let Some(bitmap) = self.read_one(netns, FLOW_LIMIT_BITMAP) else { return };
+        // An administrator's backlog also stops the flow-limit changes that
+        // come with raising it.
+        if self.busy(netns, &[(MAX_BACKLOG, backlog)]) {
             return;
         }
         let now = wasmtune_sdk::now();
-        let changes =
-            self.tuners.entry(event.netns).or_default().on_drops(event, backlog, bitmap, self.learning_rate, now);
-        self.request_all(event.netns, &changes);
+        let changes = self.tuners.entry(netns).or_default().on_drops(event, backlog, bitmap, self.learning_rate, now);
+        self.request_all(netns, &changes);
     }
 
     fn on_squeeze(&mut self, event: &SoftnetSqueeze) {
-        let Some(budget) = self.read_one(event.netns, BUDGET) else { return };
-        let Some(usecs) = self.read_one(event.netns, BUDGET_USECS) else { return };
-        if self.busy(event.netns, &[(BUDGET, budget), (BUDGET_USECS, usecs)]) {
+        let Some(netns) = self.target(event.netns) else { return };
+        let Some(budget) = self.read_one(netns, BUDGET) else { return };
+        let Some(usecs) = self.read_one(netns, BUDGET_USECS) else { return };
+        if self.busy(netns, &[(BUDGET, budget), (BUDGET_USECS, usecs)]) {
             return;
         }
         let now = wasmtune_sdk::now();
-        let changes =
-            self.tuners.entry(event.netns).or_default().on_squeeze(event, budget, usecs, self.learning_rate, now);
-        self.request_all(event.netns, &changes);
+        let changes = self.tuners.entry(netns).or_default().on_squeeze(event, budget, usecs, self.learning_rate, now);
+        self.request_all(netns, &changes);
     }
 
     fn request_all(&mut self, netns: NetnsId, changes: &[Change]) {
@@ -101,12 +122,14 @@ impl Policy for NetBufferPolicy {
     fn init(config: &Config) -> Result<(Self, Info), String> {
         let policy = NetBufferPolicy {
             learning_rate: config.learning_rate,
+            init_netns: None,
             tuners: BTreeMap::new(),
             overrides: Overrides::new(),
             settle: Settle::new(),
             said: LogOnce::new(),
         };
-        let events = [EventKind::BacklogDrops, EventKind::SoftnetSqueeze, EventKind::AdminOverride];
+        let events =
+            [EventKind::BacklogDrops, EventKind::SoftnetSqueeze, EventKind::NamespaceChange, EventKind::AdminOverride];
         Ok((policy, Info::events(&events)))
     }
 
@@ -114,6 +137,11 @@ impl Policy for NetBufferPolicy {
         match event {
             Event::BacklogDrops(drops) => self.on_drops(drops),
             Event::SoftnetSqueeze(squeeze) => self.on_squeeze(squeeze),
+            Event::NamespaceChange(change) => {
+                if change.created && change.name == "init" {
+                    self.init_netns = Some(change.netns);
+                }
+            }
             Event::AdminOverride(taken) => {
                 self.overrides
                     .take_over(taken, |s| [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS].contains(&s));
@@ -129,8 +157,7 @@ impl Policy for NetBufferPolicy {
             | Event::NeighbourTable(_)
             | Event::RouteTable(_)
             | Event::FragmentMemory(_)
-            | Event::UdpDrop(_)
-            | Event::NamespaceChange(_) => {}
+            | Event::UdpDrop(_) => {}
         }
     }
 }

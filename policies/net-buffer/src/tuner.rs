@@ -1,6 +1,7 @@
 //! The net-buffer decisions, free of any host: backlog drops counted per
 //! minute against `netdev_max_backlog / 32`, the flow-limit CPU bitmap, and
-//! the NAPI budget with its correlation guard.
+//! the NAPI budget with its two guards: squeezes rising with the budget
+//! (correlation), and squeezes not halving although the budget has doubled.
 
 use wasmtune_sdk::{BacklogDrops, Change, Correlation, InstantMs, SoftnetSqueeze, rate};
 
@@ -22,6 +23,14 @@ pub const SQUEEZE_INTERVAL_MS: InstantMs = 5_000;
 /// Above this correlation between budget and squeeze rate, more budget is
 /// not helping: the CPU is the limit and longer runs only add latency.
 pub const SQUEEZE_CORRELATION: f64 = 0.75;
+/// A budget this many times the one squeezes were first seen at should have
+/// helped: if the squeeze rate has not at least halved, the CPU is the limit.
+pub const UNHELPFUL_BUDGET_FACTOR: i64 = 2;
+/// After giving up on the budget, this long without raising it again.
+pub const GIVE_UP_HOLD_MS: InstantMs = 600_000;
+/// Squeezes this long after the last budget change start a new episode,
+/// judged afresh.
+pub const SQUEEZE_EPISODE_GAP_MS: InstantMs = 600_000;
 
 pub const SCENARIO_BACKLOG: &str = "need to increase max backlog size";
 pub const SCENARIO_FLOW_LIMIT: &str = "need to enable flow limits on a CPU";
@@ -50,6 +59,11 @@ pub struct NetBuffer {
     last_budget_change: Option<InstantMs>,
     /// (budget, usecs) when first seen: never shrunk below.
     baseline: Option<(i64, i64)>,
+    /// (budget, squeezes per packet) when this episode's first raise was
+    /// decided: what later raises are judged against.
+    episode_start: Option<(i64, f64)>,
+    /// No raises before this (the budget did not help).
+    holding_until: Option<InstantMs>,
 }
 
 impl NetBuffer {
@@ -122,6 +136,26 @@ impl NetBuffer {
         if self.last_budget_change.is_some_and(|at| now.saturating_sub(at) < SQUEEZE_INTERVAL_MS) {
             return vec![];
         }
+        if self.holding_until.is_some_and(|until| now < until) {
+            return vec![];
+        }
+        if self.last_budget_change.is_none_or(|at| now.saturating_sub(at) >= SQUEEZE_EPISODE_GAP_MS) {
+            self.episode_start = None;
+        }
+        if event.processed > 0 {
+            let squeeze_rate = event.squeezes as f64 / event.processed as f64;
+            match self.episode_start {
+                None => self.episode_start = Some((budget, squeeze_rate)),
+                Some((from, rate_then))
+                    if from > 0
+                        && budget >= from.saturating_mul(UNHELPFUL_BUDGET_FACTOR)
+                        && squeeze_rate > rate_then / 2.0 =>
+                {
+                    return self.give_up(budget, usecs, (from, rate_then), squeeze_rate, now);
+                }
+                Some(_) => {}
+            }
+        }
         let (budget_u, usecs_u) = (budget.max(0).unsigned_abs(), usecs.max(0).unsigned_abs());
         if let Some(correlation) = self.budget_vs_squeezes.value().filter(|r| *r > SQUEEZE_CORRELATION) {
             let new_budget = rate::lower(budget_u, rate, floor_budget.max(0).unsigned_abs());
@@ -160,6 +194,32 @@ impl NetBuffer {
         if !changes.is_empty() {
             self.last_budget_change = Some(now);
         }
+        changes
+    }
+
+    /// The budget has grown `UNHELPFUL_BUDGET_FACTOR` times since `started`
+    /// (budget, squeeze rate) and squeezes have not halved: back to the
+    /// values the policy found, and no raise for `GIVE_UP_HOLD_MS`.
+    fn give_up(&mut self, budget: i64, usecs: i64, started: (i64, f64), rate_now: f64, now: InstantMs) -> Vec<Change> {
+        let (floor_budget, floor_usecs) = self.baseline.unwrap_or((budget, usecs));
+        let (from, rate_then) = started;
+        let why = format!(
+            "netdev_budget went from {from} to {budget} but squeezes per packet did not halve ({rate_then:.4} -> {rate_now:.4}): more budget is not helping here; no more raises for {} minutes",
+            GIVE_UP_HOLD_MS / 60_000
+        );
+        let mut changes = vec![];
+        if budget > floor_budget {
+            let reason = format!("{why}; netdev_budget back to {floor_budget}");
+            changes.push(Change::new(BUDGET, vec![floor_budget], SCENARIO_BUDGET_SHRINK, reason));
+        }
+        if usecs > floor_usecs {
+            let reason = format!("{why}; netdev_budget_usecs back to {floor_usecs}");
+            changes.push(Change::new(BUDGET_USECS, vec![floor_usecs], SCENARIO_BUDGET_SHRINK, reason));
+        }
+        self.holding_until = Some(now.saturating_add(GIVE_UP_HOLD_MS));
+        self.last_budget_change = Some(now);
+        self.episode_start = None;
+        self.budget_vs_squeezes.reset();
         changes
     }
 }
@@ -241,6 +301,48 @@ mod tests {
     fn no_squeezes_no_change() {
         let mut tuner = NetBuffer::default();
         assert!(tuner.on_squeeze(&squeeze(0, 10_000), 300, 2000, 4, 0).is_empty());
+    }
+
+    #[test]
+    fn a_doubled_budget_that_does_not_halve_squeezes_goes_back_and_holds() {
+        let mut tuner = NetBuffer::default();
+        let (mut budget, mut usecs, mut now) = (300i64, 2000i64, 0);
+        // Each raise: one squeeze per 128 packets, as before.
+        while budget < 600 {
+            let changes = tuner.on_squeeze(&squeeze(10, 1280), budget, usecs, 4, now);
+            assert_eq!(changes[0].scenario, SCENARIO_BUDGET, "{changes:?}");
+            budget = changes[0].fields[0];
+            usecs = changes[1].fields[0];
+            now += SQUEEZE_INTERVAL_MS;
+        }
+        assert_eq!(budget, 731, "300 -> 375 -> 468 -> 585 -> 731: twice 300");
+        let changes = tuner.on_squeeze(&squeeze(10, 1280), budget, usecs, 4, now);
+        assert_eq!(changes.len(), 2, "{changes:?}");
+        assert_eq!(changes[0].scenario, SCENARIO_BUDGET_SHRINK);
+        assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (BUDGET, 300));
+        assert_eq!((changes[1].name.as_str(), changes[1].fields[0]), (BUDGET_USECS, 2000));
+        assert!(changes[0].reason.contains("did not halve"), "{}", changes[0].reason);
+        // Held: squeezes go on, the budget stays.
+        let held = tuner.on_squeeze(&squeeze(10, 1280), 300, 2000, 4, now + SQUEEZE_INTERVAL_MS);
+        assert!(held.is_empty(), "{held:?}");
+        // After the hold, a new episode may raise again.
+        let later = now + GIVE_UP_HOLD_MS + 1;
+        let again = tuner.on_squeeze(&squeeze(10, 1280), 300, 2000, 4, later);
+        assert_eq!(again[0].scenario, SCENARIO_BUDGET, "{again:?}");
+    }
+
+    #[test]
+    fn raises_that_cut_squeezes_keep_going() {
+        let mut tuner = NetBuffer::default();
+        let (mut budget, mut now, mut squeezes) = (300i64, 0, 64u64);
+        for _ in 0..8 {
+            let changes = tuner.on_squeeze(&squeeze(squeezes, 10_000), budget, 8000, 4, now);
+            assert_eq!(changes[0].scenario, SCENARIO_BUDGET, "{changes:?}");
+            budget = changes[0].fields[0];
+            squeezes = (squeezes / 2).max(1);
+            now += SQUEEZE_INTERVAL_MS;
+        }
+        assert!(budget > 900, "{budget}");
     }
 
     #[test]
