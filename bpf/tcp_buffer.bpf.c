@@ -47,8 +47,8 @@
  *   Fallback: raw_tp_sendmsg_locked (raw_tp/tcp_sendmsg_locked).
  *
  * The object also carries every other tracepoint signal (memory pressure,
- * listen overflow, connection summaries, retransmit bursts, backlog drops,
- * neighbour tables, UDP drops): see trace_signals.h, included at the end.
+ * connection summaries, retransmit bursts, backlog drops, neighbour tables,
+ * UDP drops): see trace_signals.h, included at the end.
  *
  * Every kernel read goes through BPF_CORE_READ (CO-RE), so one body serves
  * both the BTF-typed and the raw tracepoint; kernel BTF is required either

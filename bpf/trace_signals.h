@@ -15,13 +15,16 @@
  *   memory-pressure: the protocol's allocated pages above sysctl_mem[1]
  *   (pressure) or at/above sysctl_mem[2] (exhausted). The host decides
  *   "relieved" from /proc/net/sockstat.
- * tp_btf_kfree_skb               tp_btf/kfree_skb (reason since 5.17, rx_sk 6.12)
+ * tp_btf_kfree_skb               tp_btf/kfree_skb (reason since 5.17)
  *   backlog-drops (SKB_DROP_REASON_CPU_BACKLOG, counted per CPU, posted at
- *   most every signal_interval_ns per CPU) and syn-overflow
- *   (SKB_DROP_REASON_TCP_LISTEN_OVERFLOW: the listener's accept queue was
- *   full when a handshake completed; rx_sk is the listener).
+ *   most every signal_interval_ns per CPU). syn-overflow is not taken from
+ *   here: most listen drops (a SYN meeting a full accept or SYN queue) are
+ *   consume_skb, not kfree_skb, so the host reads the namespace's MIB
+ *   counters instead (host/src/signals).
  * tp_btf_inet_sock_set_state     tp_btf/inet_sock_set_state (4.16)
- *   connection-summary: start time kept at ESTABLISHED, record at CLOSE.
+ *   connection-summary: start time kept at ESTABLISHED, record at CLOSE;
+ *   at most connection_summaries_per_s records per netns and second, the
+ *   rest counted in `suppressed`.
  * tp_btf_tcp_retransmit_skb      tp_btf/tcp_retransmit_skb (4.16)
  *   retransmit-burst: total_retrans * 64 > segs_out, per peer.
  * tp_btf_neigh_create            tp_btf/neigh_create (5.9)
@@ -44,10 +47,14 @@
 
 /* Set by the host before load: the rate limit of the signals in this file. */
 const volatile __u64 signal_interval_ns = 100000000;
+/* Set by the host before load: connection summaries per netns and second
+ * (0: no cap). A flood of short connections must not fill the ring. */
+const volatile __u32 connection_summaries_per_s = 500;
+
+#define WASMTUNE_NS_PER_S 1000000000ULL
 
 /* Keep every record type in the object's BTF (see record_layout). */
 const volatile struct wasmtune_memory_pressure_record memory_pressure_layout = {};
-const volatile struct wasmtune_syn_overflow_record syn_overflow_layout = {};
 const volatile struct wasmtune_connection_summary_record connection_summary_layout = {};
 const volatile struct wasmtune_retransmit_burst_record retransmit_burst_layout = {};
 const volatile struct wasmtune_backlog_drops_record backlog_drops_layout = {};
@@ -97,6 +104,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 } connection_starts SEC(".maps");
+
+/* Connection summaries not posted because their netns was over its cap
+ * (index 0, per CPU); the host adds them to what it reports as lost. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} suppressed SEC(".maps");
 
 static __always_inline void count_lost(void)
 {
@@ -210,7 +226,7 @@ int BPF_PROG(tp_btf_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, 
 	return 0;
 }
 
-/* ---- backlog-drops and syn-overflow (kfree_skb) ------------------------- */
+/* ---- backlog-drops (kfree_skb) ------------------------------------------ */
 
 static __always_inline int backlog_drop(struct sk_buff *skb)
 {
@@ -243,52 +259,48 @@ static __always_inline int backlog_drop(struct sk_buff *skb)
 	return 0;
 }
 
-static __always_inline int listen_overflow(struct sock *listener)
-{
-	const struct inet_connection_sock *icsk = (const struct inet_connection_sock *)listener;
-	struct wasmtune_syn_overflow_record *rec;
-	struct signal_state *state;
-	struct signal_key key = {};
-
-	if (!listener)
-		return 0;
-	key.netns_cookie = netns_of_sock(listener);
-	key.kind = WASMTUNE_RECORD_SYN_OVERFLOW;
-	key.subject = BPF_CORE_READ(listener, __sk_common.skc_num);
-	state = signal_state_of(&key);
-	if (!state || !signal_due(state, bpf_ktime_get_ns()))
-		return 0;
-
-	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
-	if (!rec) {
-		count_lost();
-		return 0;
-	}
-	rec->kind = WASMTUNE_RECORD_SYN_OVERFLOW;
-	rec->local_port = key.subject;
-	rec->cookie_sent = 0;
-	__builtin_memset(rec->reserved, 0, sizeof(rec->reserved));
-	rec->netns_cookie = key.netns_cookie;
-	rec->queued = BPF_CORE_READ(icsk, icsk_accept_queue.qlen.counter);
-	rec->max_queued = BPF_CORE_READ(listener, sk_max_ack_backlog);
-	rec->established = BPF_CORE_READ(listener, sk_ack_backlog);
-	rec->reserved2 = 0;
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
-	return 0;
-}
-
 SEC("tp_btf/kfree_skb")
 int BPF_PROG(tp_btf_kfree_skb, struct sk_buff *skb, void *location, enum skb_drop_reason reason,
 	     struct sock *rx_sk)
 {
 	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_CPU_BACKLOG))
 		return backlog_drop(skb);
-	if (reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_TCP_LISTEN_OVERFLOW))
-		return listen_overflow(rx_sk);
 	return 0;
 }
 
 /* ---- connection-summary ------------------------------------------------- */
+
+/* Whether this netns may post one more summary in the current one-second
+ * window; counts the summary in `suppressed` if not. Races between CPUs
+ * only let a few more through. */
+static __always_inline bool summary_allowed(__u64 netns_cookie, __u64 now)
+{
+	struct signal_key key = {
+		.netns_cookie = netns_cookie,
+		.kind = WASMTUNE_RECORD_CONNECTION_SUMMARY,
+	};
+	struct signal_state *state;
+	__u32 zero = 0;
+	__u64 *count;
+
+	if (!connection_summaries_per_s)
+		return true;
+	state = signal_state_of(&key);
+	if (!state)
+		return true;
+	if (now - state->last_post_ns >= WASMTUNE_NS_PER_S) {
+		state->last_post_ns = now;
+		state->total = 0;
+	}
+	if (state->total < connection_summaries_per_s) {
+		state->total += 1;
+		return true;
+	}
+	count = bpf_map_lookup_elem(&suppressed, &zero);
+	if (count)
+		*count += 1;
+	return false;
+}
 
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(tp_btf_inet_sock_set_state, const struct sock *sk, const int oldstate, const int newstate)
@@ -312,6 +324,8 @@ int BPF_PROG(tp_btf_inet_sock_set_state, const struct sock *sk, const int oldsta
 		return 0; /* never established (or seen before the host started) */
 	duration_ns = now - *started;
 	bpf_map_delete_elem(&connection_starts, &key);
+	if (!summary_allowed(netns_of_sock(sk), now))
+		return 0;
 
 	rec = bpf_ringbuf_reserve(&events, sizeof(*rec), 0);
 	if (!rec) {

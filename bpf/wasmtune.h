@@ -14,7 +14,7 @@
 enum wasmtune_record_kind {
 	WASMTUNE_RECORD_TCP_BUFFER_LIMIT = 1,
 	WASMTUNE_RECORD_MEMORY_PRESSURE = 2,
-	WASMTUNE_RECORD_SYN_OVERFLOW = 3,
+	/* 3 was syn-overflow, now read from MIB counters by the host. */
 	WASMTUNE_RECORD_CONNECTION_SUMMARY = 4,
 	WASMTUNE_RECORD_RETRANSMIT_BURST = 5,
 	WASMTUNE_RECORD_BACKLOG_DROPS = 6,
@@ -99,28 +99,6 @@ struct wasmtune_memory_pressure_record {
 	__u64 netns_cookie;
 	__u64 pages;
 	__u64 limits[3];
-};
-
-/*
- * A listener dropped a handshake because its accept queue was full. 32 bytes.
- *
- *      0    2 kind, 2 2 local_port, 4 1 cookie_sent, 5 3 reserved
- *      8    8 netns_cookie
- *     16    4 queued        SYN queue length (icsk_accept_queue.qlen)
- *     20    4 max_queued    sk_max_ack_backlog
- *     24    4 established   sk_ack_backlog
- *     28    4 reserved2
- */
-struct wasmtune_syn_overflow_record {
-	__u16 kind;
-	__u16 local_port;
-	__u8 cookie_sent;
-	__u8 reserved[3];
-	__u64 netns_cookie;
-	__u32 queued;
-	__u32 max_queued;
-	__u32 established;
-	__u32 reserved2;
 };
 
 /*

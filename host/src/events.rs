@@ -4,7 +4,7 @@
 
 use crate::wit::{
     AddressFamily, BacklogDrops, BufferDirection, ConnectionSummary, Event, EventKind, IpAddr, MemoryLevel,
-    MemoryPressure, NeighbourTable, Protocol, RetransmitBurst, SynOverflow, TcpBufferLimit, UdpDrop, UdpDropCause,
+    MemoryPressure, NeighbourTable, Protocol, RetransmitBurst, TcpBufferLimit, UdpDrop, UdpDropCause,
 };
 
 /// Size of a `struct wasmtune_tcp_buffer_record`.
@@ -16,8 +16,6 @@ pub mod record_len {
     pub const TCP_BUFFER_LIMIT: usize = 48;
     /// `struct wasmtune_memory_pressure_record`.
     pub const MEMORY_PRESSURE: usize = 48;
-    /// `struct wasmtune_syn_overflow_record`.
-    pub const SYN_OVERFLOW: usize = 32;
     /// `struct wasmtune_connection_summary_record`.
     pub const CONNECTION_SUMMARY: usize = 104;
     /// `struct wasmtune_retransmit_burst_record`.
@@ -33,7 +31,7 @@ pub mod record_len {
 /// `enum wasmtune_record_kind` values.
 const KIND_TCP_BUFFER_LIMIT: u16 = 1;
 const KIND_MEMORY_PRESSURE: u16 = 2;
-const KIND_SYN_OVERFLOW: u16 = 3;
+// 3 was syn-overflow, which the /proc poller now reports (crate::signals).
 const KIND_CONNECTION_SUMMARY: u16 = 4;
 const KIND_RETRANSMIT_BURST: u16 = 5;
 const KIND_BACKLOG_DROPS: u16 = 6;
@@ -117,7 +115,6 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
     match kind {
         KIND_TCP_BUFFER_LIMIT => decode_tcp_buffer_limit(bytes).map(Event::TcpBufferLimit),
         KIND_MEMORY_PRESSURE => decode_memory_pressure(sized(bytes, kind, record_len::MEMORY_PRESSURE)?),
-        KIND_SYN_OVERFLOW => Ok(decode_syn_overflow(sized(bytes, kind, record_len::SYN_OVERFLOW)?)),
         KIND_CONNECTION_SUMMARY => decode_connection_summary(sized(bytes, kind, record_len::CONNECTION_SUMMARY)?),
         KIND_RETRANSMIT_BURST => decode_retransmit_burst(sized(bytes, kind, record_len::RETRANSMIT_BURST)?),
         KIND_BACKLOG_DROPS => Ok(decode_backlog_drops(sized(bytes, kind, record_len::BACKLOG_DROPS)?)),
@@ -177,17 +174,6 @@ fn decode_memory_pressure(b: &[u8]) -> Result<Event, DecodeError> {
         pages: u64_at(b, 16),
         limits: (u64_at(b, 24), u64_at(b, 32), u64_at(b, 40)),
     }))
-}
-
-fn decode_syn_overflow(b: &[u8]) -> Event {
-    Event::SynOverflow(SynOverflow {
-        netns: u64_at(b, 8),
-        local_port: u16_at(b, 2),
-        queued: u32_at(b, 16),
-        max_queued: u32_at(b, 20),
-        cookie_sent: b[4] != 0,
-        established: u32_at(b, 24),
-    })
 }
 
 fn decode_connection_summary(b: &[u8]) -> Result<Event, DecodeError> {
@@ -538,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn decodes_udp_drop_neighbour_and_syn_overflow_records() {
+    fn decodes_udp_drop_and_neighbour_records() {
         let mut b = record(KIND_UDP_DROP, record_len::UDP_DROP);
         b[3] = 1;
         b[4..6].copy_from_slice(&9000u16.to_ne_bytes());
@@ -558,12 +544,8 @@ mod tests {
         assert!(
             matches!(decode(&b).unwrap(), Event::NeighbourTable(n) if n.entries == 120 && n.limit == 128 && matches!(n.family, AddressFamily::Ipv6))
         );
-        let mut b = record(KIND_SYN_OVERFLOW, record_len::SYN_OVERFLOW);
-        b[2..4].copy_from_slice(&8080u16.to_ne_bytes());
-        b[20..24].copy_from_slice(&4u32.to_ne_bytes());
-        assert!(
-            matches!(decode(&b).unwrap(), Event::SynOverflow(s) if s.local_port == 8080 && s.max_queued == 4 && !s.cookie_sent)
-        );
+        // Kind 3 (syn-overflow) is retired: the poller reports it.
+        assert!(matches!(decode(&record(3, 32)), Err(DecodeError::UnknownKind { kind: 3 })));
     }
 
     #[test]

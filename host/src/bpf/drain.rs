@@ -41,6 +41,8 @@ pub(super) struct Started {
     pub hooks: Vec<HookStatus>,
     /// The per-CPU `lost` counters, readable from any thread.
     pub lost_map: MapHandle,
+    /// The per-CPU `suppressed` counters (connection summaries over the cap).
+    pub suppressed_map: MapHandle,
     /// A descriptor per attached hook's program, for run counters.
     pub programs: Vec<(&'static str, OwnedFd)>,
 }
@@ -93,6 +95,13 @@ pub(super) fn run(
             return;
         }
     };
+    let suppressed_map = match MapHandle::try_from(&loaded.skel.maps.suppressed) {
+        Ok(map) => map,
+        Err(e) => {
+            let _ = ready.send(Err(BpfError::MapHandle { map: "suppressed", reason: e.to_string() }));
+            return;
+        }
+    };
     let mut program_fds = Vec::new();
     for (hook, program) in &loaded.programs {
         match program.program_fd.try_clone() {
@@ -103,7 +112,7 @@ pub(super) fn run(
             }
         }
     }
-    let started = Started { hooks: loaded.hooks.clone(), lost_map, programs: program_fds };
+    let started = Started { hooks: loaded.hooks.clone(), lost_map, suppressed_map, programs: program_fds };
     if ready.send(Ok(started)).is_err() {
         return;
     }

@@ -68,7 +68,7 @@ pub(crate) const HOOKS: &[Hook] = &[
     },
     Hook {
         name: "kfree_skb",
-        feeds: "backlog-drops, syn-overflow",
+        feeds: "backlog-drops",
         candidates: &[Candidate { program: "tp_btf_kfree_skb", attach_point: "tp_btf/kfree_skb" }],
     },
     Hook {

@@ -59,6 +59,11 @@ pub struct BpfConfig {
     pub signal_interval: Duration,
     /// How often namespaces under memory pressure are checked for relief.
     pub relief_check_interval: Duration,
+    /// At most this many connection summaries per netns and second leave
+    /// the kernel; the rest are counted (see
+    /// [`KernelSource::suppressed_summaries`]) and reported as lost. 0 lifts
+    /// the cap.
+    pub connection_summaries_per_second: u32,
 }
 
 impl Default for BpfConfig {
@@ -70,6 +75,7 @@ impl Default for BpfConfig {
             channel_capacity: 1024,
             signal_interval: Duration::from_millis(100),
             relief_check_interval: Duration::from_secs(1),
+            connection_summaries_per_second: 500,
         }
     }
 }
@@ -82,6 +88,7 @@ impl BpfConfig {
             near_shift: self.near_limit_shift,
             min_interval_ns: ns(self.min_interval),
             signal_interval_ns: ns(self.signal_interval),
+            connection_summaries_per_s: self.connection_summaries_per_second,
         }
     }
 
@@ -228,6 +235,9 @@ pub struct KernelSource {
     /// Highest kernel-side lost count read so far, so a failed read never
     /// makes the total go backwards.
     kernel_lost_seen: AtomicU64,
+    suppressed_map: MapHandle,
+    /// Highest suppressed-summary count read so far, likewise.
+    suppressed_seen: AtomicU64,
     programs: Vec<(&'static str, OwnedFd)>,
     shared: Arc<drain::Shared>,
     thread: Option<JoinHandle<()>>,
@@ -270,6 +280,8 @@ impl KernelSource {
             hooks: started.hooks,
             lost_map: started.lost_map,
             kernel_lost_seen: AtomicU64::new(0),
+            suppressed_map: started.suppressed_map,
+            suppressed_seen: AtomicU64::new(0),
             programs: started.programs,
             shared,
             thread: Some(thread),
@@ -293,16 +305,23 @@ impl KernelSource {
     }
 
     /// Events that never reached the channel: ring-buffer reserve failures
-    /// in the kernel, records that did not decode, and events of batches
-    /// dropped because the channel was full. Never decreases.
+    /// in the kernel, connection summaries over their per-netns cap
+    /// ([`Self::suppressed_summaries`]), records that did not decode, and
+    /// events of batches dropped because the channel was full. Never
+    /// decreases.
     pub fn lost_events(&self) -> u64 {
-        let kernel = match self.read_kernel_lost() {
-            Some(now) => self.kernel_lost_seen.fetch_max(now, Ordering::Relaxed).max(now),
-            None => self.kernel_lost_seen.load(Ordering::Relaxed),
-        };
+        let kernel = latest(&self.kernel_lost_seen, read_per_cpu_sum(&self.lost_map, "lost"));
         kernel
+            + self.suppressed_summaries()
             + self.shared.dropped_full_channel.load(Ordering::Relaxed)
             + self.shared.malformed.load(Ordering::Relaxed)
+    }
+
+    /// Connection summaries the kernel did not post because their netns had
+    /// already posted `connection_summaries_per_second` that second. Never
+    /// decreases; part of [`Self::lost_events`].
+    pub fn suppressed_summaries(&self) -> u64 {
+        latest(&self.suppressed_seen, read_per_cpu_sum(&self.suppressed_map, "suppressed"))
     }
 
     /// Run counters of each attached hook (zero unless a
@@ -313,19 +332,28 @@ impl KernelSource {
 
     /// Detaches everything and joins the thread (also done on drop).
     pub fn stop(self) {}
+}
 
-    fn read_kernel_lost(&self) -> Option<u64> {
-        let per_cpu = match self.lost_map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
-            Ok(Some(values)) => values,
-            Ok(None) => return Some(0),
-            Err(error) => {
-                tracing::debug!(%error, "reading the BPF lost counters failed");
-                return None;
-            }
-        };
-        let counts = per_cpu.iter().filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes));
-        Some(counts.sum())
+/// The highest of `seen` and `now` (a failed read keeps the last count).
+fn latest(seen: &AtomicU64, now: Option<u64>) -> u64 {
+    match now {
+        Some(now) => seen.fetch_max(now, Ordering::Relaxed).max(now),
+        None => seen.load(Ordering::Relaxed),
     }
+}
+
+/// The sum over CPUs of a per-CPU `u64` counter at index 0.
+fn read_per_cpu_sum(map: &MapHandle, name: &str) -> Option<u64> {
+    let per_cpu = match map.lookup_percpu(&0u32.to_ne_bytes(), MapFlags::ANY) {
+        Ok(Some(values)) => values,
+        Ok(None) => return Some(0),
+        Err(error) => {
+            tracing::debug!(%error, map = name, "reading a BPF counter failed");
+            return None;
+        }
+    };
+    let counts = per_cpu.iter().filter_map(|v| v.get(..8)?.try_into().ok().map(u64::from_ne_bytes));
+    Some(counts.sum())
 }
 
 impl Drop for KernelSource {
@@ -357,6 +385,7 @@ mod tests {
         assert_eq!(c.signal_interval, Duration::from_millis(100));
         assert_eq!(c.drain_interval, Duration::from_millis(10));
         assert_eq!(c.channel_capacity, 1024);
+        assert_eq!(c.connection_summaries_per_second, 500);
         assert!(c.validate().is_ok());
     }
 

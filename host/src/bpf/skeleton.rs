@@ -26,7 +26,6 @@ const _: () = {
     use generated::types as t;
     assert!(size_of::<t::wasmtune_tcp_buffer_record>() == record_len::TCP_BUFFER_LIMIT);
     assert!(size_of::<t::wasmtune_memory_pressure_record>() == record_len::MEMORY_PRESSURE);
-    assert!(size_of::<t::wasmtune_syn_overflow_record>() == record_len::SYN_OVERFLOW);
     assert!(size_of::<t::wasmtune_connection_summary_record>() == record_len::CONNECTION_SUMMARY);
     assert!(size_of::<t::wasmtune_retransmit_burst_record>() == record_len::RETRANSMIT_BURST);
     assert!(size_of::<t::wasmtune_backlog_drops_record>() == record_len::BACKLOG_DROPS);
@@ -44,6 +43,8 @@ pub(crate) struct Tuning {
     /// At most one record per (netns, signal, subject) of the other signals
     /// (and one aggregated record per CPU or netns) per this many nanoseconds.
     pub signal_interval_ns: u64,
+    /// Connection summaries per netns and second (0: no cap).
+    pub connection_summaries_per_s: u32,
 }
 
 /// A program that is loaded and attached.
@@ -75,6 +76,7 @@ pub(crate) fn load<'obj>(
         rodata.near_shift = tuning.near_shift;
         rodata.min_interval_ns = tuning.min_interval_ns;
         rodata.signal_interval_ns = tuning.signal_interval_ns;
+        rodata.connection_summaries_per_s = tuning.connection_summaries_per_s;
         for mut program in open.open_object_mut().progs_mut() {
             let wanted = program.name().to_str().is_some_and(|name| programs.contains(&name));
             program.set_autoload(wanted);

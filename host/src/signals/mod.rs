@@ -4,13 +4,16 @@
 //! `route-table` (`rt6_stats` against `net.ipv6.route.max_size`) and
 //! `fragment-memory` (`sockstat`/`sockstat6` FRAG memory against
 //! `ipfrag_high_thresh`/`ip6frag_high_thresh`, with reassembly requests and
-//! failures from `snmp`/`snmp6`).
+//! failures from `snmp`/`snmp6`) and `syn-overflow` (listen drops and
+//! SYN-queue cookies in `netstat`, then the full listeners from a sock_diag
+//! dump, see [`listeners`]).
 //!
 //! Every per-namespace file is opened once from inside its namespace (a
 //! /proc/net file and a /proc/sys/net file stay bound to the namespace they
 //! were opened in) and re-read from the start on every poll, so a poll never
 //! enters a namespace. Events go into the same channel as the BPF events.
 
+pub mod listeners;
 mod parse;
 
 use std::collections::HashMap;
@@ -25,9 +28,14 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use crate::netns::NetnsRegistry;
 use crate::support::ProbeLine;
-use crate::wit::{AddressFamily, Event, FragmentMemory, RouteTable, SoftnetSqueeze};
+use crate::wit::{AddressFamily, Event, FragmentMemory, RouteTable, SoftnetSqueeze, SynOverflow};
 
-pub use parse::SoftnetCpu;
+use listeners::{DiagSocket, ListenerQueues};
+pub use parse::{ListenCounters, SoftnetCpu};
+
+/// At most this many `syn-overflow` events per namespace and poll (the
+/// fullest listeners first).
+const MAX_OVERFLOWING_LISTENERS: usize = 8;
 
 /// How often and how close to a limit.
 #[derive(Debug, Clone)]
@@ -134,13 +142,23 @@ pub fn probe_lines() -> Vec<ProbeLine> {
         ("/proc/net/sockstat6", "fragment-memory (ipv6)"),
         ("/proc/net/snmp6", "fragment-memory (ipv6)"),
         ("/proc/sys/net/ipv6/ip6frag_high_thresh", "fragment-memory (ipv6)"),
+        ("/proc/net/netstat", "syn-overflow"),
     ]
     .into_iter()
     .map(|(path, feeds)| match std::fs::read_to_string(path) {
         Ok(_) => ProbeLine { feature: path.to_string(), ok: true, detail: format!("polled; feeds {feeds}") },
         Err(e) => ProbeLine { feature: path.to_string(), ok: false, detail: format!("because reading it failed: {e}") },
     })
+    .chain(std::iter::once(probe_sock_diag()))
     .collect()
+}
+
+fn probe_sock_diag() -> ProbeLine {
+    let feature = "netlink sock_diag (TCP listeners)".to_string();
+    match DiagSocket::open().and_then(|mut socket| socket.listeners()) {
+        Ok(_) => ProbeLine { feature, ok: true, detail: "dumped; feeds syn-overflow (port and queues)".to_string() },
+        Err(e) => ProbeLine { feature, ok: false, detail: format!("because {e}; syn-overflow comes without a port") },
+    }
 }
 
 /// The files of one namespace, opened inside it; `None` where the kernel
@@ -149,6 +167,15 @@ struct NamespaceFiles {
     rt6_stats: Option<File>,
     route_max_size: Option<File>,
     families: [FamilyFiles; 2],
+    listen: ListenFiles,
+}
+
+/// What `syn-overflow` reads in one namespace.
+struct ListenFiles {
+    netstat: Option<File>,
+    diag: Option<DiagSocket>,
+    /// The counters at the previous poll.
+    previous: Option<ListenCounters>,
 }
 
 struct FamilyFiles {
@@ -194,6 +221,13 @@ impl NamespaceFiles {
                     previous: None,
                 },
             ],
+            listen: ListenFiles {
+                netstat: open("/proc/thread-self/net/netstat"),
+                diag: DiagSocket::open()
+                    .map_err(|error| tracing::debug!(%error, cookie, "syn-overflow will come without listener details"))
+                    .ok(),
+                previous: None,
+            },
         })
     }
 }
@@ -292,6 +326,7 @@ impl Poller {
 }
 
 fn poll_namespace(cookie: u64, files: &mut NamespaceFiles, shift: u32, out: &mut Vec<Event>) {
+    poll_listen_drops(cookie, &mut files.listen, out);
     let entries = reread(&mut files.rt6_stats).and_then(|t| parse::rt6_entries(&t));
     let max_size = reread(&mut files.route_max_size).and_then(|t| parse::first_integer(&t));
     if let (Some(entries), Some(max_size)) = (entries, max_size)
@@ -331,9 +366,74 @@ fn poll_namespace(cookie: u64, files: &mut NamespaceFiles, shift: u32, out: &mut
     }
 }
 
+/// `syn-overflow` from the namespace's counters: when listen drops or
+/// SYN-queue cookies grew since the previous poll, one event per listener
+/// whose queue is full now, or one with port 0 when none is (or the
+/// listeners cannot be read).
+fn poll_listen_drops(cookie: u64, files: &mut ListenFiles, out: &mut Vec<Event>) {
+    let Some(now) = reread(&mut files.netstat).and_then(|t| parse::tcp_ext_listen(&t)) else { return };
+    let Some(before) = files.previous.replace(now) else { return };
+    let drops = now.listen_drops.saturating_sub(before.listen_drops);
+    let queue_full_cookies = now.syn_queue_cookies.saturating_sub(before.syn_queue_cookies);
+    if drops == 0 && queue_full_cookies == 0 {
+        return;
+    }
+    let cookie_sent = now.cookies_sent > before.cookies_sent;
+    let listeners = match files.diag.as_mut().map(DiagSocket::listeners) {
+        Some(Ok(listeners)) => listeners,
+        Some(Err(error)) => {
+            tracing::debug!(%error, cookie, "reading the listeners of a namespace failed");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
+    overflow_events(cookie, cookie_sent, listeners, out);
+}
+
+fn overflow_events(netns: u64, cookie_sent: bool, listeners: Vec<ListenerQueues>, out: &mut Vec<Event>) {
+    let mut full: Vec<ListenerQueues> = listeners.into_iter().filter(ListenerQueues::full).collect();
+    let fill = |l: &ListenerQueues| u64::from(l.established.max(l.syn_queued)) * 1024 / u64::from(l.max_queued.max(1));
+    full.sort_by_key(|l| std::cmp::Reverse(fill(l)));
+    full.truncate(MAX_OVERFLOWING_LISTENERS);
+    if full.is_empty() {
+        full.push(ListenerQueues::default());
+    }
+    out.extend(full.into_iter().map(|l| {
+        Event::SynOverflow(SynOverflow {
+            netns,
+            local_port: l.port,
+            queued: l.syn_queued,
+            max_queued: l.max_queued,
+            cookie_sent,
+            established: l.established,
+        })
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overflow_events_name_the_full_listeners_fullest_first() {
+        let listener =
+            |port, syn_queued, established, max_queued| ListenerQueues { port, syn_queued, established, max_queued };
+        let mut out = Vec::new();
+        overflow_events(9, true, vec![listener(22, 0, 0, 128), listener(80, 2, 3, 2), listener(81, 8, 0, 4)], &mut out);
+        let ports: Vec<(u16, bool)> = out
+            .iter()
+            .map(|e| match e {
+                Event::SynOverflow(s) => (s.local_port, s.cookie_sent),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ports, [(81, true), (80, true)]);
+        let mut out = Vec::new();
+        overflow_events(9, false, vec![listener(22, 0, 0, 128)], &mut out);
+        assert!(
+            matches!(&out[..], [Event::SynOverflow(s)] if s.local_port == 0 && s.max_queued == 0 && !s.cookie_sent)
+        );
+    }
 
     #[test]
     fn near_is_within_the_shifted_fraction() {

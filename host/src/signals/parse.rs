@@ -81,6 +81,42 @@ pub fn rt6_entries(text: &str) -> Option<u64> {
     Some(fib.max(dst))
 }
 
+/// The listen-queue counters of a namespace, from the `TcpExt:` header and
+/// value lines of `/proc/net/netstat`. All count since the namespace began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ListenCounters {
+    /// `ListenDrops`: SYNs and handshakes a listener dropped, for any
+    /// reason (a full accept queue, a full SYN queue, no memory, ...).
+    pub listen_drops: u64,
+    /// `ListenOverflows`: of those, the ones dropped for a full accept queue.
+    pub listen_overflows: u64,
+    /// `TCPReqQFullDrop`: SYNs dropped for a full SYN queue, cookies off.
+    pub syn_queue_drops: u64,
+    /// `TCPReqQFullDoCookies`: SYNs answered with a cookie because the SYN
+    /// queue was full.
+    pub syn_queue_cookies: u64,
+    /// `SyncookiesSent`: every SYN cookie sent.
+    pub cookies_sent: u64,
+}
+
+/// `/proc/net/netstat`: the [`ListenCounters`] of its `TcpExt:` lines.
+pub fn tcp_ext_listen(text: &str) -> Option<ListenCounters> {
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt: "));
+    let header: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let values: Vec<&str> = lines.next()?.split_whitespace().collect();
+    let field = |name: &str| -> Option<u64> {
+        let index = header.iter().position(|h| *h == name)?;
+        values.get(index)?.parse().ok()
+    };
+    Some(ListenCounters {
+        listen_drops: field("ListenDrops")?,
+        listen_overflows: field("ListenOverflows")?,
+        syn_queue_drops: field("TCPReqQFullDrop")?,
+        syn_queue_cookies: field("TCPReqQFullDoCookies")?,
+        cookies_sent: field("SyncookiesSent")?,
+    })
+}
+
 /// A sysctl file's first integer.
 pub fn first_integer(text: &str) -> Option<u64> {
     text.split_whitespace().next()?.parse().ok()
@@ -111,6 +147,24 @@ mod tests {
         assert_eq!(snmp_reassembly(snmp), Some((40, 7)));
         let snmp6 = "Ip6InReceives 5\nIp6ReasmReqds 12\nIp6ReasmOKs 3\nIp6ReasmFails 2\n";
         assert_eq!(snmp6_reassembly(snmp6), Some((12, 2)));
+    }
+
+    #[test]
+    fn listen_counters_of_tcp_ext() {
+        let netstat = "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows ListenDrops TCPReqQFullDoCookies TCPReqQFullDrop\n\
+                       TcpExt: 7 1 3 9 5 2\nIpExt: InNoRoutes\nIpExt: 0\n";
+        let counters = tcp_ext_listen(netstat).unwrap();
+        assert_eq!(
+            counters,
+            ListenCounters {
+                listen_drops: 9,
+                listen_overflows: 3,
+                syn_queue_drops: 2,
+                syn_queue_cookies: 5,
+                cookies_sent: 7
+            }
+        );
+        assert_eq!(tcp_ext_listen("TcpExt: SyncookiesSent\nTcpExt: 1\n"), None);
     }
 
     #[test]

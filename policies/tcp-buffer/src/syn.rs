@@ -2,7 +2,10 @@
 //! overflows while it completes connections is busy: raise
 //! `tcp_max_syn_backlog`. One that overflows with nothing completing is
 //! being flooded: a bigger queue only holds more half-open junk, so cut it
-//! back toward where it started and make sure SYN cookies are on.
+//! back toward where it started and make sure SYN cookies are on. An
+//! overflow with no listener named (port 0: the namespace counted drops but
+//! no listener was full when the host looked) tells neither story and is
+//! left alone.
 
 use wasmtune_sdk::{Change, InstantMs, SynOverflow, rate};
 
@@ -34,6 +37,9 @@ impl SynState {
     ) -> Vec<Change> {
         let backlog = backlog.max(0).unsigned_abs();
         let baseline = *self.baseline.get_or_insert(backlog);
+        if event.local_port == 0 {
+            return vec![];
+        }
         if self.last.is_some_and(|at| now.saturating_sub(at) < INTERVAL_MS) {
             return vec![];
         }
@@ -101,6 +107,15 @@ mod tests {
         assert!(changes.iter().all(|c| c.scenario == SCENARIO_FLOOD));
         // Cookies on, backlog back at its start: nothing more to do.
         assert!(state.decide(&overflow(0, true), 1024, 1, 4, 4000).is_empty());
+    }
+
+    #[test]
+    fn an_overflow_without_a_listener_changes_nothing() {
+        let mut state = SynState::default();
+        let unnamed = SynOverflow { local_port: 0, queued: 0, max_queued: 0, ..overflow(0, false) };
+        assert!(state.decide(&unnamed, 1024, 0, 4, 0).is_empty());
+        // It did not start the one-second pause either.
+        assert_eq!(state.decide(&overflow(3, false), 1024, 1, 4, 10).len(), 1);
     }
 
     #[test]
