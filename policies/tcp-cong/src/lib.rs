@@ -6,16 +6,19 @@
 //! with bpftune's cost — relative excess of its minimum RTT over the peer's
 //! best, plus relative shortfall of its delivery rate from the peer's best —
 //! and chooses for that peer's new connections, through the host's sockops
-//! map (`tcp.set-peer`), the algorithm with the lowest learned cost, exploring
-//! another one time in twenty ([`learner`]). Arms are the algorithms both
-//! granted in `policy.toml` and offered by this kernel
-//! (`tcp_available_congestion_control`); `tcp_allowed_congestion_control`
-//! is never touched.
+//! map (`tcp.set-peer`), the algorithm with the lowest cost over the medians
+//! of its recent connections, keeping its choice until another is clearly
+//! cheaper and exploring another one time in twenty ([`learner`]). Arms are
+//! the algorithms both granted in `policy.toml` and offered by this kernel
+//! (`tcp_available_congestion_control`); `tcp_allowed_congestion_control` is
+//! never touched.
 //!
 //! When bbr is offered, every peer setting also carries
 //! `on-loss-congestion = "bbr"`, so the sockops program switches a live
 //! connection that retransmits more than 1/64 of its segments at once; a
-//! `retransmit-burst` for a peer without settings installs that alone.
+//! `retransmit-burst` for a peer without settings installs that alone. A
+//! connection switched that way is scored as a sample of bbr; the arm it
+//! started under counts it as tried ([`learner::Peer::learn_switched`]).
 
 pub mod learner;
 pub mod peers;
@@ -45,6 +48,10 @@ struct PeerState {
     learner: Peer,
     /// The algorithm set for the peer's new connections, if any.
     applied: Option<String>,
+    /// Whether the learned choice has been announced: the first choice
+    /// after measuring is requested (and so logged) even when the last arm
+    /// measured is also the best one.
+    announced: bool,
 }
 
 pub struct TcpCong {
@@ -65,6 +72,7 @@ impl TcpCong {
             prefix,
             learner: Peer::new(algorithms, seed),
             applied: None,
+            announced: false,
         })
     }
 
@@ -72,21 +80,29 @@ impl TcpCong {
         let on_loss = self.on_loss.clone();
         let state = self.peer(summary.netns, &summary.remote);
         // A connection the sockops program switched to the on-loss algorithm
-        // still ran under the arm set for the peer: that arm's strategy is
-        // "this algorithm, bbr once losing", and is scored as such.
-        let switched = on_loss.as_deref() == Some(summary.congestion.as_str())
-            && state.applied.as_deref().is_some_and(|applied| applied != summary.congestion);
-        let arm = if switched { state.applied.clone().unwrap_or_default() } else { summary.congestion.clone() };
-        if state.learner.learn(summary, &arm).is_none() {
+        // started under the arm set for the peer: what it achieved is mostly
+        // the on-loss algorithm's, and its starting arm could not keep its
+        // loss under 1/64 there (see `Peer::learn_switched`).
+        let started = state.applied.clone().filter(|applied| *applied != summary.congestion);
+        let scored = match started {
+            Some(started) if on_loss.as_deref() == Some(summary.congestion.as_str()) => {
+                state.learner.learn_switched(summary, &started, &summary.congestion)
+            }
+            _ => state.learner.learn(summary, &summary.congestion),
+        };
+        if scored.is_none() {
             return;
         }
         let Some(choice) = state.learner.choose() else { return };
-        if state.applied.as_deref() == Some(choice.algorithm.as_str()) {
+        let first_learned = choice.reason == Reason::Best && !state.announced;
+        if state.applied.as_deref() == Some(choice.algorithm.as_str()) && !first_learned {
             return;
         }
         let why = match choice.reason {
             Reason::Measuring => "still measuring every algorithm there",
-            Reason::Best => "the lowest cost (RTT above the best seen plus delivery rate below it) so far",
+            Reason::Best => {
+                "the lowest cost over its recent connections (median min RTT above the best arm's plus median delivery rate below the best arm's); another must be 5 % cheaper to replace it"
+            }
             Reason::Exploring => "exploring another algorithm (one choice in twenty)",
         };
         let reason = format!(
@@ -103,7 +119,11 @@ impl TcpCong {
         };
         let prefix = state.prefix;
         match tcp::set_peer(summary.netns, prefix, settings, SCENARIO_CHOOSE, &reason) {
-            Ok(()) => self.peer(summary.netns, &summary.remote).applied = Some(choice.algorithm),
+            Ok(()) => {
+                let state = self.peer(summary.netns, &summary.remote);
+                state.announced |= choice.reason == Reason::Best;
+                state.applied = Some(choice.algorithm);
+            }
             Err(denial) => log_denial(&mut self.said, summary.netns, "per-peer congestion control", &denial),
         }
     }
