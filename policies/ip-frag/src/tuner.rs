@@ -10,6 +10,10 @@ pub const IPV6_HIGH_THRESH: &str = "net.ipv6.ip6frag_high_thresh";
 pub const CAP: u64 = 64 << 20;
 /// Above this correlation between threshold and failure rate, shrink.
 pub const FAILURE_CORRELATION: f64 = 0.75;
+/// Raises in a row after which reassembly still fails for at least half of
+/// the fragments: more memory is not helping, which is what a flood of
+/// fragments that never complete looks like (each raise is filled at once).
+pub const FUTILE_RAISES: u32 = 8;
 
 pub const SCENARIO_RAISE: &str = "need to increase IP fragmentation high threshold";
 pub const SCENARIO_SHRINK: &str = "IP fragment reassembly failures rise with the threshold";
@@ -27,6 +31,10 @@ pub struct Lane {
     threshold_vs_failures: Correlation,
     /// The threshold when first seen: shrinking stops there.
     baseline: Option<u64>,
+    /// Raises in a row followed by memory still full and most fragments failing.
+    futile_raises: u32,
+    /// After futile raises: no raise until reassembly mostly succeeds again.
+    holding: bool,
 }
 
 impl Lane {
@@ -53,8 +61,26 @@ impl Lane {
             self.threshold_vs_failures.reset();
             return Some(Change::new(name, vec![new as i64], SCENARIO_SHRINK, reason));
         }
-        if !rate::nearly_full(event.bytes, current, rate) {
+        let mostly_failing =
+            event.reassembly_requests > 0 && event.reassembly_failures * 2 >= event.reassembly_requests;
+        if !mostly_failing {
+            self.futile_raises = 0;
+            self.holding = false;
+        }
+        if !rate::nearly_full(event.bytes, current, rate) || self.holding {
             return None;
+        }
+        if mostly_failing {
+            self.futile_raises += 1;
+        }
+        if self.futile_raises > FUTILE_RAISES {
+            self.futile_raises = 0;
+            self.holding = true;
+            let reason = format!(
+                "{FUTILE_RAISES} raises in a row and reassembly still fails ({} of {} fragments), with memory full at {current} bytes: more memory only feeds fragments that never complete, which looks like a fragment flood; lowering {name} back to {floor} and not raising it until reassembly mostly succeeds",
+                event.reassembly_failures, event.reassembly_requests
+            );
+            return (current > floor).then(|| Change::new(name, vec![floor as i64], SCENARIO_SHRINK, reason));
         }
         let new = rate::raise(current, rate, CAP)?;
         let reason = format!(
@@ -116,6 +142,38 @@ mod tests {
             lane.threshold_vs_failures.push(((4 << 20) + i) as f64, i as f64);
         }
         assert!(lane.decide(&memory(0, 5, 10), 4 << 20, 4).is_none());
+    }
+
+    #[test]
+    fn raises_that_never_help_fall_back_to_the_start_and_hold() {
+        let mut lane = Lane::default();
+        let mut threshold = 256u64 << 10;
+        for _ in 0..FUTILE_RAISES {
+            let change = lane.decide(&memory(threshold, 900, 1000), threshold as i64, 4).expect("raise");
+            assert_eq!(change.scenario, SCENARIO_RAISE);
+            threshold = change.fields[0] as u64;
+        }
+        let change = lane.decide(&memory(threshold, 900, 1000), threshold as i64, 4).expect("back");
+        assert_eq!(change.scenario, SCENARIO_SHRINK);
+        assert_eq!(change.fields, vec![256 << 10]);
+        assert!(change.reason.contains("fragments that never complete"), "{}", change.reason);
+        // Held while reassembly keeps failing, released once it succeeds.
+        assert!(lane.decide(&memory(256 << 10, 900, 1000), 256 << 10, 4).is_none());
+        assert!(lane.decide(&memory(100, 0, 1000), 256 << 10, 4).is_none());
+        assert_eq!(lane.decide(&memory(256 << 10, 100, 1000), 256 << 10, 4).expect("raise").scenario, SCENARIO_RAISE);
+    }
+
+    #[test]
+    fn raises_that_help_are_not_futile() {
+        let mut lane = Lane::default();
+        let mut threshold = 256u64 << 10;
+        for i in 0..20u64 {
+            // Failures fall below half every few raises: memory is helping.
+            let failures = if i % 4 == 3 { 100 } else { 900 };
+            let change = lane.decide(&memory(threshold, failures, 1000), threshold as i64, 4).expect("raise");
+            assert_eq!(change.scenario, SCENARIO_RAISE, "raise {i}");
+            threshold = change.fields[0] as u64;
+        }
     }
 
     #[test]

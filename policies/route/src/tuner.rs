@@ -29,7 +29,7 @@ pub fn decide(table: &RouteTable, current: i64, rate: u8) -> Decision {
     }
     let Some(new) = rate::raise(current, rate, CAP) else { return Decision::CapReached };
     let reason = format!(
-        "the IPv6 route table holds {} entries of a maximum of {current}; raising max_size by {} to {new} so that routes are not dropped",
+        "the IPv6 route table holds {} entries of a maximum of {current}; raising max_size by {} to {new} so that routes are not refused (kernels before 6.3 refuse cached routes past it)",
         table.entries,
         rate::step_percent(rate)
     );

@@ -73,6 +73,21 @@ impl Host for ComponentHost {
     fn memory_cap_pages(&mut self) -> u64 {
         wasmtune_sdk::system::memory_cap_pages()
     }
+
+    fn load(&mut self, key: &str) -> Option<Vec<u8>> {
+        wasmtune_sdk::state::get(key)
+    }
+
+    fn store(&mut self, key: &str, value: Option<&[u8]>) {
+        match value {
+            Some(value) => {
+                if let Err(denial) = wasmtune_sdk::state::set(key, value) {
+                    log::log(Level::Warn, &format!("cannot keep {key} across restarts: {}", denial.explain()));
+                }
+            }
+            None => wasmtune_sdk::state::delete(key),
+        }
+    }
 }
 
 impl Policy for TcpBuffer<ComponentHost> {
@@ -84,6 +99,7 @@ impl Policy for TcpBuffer<ComponentHost> {
                 EventKind::MemoryPressure,
                 EventKind::SynOverflow,
                 EventKind::AdminOverride,
+                EventKind::NamespaceChange,
             ]),
         ))
     }

@@ -2,6 +2,10 @@
 //! under pressure, raise the high limit when exhausted, and when that is at
 //! its cap (a quarter of RAM) cut buffer maxima and enter a low-memory mode
 //! that is undone when the pressure is relieved.
+//!
+//! `tcp_mem` and `high_order_alloc_disable` exist only in the initial
+//! namespace ([`is_global`]); the other tunables are per namespace and are
+//! changed in the namespace whose sockets ran short.
 
 use wasmtune_sdk::{Change, MemoryLevel, MemoryPressure, rate, system};
 
@@ -14,6 +18,12 @@ pub const HIGH_ORDER_ALLOC_DISABLE: &str = "net.core.high_order_alloc_disable";
 pub const MAX_SYN_BACKLOG: &str = "net.ipv4.tcp_max_syn_backlog";
 /// `tcp_max_syn_backlog` is never cut below this.
 pub const SYN_BACKLOG_FLOOR: i64 = 128;
+
+/// Whether `name` exists only in the initial namespace (one value for the
+/// whole host), so that changes to it go there.
+pub fn is_global(name: &str) -> bool {
+    name == TCP_MEM || name == HIGH_ORDER_ALLOC_DISABLE
+}
 
 pub const SCENARIO_PRESSURE: &str = "need to increase TCP memory";
 pub const SCENARIO_EXHAUSTED: &str = "TCP memory exhausted";
@@ -43,6 +53,31 @@ impl MemoryState {
         self.saved.is_some()
     }
 
+    /// The values low-memory mode replaced, as text to keep across instance
+    /// rebuilds (`name=v1,v2;...`); `None` outside low-memory mode.
+    pub fn encode(&self) -> Option<String> {
+        let saved = self.saved.as_ref()?;
+        let entries: Vec<String> = saved
+            .iter()
+            .map(|(name, values)| {
+                let values: Vec<String> = values.iter().map(i64::to_string).collect();
+                format!("{name}={}", values.join(","))
+            })
+            .collect();
+        Some(entries.join(";"))
+    }
+
+    /// The state [`MemoryState::encode`] wrote; `None` if `text` is not that.
+    pub fn decode(text: &str) -> Option<MemoryState> {
+        let mut saved = vec![];
+        for entry in text.split(';').filter(|e| !e.is_empty()) {
+            let (name, values) = entry.split_once('=')?;
+            let values = values.split(',').map(|v| v.parse().ok()).collect::<Option<Vec<i64>>>()?;
+            saved.push((name.to_string(), values));
+        }
+        Some(MemoryState { saved: Some(saved) })
+    }
+
     /// The changes `event` calls for, in request order.
     pub fn decide(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
         let mem = now.tcp_mem.map(|v| v.max(0).unsigned_abs());
@@ -50,7 +85,7 @@ impl MemoryState {
             MemoryLevel::Pressure => {
                 let Some(new) = system::raise_memory_limits(mem, rate, cap_pages) else { return vec![] };
                 let reason = format!(
-                    "TCP uses {} pages, past tcp_mem[1] ({}); raising tcp_mem by {} from {} {} {} to {} {} {} pages (at most a quarter of RAM, {cap_pages} pages)",
+                    "TCP uses {} pages, past tcp_mem[1] ({}); raising tcp_mem by {} from {} {} {} to {} {} {} pages (capped at {cap_pages} pages)",
                     event.pages,
                     mem[1],
                     rate::step_percent(rate),
@@ -66,7 +101,7 @@ impl MemoryState {
             MemoryLevel::Exhausted => {
                 if let Some(high) = rate::raise(mem[2], rate, cap_pages) {
                     let reason = format!(
-                        "TCP uses {} pages, at tcp_mem[2] ({}): allocations fail; raising tcp_mem[2] to {high} pages (at most a quarter of RAM, {cap_pages} pages)",
+                        "TCP uses {} pages, at tcp_mem[2] ({}): allocations fail; raising tcp_mem[2] to {high} pages (capped at {cap_pages} pages)",
                         event.pages, mem[2]
                     );
                     let fields = vec![now.tcp_mem[0], now.tcp_mem[1], high as i64];
@@ -79,10 +114,8 @@ impl MemoryState {
     }
 
     fn enter_low_memory(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
-        let why = format!(
-            "TCP uses {} pages, at tcp_mem[2] which is already a quarter of RAM ({cap_pages} pages)",
-            event.pages
-        );
+        let why =
+            format!("TCP uses {} pages, at tcp_mem[2] which is already at its cap ({cap_pages} pages)", event.pages);
         let mut changes = vec![];
         for (name, fields) in [(TCP_RMEM, now.rmem), (TCP_WMEM, now.wmem)] {
             let max = fields[2].max(0).unsigned_abs();
@@ -197,6 +230,30 @@ mod tests {
         assert!(relieved.iter().all(|c| c.scenario == SCENARIO_RELIEVED));
         assert!(!state.in_low_memory());
         assert!(state.decide(&event(MemoryLevel::Relieved, 1500), &snapshot(), 4, 4000).is_empty());
+    }
+
+    #[test]
+    fn low_memory_mode_survives_encoding() {
+        let mut state = MemoryState::default();
+        assert_eq!(state.encode(), None);
+        state.decide(&event(MemoryLevel::Exhausted, 4000), &snapshot(), 4, 4000);
+        let text = state.encode().expect("in low-memory mode");
+        assert_eq!(
+            text,
+            "net.ipv4.tcp_no_metrics_save=0;net.ipv4.tcp_no_ssthresh_metrics_save=0;net.core.high_order_alloc_disable=0;net.ipv4.tcp_max_syn_backlog=1024"
+        );
+        let mut back = MemoryState::decode(&text).expect("decodes");
+        assert_eq!(back, state);
+        assert_eq!(back.decide(&event(MemoryLevel::Relieved, 10), &snapshot(), 4, 4000).len(), 4);
+        assert_eq!(MemoryState::decode("tcp_mem=x"), None);
+    }
+
+    #[test]
+    fn only_tcp_mem_and_high_order_alloc_disable_are_global() {
+        assert!(is_global(TCP_MEM) && is_global(HIGH_ORDER_ALLOC_DISABLE));
+        for name in [TCP_RMEM, TCP_WMEM, NO_METRICS_SAVE, NO_SSTHRESH_METRICS_SAVE, MAX_SYN_BACKLOG] {
+            assert!(!is_global(name), "{name}");
+        }
     }
 
     #[test]

@@ -7,8 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use wasmtune_sdk::{
-    AdminOverride, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure, NetnsId,
-    Overrides, Protocol, SynOverflow, TcpBufferLimit,
+    AdminOverride, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure,
+    NamespaceChange, NetnsId, Overrides, Protocol, SynOverflow, TcpBufferLimit,
 };
 
 use crate::memory::{self, MemoryState, Snapshot};
@@ -36,6 +36,18 @@ pub trait Host {
     fn now(&mut self) -> InstantMs;
     /// A quarter of RAM in pages: the most `tcp_mem` may reach.
     fn memory_cap_pages(&mut self) -> u64;
+    /// The host's state store, kept across instance rebuilds: what `key`
+    /// holds, and setting (`Some`) or removing (`None`) it.
+    fn load(&mut self, key: &str) -> Option<Vec<u8>>;
+    fn store(&mut self, key: &str, value: Option<&[u8]>);
+}
+
+/// State-store key of the initial namespace's id.
+const INIT_NETNS_KEY: &str = "init-netns";
+
+/// State-store key of a namespace's low-memory mode.
+fn low_memory_key(netns: NetnsId) -> String {
+    format!("low-memory/{netns}")
 }
 
 /// The policy's state: the learning rate and one [`Lane`] per namespace and
@@ -49,6 +61,12 @@ pub struct TcpBuffer<H> {
     /// (netns, what) pairs already logged, so each problem is said once.
     reported: BTreeSet<(NetnsId, &'static str)>,
     memory: BTreeMap<NetnsId, MemoryState>,
+    /// The initial namespace, once the host has named it: `tcp_mem` and
+    /// `high_order_alloc_disable` exist only there.
+    init_netns: Option<NetnsId>,
+    /// The highest `tcp_mem` value the host accepted, once a raise past it
+    /// was refused as out of bounds (the administrator's narrower grant).
+    tcp_mem_cap: Option<u64>,
     syn: BTreeMap<NetnsId, SynState>,
     overrides: Overrides,
 }
@@ -61,6 +79,8 @@ impl<H: Host> TcpBuffer<H> {
             lanes: BTreeMap::new(),
             reported: BTreeSet::new(),
             memory: BTreeMap::new(),
+            init_netns: None,
+            tcp_mem_cap: None,
             syn: BTreeMap::new(),
             overrides: Overrides::new(),
         }
@@ -72,6 +92,7 @@ impl<H: Host> TcpBuffer<H> {
             Event::MemoryPressure(pressure) => self.on_memory(pressure),
             Event::SynOverflow(overflow) => self.on_syn(overflow),
             Event::AdminOverride(taken) => self.on_override(taken),
+            Event::NamespaceChange(change) => self.on_namespace(change),
             // Missed events need no catching up: the kernel reports sockets
             // again while they stay at the limit.
             Event::Lost(_) => {}
@@ -83,8 +104,7 @@ impl<H: Host> TcpBuffer<H> {
             | Event::NeighbourTable(_)
             | Event::RouteTable(_)
             | Event::FragmentMemory(_)
-            | Event::UdpDrop(_)
-            | Event::NamespaceChange(_) => {}
+            | Event::UdpDrop(_) => {}
         }
     }
 
@@ -96,6 +116,41 @@ impl<H: Host> TcpBuffer<H> {
             );
             self.host.log(Level::Info, &message);
         }
+    }
+
+    fn on_namespace(&mut self, change: &NamespaceChange) {
+        if change.created && change.name == "init" {
+            self.init_netns = Some(change.netns);
+            self.host.store(INIT_NETNS_KEY, Some(&change.netns.to_le_bytes()));
+        }
+        if !change.created {
+            self.memory.remove(&change.netns);
+            self.host.store(&low_memory_key(change.netns), None);
+        }
+    }
+
+    /// The initial namespace, remembered across instance rebuilds (the host
+    /// names it once, at start).
+    fn init_netns(&mut self) -> Option<NetnsId> {
+        if self.init_netns.is_none() {
+            let stored = self.host.load(INIT_NETNS_KEY);
+            self.init_netns = stored.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(u64::from_le_bytes);
+        }
+        self.init_netns
+    }
+
+    /// `netns`'s memory state, read back from the state store after an
+    /// instance rebuild so that a low-memory mode entered before is undone.
+    fn memory_state(&mut self, netns: NetnsId) -> &mut MemoryState {
+        if !self.memory.contains_key(&netns) {
+            let stored = self.host.load(&low_memory_key(netns));
+            let state = stored
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .and_then(|text| MemoryState::decode(&text))
+                .unwrap_or_default();
+            self.memory.insert(netns, state);
+        }
+        self.memory.entry(netns).or_default()
     }
 
     fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &str) -> Option<[i64; N]> {
@@ -120,27 +175,65 @@ impl<H: Host> TcpBuffer<H> {
             return;
         }
         let netns = pressure.netns;
+        let global = self.init_netns().unwrap_or(netns);
         let snapshot = (|| {
             Some(Snapshot {
-                tcp_mem: self.read_fields(netns, memory::TCP_MEM)?,
+                tcp_mem: self.read_fields(global, memory::TCP_MEM)?,
                 rmem: self.read_fields(netns, memory::TCP_RMEM)?,
                 wmem: self.read_fields(netns, memory::TCP_WMEM)?,
                 no_metrics_save: self.read_fields::<1>(netns, memory::NO_METRICS_SAVE)?[0],
                 no_ssthresh_metrics_save: self.read_fields::<1>(netns, memory::NO_SSTHRESH_METRICS_SAVE)?[0],
-                high_order_alloc_disable: self.read_fields::<1>(netns, memory::HIGH_ORDER_ALLOC_DISABLE)?[0],
+                high_order_alloc_disable: self.read_fields::<1>(global, memory::HIGH_ORDER_ALLOC_DISABLE)?[0],
                 max_syn_backlog: self.read_fields::<1>(netns, memory::MAX_SYN_BACKLOG)?[0],
             })
         })();
         let Some(snapshot) = snapshot else { return };
-        let cap = self.host.memory_cap_pages();
-        let changes = self.memory.entry(netns).or_default().decide(pressure, &snapshot, self.learning_rate, cap);
-        if changes.is_empty() && pressure.level != MemoryLevel::Relieved {
-            let message = format!(
-                "tcp_mem in netns {netns} is at its cap of {cap} pages (a quarter of RAM) and TCP memory is still short"
-            );
-            self.report_once(netns, "tcp_mem cap", Level::Info, &message);
+        let mut cap = self.host.memory_cap_pages().min(self.tcp_mem_cap.unwrap_or(u64::MAX));
+        // A tcp_mem raise refused as out of bounds reveals the administrator's
+        // narrower cap: decide once more under it, so that exhaustion at that
+        // cap enters low-memory mode as it would at a quarter of RAM.
+        for _ in 0..2 {
+            let rate = self.learning_rate;
+            let state = self.memory_state(netns);
+            let was_low = state.in_low_memory();
+            let changes = state.decide(pressure, &snapshot, rate, cap);
+            if state.in_low_memory() != was_low {
+                let encoded = state.encode();
+                self.host.store(&low_memory_key(netns), encoded.as_deref().map(str::as_bytes));
+            }
+            if changes.is_empty() && pressure.level != MemoryLevel::Relieved {
+                let message = format!(
+                    "tcp_mem is at its cap of {cap} pages (a quarter of RAM, or the administrator's limit) and TCP memory in netns {netns} is still short"
+                );
+                self.report_once(netns, "tcp_mem cap", Level::Info, &message);
+            }
+            match self.request_memory(netns, global, &changes) {
+                Some(narrower) if narrower < cap => {
+                    cap = narrower;
+                    self.tcp_mem_cap = Some(narrower);
+                }
+                _ => return,
+            }
         }
-        self.request_all(netns, &changes);
+    }
+
+    /// Requests `changes`, the global tunables in `global` and the others in
+    /// `netns`; returns the bound that refused a `tcp_mem` change, if any.
+    fn request_memory(&mut self, netns: NetnsId, global: NetnsId, changes: &[Change]) -> Option<u64> {
+        for change in changes {
+            let target = if memory::is_global(&change.name) { global } else { netns };
+            if self.overrides.owns(target, &change.name) {
+                continue;
+            }
+            match self.host.request(target, &change.name, &change.fields, &change.scenario, &change.reason) {
+                Ok(()) => {}
+                Err(Denial::OutOfBounds(bounds)) if change.name == memory::TCP_MEM => {
+                    return Some(bounds.max.max(0).unsigned_abs());
+                }
+                Err(denial) => self.denied(target, &change.name, &denial),
+            }
+        }
+        None
     }
 
     fn on_syn(&mut self, overflow: &SynOverflow) {
@@ -294,11 +387,14 @@ mod tests {
     struct FakeHost {
         sysctls: HashMap<(NetnsId, String), Vec<i64>>,
         bounds: (i64, i64),
+        /// Narrower bounds for some tunables, as an administrator's grant.
+        named_bounds: HashMap<String, (i64, i64)>,
         refuse: Option<Denial>,
         queued: Vec<(NetnsId, String, Vec<i64>)>,
         requests: Vec<(String, Vec<i64>, String, String)>,
         logs: Vec<(Level, String)>,
         clock: InstantMs,
+        store: HashMap<String, Vec<u8>>,
     }
 
     impl FakeHost {
@@ -310,11 +406,13 @@ mod tests {
             FakeHost {
                 sysctls,
                 bounds: (4096, tuner::GRANT_MAX),
+                named_bounds: HashMap::new(),
                 refuse: None,
                 queued: vec![],
                 requests: vec![],
                 logs: vec![],
                 clock: 0,
+                store: HashMap::new(),
             }
         }
 
@@ -346,7 +444,11 @@ mod tests {
             if let Some(denial) = self.refuse.clone() {
                 return Err(denial);
             }
-            let (min, max) = if name == MODERATE_RCVBUF { (1, 1) } else { self.bounds };
+            let (min, max) = if name == MODERATE_RCVBUF {
+                (1, 1)
+            } else {
+                self.named_bounds.get(name).copied().unwrap_or(self.bounds)
+            };
             let old = self.read_integers(netns, name)?;
             for (o, n) in old.iter().zip(fields) {
                 if o != n && (*n < min || *n > max) {
@@ -367,6 +469,17 @@ mod tests {
 
         fn memory_cap_pages(&mut self) -> u64 {
             1 << 20
+        }
+
+        fn load(&mut self, key: &str) -> Option<Vec<u8>> {
+            self.store.get(key).cloned()
+        }
+
+        fn store(&mut self, key: &str, value: Option<&[u8]>) {
+            match value {
+                Some(value) => self.store.insert(key.to_string(), value.to_vec()),
+                None => self.store.remove(key),
+            };
         }
     }
 
@@ -463,6 +576,66 @@ mod tests {
         // UDP pressure is udp-buffer's business.
         batch(&mut policy, &[Event::MemoryPressure(MemoryPressure { protocol: Protocol::Udp, ..pressure })]);
         assert_eq!(policy.host.requests.len(), 1);
+    }
+
+    #[test]
+    fn exhaustion_at_the_administrator_cap_enters_low_memory_mode_where_each_tunable_lives() {
+        const INIT: NetnsId = 4026531840;
+        let mut host = FakeHost::new([4096, 131072, 6291456], 1);
+        for (netns, name, value) in [
+            (INIT, memory::TCP_MEM, vec![32, 64, 128]),
+            (INIT, memory::HIGH_ORDER_ALLOC_DISABLE, vec![0]),
+            (NETNS, memory::NO_METRICS_SAVE, vec![0]),
+            (NETNS, memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
+            (NETNS, memory::MAX_SYN_BACKLOG, vec![1024]),
+        ] {
+            host.sysctls.insert((netns, name.to_string()), value);
+        }
+        host.bounds = (0, tuner::GRANT_MAX);
+        host.named_bounds.insert(memory::TCP_MEM.to_string(), (1, 200));
+        let mut policy = TcpBuffer::new(host, 4);
+        let init = wasmtune_sdk::NamespaceChange { netns: INIT, name: "init".into(), created: true };
+        let memory = |level, pages| {
+            Event::MemoryPressure(MemoryPressure {
+                netns: NETNS,
+                protocol: Protocol::Tcp,
+                level,
+                pages,
+                limits: (32, 64, 128),
+            })
+        };
+        batch(&mut policy, &[Event::NamespaceChange(init), memory(MemoryLevel::Pressure, 100)]);
+        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 160]);
+        batch(&mut policy, &[memory(MemoryLevel::Exhausted, 160)]);
+        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
+        // 250 is refused: 200 is the cap, and exhaustion there is low memory.
+        batch(&mut policy, &[memory(MemoryLevel::Exhausted, 200)]);
+        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
+        assert_eq!(policy.host.sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![1]);
+        assert_eq!(policy.host.value(memory::NO_METRICS_SAVE), vec![1]);
+        assert_eq!(policy.host.value(memory::NO_SSTHRESH_METRICS_SAVE), vec![1]);
+        assert_eq!(policy.host.value(memory::MAX_SYN_BACKLOG), vec![768]);
+        assert_eq!(policy.host.value(memory::TCP_RMEM), vec![4096, 131072, 4718592]);
+        let low: Vec<&str> = policy
+            .host
+            .requests
+            .iter()
+            .filter(|(.., scenario, _)| scenario == memory::SCENARIO_LOW_MEMORY)
+            .map(|(name, ..)| name.as_str())
+            .collect();
+        assert_eq!(low.len(), 6, "{low:?}");
+        assert!(
+            !policy.host.logs.iter().any(|(level, _)| *level == Level::Warn),
+            "nothing asked of a namespace without the tunable: {:?}",
+            policy.host.logs
+        );
+        // A rebuilt instance (after a fault) starts from the host's store.
+        let mut policy = TcpBuffer::new(policy.host, 4);
+        batch(&mut policy, &[memory(MemoryLevel::Relieved, 20)]);
+        assert_eq!(policy.host.sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![0]);
+        assert_eq!(policy.host.value(memory::NO_METRICS_SAVE), vec![0]);
+        assert_eq!(policy.host.value(memory::NO_SSTHRESH_METRICS_SAVE), vec![0]);
+        assert_eq!(policy.host.value(memory::MAX_SYN_BACKLOG), vec![1024]);
     }
 
     #[test]
