@@ -80,10 +80,22 @@ const volatile __u64 min_interval_ns = 25000000;
  * carries a copy whose size the host checks against its decoder. */
 const volatile struct wasmtune_tcp_buffer_record record_layout = {};
 
+#define EVENTS_RING_BYTES (256 * 1024)
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, EVENTS_RING_BYTES);
 } events SEC(".maps");
+
+/* Records are posted without waking user space, which drains the ring on a
+ * timer (few wake-ups: each can preempt the traffic watched). A ring over a
+ * quarter full wakes it at once, so a burst cannot overflow the ring between
+ * two drains. */
+static __always_inline __u64 post_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
+										     : BPF_RB_NO_WAKEUP;
+}
 
 /* Reserve failures (ring full), one counter per CPU; index 0 only. */
 struct {
@@ -205,7 +217,7 @@ static __always_inline int observe(struct sock *sk, __u32 direction)
 	else
 		BPF_CORE_READ_INTO((__be32 *)rec->remote_addr, sk, __sk_common.skc_daddr);
 
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 

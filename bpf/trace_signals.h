@@ -222,7 +222,7 @@ int BPF_PROG(tp_btf_sock_exceed_buf_limit, struct sock *sk, struct proto *prot, 
 	rec->limits[0] = limits[0];
 	rec->limits[1] = limits[1];
 	rec->limits[2] = limits[2];
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 
@@ -255,7 +255,7 @@ static __always_inline int backlog_drop(struct sk_buff *skb)
 	rec->netns_cookie = BPF_CORE_READ(skb, dev, nd_net.net, net_cookie);
 	rec->drops = state->drops;
 	state->drops = 0;
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 
@@ -357,7 +357,7 @@ int BPF_PROG(tp_btf_inet_sock_set_state, const struct sock *sk, const int oldsta
 	average = duration_ns ? rec->bytes_acked * 1000000000 / duration_ns : 0;
 	rec->max_delivery_rate = rate > average ? rate : average;
 	rec->reserved2 = 0;
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 
@@ -398,7 +398,7 @@ int BPF_PROG(tp_btf_tcp_retransmit_skb, const struct sock *sk, const struct sk_b
 	read_congestion(sk, rec->congestion);
 	rec->segs_out = segs_out;
 	rec->retransmits = retrans;
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 
@@ -482,7 +482,7 @@ int BPF_PROG(tp_btf_neigh_create, struct neigh_table *tbl, struct net_device *de
 	rec->entries = entries;
 	rec->limit = limit;
 	rec->address_space = address_space(dev, family);
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 
@@ -529,7 +529,7 @@ int BPF_PROG(tp_btf_udp_fail_queue_rcv_skb, int rc, struct sock *sk, struct sk_b
 	rec->reserved2 = 0;
 	rec->drops = state->total - state->posted;
 	state->posted = state->total;
-	bpf_ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+	bpf_ringbuf_submit(rec, post_flags());
 	return 0;
 }
 

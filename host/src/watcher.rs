@@ -415,17 +415,7 @@ fn announce_namespaces(worker: &PolicyWorker, registry: &crate::netns::NetnsRegi
     if !worker.wants(crate::wit::EventKind::NamespaceChange) {
         return;
     }
-    let known: Vec<crate::wit::Event> = registry
-        .list()
-        .into_iter()
-        .map(|ns| {
-            crate::wit::Event::NamespaceChange(crate::wit::NamespaceChange {
-                netns: ns.cookie,
-                name: ns.name,
-                created: true,
-            })
-        })
-        .collect();
+    let known = crate::runtime::worker::namespace_announcements(registry);
     if !known.is_empty() {
         worker.deliver(known);
     }

@@ -23,7 +23,7 @@ use super::{BpfConfig, BpfError, HookStatus};
 use crate::wit::Event;
 
 /// The longest the thread sleeps before looking at the stop flag.
-const STOP_CHECK: Duration = Duration::from_millis(20);
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// State the thread shares with its [`super::KernelSource`].
 #[derive(Debug, Default)]

@@ -71,7 +71,7 @@ impl Default for BpfConfig {
         Self {
             near_limit_shift: 2,
             min_interval: Duration::from_millis(25),
-            drain_interval: Duration::from_millis(10),
+            drain_interval: Duration::from_millis(100),
             channel_capacity: 1024,
             signal_interval: Duration::from_millis(100),
             relief_check_interval: Duration::from_secs(1),
@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(c.near_limit_shift, 2);
         assert_eq!(c.min_interval, Duration::from_millis(25));
         assert_eq!(c.signal_interval, Duration::from_millis(100));
-        assert_eq!(c.drain_interval, Duration::from_millis(10));
+        assert_eq!(c.drain_interval, Duration::from_millis(100));
         assert_eq!(c.channel_capacity, 1024);
         assert_eq!(c.connection_summaries_per_second, 500);
         assert!(c.validate().is_ok());

@@ -19,7 +19,7 @@ use super::protocol::{Request, Response};
 use super::queries::ControlContext;
 
 /// How often the accept loop looks at the stop flag.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(100);
 /// A client must send its request within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.

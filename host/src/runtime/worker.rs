@@ -281,6 +281,19 @@ struct Runner {
     tick: Option<Duration>,
 }
 
+/// One `namespace-change` (created) per namespace the host tunes: what a
+/// policy that follows namespaces is told before any other event, at its
+/// start and after every rebuild.
+pub fn namespace_announcements(registry: &NetnsRegistry) -> Vec<Event> {
+    registry
+        .list()
+        .into_iter()
+        .map(|ns| {
+            Event::NamespaceChange(crate::wit::NamespaceChange { netns: ns.cookie, name: ns.name, created: true })
+        })
+        .collect()
+}
+
 /// What became of a worker after a fault.
 enum Recovery {
     Rebuilt(PolicyInstance),
@@ -398,7 +411,21 @@ impl Runner {
             return Recovery::Stopped;
         }
         match self.instantiate_and_init(state) {
-            Ok((instance, _)) => Recovery::Rebuilt(instance),
+            Ok((mut instance, subscriptions)) => {
+                // The new instance starts with empty memory: tell it again
+                // which namespaces exist, as at its first start, so a policy
+                // that follows them (to find the initial one, say) does not
+                // lose track after a fault.
+                if subscriptions.contains(&EventKind::NamespaceChange) {
+                    let known = namespace_announcements(&self.ctx.registry);
+                    if !known.is_empty()
+                        && let Err(fault) = instance.on_events(&known)
+                    {
+                        return self.recover(instance, fault, rx);
+                    }
+                }
+                Recovery::Rebuilt(instance)
+            }
             Err(e) => {
                 tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
                     detail = %e, "policy {} could not be rebuilt: {e}", self.name);

@@ -263,7 +263,7 @@ fn run(config: ProcSignalsConfig, registry: Arc<NetnsRegistry>, events: Sender<V
         config,
         registry,
     };
-    let tick = poller.config.interval.min(Duration::from_millis(50));
+    let tick = poller.config.interval.min(Duration::from_millis(250));
     let mut next = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         if Instant::now() < next {

@@ -67,7 +67,7 @@ pub struct CgroupConfig {
 
 impl Default for CgroupConfig {
     fn default() -> Self {
-        CgroupConfig { near_shift: 2, poll_interval: Duration::from_millis(10) }
+        CgroupConfig { near_shift: 2, poll_interval: Duration::from_millis(50) }
     }
 }
 
