@@ -378,9 +378,16 @@ fn tcp_cong_learns_per_peer_against_every_static_choice() {
     let choices: Vec<Option<&str>> = std::iter::once(None).chain(algorithms.iter().map(|a| Some(a.as_str()))).collect();
     let mut figures: Vec<BTreeMap<String, Vec<f64>>> = vec![BTreeMap::new(), BTreeMap::new()];
     let mut learned_used: Vec<Vec<String>> = vec![vec![], vec![]];
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        // Each round starts the rotation one choice later, so every choice
+        // takes every place in the order equally often: back-to-back runs
+        // on this machine slow down along a round, and a fixed order would
+        // charge that to whichever choices come last.
+        let mut order = choices.clone();
+        let shift = round as usize % order.len();
+        order.rotate_left(shift);
         for peer_index in 0..2 {
-            for choice in &choices {
+            for choice in &order {
                 let (label, gbit) = match choice {
                     None => {
                         let used = learned_for(&daemon, &peers[peer_index]).unwrap_or_default();
@@ -401,6 +408,8 @@ fn tcp_cong_learns_per_peer_against_every_static_choice() {
                     }
                     Some(algorithm) => {
                         let t = pinned_transfer(&fixed, &static_servers[peer_index], seconds, Some(algorithm));
+                        // The same pause as after a learned run.
+                        std::thread::sleep(Duration::from_millis(150));
                         (algorithm.to_string(), t.gbit_per_s())
                     }
                 };
