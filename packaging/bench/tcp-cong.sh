@@ -7,8 +7,9 @@
 # uses: the daemon learns per peer from the connections it sees, then each
 # round measures, per peer, the learned choice (set by the daemon's sockops
 # program) and every algorithm this kernel offers and tcp-cong may use, set
-# statically with iperf3 -C from an untuned namespace over a twin veth to
-# the same peer. iperf3's client and server are pinned to CPUs 0 and 1.
+# statically with iperf3 -C from the same namespace over the same veth to a
+# second address of the same peer, kept out of tcp-cong's reach by the
+# administrator's [tcp] prefixes. iperf3's client and server are pinned to CPUs 0 and 1.
 # Prints, per peer, the median and spread of each choice and the ratio of
 # the learned median to the best static median. The figures are also
 # appended to target/e2e-results.jsonl (test "tuners::tcp_cong").
