@@ -17,10 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tuning::{CHANGE_TIMEOUT, change_of, init_value};
-use wasmtune_tests::harness::{
-    self, Daemon, GlobalSysctlGuard, LogLine, Netns, READY_TIMEOUT, Requirement, VethPair, set_sysctl_in,
-};
+use tuning::{CHANGE_TIMEOUT, change_of, init_value, start_with};
+use wasmtune_tests::harness::{self, Daemon, GlobalSysctlGuard, LogLine, Netns, Requirement, VethPair, set_sysctl_in};
 
 /// Keeps `work` running on threads inside a namespace until dropped.
 struct Background {
@@ -57,21 +55,6 @@ impl Drop for Background {
 
 fn stopped(stop: &AtomicBool) -> bool {
     stop.load(Ordering::Relaxed)
-}
-
-/// The daemon tuning `netns` (and the initial namespace if `with_init`)
-/// under the administrator configuration `config`, once ready.
-fn start_with(netns: &[&Netns], with_init: bool, config: &str) -> Daemon {
-    let mut builder = Daemon::builder().config(config);
-    for ns in netns {
-        builder = builder.netns(ns);
-    }
-    if with_init {
-        builder = builder.netns_named("init");
-    }
-    let daemon = builder.start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
-    daemon
 }
 
 fn integers(text: &str) -> Vec<u64> {

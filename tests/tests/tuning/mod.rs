@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wasmtune_tests::harness::{self, Daemon, HarnessError, IperfServer, LogLine, Netns, READY_TIMEOUT, Throughput};
+use wasmtune_tests::harness::{
+    self, Daemon, DaemonBuilder, HarnessError, IperfServer, LogLine, Netns, READY_TIMEOUT, Throughput,
+};
 
 /// How long a scenario may take from provocation to the change line.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -16,6 +18,15 @@ pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Starts the daemon tuning `netns` (and the initial namespace if
 /// `with_init`) and waits until it is ready.
 pub fn start(netns: &[&Netns], with_init: bool) -> Daemon {
+    ready(builder_for(netns, with_init))
+}
+
+/// Like [`start`], under the administrator configuration `config`.
+pub fn start_with(netns: &[&Netns], with_init: bool, config: &str) -> Daemon {
+    ready(builder_for(netns, with_init).config(config))
+}
+
+fn builder_for(netns: &[&Netns], with_init: bool) -> DaemonBuilder {
     let mut builder = Daemon::builder();
     for ns in netns {
         builder = builder.netns(ns);
@@ -23,6 +34,10 @@ pub fn start(netns: &[&Netns], with_init: bool) -> Daemon {
     if with_init {
         builder = builder.netns_named("init");
     }
+    builder
+}
+
+fn ready(builder: DaemonBuilder) -> Daemon {
     let daemon = builder.start().expect("spawn wasmtune run");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
     daemon
@@ -46,23 +61,7 @@ pub fn init_value(name: &str) -> u64 {
 /// One iperf3 transfer from `netns` to `server`, with `congestion` set by the
 /// application (`-C`) or left to the kernel and the daemon's sockops program.
 pub fn transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: Option<&str>) -> Throughput {
-    let mut last_error = String::new();
-    for _ in 0..5 {
-        let mut cmd = netns.command("iperf3");
-        cmd.args(["-c", &server.addr().to_string(), "-p", &server.port().to_string(), "-t", &seconds.to_string()]);
-        cmd.args(["--connect-timeout", "5000", "-J"]);
-        if let Some(algorithm) = congestion {
-            cmd.args(["-C", algorithm]);
-        }
-        let output = cmd.output().expect("run iperf3");
-        match Throughput::from_report(&String::from_utf8_lossy(&output.stdout)) {
-            Ok(throughput) => return throughput,
-            Err(err) => last_error = format!("{err}: {}", String::from_utf8_lossy(&output.stderr)),
-        }
-        // The server is still finishing the previous run.
-        std::thread::sleep(Duration::from_millis(300));
-    }
-    panic!("iperf3 to {} failed: {last_error}", server.addr());
+    iperf_client(netns, server, seconds, congestion, false)
 }
 
 /// Like [`transfer`], with the client pinned to CPU 0 and the server to
@@ -70,6 +69,10 @@ pub fn transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: O
 /// otherwise swings the throughput of one run two- or threefold.
 pub fn pinned_transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: Option<&str>) -> Throughput {
     let pin = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() >= 2);
+    iperf_client(netns, server, seconds, congestion, pin)
+}
+
+fn iperf_client(netns: &Netns, server: &IperfServer, seconds: u32, congestion: Option<&str>, pin: bool) -> Throughput {
     let mut last_error = String::new();
     for _ in 0..5 {
         let mut cmd = netns.command("iperf3");
