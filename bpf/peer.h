@@ -83,7 +83,7 @@ enum wasmtune_peer_stat {
  * A write to a net.* sysctl by a task other than the host. 160 bytes.
  *
  * offset size field
- *      0    8 netns_cookie  the writer's network namespace
+ *      0    8 netns_cookie  the namespace of the sysctl table written (0: unknown)
  *      8    4 pid           thread-group id of the writer
  *     12    4 value_len     bytes of `value` used (0 if it could not be read)
  *     16   16 comm          the writer's command name, NUL-terminated

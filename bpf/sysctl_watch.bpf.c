@@ -7,12 +7,22 @@
  *   to (the host attaches it to the cgroup-v2 root: every task); for writes
  *   to net.* by any process but the host (`host_tgid`, set before load), it
  *   posts one `struct wasmtune_sysctl_write` naming the sysctl, the writer's
- *   pid and command, its network namespace and the value written. It never
- *   refuses an access (always returns 1).
+ *   pid and command, the network namespace of the sysctl table written and
+ *   the value written. It never refuses an access (always returns 1).
+ *
+ *   The namespace is the table's, never the writer's: a /proc/sys file keeps
+ *   the namespace it was opened in, so a descriptor opened in one namespace
+ *   and passed to a process in another writes the first one's value. An
+ *   unprivileged user in a namespace of their own must not be able to make
+ *   a write look like one to the host's namespace. The table's namespace is
+ *   the `struct net` whose `sysctls` set holds the table's header; a table
+ *   outside any namespace's set (none under net/ today) is posted with
+ *   cookie 0, which the host ignores.
  *   Attach point: cgroup/sysctl on the cgroup-v2 root, through a link (not
  *   pinned: it goes with the host's descriptor).
- *   Minimum kernel: 5.2 (cgroup/sysctl); the writer's namespace is read
- *   through the current task's BTF (bpf_get_current_task_btf, 5.11).
+ *   Minimum kernel: 5.2 (cgroup/sysctl); the table's namespace is read with
+ *   bpf_probe_read_kernel through the context's kernel layout
+ *   (struct bpf_sysctl_kern, CO-RE) and needs the net_cookie (5.7).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -40,11 +50,33 @@ struct {
 	__type(value, __u64);
 } sysctl_lost SEC(".maps");
 
+/*
+ * The cookie of the network namespace whose sysctl table this access goes
+ * to, or 0. The context is a struct bpf_sysctl_kern in the kernel; only its
+ * `write` and `file_pos` fields may be read directly, so the rest is read
+ * with probe reads.
+ */
+static __always_inline __u64 table_netns_cookie(struct bpf_sysctl *ctx)
+{
+	struct bpf_sysctl_kern *kctx = (void *)ctx;
+	struct ctl_table_header *head;
+	struct ctl_table_set *set;
+	struct net *net;
+
+	head = BPF_CORE_READ(kctx, head);
+	if (!head)
+		return 0;
+	set = BPF_CORE_READ(head, set);
+	if (!set)
+		return 0;
+	net = (void *)set - bpf_core_field_offset(struct net, sysctls);
+	return BPF_CORE_READ(net, net_cookie);
+}
+
 SEC("cgroup/sysctl")
 int sysctl_watch_writes(struct bpf_sysctl *ctx)
 {
 	struct wasmtune_sysctl_write *rec;
-	struct task_struct *task;
 	__u32 tgid;
 	long len;
 
@@ -71,8 +103,7 @@ int sysctl_watch_writes(struct bpf_sysctl *ctx)
 	}
 	rec->pid = tgid;
 	bpf_get_current_comm(rec->comm, sizeof(rec->comm));
-	task = bpf_get_current_task_btf();
-	rec->netns_cookie = BPF_CORE_READ(task, nsproxy, net_ns, net_cookie);
+	rec->netns_cookie = table_netns_cookie(ctx);
 	len = bpf_sysctl_get_new_value(ctx, rec->value, sizeof(rec->value));
 	/* -E2BIG: truncated but copied; other errors: nothing usable. */
 	if (len == -7)

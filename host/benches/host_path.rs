@@ -60,6 +60,7 @@ fn main() -> anyhow::Result<()> {
                 actuator.clone(),
                 registry.clone(),
                 Arc::new(RequestCounters::default()),
+                Arc::default(),
             ),
             ClockCap { started: Instant::now() },
             DEFAULT_MEMORY_LIMIT,
@@ -98,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         memory_limit: DEFAULT_MEMORY_LIMIT,
         started: Instant::now(),
         stores: Arc::default(),
+        missing: Arc::default(),
     };
     let mut results = Vec::new();
     for batch_size in [1usize, 64] {

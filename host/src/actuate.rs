@@ -12,7 +12,7 @@
 //! rollback are round trips through the same queue, so they see every change
 //! submitted before them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -22,12 +22,18 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
+use crate::grants::HostLimits;
 use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
 use crate::ledger::{
     DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, record::now_ms,
 };
 use crate::netns::{NetnsError, NetnsRegistry};
+use crate::overrides::{AdminOverrides, Override, OverridesError};
 use crate::sysctl::{self, SysctlError, Value};
+
+/// The policy name under which a value written on the administrator's
+/// behalf is journaled; rollback leaves such values alone (they are theirs).
+pub const ADMINISTRATOR: &str = "administrator";
 
 /// How long [`Actuator::read`] waits for the actuator thread.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -75,6 +81,13 @@ pub enum ActuateError {
         #[from]
         source: LedgerError,
     },
+    /// The administrator's overrides could not be read: starting without
+    /// them would fight the administrator.
+    #[error(transparent)]
+    Overrides {
+        #[from]
+        source: OverridesError,
+    },
     /// The actuator thread could not be started.
     #[error("cannot start the actuator thread: {source}")]
     Spawn { source: std::io::Error },
@@ -111,9 +124,6 @@ enum Command {
     Shutdown { done: Sender<()> },
 }
 
-/// The tunables the administrator took over, per namespace cookie.
-type OverriddenSet = Arc<RwLock<HashMap<u64, HashSet<String>>>>;
-
 /// The per-destination map, once the sockops program runs.
 type PeerSlot = Arc<RwLock<Option<Arc<PeerMap>>>>;
 
@@ -121,7 +131,8 @@ type PeerSlot = Arc<RwLock<Option<Arc<PeerMap>>>>;
 #[derive(Clone)]
 pub struct Actuator {
     commands: Sender<Command>,
-    overridden: OverriddenSet,
+    overrides: Arc<AdminOverrides>,
+    registry: Arc<NetnsRegistry>,
     peers: PeerSlot,
     readers: OpenSysctls,
     /// Changes submitted but not applied yet; reads take the ordered path
@@ -140,6 +151,10 @@ impl Actuator {
     /// thread's capabilities, and needs CAP_SYS_ADMIN to enter namespaces.
     pub fn spawn(config: ActuatorConfig) -> Result<(Actuator, JoinHandle<()>), ActuateError> {
         let mut ledger = Ledger::open(&config.state_dir)?;
+        let overrides = Arc::new(match config.dry_run {
+            true => AdminOverrides::load_read_only(&config.state_dir)?,
+            false => AdminOverrides::load(&config.state_dir)?,
+        });
         if !config.dry_run {
             // A crash between journaling and confirming a change leaves it
             // open; what the kernel holds now says which way it went.
@@ -154,7 +169,6 @@ impl Actuator {
             }
         }
         let (commands, receiver) = crossbeam_channel::unbounded();
-        let overridden = OverriddenSet::default();
         let readers = OpenSysctls::default();
         let pending = Arc::new(AtomicUsize::new(0));
         let peers = PeerSlot::default();
@@ -162,10 +176,11 @@ impl Actuator {
             peers: peers.clone(),
             peer_entries: BTreeMap::new(),
             dry_run: config.dry_run,
-            registry: config.registry,
+            registry: config.registry.clone(),
             ledger,
             plan: DerivedState::default(),
-            overridden: overridden.clone(),
+            overrides: overrides.clone(),
+            limits: HostLimits::detect(),
             readers: readers.clone(),
             pending: pending.clone(),
         };
@@ -173,7 +188,7 @@ impl Actuator {
             .name("wasmtune-actuator".into())
             .spawn(move || worker.run(receiver))
             .map_err(|source| ActuateError::Spawn { source })?;
-        Ok((Actuator { commands, overridden, peers, readers, pending }, handle))
+        Ok((Actuator { commands, overrides, registry: config.registry, peers, readers, pending }, handle))
     }
 
     /// The current value of a sysctl in a namespace, read by the actuator
@@ -241,24 +256,46 @@ impl Actuator {
 
     /// The administrator (another process) wrote `write.tunable` in
     /// `write.netns`: from now on the host leaves it alone there. The mark
-    /// is visible at once to every later check and write; the actuator
-    /// thread then makes sure no host write raced the administrator's (see
-    /// `Worker::settle_admin_write`).
-    pub fn mark_overridden(&self, write: AdminWrite) {
-        {
-            let mut overridden = self.overridden.write().unwrap_or_else(PoisonError::into_inner);
-            overridden.entry(write.netns).or_default().insert(write.tunable.clone());
-        }
+    /// is visible at once to every later check and write, and kept on disk;
+    /// the actuator thread then makes sure no host write raced the
+    /// administrator's (see `Worker::settle_admin_write`). Returns whether
+    /// the tunable is newly theirs.
+    pub fn mark_overridden(&self, write: AdminWrite) -> bool {
+        let entry = Override {
+            netns: self.netns_name(write.netns),
+            tunable: write.tunable.clone(),
+            value: write.value.clone(),
+            pid: write.pid,
+            comm: write.comm.clone(),
+            time_ms: now_ms(),
+            source: "write".to_string(),
+        };
+        let new = match self.overrides.insert(entry) {
+            Ok(new) => new,
+            Err(error) => {
+                tracing::error!(%error, tunable = %write.tunable, "the override holds until the daemon stops, but is not kept on disk");
+                true
+            }
+        };
         if self.commands.send(Command::AdminWrite(write)).is_err() {
             tracing::debug!("the actuator has stopped; administrator write only marked");
         }
+        new
     }
 
-    /// Whether the administrator changed this tunable in this namespace after
-    /// the host did; the host leaves it alone from then on.
+    /// Whether the administrator owns this tunable in this namespace; the
+    /// host leaves it alone there.
     pub fn is_overridden(&self, netns: u64, tunable: &str) -> bool {
-        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
-        overridden.get(&netns).is_some_and(|tunables| tunables.contains(tunable))
+        self.overrides.contains(&self.netns_name(netns), tunable)
+    }
+
+    /// The administrator's tunables, shared with the control socket.
+    pub fn overrides(&self) -> &Arc<AdminOverrides> {
+        &self.overrides
+    }
+
+    fn netns_name(&self, netns: u64) -> String {
+        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
     }
 
     /// The changes in effect (under `--dry-run`, those that would have been made).
@@ -311,15 +348,6 @@ impl Actuator {
         DerivedState::default()
     }
 
-    /// Every tunable the administrator took over: (netns cookie, tunable).
-    pub fn overridden(&self) -> Vec<(u64, String)> {
-        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
-        let mut list: Vec<(u64, String)> =
-            overridden.iter().flat_map(|(netns, set)| set.iter().map(|t| (*netns, t.clone()))).collect();
-        list.sort();
-        list
-    }
-
     /// Applies every change submitted before, then stops the thread.
     pub fn shutdown(self) {
         let (done, finished) = crossbeam_channel::bounded(1);
@@ -341,7 +369,9 @@ struct Worker {
     /// Under `--dry-run`, the fold of the changes that would have been made,
     /// for the summary (the journal is not written).
     plan: DerivedState,
-    overridden: OverriddenSet,
+    overrides: Arc<AdminOverrides>,
+    /// Hard limits a value written on the administrator's behalf must meet.
+    limits: HostLimits,
     readers: OpenSysctls,
     pending: Arc<AtomicUsize>,
 }
@@ -407,20 +437,30 @@ impl Worker {
         self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
     }
 
-    fn mark_overridden(&self, netns: u64, tunable: &str) {
-        let mut overridden = self.overridden.write().unwrap_or_else(PoisonError::into_inner);
-        overridden.entry(netns).or_default().insert(tunable.to_string());
+    /// Found holding a value the host did not write: the administrator's.
+    fn mark_changed(&self, netns: &str, tunable: &str, found: &Value) {
+        let entry = Override {
+            netns: netns.to_string(),
+            tunable: tunable.to_string(),
+            value: Some(found.to_string()),
+            pid: 0,
+            comm: String::new(),
+            time_ms: now_ms(),
+            source: "changed".to_string(),
+        };
+        if let Err(error) = self.overrides.insert(entry) {
+            tracing::error!(%error, tunable, "the override holds until the daemon stops, but is not kept on disk");
+        }
     }
 
-    fn is_overridden(&self, netns: u64, tunable: &str) -> bool {
-        let overridden = self.overridden.read().unwrap_or_else(PoisonError::into_inner);
-        overridden.get(&netns).is_some_and(|tunables| tunables.contains(tunable))
+    fn is_overridden(&self, netns: &str, tunable: &str) -> bool {
+        self.overrides.contains(netns, tunable)
     }
 
     /// Applies one change; see the module documentation for the steps.
     fn apply(&mut self, change: &Change) {
         let netns = self.netns_name(change.netns);
-        if self.is_overridden(change.netns, &change.tunable) {
+        if self.is_overridden(&netns, &change.tunable) {
             tracing::debug!(tunable = %change.tunable, %netns, "not changing a tunable the administrator took over");
             return;
         }
@@ -450,7 +490,7 @@ impl Worker {
             && let Some(expected) = &history.last_written
             && !history.holds_host_value(&old)
         {
-            self.mark_overridden(change.netns, &change.tunable);
+            self.mark_changed(&netns, &change.tunable, &old);
             tracing::warn!(
                 event = "admin-override",
                 tunable = %change.tunable,
@@ -463,29 +503,44 @@ impl Worker {
             );
             return;
         }
-        let intent = Intent {
-            seq: if self.dry_run { self.plan.max_seq() + 1 } else { self.ledger.next_seq() },
-            time: now_ms(),
-            policy: change.policy.clone(),
-            netns: change.netns,
-            netns_name: netns.clone(),
-            tunable: change.tunable.clone(),
-            old: old.clone(),
-            new: change.value.clone(),
-            scenario: change.scenario.clone(),
-            reason: change.reason.clone(),
-        };
         if self.dry_run {
+            let intent = self.intent(change, &netns, &old, self.plan.max_seq() + 1);
             let seq = intent.seq;
             self.plan.apply(&Record::Intent(intent));
             self.plan.apply(&Record::Applied { seq, time: now_ms() });
             return log_change("sysctl-would-change", change, &netns, &old);
         }
-        let seq = intent.seq;
-        if let Err(error) = self.ledger.record(Record::Intent(intent)) {
-            let error = format!("not written, because the journal failed: {error}");
-            return log_failed(change, &netns, Some(&old), &error);
+        match self.write_journaled(change, &netns, &old) {
+            Ok(()) => log_change("sysctl-change", change, &netns, &old),
+            Err(error) => log_failed(change, &netns, Some(&old), &error),
         }
+    }
+
+    fn intent(&self, change: &Change, netns: &str, old: &Value, seq: u64) -> Intent {
+        Intent {
+            seq,
+            time: now_ms(),
+            policy: change.policy.clone(),
+            netns: change.netns,
+            netns_name: netns.to_string(),
+            tunable: change.tunable.clone(),
+            old: old.clone(),
+            new: change.value.clone(),
+            scenario: change.scenario.clone(),
+            reason: change.reason.clone(),
+        }
+    }
+
+    /// The one way a sysctl is written, inside its namespace (the caller
+    /// entered it): the intent is journaled and synced first, then the value
+    /// written and read back, then the outcome journaled. The error says
+    /// what failed.
+    fn write_journaled(&mut self, change: &Change, netns: &str, old: &Value) -> Result<(), String> {
+        let intent = self.intent(change, netns, old, self.ledger.next_seq());
+        let seq = intent.seq;
+        self.ledger
+            .record(Record::Intent(intent))
+            .map_err(|error| format!("not written, because the journal failed: {error}"))?;
         let written = sysctl::write(&change.tunable, &change.value);
         let read_back = sysctl::read(&change.tunable);
         let error = match (&written, &read_back) {
@@ -501,10 +556,7 @@ impl Worker {
         if let Err(journal_error) = self.ledger.record(outcome) {
             tracing::error!(error = %journal_error, tunable = %change.tunable, %netns, "cannot journal the outcome of a change");
         }
-        match error {
-            None => log_change("sysctl-change", change, &netns, &old),
-            Some(error) => log_failed(change, &netns, Some(&old), &error),
-        }
+        error.map_or(Ok(()), Err)
     }
 }
 
@@ -647,7 +699,11 @@ impl Worker {
     /// race left: a host write that read the old value just before the
     /// administrator wrote and landed just after, overwriting them. Then the
     /// kernel holds the host's value while the administrator wrote another,
-    /// and the administrator's value is put back.
+    /// and the administrator's value is put back, through the same hard
+    /// limits and journal as any change. `write.netns` is the namespace of
+    /// the sysctl table written (not the writer's), so a value written
+    /// through a descriptor passed from another namespace is put back only
+    /// where it was written.
     fn settle_admin_write(&mut self, write: &AdminWrite) {
         if self.dry_run {
             return;
@@ -659,12 +715,24 @@ impl Worker {
             return;
         }
         let Some(admin_value) = write.value.as_deref().map(Value::parse) else { return };
-        let Ok(_inside) = self.registry.enter(write.netns) else { return };
-        let Ok(now) = sysctl::read(&write.tunable) else { return };
-        if now != host_value || now == admin_value {
+        if let Some(why) = self.outside_hard_limits(&write.tunable, &admin_value) {
+            tracing::warn!(tunable = %write.tunable, %netns, "the value {} (pid {}) wrote to {} is not put back after a racing write: {why}", write.comm, write.pid, write.tunable);
             return;
         }
-        match sysctl::write(&write.tunable, &admin_value) {
+        let Ok(_inside) = self.registry.enter(write.netns) else { return };
+        let Ok(now) = sysctl::read(&write.tunable) else { return };
+        if now != host_value || now == admin_value || shape_mismatch(&now, &admin_value).is_some() {
+            return;
+        }
+        let change = Change {
+            policy: ADMINISTRATOR.to_string(),
+            netns: write.netns,
+            tunable: write.tunable.clone(),
+            value: admin_value.clone(),
+            scenario: "administrator's value restored".to_string(),
+            reason: format!("{} (pid {}) wrote it while a wasmtune write was under way", write.comm, write.pid),
+        };
+        match self.write_journaled(&change, &netns, &now) {
             Ok(()) => tracing::warn!(
                 event = "admin-override-restored",
                 tunable = %write.tunable,
@@ -686,6 +754,18 @@ impl Worker {
                 write.tunable
             ),
         }
+    }
+
+    /// Why a value is beyond what the host ever writes, if it is.
+    fn outside_hard_limits(&self, tunable: &str, value: &Value) -> Option<String> {
+        sysctl::validate_name(tunable).err().map(|e| e.to_string()).or_else(|| {
+            let (min, max) = self.limits.bounds(tunable);
+            let Value::Integers(fields) = value else { return None };
+            fields
+                .iter()
+                .find(|field| !(min..=max).contains(*field))
+                .map(|field| format!("{field} is outside the host's hard limits [{min}, {max}]"))
+        })
     }
 }
 

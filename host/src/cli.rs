@@ -44,6 +44,23 @@ pub enum Command {
     Status(QueryArgs),
     /// The changes in effect, as the exit summary prints them.
     Summary(QueryArgs),
+    /// The administrator's tunables: those another process wrote, or a
+    /// sysctl.d file sets, which no policy changes until handed back.
+    #[command(subcommand)]
+    Override(OverrideCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OverrideCommand {
+    /// Hand TUNABLE back to the policies (in every namespace, or only in NAME).
+    Clear {
+        tunable: String,
+        /// Only in this namespace (`init`, a /run/netns name).
+        #[arg(long, value_name = "NAME")]
+        netns: Option<String>,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
 }
 
 /// What every query of a running daemon takes.

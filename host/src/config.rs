@@ -14,6 +14,14 @@ use serde::{Deserialize, Deserializer};
 pub struct AdminConfig {
     /// 0..=4; the command line wins over it.
     pub learning_rate: Option<LearningRate>,
+    /// Whether tunables set in the boot-time sysctl files (`/etc/sysctl.d`
+    /// and the rest of systemd-sysctl's list, then `/etc/sysctl.conf`) are
+    /// the administrator's in the initial namespace from the start. Default
+    /// true.
+    pub respect_sysctl_d: Option<bool>,
+    /// The sysctl.d directories to read, highest priority first, instead of
+    /// systemd's list; `/etc/sysctl.conf` is then not read.
+    pub sysctl_d_dirs: Option<Vec<PathBuf>>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
 }

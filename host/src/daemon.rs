@@ -21,6 +21,7 @@ use crate::router::{PolicySet, Router};
 use crate::runtime::engine::PolicyEngine;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
 use crate::runtime::worker::WorkerContext;
+use crate::sysctl_d::BootSettings;
 use crate::watcher::{DirWatcher, Reconciler};
 
 /// Everything `run` needs, resolved from the command line.
@@ -72,12 +73,24 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     })
     .context("cannot start the actuator")?;
     recover_earlier_run(&actuator, opts.on_crash, opts.dry_run);
+    let respect_sysctl_d = config.respect_sysctl_d.unwrap_or(true);
+    if respect_sysctl_d {
+        let boot = match &config.sysctl_d_dirs {
+            Some(dirs) => BootSettings::read(dirs, None),
+            None => BootSettings::read_default(),
+        };
+        for warning in &boot.warnings {
+            tracing::warn!(event = "sysctl-d", "{warning}");
+        }
+        actuator.overrides().set_boot(boot);
+    }
 
     let engine = Arc::new(
         PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir)))
             .context("cannot start the Wasm engine")?,
     );
     let arbiter = Arc::new(Arbiter::default());
+    let missing = Arc::new(crate::missing::MissingTunables::default());
     let ctx = WorkerContext {
         engine: engine.clone(),
         arbiter: arbiter.clone(),
@@ -88,26 +101,44 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         memory_limit: DEFAULT_MEMORY_LIMIT,
         started,
         stores: Arc::default(),
+        missing: missing.clone(),
     };
     let policies = Arc::new(PolicySet::default());
     let builtins = crate::builtin::load_all(&engine);
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, policies.clone());
     reconciler.reconcile();
     let offered = reconciler.offered();
+    say_boot_settings(respect_sysctl_d, &actuator, &policies);
     let reconciler = Arc::new(Mutex::new(reconciler));
 
-    let kernel = Arc::new(
-        KernelSource::start(BpfConfig { near_limit_shift: 6 - u32::from(rate.get()), ..BpfConfig::default() })
-            .context("cannot load the BPF programs")?,
-    );
-    let attached = kernel.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count();
+    // Without any BPF hook the /proc signals, the actuator, rollback and the
+    // control socket still serve: run with what works and say what does not.
+    let kernel =
+        match KernelSource::start(BpfConfig { near_limit_shift: 6 - u32::from(rate.get()), ..BpfConfig::default() }) {
+            Ok(kernel) => Some(Arc::new(kernel)),
+            Err(error) => {
+                tracing::warn!(
+                    event = "hooks-unavailable",
+                    %error,
+                    "no BPF tracepoint hook runs ({error}); tuning goes on from the /proc signals, \
+                     and `wasmtune support` tells what this kernel lacks"
+                );
+                None
+            }
+        };
+    let (events_tx, events_rx) = match &kernel {
+        Some(kernel) => (kernel.event_sender(), kernel.events().clone()),
+        None => crossbeam_channel::bounded(BpfConfig::default().channel_capacity),
+    };
+    let attached =
+        kernel.as_ref().map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
     let proc_signals = crate::signals::ProcSignals::start(
         crate::signals::ProcSignalsConfig {
             near_limit_shift: 6 - u32::from(rate.get()),
             ..crate::signals::ProcSignalsConfig::default()
         },
         registry.clone(),
-        kernel.event_sender(),
+        events_tx,
     )
     .map_err(|e| tracing::warn!("/proc signals (softnet, route table, fragments) are off: {e}"))
     .ok()
@@ -123,8 +154,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         let kernel_for_loss = kernel.clone();
         let proc_for_loss = proc_signals.clone();
         Router::spawn(
-            kernel.events().clone(),
-            move || kernel_for_loss.lost_events() + proc_for_loss.as_ref().map_or(0, |p| p.dropped_events()),
+            events_rx,
+            move || {
+                kernel_for_loss.as_ref().map_or(0, |k| k.lost_events())
+                    + proc_for_loss.as_ref().map_or(0, |p| p.dropped_events())
+            },
             registry.clone(),
             policies.clone(),
         )
@@ -143,6 +177,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             started,
             dry_run: opts.dry_run,
             state_dir: opts.state_dir.clone(),
+            missing,
         },
     ) {
         Ok(control) => Some(control),
@@ -171,7 +206,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         learning_rate = rate.get(),
         dry_run = opts.dry_run,
         "wasmtune running: policies [{names}], namespaces [{namespaces}], {attached}/{} kernel hooks attached{}",
-        kernel.hooks().len(),
+        crate::bpf::HOOKS.len(),
         if opts.dry_run { ", dry run: nothing will be changed" } else { "" }
     );
 
@@ -188,9 +223,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     for worker in policies.clear() {
         drop(worker);
     }
-    match Arc::try_unwrap(kernel) {
-        Ok(kernel) => kernel.stop(),
-        Err(_) => tracing::warn!("BPF programs are detached at exit"),
+    if let Some(kernel) = kernel {
+        match Arc::try_unwrap(kernel) {
+            Ok(kernel) => kernel.stop(),
+            Err(_) => tracing::warn!("BPF programs are detached at exit"),
+        }
     }
     if opts.rollback {
         let report = actuator.rollback();
@@ -204,6 +241,37 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     actuator.shutdown();
     let _ = actuator_thread.join();
     Ok(())
+}
+
+/// Says at start which boot-time settings are the administrator's and which
+/// of them a running policy would otherwise change.
+fn say_boot_settings(respect: bool, actuator: &Actuator, policies: &PolicySet) {
+    if !respect {
+        tracing::info!(event = "sysctl-d", "respect-sysctl-d = false: boot-time sysctl files are not consulted");
+        return;
+    }
+    let boot = actuator.overrides().boot_overrides();
+    let writable = policies.with_workers(|workers| {
+        workers
+            .iter()
+            .flat_map(|w| w.grant.sysctls.iter().filter(|(_, g)| g.access == crate::manifest::Access::Write))
+            .map(|(name, _)| name.clone())
+            .collect::<std::collections::BTreeSet<String>>()
+    });
+    let covered: Vec<String> = boot
+        .iter()
+        .filter(|o| writable.contains(&o.tunable))
+        .map(|o| format!("{} = {} ({})", o.tunable, o.value.as_deref().unwrap_or(""), o.source))
+        .collect();
+    let list = if covered.is_empty() { "none a policy may change".to_string() } else { covered.join("; ") };
+    tracing::info!(
+        event = "sysctl-d",
+        settings = boot.len(),
+        covered = covered.len(),
+        "boot-time sysctl files set {} network tunable(s), the administrator's in netns init \
+         (respect-sysctl-d = true); left alone: {list}",
+        boot.len()
+    );
 }
 
 /// Adopts or rolls back what an earlier run left in effect.

@@ -306,7 +306,7 @@ pub fn event_kind(event: &Event) -> Option<EventKind> {
         Event::FragmentMemory(_) => EventKind::FragmentMemory,
         Event::UdpDrop(_) => EventKind::UdpDrop,
         Event::NamespaceChange(_) => EventKind::NamespaceChange,
-        Event::AdminOverride(_) => EventKind::AdminOverride,
+        Event::AdminOverride(_) | Event::AdminRelease(_) => EventKind::AdminOverride,
         Event::Lost(_) => return None,
     })
 }
@@ -327,6 +327,7 @@ pub fn event_netns(event: &Event) -> Option<u64> {
         Event::UdpDrop(e) => e.netns,
         Event::NamespaceChange(e) => e.netns,
         Event::AdminOverride(e) => e.netns,
+        Event::AdminRelease(e) => e.netns,
         Event::Lost(_) => return None,
     })
 }

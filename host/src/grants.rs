@@ -69,6 +69,9 @@ pub struct TunableGrant {
     pub max: i64,
     /// For text sysctls, the values that may be set.
     pub values: Option<Vec<String>>,
+    /// What the policy does with it (the manifest's `purpose`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// A policy's grants resolved against the administrator and the host.
@@ -259,7 +262,14 @@ impl EffectiveGrant {
             };
             sysctls.insert(
                 grant.name.clone(),
-                TunableGrant { access: grant.access, fields: grant.fields.clone(), min, max, values },
+                TunableGrant {
+                    access: grant.access,
+                    fields: grant.fields.clone(),
+                    min,
+                    max,
+                    values,
+                    purpose: grant.purpose.clone(),
+                },
             );
         }
         EffectiveGrant {

@@ -23,6 +23,9 @@ pub mod router;
 
 // Kernel writes out, and their record.
 pub mod sysctl;
+pub mod sysctl_d;
+pub mod overrides;
+pub mod missing;
 pub mod actuate;
 pub mod ledger;
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use wasmtune::cli::{Cli, Command, LogFormat, PolicyCommand, QueryArgs};
+use wasmtune::cli::{Cli, Command, LogFormat, OverrideCommand, PolicyCommand, QueryArgs};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune::runtime::engine::PolicyEngine;
 use wasmtune::runtime::image::{PolicyImage, PolicySource};
@@ -55,6 +55,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
         Some(Command::Status(q)) => query(&q, &Request::Status),
         Some(Command::Summary(q)) => query(&q, &Request::Summary),
+        Some(Command::Override(OverrideCommand::Clear { tunable, netns, query: q })) => {
+            query(&q, &Request::OverrideClear { tunable, netns })
+        }
         Some(Command::Rollback { state_dir, query: q }) => match daemon_for_journal(&q, &state_dir) {
             Ok(Some(client)) => ask(client, &q, &Request::Rollback),
             Ok(None) => {

@@ -101,6 +101,10 @@ pub struct SysctlGrant {
     pub max: Option<i64>,
     /// For text sysctls: the values the policy may set.
     pub values: Option<Vec<String>>,
+    /// What the policy does with it, read after "without it": shown when
+    /// this kernel lacks the tunable, and by `wasmtune support`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
 }
 
 /// Why a file's manifest could not be read.

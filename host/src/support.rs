@@ -54,9 +54,66 @@ pub fn probe() -> Vec<ProbeLine> {
     }
     lines.push(probe_ring_buffer());
     lines.push(probe_cgroup2());
+    lines.push(probe_netns_cookie());
     lines.extend(crate::signals::probe_lines());
     for extra in EXTRA_PROBES {
         lines.extend(extra());
+    }
+    lines.extend(policy_tunable_lines());
+    lines
+}
+
+/// What every namespace-aware part of the host relies on: a socket's
+/// namespace cookie (`SO_NETNS_COOKIE`, Linux 5.14) names each namespace.
+fn probe_netns_cookie() -> ProbeLine {
+    let feature = "netns cookie".to_string();
+    match crate::netns::current_cookie() {
+        Ok(cookie) => ProbeLine {
+            feature,
+            ok: true,
+            detail: format!("SO_NETNS_COOKIE names each network namespace (this one: {cookie})"),
+        },
+        Err(errno) => ProbeLine {
+            feature,
+            ok: false,
+            detail: format!(
+                "because SO_NETNS_COOKIE failed ({errno}; it needs Linux 5.14): namespaces cannot be told apart"
+            ),
+        },
+    }
+}
+
+/// For each built-in policy, the tunables it may change and whether this
+/// kernel has each one (in the daemon's own namespace). A missing one costs
+/// only the decisions that need it.
+pub fn policy_tunable_lines() -> Vec<ProbeLine> {
+    let mut lines = Vec::new();
+    for (file, bytes) in crate::builtin::BUILTIN_POLICIES {
+        let name = file.trim_end_matches(".wasm");
+        let manifest = match crate::manifest::Manifest::from_component(bytes) {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                lines.push(ProbeLine {
+                    feature: format!("policy {name}"),
+                    ok: false,
+                    detail: format!("because its manifest cannot be read: {error}"),
+                });
+                continue;
+            }
+        };
+        for grant in manifest.sysctls.iter().filter(|g| g.access == crate::manifest::Access::Write) {
+            let feature = format!("{name}: {}", grant.name);
+            let purpose = grant.purpose.as_deref().unwrap_or("what the policy does with it");
+            lines.push(match crate::sysctl::read(&grant.name) {
+                Ok(value) => ProbeLine { feature, ok: true, detail: format!("now ({value}); for {purpose}") },
+                Err(crate::sysctl::SysctlError::DoesNotExist { .. }) => ProbeLine {
+                    feature,
+                    ok: false,
+                    detail: format!("because this kernel does not have it: {purpose} is off, the rest of {name} works"),
+                },
+                Err(error) => ProbeLine { feature, ok: false, detail: format!("because it cannot be read: {error}") },
+            });
+        }
     }
     lines
 }

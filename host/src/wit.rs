@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
 pub use exports::wasmtune::policy::handler::{Config as PolicyConfig, Info as PolicyInfo};
 pub use wasmtune::policy::tcp::{IpPrefix, PeerChange, PeerSettings};
 pub use wasmtune::policy::types::{
-    AddressFamily, AdminOverride, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial, Event, EventKind,
-    FragmentMemory, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, Protocol, RetransmitBurst,
-    RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop, UdpDropCause,
+    AddressFamily, AdminOverride, AdminRelease, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial,
+    Event, EventKind, FragmentMemory, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, Protocol,
+    RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop, UdpDropCause,
 };

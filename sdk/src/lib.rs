@@ -119,9 +119,10 @@ pub use bindings::exports::wasmtune::policy::handler::{Config, Info};
 pub use bindings::wasmtune::policy::clock::now;
 pub use bindings::wasmtune::policy::tcp::{IpPrefix, PeerSettings};
 pub use bindings::wasmtune::policy::types::{
-    AddressFamily, AdminOverride, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial, Event, EventKind,
-    FragmentMemory, InstantMs, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable, NetnsId, Protocol,
-    RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop, UdpDropCause,
+    AddressFamily, AdminOverride, AdminRelease, BacklogDrops, Bounds, BufferDirection, ConnectionSummary, Denial,
+    Event, EventKind, FragmentMemory, InstantMs, IpAddr, MemoryLevel, MemoryPressure, NamespaceChange, NeighbourTable,
+    NetnsId, Protocol, RetransmitBurst, RouteTable, SoftnetSqueeze, SynOverflow, SysctlValue, TcpBufferLimit, UdpDrop,
+    UdpDropCause,
 };
 pub use change::{Change, LogOnce, log_denial};
 pub use correlation::Correlation;
@@ -130,3 +131,4 @@ pub use log::Level;
 pub use overrides::Overrides;
 pub use policy::Policy;
 pub use settle::Settle;
+pub use sysctl::Tunable;

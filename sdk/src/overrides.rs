@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::{AdminOverride, NetnsId};
+use crate::{AdminOverride, AdminRelease, NetnsId};
 
 /// The (netns, sysctl) pairs the administrator owns.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,6 +40,22 @@ impl Overrides {
         true
     }
 
+    /// The administrator handed `event.sysctl` back in `event.netns`
+    /// (`wasmtune override clear`); true if it was recorded as theirs. Said
+    /// once in the policy's log.
+    pub fn release(&mut self, event: &AdminRelease) -> bool {
+        let released = self.forget(event.netns, &event.sysctl);
+        if released {
+            crate::info!("the administrator handed {} in netns {} back; tuning it again", event.sysctl, event.netns);
+        }
+        released
+    }
+
+    /// Forgets one override without a word; true if it was recorded.
+    pub fn forget(&mut self, netns: NetnsId, sysctl: &str) -> bool {
+        self.owned.remove(&(netns, sysctl.to_string()))
+    }
+
     pub fn owns(&self, netns: NetnsId, sysctl: &str) -> bool {
         self.owned.contains(&(netns, sysctl.to_string()))
     }
@@ -66,6 +82,9 @@ mod tests {
         assert!(overrides.owns(1, "net.core.netdev_max_backlog"));
         assert!(!overrides.owns(2, "net.core.netdev_max_backlog"));
         assert!(!overrides.owns(1, "net.core.netdev_budget"));
+        assert!(overrides.forget(1, "net.core.netdev_max_backlog"));
+        assert!(!overrides.owns(1, "net.core.netdev_max_backlog"));
+        assert!(overrides.record(&event(1, "net.core.netdev_max_backlog")));
         overrides.forget_netns(1);
         assert!(!overrides.owns(1, "net.core.netdev_max_backlog"));
     }

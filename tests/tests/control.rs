@@ -10,21 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lifecycle::{count, install, policy, result, wait_policy};
+use lifecycle::{cli, count, install, policy, result, wait_policy};
 use serde_json::{Value as Json, json};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune_tests::harness::{self, BufferBed, Daemon, Requirement, Side};
 
 const BAD_RMEM: &str = "4096 131072 98304";
-
-fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = harness::wasmtune_command().expect("wasmtune").args(args).output().expect("run wasmtune");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn cli_json(args: &[&str]) -> Json {
     let (ok, stdout, stderr) = cli(args);

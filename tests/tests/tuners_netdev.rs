@@ -18,7 +18,10 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tuning::{CHANGE_TIMEOUT, FloodRates, GsoFlood, change_of, init_value, start, udp_segmentation_off};
+use tuning::{
+    CHANGE_TIMEOUT, FloodRates, GsoFlood, change_of, init_value, start, start_with, start_without_bpf,
+    udp_segmentation_off,
+};
 use wasmtune_tests::harness::{self, Daemon, GlobalSysctlGuard, LogLine, Netns, Requirement, VethPair};
 
 const MAX_BACKLOG: &str = "net.core.netdev_max_backlog";
@@ -29,10 +32,12 @@ const BUDGET_USECS: &str = "net.core.netdev_budget_usecs";
 const BURST: u16 = 128;
 const WINDOW: Duration = Duration::from_secs(2);
 
-/// Guards for every sysctl the policy may touch; `set` ones are set now.
+/// Guards for every sysctl the policy may touch that this kernel has; `set`
+/// ones are set now. The flow-limit bitmap is optional (`CONFIG_NET_FLOW_LIMIT`).
 fn guard_all(set: &[(&str, &str)]) -> Vec<GlobalSysctlGuard> {
     [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS]
         .iter()
+        .filter(|name| harness::sysctl_exists(name))
         .map(|name| match set.iter().find(|(n, _)| n == name) {
             Some((_, value)) => GlobalSysctlGuard::set(name, value).expect("guard and set"),
             None => GlobalSysctlGuard::record(name).expect("guard"),
@@ -104,13 +109,31 @@ fn net_buffer_raises_netdev_max_backlog_on_backlog_drops() {
     println!("net-buffer: backlog 64, no daemon: {untuned}");
     assert!(untuned.backlog_drops_per_s > 0.0, "bursts of {BURST} must overflow a backlog of 64: {untuned}");
 
+    let has_bitmap = harness::sysctl_exists(FLOW_LIMIT_BITMAP);
     let mut daemon = start(&[&bed.rx], true);
     let first = wait_change(&daemon, MAX_BACKLOG);
     assert_change(&first, 64, 80, "need to increase max backlog size", "input backlog was full");
-    let bitmap_line = wait_change(&daemon, FLOW_LIMIT_BITMAP);
-    let reason = bitmap_line.field("reason").unwrap_or_default();
-    assert_eq!(field_u64(&bitmap_line, "old"), 0, "{}", bitmap_line.raw);
-    assert!(reason.contains("enabling flow limits"), "{}", bitmap_line.raw);
+    let bitmap_line = if has_bitmap {
+        let line = wait_change(&daemon, FLOW_LIMIT_BITMAP);
+        let reason = line.field("reason").unwrap_or_default();
+        assert_eq!(field_u64(&line, "old"), 0, "{}", line.raw);
+        assert!(reason.contains("enabling flow limits"), "{}", line.raw);
+        Some(line)
+    } else {
+        harness::skip_part(
+            "tuners::net_buffer_backlog",
+            "flow-limit bitmap change",
+            "this kernel has no net.core.flow_limit_cpu_bitmap (built without CONFIG_NET_FLOW_LIMIT)",
+        );
+        // Without it the backlog is still tuned, and the host says once what is lost.
+        let missing = daemon
+            .wait_for("tunable-missing", CHANGE_TIMEOUT, |l| {
+                l.is_event("tunable-missing") && l.field_is("tunable", FLOW_LIMIT_BITMAP)
+            })
+            .unwrap_or_else(|err| panic!("no tunable-missing line for the bitmap: {err}\n{}", daemon.dump()));
+        assert!(missing.field_is("policy", "net-buffer"), "{}", missing.raw);
+        None
+    };
     // The policy keeps raising while bursts still overflow (with flow limits
     // on, a single flow may fill only half the backlog); then drops stop.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -122,7 +145,7 @@ fn net_buffer_raises_netdev_max_backlog_on_backlog_drops() {
     };
     drop(flood);
     let backlog_after = init_value(MAX_BACKLOG);
-    let bitmap_after = init_value(FLOW_LIMIT_BITMAP);
+    let bitmap_after = has_bitmap.then(|| init_value(FLOW_LIMIT_BITMAP));
     let status = daemon.terminate().expect("daemon exits on SIGTERM");
     assert!(status.success(), "daemon exit status {status}");
 
@@ -135,12 +158,18 @@ fn net_buffer_raises_netdev_max_backlog_on_backlog_drops() {
         expected_old = new;
     }
     assert_eq!(backlog_after, expected_old, "the kernel holds the last change");
-    // The bitmap is written as the integer whose digits are its hex form.
-    let mask = u64::from_str_radix(&bitmap_after.to_string(), 16).expect("hex mask");
-    let cpu_bit = u64::from_str_radix(&field_u64(&bitmap_line, "new").to_string(), 16).expect("hex mask");
-    assert!(cpu_bit != 0 && mask & cpu_bit == cpu_bit, "mask {mask:x} has the dropping CPU's bit {cpu_bit:x}");
+    if let (Some(bitmap_after), Some(bitmap_line)) = (bitmap_after, &bitmap_line) {
+        // The bitmap is written as the integer whose digits are its hex form.
+        let mask = u64::from_str_radix(&bitmap_after.to_string(), 16).expect("hex mask");
+        let cpu_bit = u64::from_str_radix(&field_u64(bitmap_line, "new").to_string(), 16).expect("hex mask");
+        assert!(cpu_bit != 0 && mask & cpu_bit == cpu_bit, "mask {mask:x} has the dropping CPU's bit {cpu_bit:x}");
+    } else {
+        let tried = daemon.lines().into_iter().filter(|l| l.field_is("tunable", FLOW_LIMIT_BITMAP));
+        let changes: Vec<String> = tried.filter(|l| !l.is_event("tunable-missing")).map(|l| l.raw).collect();
+        assert!(changes.is_empty(), "nothing done with a bitmap this kernel lacks: {changes:?}");
+    }
     println!(
-        "net-buffer: netdev_max_backlog 64 -> {backlog_after} in {} changes, flow_limit_cpu_bitmap 0 -> {bitmap_after}; tuned: {tuned}",
+        "net-buffer: netdev_max_backlog 64 -> {backlog_after} in {} changes, flow_limit_cpu_bitmap 0 -> {bitmap_after:?}; tuned: {tuned}",
         raises.len()
     );
     assert!(
@@ -153,6 +182,7 @@ fn net_buffer_raises_netdev_max_backlog_on_backlog_drops() {
             "backlog_before": 64,
             "backlog_after": backlog_after,
             "flow_limit_bitmap_after": bitmap_after,
+            "kernel_has_flow_limit_bitmap": has_bitmap,
             "changes": raises.len(),
             "untuned": untuned.to_json(),
             "tuned": tuned.to_json(),
@@ -308,6 +338,85 @@ fn a_doubled_budget_that_does_not_cut_squeezes_is_given_back() {
     harness::record(
         "tuners::net_buffer_budget_given_back",
         json!({ "budget_changes": raises, "held_under": during.to_json() }),
+    )
+    .expect("record figures");
+}
+
+/// Boot-time settings are the administrator's: a `netdev_max_backlog` that a
+/// sysctl.d file sets is left alone from the start, although backlog drops
+/// go on, while the NAPI budget (not in the file) is still tuned.
+#[test]
+fn a_netdev_max_backlog_set_in_sysctl_d_is_the_administrators_from_start() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let _serial = harness::measurement_lock();
+    let _guards = guard_all(&[(MAX_BACKLOG, "64"), (BUDGET, "32"), (BUDGET_USECS, "8000")]);
+    let boot = harness::scratch_dir("sysctl-d").expect("sysctl.d directory");
+    let file = boot.path().join("60-backlog.conf");
+    std::fs::write(&file, format!("# the administrator's backlog\n{MAX_BACKLOG} = 64\n")).expect("write sysctl.d file");
+    let config = format!("sysctl-d-dirs = [{:?}]\n", boot.path().to_string_lossy());
+    let bed = FloodBed::new("nb-boot");
+    let flood = bed.flood();
+    let mut daemon = start_with(&[&bed.rx], true, &config);
+    let said = daemon
+        .wait_for("the sysctl-d line", CHANGE_TIMEOUT, |l| l.is_event("sysctl-d") && l.raw.contains(MAX_BACKLOG))
+        .unwrap_or_else(|err| panic!("the boot-time setting is not said at start: {err}\n{}", daemon.dump()));
+    assert!(said.raw.contains("60-backlog.conf:2"), "names the file and line: {}", said.raw);
+    // The budget is tuned: the daemon is at work on the same traffic.
+    wait_change(&daemon, BUDGET);
+    let during = bed.measure(&flood);
+    drop(flood);
+    let backlog_now = init_value(MAX_BACKLOG);
+    let status = daemon.terminate().expect("daemon exits on SIGTERM");
+    assert!(status.success(), "daemon exit status {status}");
+
+    assert!(during.backlog_drops_per_s > 0.0, "drops went on at the boot-time backlog: {during}");
+    assert_eq!(backlog_now, 64, "the boot-time value stays\n{}", daemon.dump());
+    assert!(changes_of(&daemon, MAX_BACKLOG).is_empty(), "no backlog change\n{}", daemon.dump());
+    println!("net-buffer: sysctl.d netdev_max_backlog 64 kept under {during}; {}", said.raw);
+    harness::record(
+        "tuners::net_buffer_sysctl_d",
+        json!({ "backlog_kept": backlog_now, "under": during.to_json(), "said": said.message() }),
+    )
+    .expect("record figures");
+}
+
+/// With every BPF program refused (bpf(2) fails with EPERM), the daemon
+/// still runs: it says which hooks are off, tunes from the /proc signals
+/// (softnet squeezes raise the NAPI budget), answers its control socket and
+/// prints its summary on exit.
+#[test]
+fn with_every_bpf_hook_failing_the_daemon_still_tunes_from_proc_signals() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let _serial = harness::measurement_lock();
+    let _guards = guard_all(&[(BUDGET, "32"), (BUDGET_USECS, "8000")]);
+    let bed = FloodBed::new("nb-nobpf");
+    let flood = bed.flood();
+    let mut daemon = start_without_bpf(&[], true);
+    let off = daemon
+        .wait_for("hooks-unavailable", CHANGE_TIMEOUT, |l| l.is_event("hooks-unavailable"))
+        .unwrap_or_else(|err| panic!("no hooks-unavailable line: {err}\n{}", daemon.dump()));
+    assert!(off.raw.contains("\"level\":\"WARN\""), "{}", off.raw);
+    let ready = daemon.events("ready").into_iter().next().expect("ready line");
+    assert_eq!(ready.field("hooks").as_deref(), Some("0"), "{}", ready.raw);
+    let budget = wait_change(&daemon, BUDGET);
+    assert_change(&budget, 32, 40, "need to increase NAPI budget", "ran out of NAPI budget");
+    drop(flood);
+    let status = harness::wasmtune_command().expect("wasmtune").args(["status", "--json"]).output().expect("status");
+    assert!(status.status.success(), "status: {}", String::from_utf8_lossy(&status.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let policies = answer["result"]["policies"].as_array().map_or(0, Vec::len);
+    assert!(policies >= 7, "every built-in runs: {answer}");
+    let exit = daemon.terminate().expect("daemon exits on SIGTERM");
+    assert!(exit.success(), "daemon exit status {exit}");
+    assert!(!daemon.events("summary").is_empty(), "summary on exit\n{}", daemon.dump());
+    println!("no BPF: {}\n{}", off.raw, budget.raw);
+    harness::record(
+        "tuners::no_bpf_hooks",
+        json!({ "hooks_attached": 0, "budget_change": budget.message(), "policies_running": policies }),
     )
     .expect("record figures");
 }

@@ -11,10 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::actuate::{Actuator, Change};
+use crate::actuate::{ActuateError, Actuator, Change};
 use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::missing::MissingTunables;
 use crate::netns::NetnsRegistry;
-use crate::sysctl::Value;
+use crate::sysctl::{SysctlError, Value};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
 use crate::wit::{Denial, SysctlValue};
 
@@ -40,6 +41,7 @@ pub struct SysctlCap {
     pub actuator: Actuator,
     pub registry: Arc<NetnsRegistry>,
     pub counters: Arc<RequestCounters>,
+    pub missing: Arc<MissingTunables>,
     denials_logged: HashMap<(String, &'static str), Instant>,
 }
 
@@ -50,6 +52,7 @@ impl SysctlCap {
         actuator: Actuator,
         registry: Arc<NetnsRegistry>,
         counters: Arc<RequestCounters>,
+        missing: Arc<MissingTunables>,
     ) -> SysctlCap {
         SysctlCap {
             policy: grant.policy.clone(),
@@ -58,6 +61,7 @@ impl SysctlCap {
             actuator,
             registry,
             counters,
+            missing,
             denials_logged: HashMap::new(),
         }
     }
@@ -70,8 +74,18 @@ impl SysctlCap {
         if self.registry.is_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
     }
 
+    /// The kernel's value. A tunable this kernel or namespace does not have
+    /// is `unsupported` (a typed outcome the SDK turns into "missing"), and
+    /// said once per namespace with what the policy loses.
     fn current(&self, netns: u64, name: &str) -> Result<Value, Denial> {
-        self.actuator.read(netns, name).map_err(|e| Denial::Unsupported(format!("{name}: {e}")))
+        self.actuator.read(netns, name).map_err(|error| {
+            if let ActuateError::Sysctl { source: SysctlError::DoesNotExist { .. } } = &error {
+                let purpose = self.grant.sysctls.get(name).and_then(|g| g.purpose.as_deref());
+                self.missing.note(&self.policy, &self.netns_name(netns), name, purpose);
+                return Denial::Unsupported(format!("{name} does not exist in this network namespace on this kernel"));
+            }
+            Denial::Unsupported(format!("{name}: {error}"))
+        })
     }
 
     fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<(), Denial> {

@@ -23,6 +23,13 @@ pub enum Request {
     Summary,
     /// Restore every value changed.
     Rollback,
+    /// Hand a tunable the administrator owns back to the policies: in one
+    /// namespace, or (no `netns`) in every one.
+    OverrideClear {
+        tunable: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        netns: Option<String>,
+    },
 }
 
 /// One answer: `{"ok":true,"schema":1,"result":{...}}` or
@@ -59,5 +66,10 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(r#"{"command":"status"}"#).expect("decode"), Request::Status);
         assert!(serde_json::from_str::<Request>(r#"{"command":"reboot"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"policy-enable"}"#).is_err(), "name is required");
+        let clear = Request::OverrideClear { tunable: "net.ipv4.tcp_rmem".into(), netns: None };
+        assert_eq!(
+            serde_json::to_string(&clear).expect("encode"),
+            r#"{"command":"override-clear","tunable":"net.ipv4.tcp_rmem"}"#
+        );
     }
 }

@@ -29,6 +29,8 @@ pub struct ControlContext {
     pub dry_run: bool,
     /// Where this daemon's journal lives.
     pub state_dir: std::path::PathBuf,
+    /// Tunables policies found missing on this kernel.
+    pub missing: Arc<crate::missing::MissingTunables>,
 }
 
 impl ControlContext {
@@ -42,6 +44,7 @@ impl ControlContext {
                 "policies": self.policies_json(),
                 "tunables": self.tunables_json(),
                 "overrides": self.overrides_json(),
+                "missing-tunables": self.missing_json(),
                 "peers": peers_json(self.actuator.ledger_state().peers()),
                 "events-lost-upstream": self.policies.upstream_lost(),
             })),
@@ -50,6 +53,7 @@ impl ControlContext {
             Request::PolicyDisable { name } => self.set_enabled(name, false),
             Request::Summary => Response::ok(summary_json(&self.actuator.summary())),
             Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
+            Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
         }
     }
 
@@ -172,14 +176,81 @@ impl ControlContext {
         Json::Array(list)
     }
 
+    /// Every override: those seen, and the boot-time settings of tunables a
+    /// running policy may write (the others concern no policy).
     fn overrides_json(&self) -> Json {
-        let list: Vec<Json> = self
-            .actuator
-            .overridden()
+        let writable = self.policies.with_workers(|workers| {
+            workers
+                .iter()
+                .flat_map(|w| w.grant.sysctls.iter().filter(|(_, g)| g.access == Access::Write))
+                .map(|(name, _)| name.clone())
+                .collect::<std::collections::BTreeSet<String>>()
+        });
+        let overrides = self.actuator.overrides();
+        let boot = overrides.boot_overrides().into_iter().filter(|o| writable.contains(&o.tunable));
+        let list: Vec<Json> = overrides
+            .list()
             .into_iter()
-            .map(|(netns, tunable)| json!({ "netns": self.netns_name(netns), "tunable": tunable }))
+            .chain(boot)
+            .map(|o| {
+                json!({
+                    "netns": o.netns,
+                    "tunable": o.tunable,
+                    "value": o.value,
+                    "pid": o.pid,
+                    "comm": o.comm,
+                    "who": o.who(),
+                    "time-ms": o.time_ms,
+                    "source": o.source,
+                })
+            })
             .collect();
         Json::Array(list)
+    }
+
+    fn missing_json(&self) -> Json {
+        let list: Vec<Json> = self
+            .missing
+            .list()
+            .into_iter()
+            .map(|m| json!({ "policy": m.policy, "netns": m.netns, "tunable": m.tunable, "lost": m.lost }))
+            .collect();
+        Json::Array(list)
+    }
+
+    /// Hands a tunable back: forgets the override (on disk too), says so,
+    /// and tells the policies subscribed to `admin-override`, which may then
+    /// tune it again.
+    fn clear_override(&self, tunable: &str, netns: Option<&str>) -> Response {
+        if let Err(error) = crate::sysctl::validate_name(tunable) {
+            return Response::error(error.to_string());
+        }
+        let cleared = match self.actuator.overrides().clear(netns, tunable) {
+            Ok(cleared) => cleared,
+            Err(error) => return Response::error(format!("the override is not cleared: {error}")),
+        };
+        let mut events = Vec::new();
+        for o in &cleared {
+            tracing::info!(
+                event = "override-cleared",
+                tunable = %o.tunable,
+                netns = %o.netns,
+                "{} in netns {} is handed back to the policies (it was the administrator's since {} set it to ({}))",
+                o.tunable,
+                o.netns,
+                o.who(),
+                o.value.as_deref().unwrap_or("unknown")
+            );
+            if let Some(cookie) = self.registry.cookie_of(&o.netns) {
+                events.push(crate::wit::Event::AdminRelease(crate::wit::AdminRelease {
+                    netns: cookie,
+                    sysctl: o.tunable.clone(),
+                }));
+            }
+        }
+        crate::router::dispatch(&events, &self.registry, &self.policies);
+        let list: Vec<Json> = cleared.iter().map(|o| json!({ "netns": o.netns, "tunable": o.tunable })).collect();
+        Response::ok(json!({ "cleared": list }))
     }
 }
 

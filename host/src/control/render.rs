@@ -75,6 +75,29 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
             if !overrides.is_empty() {
                 out.push(format!("taken over by the administrator: {}", overrides.join(", ")));
             }
+            for o in result["overrides"].as_array().into_iter().flatten() {
+                out.push(format!(
+                    "  {}/{}: ({}) by {}",
+                    text(&o["netns"]),
+                    text(&o["tunable"]),
+                    text(&o["value"]),
+                    text(&o["who"])
+                ));
+            }
+            let missing = result["missing-tunables"].as_array().into_iter().flatten().collect::<Vec<_>>();
+            if !missing.is_empty() {
+                out.push(String::new());
+                out.push("not on this kernel (the decisions that need them are off):".to_string());
+                for m in missing {
+                    out.push(format!(
+                        "  {} in netns {} (policy {}): without it, {} is off",
+                        text(&m["tunable"]),
+                        text(&m["netns"]),
+                        text(&m["policy"]),
+                        text(&m["lost"])
+                    ));
+                }
+            }
             let peers = result["peers"].as_array().into_iter().flatten().collect::<Vec<_>>();
             if !peers.is_empty() {
                 out.push(String::new());
@@ -99,6 +122,19 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
                 if enabled { "enabled" } else { "disabled" },
                 if running { ", running" } else { "" }
             ));
+        }
+        Request::OverrideClear { tunable, .. } => {
+            let cleared: Vec<String> = result["cleared"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| format!("{}/{}", text(&o["netns"]), text(&o["tunable"])))
+                .collect();
+            if cleared.is_empty() {
+                out.push(format!("{tunable} was not the administrator's anywhere"));
+            } else {
+                out.push(format!("handed back to the policies: {}", cleared.join(", ")));
+            }
         }
         Request::Summary | Request::Rollback => {
             out.extend(result["lines"].as_array().into_iter().flatten().map(text));

@@ -54,6 +54,10 @@ pub enum SkipReason {
     ChangedSince { expected: Value, found: Value },
     /// It already holds its original value.
     AlreadyOriginal,
+    /// Its last value was put back on the administrator's behalf: theirs.
+    Administrators,
+    /// This kernel (or namespace) no longer has it: nothing to restore.
+    NotOnThisKernel,
     /// The namespace no longer exists (or its name now means another one).
     NamespaceGone { detail: String },
     /// `--dry-run`: the write that would have restored it.
@@ -69,6 +73,8 @@ impl fmt::Display for SkipReason {
                 write!(f, "changed by someone else since (wasmtune wrote ({expected}), it now holds ({found}))")
             }
             SkipReason::AlreadyOriginal => f.write_str("already holds its original value"),
+            SkipReason::Administrators => f.write_str("it holds the administrator's value"),
+            SkipReason::NotOnThisKernel => f.write_str("this kernel does not have it (nothing to restore)"),
             SkipReason::NamespaceGone { detail } => write!(f, "the namespace is gone: {detail}"),
             SkipReason::DryRun { from, to } => write!(f, "dry run: would restore ({from}) -> ({to})"),
             SkipReason::Failed { error } => write!(f, "restoring failed: {error}"),
@@ -211,6 +217,11 @@ pub(crate) fn roll_back_matching(
         .collect();
     let had_history = !ledger.state().tunables().is_empty() || !ledger.state().peers_ended().is_empty();
     for (key, history) in changed {
+        if history.last_policy == crate::actuate::ADMINISTRATOR {
+            tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {}", key.tunable, key.netns, SkipReason::Administrators);
+            report.skipped.push((key, SkipReason::Administrators));
+            continue;
+        }
         let outcome = {
             match access.enter(&key.netns, history.netns_cookie) {
                 Ok(_inside) => restore_one(ledger, &key, &history, dry_run),
@@ -252,7 +263,11 @@ fn restore_one(
     dry_run: bool,
 ) -> Result<RestoredTunable, SkipReason> {
     let failed = |error: String| SkipReason::Failed { error };
-    let found = sysctl::read(&key.tunable).map_err(|e| failed(e.to_string()))?;
+    let found = sysctl::read(&key.tunable).map_err(|e| match e {
+        // Booted into a kernel without it: nothing of the host's is left there.
+        sysctl::SysctlError::DoesNotExist { .. } => SkipReason::NotOnThisKernel,
+        other => failed(other.to_string()),
+    })?;
     if found == history.original {
         return Err(SkipReason::AlreadyOriginal);
     }
@@ -470,5 +485,25 @@ mod tests {
         assert!(lines[0].contains("keep what they were given"), "{lines:?}");
         let again = rollback_offline(dir.path()).expect("second rollback");
         assert_eq!(again.lines(), ["nothing to roll back"], "the first rollback completed");
+    }
+
+    #[test]
+    fn a_tunable_this_kernel_no_longer_has_is_skipped_and_the_rollback_completes() {
+        use crate::ledger::state::tests::{applied, intent};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let gone = "net.core.wasmtune_no_such_sysctl";
+        let here = crate::netns::current_cookie().expect("this namespace's cookie");
+        {
+            let mut ledger = Ledger::open(dir.path()).expect("open");
+            let (old, new) = (Value::Integers(vec![1]), Value::Integers(vec![2]));
+            let Record::Intent(mut made) = intent(1, "init", gone, old, new, "need more") else { unreachable!() };
+            made.netns = here;
+            ledger.record(Record::Intent(made)).expect("intent");
+            ledger.record(applied(1)).expect("applied");
+        }
+        let report = rollback_offline(dir.path()).expect("rollback");
+        assert!(report.complete, "{report:?}");
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        assert_eq!(report.skipped[0].1, SkipReason::NotOnThisKernel, "{report:?}");
     }
 }

@@ -57,6 +57,8 @@ pub struct WorkerContext {
     pub started: Instant,
     /// Per-policy-name key-value state, handed from version to version.
     pub stores: Arc<crate::caps::state::PolicyStores>,
+    /// Tunables policies found missing on this kernel.
+    pub missing: Arc<crate::missing::MissingTunables>,
 }
 
 /// Counters a worker keeps; read by status, the router and tests.
@@ -495,6 +497,7 @@ impl Runner {
             self.ctx.actuator.clone(),
             self.ctx.registry.clone(),
             self.stats.requests.clone(),
+            self.ctx.missing.clone(),
         );
         PolicyState::new(LogCap::new(&self.name), sysctl, ClockCap { started: self.ctx.started }, self.ctx.memory_limit)
             .with_store(self.ctx.stores.for_policy(&self.name))

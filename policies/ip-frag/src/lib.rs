@@ -11,21 +11,23 @@
 //! that never complete fills each raise at once): the threshold goes back to
 //! its first value and stays there until reassembly mostly succeeds. The
 //! decision is the pure [`tuner`] module.
+//!
+//! The two families are tuned apart: a threshold this kernel or namespace
+//! does not have (`net.ipv6.*` without IPv6) stops only that family, quietly
+//! (the host logs once what is missing); a refused read is logged once.
 
 pub mod tuner;
 
-use std::collections::BTreeMap;
-
 use wasmtune_sdk::{
-    AddressFamily, Config, Event, EventKind, FragmentMemory, Info, LogOnce, NetnsId, Overrides, Policy, Settle,
-    log_denial, sysctl,
+    Config, Event, EventKind, FragmentMemory, Info, LogOnce, NetnsId, Overrides, Policy, Settle, Tunable, log_denial,
+    sysctl,
 };
 
-use crate::tuner::{IPV4_HIGH_THRESH, IPV6_HIGH_THRESH, Lane};
+use crate::tuner::{IPV4_HIGH_THRESH, IPV6_HIGH_THRESH, Lanes};
 
 pub struct IpFrag {
     learning_rate: u8,
-    lanes: BTreeMap<(NetnsId, AddressFamily), Lane>,
+    lanes: Lanes,
     overrides: Overrides,
     settle: Settle,
     said: LogOnce,
@@ -37,21 +39,34 @@ impl IpFrag {
         if self.overrides.owns(event.netns, name) {
             return;
         }
-        let current = match sysctl::read_integers(event.netns, name) {
-            Ok(fields) if fields.len() == 1 => fields[0],
-            Ok(_) => return,
-            Err(denial) => return log_denial(&mut self.said, event.netns, name, &denial),
-        };
+        let current = self.read_integer(event.netns, name);
         let key = format!("{}/{name}", event.netns);
         let now = wasmtune_sdk::now();
-        if self.settle.waiting(&key, &[current], now) {
+        if current.is_some_and(|value| self.settle.waiting(&key, &[value], now)) {
             return;
         }
-        let lane = self.lanes.entry((event.netns, event.family)).or_default();
-        let Some(change) = lane.decide(event, current, self.learning_rate) else { return };
+        let Some(change) = self.lanes.decide(event, current, self.learning_rate) else { return };
         match change.request(event.netns) {
             Ok(()) => self.settle.requested(&key, &change.fields, now),
             Err(denial) => log_denial(&mut self.said, event.netns, name, &denial),
+        }
+    }
+
+    /// `name` in `netns`, or `None` when there is none to decide with.
+    fn read_integer(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
+        match sysctl::integer(netns, name) {
+            Tunable::Present(value) => Some(value),
+            Tunable::Missing(why) => {
+                // The host has already said so (`tunable-missing`).
+                if self.said.first(&format!("{netns}/{name}/missing")) {
+                    wasmtune_sdk::debug!("{why}; {name} is not tuned there");
+                }
+                None
+            }
+            Tunable::Refused(denial) => {
+                log_denial(&mut self.said, netns, name, &denial);
+                None
+            }
         }
     }
 }
@@ -60,7 +75,7 @@ impl Policy for IpFrag {
     fn init(config: &Config) -> Result<(Self, Info), String> {
         let policy = IpFrag {
             learning_rate: config.learning_rate,
-            lanes: BTreeMap::new(),
+            lanes: Lanes::default(),
             overrides: Overrides::new(),
             settle: Settle::new(),
             said: LogOnce::new(),
@@ -73,6 +88,9 @@ impl Policy for IpFrag {
             Event::FragmentMemory(memory) => self.on_memory(memory),
             Event::AdminOverride(taken) => {
                 self.overrides.take_over(taken, |s| [IPV4_HIGH_THRESH, IPV6_HIGH_THRESH].contains(&s));
+            }
+            Event::AdminRelease(released) => {
+                self.overrides.release(released);
             }
             // Memory is sampled again on the next event.
             Event::Lost(_) => {}

@@ -1,8 +1,13 @@
 //! The ip-frag decision, free of any host: grow the reassembly memory
 //! threshold when fragments fill it, shrink it when reassembly failures rise
 //! with it (more memory only feeds a fragment flood).
+//!
+//! Each namespace and family is a [`Lane`] of its own, so a threshold this
+//! kernel does not have (no `net.ipv6` without IPv6) stops only its lane.
 
-use wasmtune_sdk::{AddressFamily, Change, Correlation, FragmentMemory, rate};
+use std::collections::BTreeMap;
+
+use wasmtune_sdk::{AddressFamily, Change, Correlation, FragmentMemory, NetnsId, rate};
 
 pub const IPV4_HIGH_THRESH: &str = "net.ipv4.ipfrag_high_thresh";
 pub const IPV6_HIGH_THRESH: &str = "net.ipv6.ip6frag_high_thresh";
@@ -22,6 +27,22 @@ pub fn tunable(family: AddressFamily) -> &'static str {
     match family {
         AddressFamily::Ipv4 => IPV4_HIGH_THRESH,
         AddressFamily::Ipv6 => IPV6_HIGH_THRESH,
+    }
+}
+
+/// Every lane the policy has seen.
+#[derive(Debug, Clone, Default)]
+pub struct Lanes {
+    lanes: BTreeMap<(NetnsId, AddressFamily), Lane>,
+}
+
+impl Lanes {
+    /// What to do about `event` with `current` as its family's threshold in
+    /// force; `None` (unreadable) leaves its lane untouched and changes
+    /// nothing.
+    pub fn decide(&mut self, event: &FragmentMemory, current: Option<i64>, rate: u8) -> Option<Change> {
+        let current = current?;
+        self.lanes.entry((event.netns, event.family)).or_default().decide(event, current, rate)
     }
 }
 
@@ -181,5 +202,15 @@ mod tests {
         let mut lane = Lane::default();
         let event = FragmentMemory { family: AddressFamily::Ipv6, ..memory(4_000_000, 0, 0) };
         assert_eq!(lane.decide(&event, 4 << 20, 4).expect("raise").name, IPV6_HIGH_THRESH);
+    }
+
+    #[test]
+    fn ipv4_is_still_tuned_on_a_kernel_without_ipv6() {
+        let mut lanes = Lanes::default();
+        let ipv6 = FragmentMemory { family: AddressFamily::Ipv6, ..memory(4_000_000, 0, 100) };
+        assert!(lanes.decide(&ipv6, None, 4).is_none());
+        let change = lanes.decide(&memory(4_000_000, 0, 100), Some(4 << 20), 4).expect("a raise");
+        assert_eq!((change.name.as_str(), change.fields[0]), (IPV4_HIGH_THRESH, 5 << 20));
+        assert_eq!(lanes.lanes.len(), 1, "no IPv6 lane without its threshold");
     }
 }

@@ -9,6 +9,13 @@
 //! `gc_thresh3` or less, the thresholds are lowered a step, never below
 //! 128/512/1024 nor below their values when first seen.
 //!
+//! Each threshold is read on its own: one this kernel does not have (the
+//! host says so once) or the host refuses stops only its own change; the
+//! others still move, each kept at or below the next one up that is known
+//! (the table's own limit when `gc_thresh3` is not). A threshold the
+//! administrator changed stops all three of its family (they are planned
+//! around each other's new values) until it is handed back.
+//!
 //! Per-table (per-device) thresholds would need netlink, which the policy
 //! contract does not offer: the default table's sysctls are changed. The
 //! kernel has one table per family shared by every namespace, and its
@@ -21,7 +28,7 @@ use std::collections::BTreeMap;
 
 use wasmtune_sdk::{
     AddressFamily, Config, Event, EventKind, Info, LogOnce, NeighbourTable, NetnsId, Overrides, Policy, Settle,
-    log_denial, sysctl,
+    Tunable, log_denial, sysctl,
 };
 
 use crate::tuner::{Decision, Lane};
@@ -45,15 +52,11 @@ impl Neigh {
         if names.iter().any(|name| self.overrides.owns(table.netns, name)) {
             return;
         }
+        let current = names.map(|name| self.read_integer(table.netns, name));
         let now = wasmtune_sdk::now();
-        let mut current = [0i64; 3];
-        for (slot, name) in current.iter_mut().zip(names) {
-            match sysctl::read_integers(table.netns, name) {
-                Ok(fields) if fields.len() == 1 => *slot = fields[0],
-                Ok(_) => return,
-                Err(denial) => return log_denial(&mut self.said, table.netns, name, &denial),
-            }
-            if self.settle.waiting(&format!("{}/{name}", table.netns), &[*slot], now) {
+        for (name, value) in names.iter().zip(current) {
+            let key = format!("{}/{name}", table.netns);
+            if value.is_some_and(|value| self.settle.waiting(&key, &[value], now)) {
                 return;
             }
         }
@@ -77,11 +80,30 @@ impl Neigh {
                         }
                         Err(denial) => {
                             log_denial(&mut self.said, table.netns, &change.name, &denial);
-                            // The thresholds move together or not at all.
+                            // The ones after it were planned around its new
+                            // value: without it they could cross it.
                             break;
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// `name` in `netns`, or `None` when there is none to decide with.
+    fn read_integer(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
+        match sysctl::integer(netns, name) {
+            Tunable::Present(value) => Some(value),
+            Tunable::Missing(why) => {
+                // The host has already said so (`tunable-missing`).
+                if self.said.first(&format!("{netns}/{name}/missing")) {
+                    wasmtune_sdk::debug!("{why}; the other gc thresholds are still tuned");
+                }
+                None
+            }
+            Tunable::Refused(denial) => {
+                log_denial(&mut self.said, netns, name, &denial);
+                None
             }
         }
     }
@@ -110,6 +132,9 @@ impl Policy for Neigh {
             }
             Event::AdminOverride(taken) => {
                 self.overrides.take_over(taken, |s| s.contains(".neigh.default.gc_thresh"));
+            }
+            Event::AdminRelease(released) => {
+                self.overrides.release(released);
             }
             // Tables are reported again as entries are created.
             Event::Lost(_) => {}

@@ -13,6 +13,16 @@
 //!   has doubled since squeezes began without the squeezes per packet
 //!   halving, both go back to those values and stay for 10 minutes.
 //!
+//! Each decision needs only its own tunables, so a kernel without one loses
+//! only what depends on it: without `flow_limit_cpu_bitmap`
+//! (`CONFIG_NET_FLOW_LIMIT`) the backlog is still raised; without a readable
+//! `netdev_max_backlog` drops are judged against the backlog the kernel
+//! reported with them and the CPU still gets its flow limit; each of
+//! `netdev_budget` and `netdev_budget_usecs` is raised and lowered on its
+//! own, the guards judging by `netdev_budget` or, on a kernel without it,
+//! by `netdev_budget_usecs`. The host logs once what is missing; a refused
+//! read is logged here, once per kind.
+//!
 //! These sysctls exist only in the initial namespace. A backlog drop carries
 //! the namespace of the receiving device (often a container's veth), so every
 //! drop and squeeze is applied to the initial namespace once the host has
@@ -25,7 +35,7 @@ use std::collections::BTreeMap;
 
 use wasmtune_sdk::{
     BacklogDrops, Change, Config, Event, EventKind, Info, LogOnce, NetnsId, Overrides, Policy, Settle, SoftnetSqueeze,
-    log_denial, sysctl,
+    Tunable, log_denial, sysctl,
 };
 
 use crate::tuner::{BUDGET, BUDGET_USECS, FLOW_LIMIT_BITMAP, MAX_BACKLOG, NetBuffer};
@@ -53,38 +63,42 @@ impl NetBufferPolicy {
         self.init_netns
     }
 
-    fn read_one(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
-        match sysctl::read_integers(netns, name) {
-            Ok(fields) if fields.len() == 1 => Some(fields[0]),
-            Ok(fields) => {
-                if self.said.first(&format!("{netns}/{name}/shape")) {
-                    wasmtune_sdk::warn!("{name} in netns {netns} reads as {fields:?}; left alone");
+    /// `name` in `netns`, or `None` when there is none to decide with: the
+    /// decisions that need it are skipped, the others go on.
+    fn read_integer(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
+        match sysctl::integer(netns, name) {
+            Tunable::Present(value) => Some(value),
+            Tunable::Missing(why) => {
+                // The host has already said so (`tunable-missing`).
+                if self.said.first(&format!("{netns}/{name}/missing")) {
+                    wasmtune_sdk::debug!("{why}; the decisions that need {name} are skipped");
                 }
                 None
             }
-            Err(denial) => {
+            Tunable::Refused(denial) => {
                 log_denial(&mut self.said, netns, name, &denial);
                 None
             }
         }
     }
 
-    /// Whether any of `names` is owned by the administrator or still has a
-    /// request on its way (then this event is about the old value).
-    fn busy(&mut self, netns: NetnsId, current: &[(&str, i64)]) -> bool {
+    /// Whether a request for `name` is still on its way, so that the value
+    /// read (and this event) is about the old one.
+    fn settling(&mut self, netns: NetnsId, name: &str, current: Option<i64>) -> bool {
         let now = wasmtune_sdk::now();
-        current.iter().any(|(name, value)| {
-            self.overrides.owns(netns, name) || self.settle.waiting(&format!("{netns}/{name}"), &[*value], now)
-        })
+        current.is_some_and(|value| self.settle.waiting(&format!("{netns}/{name}"), &[value], now))
     }
 
     fn on_drops(&mut self, event: &BacklogDrops) {
         let Some(netns) = self.target(event.netns) else { return };
-        let Some(backlog) = self.read_one(netns, MAX_BACKLOG) else { return };
-        let Some(bitmap) = self.read_one(netns, FLOW_LIMIT_BITMAP) else { return };
         // An administrator's backlog also stops the flow-limit changes that
         // come with raising it.
-        if self.busy(netns, &[(MAX_BACKLOG, backlog)]) {
+        if self.overrides.owns(netns, MAX_BACKLOG) {
+            return;
+        }
+        let backlog = self.read_integer(netns, MAX_BACKLOG);
+        let bitmap = self.read_integer(netns, FLOW_LIMIT_BITMAP);
+        if self.settling(netns, MAX_BACKLOG, backlog) {
             return;
         }
         let now = wasmtune_sdk::now();
@@ -94,9 +108,14 @@ impl NetBufferPolicy {
 
     fn on_squeeze(&mut self, event: &SoftnetSqueeze) {
         let Some(netns) = self.target(event.netns) else { return };
-        let Some(budget) = self.read_one(netns, BUDGET) else { return };
-        let Some(usecs) = self.read_one(netns, BUDGET_USECS) else { return };
-        if self.busy(netns, &[(BUDGET, budget), (BUDGET_USECS, usecs)]) {
+        // The guards judge both budgets together: an administrator's budget
+        // stops this policy's changes to either.
+        if [BUDGET, BUDGET_USECS].iter().any(|name| self.overrides.owns(netns, name)) {
+            return;
+        }
+        let budget = self.read_integer(netns, BUDGET);
+        let usecs = self.read_integer(netns, BUDGET_USECS);
+        if self.settling(netns, BUDGET, budget) || self.settling(netns, BUDGET_USECS, usecs) {
             return;
         }
         let now = wasmtune_sdk::now();
@@ -145,6 +164,9 @@ impl Policy for NetBufferPolicy {
             Event::AdminOverride(taken) => {
                 self.overrides
                     .take_over(taken, |s| [MAX_BACKLOG, FLOW_LIMIT_BITMAP, BUDGET, BUDGET_USECS].contains(&s));
+            }
+            Event::AdminRelease(released) => {
+                self.overrides.release(released);
             }
             // Drops and squeezes are counted in the kernel; the next event
             // carries those of the lost ones.

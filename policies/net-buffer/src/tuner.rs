@@ -2,6 +2,10 @@
 //! minute against `netdev_max_backlog / 32`, the flow-limit CPU bitmap, and
 //! the NAPI budget with its two guards: squeezes rising with the budget
 //! (correlation), and squeezes not halving although the budget has doubled.
+//!
+//! Every tunable comes in as an `Option`: `None` is one this kernel does not
+//! have (or the host would not let the policy read), and only the changes to
+//! it are skipped; the other tunables are still decided on.
 
 use wasmtune_sdk::{BacklogDrops, Change, Correlation, InstantMs, SoftnetSqueeze, rate};
 
@@ -50,6 +54,37 @@ pub fn mask_to_kernel(mask: u64) -> Option<i64> {
     format!("{mask:x}").parse().ok()
 }
 
+/// `netdev_max_backlog` raised a step after `drops` reached `threshold`;
+/// `None` at the cap.
+fn raise_backlog(event: &BacklogDrops, backlog: i64, drops: u64, threshold: u64, rate: u8) -> Option<Change> {
+    let new = rate::raise(backlog.max(1).unsigned_abs(), rate, MAX_BACKLOG_CAP)?;
+    let reason = format!(
+        "{drops} packets dropped within a minute because CPU {}'s input backlog was full (threshold {threshold}, netdev_max_backlog/32); raising netdev_max_backlog by {} to {new}",
+        event.cpu,
+        rate::step_percent(rate)
+    );
+    Some(Change::new(MAX_BACKLOG, vec![new as i64], SCENARIO_BACKLOG, reason))
+}
+
+/// The dropping CPU's bit set in the flow-limit `bitmap`; `None` when it is
+/// already set or cannot be expressed (CPU 64 and up, hex letters).
+fn flag_cpu(event: &BacklogDrops, bitmap: i64) -> Option<Change> {
+    if event.cpu >= 64 {
+        return None;
+    }
+    let mask = mask_from_kernel(bitmap)?;
+    let with_cpu = mask | (1 << event.cpu);
+    if with_cpu == mask {
+        return None;
+    }
+    let value = mask_to_kernel(with_cpu)?;
+    let reason = format!(
+        "CPU {} drops backlog packets; enabling flow limits there so that the busiest flows are dropped first and small flows get through (bitmap {mask:x} -> {with_cpu:x})",
+        event.cpu
+    );
+    Some(Change::new(FLOW_LIMIT_BITMAP, vec![value], SCENARIO_FLOW_LIMIT, reason))
+}
+
 /// Per-namespace state (these tunables exist only in the initial namespace).
 #[derive(Debug, Clone, Default)]
 pub struct NetBuffer {
@@ -57,9 +92,11 @@ pub struct NetBuffer {
     window_drops: u64,
     budget_vs_squeezes: Correlation,
     last_budget_change: Option<InstantMs>,
-    /// (budget, usecs) when first seen: never shrunk below.
-    baseline: Option<(i64, i64)>,
-    /// (budget, squeezes per packet) when this episode's first raise was
+    /// (budget, usecs), each when first read: never shrunk below.
+    baseline: [Option<i64>; 2],
+    /// The budget the guards judge by (see [`NetBuffer::gauge`]).
+    gauged_by: Option<&'static str>,
+    /// (gauge, squeezes per packet) when this episode's first raise was
     /// decided: what later raises are judged against.
     episode_start: Option<(i64, f64)>,
     /// No raises before this (the budget did not help).
@@ -68,12 +105,13 @@ pub struct NetBuffer {
 
 impl NetBuffer {
     /// Drops reported by `event`, with `backlog` and the flow-limit `bitmap`
-    /// (as read) in force. Returns the changes to request, in order.
+    /// (as read; `None` when unreadable) in force. Returns the changes to
+    /// request, in order.
     pub fn on_drops(
         &mut self,
         event: &BacklogDrops,
-        backlog: i64,
-        bitmap: i64,
+        backlog: Option<i64>,
+        bitmap: Option<i64>,
         rate: u8,
         now: InstantMs,
     ) -> Vec<Change> {
@@ -83,52 +121,43 @@ impl NetBuffer {
             self.window_drops = 0;
         }
         self.window_drops = self.window_drops.saturating_add(event.drops);
-        let backlog = backlog.max(1).unsigned_abs();
-        let threshold = (backlog / 32).max(1);
+        // Without a readable netdev_max_backlog the drops are still judged
+        // against the backlog the kernel reported with them: flow limits
+        // help whatever the backlog size (the busiest flows are dropped
+        // first from a full queue), so the bitmap is still worth setting.
+        let judged_against = backlog.unwrap_or(i64::from(event.max_backlog)).max(1).unsigned_abs();
+        let threshold = (judged_against / 32).max(1);
         if self.window_drops < threshold {
             return vec![];
         }
         let drops = std::mem::take(&mut self.window_drops);
         self.window_start = Some(now);
-        let mut changes = vec![];
-        if let Some(new) = rate::raise(backlog, rate, MAX_BACKLOG_CAP) {
-            let reason = format!(
-                "{drops} packets dropped within a minute because CPU {}'s input backlog was full (threshold {threshold}, netdev_max_backlog/32); raising netdev_max_backlog by {} to {new}",
-                event.cpu,
-                rate::step_percent(rate)
-            );
-            changes.push(Change::new(MAX_BACKLOG, vec![new as i64], SCENARIO_BACKLOG, reason));
-        }
-        if event.cpu < 64
-            && let Some(mask) = mask_from_kernel(bitmap)
-        {
-            let with_cpu = mask | (1 << event.cpu);
-            if with_cpu != mask
-                && let Some(value) = mask_to_kernel(with_cpu)
-            {
-                let reason = format!(
-                    "CPU {} drops backlog packets; enabling flow limits there so that the busiest flows are dropped first and small flows get through (bitmap {mask:x} -> {with_cpu:x})",
-                    event.cpu
-                );
-                changes.push(Change::new(FLOW_LIMIT_BITMAP, vec![value], SCENARIO_FLOW_LIMIT, reason));
-            }
-        }
-        changes
+        let backlog_change = backlog.and_then(|backlog| raise_backlog(event, backlog, drops, threshold, rate));
+        let flow_limit_change = bitmap.and_then(|bitmap| flag_cpu(event, bitmap));
+        backlog_change.into_iter().chain(flow_limit_change).collect()
     }
 
-    /// Squeezes reported by `event` with `budget` and `usecs` in force.
+    /// Squeezes reported by `event` with `budget` and `usecs` in force (as
+    /// read; `None` when unreadable). Each is raised or lowered on its own;
+    /// the guards judge by [`NetBuffer::gauge`].
     pub fn on_squeeze(
         &mut self,
         event: &SoftnetSqueeze,
-        budget: i64,
-        usecs: i64,
+        budget: Option<i64>,
+        usecs: Option<i64>,
         rate: u8,
         now: InstantMs,
     ) -> Vec<Change> {
-        let (floor_budget, floor_usecs) = *self.baseline.get_or_insert((budget, usecs));
-        if event.processed > 0 {
-            let squeeze_rate = event.squeezes as f64 / event.processed as f64;
-            self.budget_vs_squeezes.push(budget as f64, squeeze_rate);
+        let current = [budget, usecs];
+        for (floor, value) in self.baseline.iter_mut().zip(current) {
+            if floor.is_none() {
+                *floor = value;
+            }
+        }
+        let Some(gauge) = self.gauge(current) else { return vec![] };
+        let squeeze_rate = (event.processed > 0).then(|| event.squeezes as f64 / event.processed as f64);
+        if let Some(squeeze_rate) = squeeze_rate {
+            self.budget_vs_squeezes.push(gauge.1 as f64, squeeze_rate);
         }
         if event.squeezes == 0 {
             return vec![];
@@ -142,86 +171,132 @@ impl NetBuffer {
         if self.last_budget_change.is_none_or(|at| now.saturating_sub(at) >= SQUEEZE_EPISODE_GAP_MS) {
             self.episode_start = None;
         }
-        if event.processed > 0 {
-            let squeeze_rate = event.squeezes as f64 / event.processed as f64;
+        if let Some(squeeze_rate) = squeeze_rate {
             match self.episode_start {
-                None => self.episode_start = Some((budget, squeeze_rate)),
+                None => self.episode_start = Some((gauge.1, squeeze_rate)),
                 Some((from, rate_then))
                     if from > 0
-                        && budget >= from.saturating_mul(UNHELPFUL_BUDGET_FACTOR)
+                        && gauge.1 >= from.saturating_mul(UNHELPFUL_BUDGET_FACTOR)
                         && squeeze_rate > rate_then / 2.0 =>
                 {
-                    return self.give_up(budget, usecs, (from, rate_then), squeeze_rate, now);
+                    return self.give_up(current, gauge, (from, rate_then), squeeze_rate, now);
                 }
                 Some(_) => {}
             }
         }
-        let (budget_u, usecs_u) = (budget.max(0).unsigned_abs(), usecs.max(0).unsigned_abs());
         if let Some(correlation) = self.budget_vs_squeezes.value().filter(|r| *r > SQUEEZE_CORRELATION) {
-            let new_budget = rate::lower(budget_u, rate, floor_budget.max(0).unsigned_abs());
-            let new_usecs = rate::lower(usecs_u, rate, floor_usecs.max(0).unsigned_abs());
-            let mut changes = vec![];
-            let why = format!(
-                "squeezes rose with the NAPI budget (correlation {correlation:.2} over {} samples): the CPU, not the budget, is the limit",
-                self.budget_vs_squeezes.samples()
-            );
-            if let Some(new) = new_budget {
-                let reason = format!("{why}; lowering netdev_budget to {new}");
-                changes.push(Change::new(BUDGET, vec![new as i64], SCENARIO_BUDGET_SHRINK, reason));
-            }
-            if let Some(new) = new_usecs {
-                let reason = format!("{why}; lowering netdev_budget_usecs to {new}");
-                changes.push(Change::new(BUDGET_USECS, vec![new as i64], SCENARIO_BUDGET_SHRINK, reason));
-            }
-            if !changes.is_empty() {
-                self.last_budget_change = Some(now);
-                // Start the evidence afresh at the lowered budget.
-                self.budget_vs_squeezes.reset();
-            }
-            return changes;
+            return self.lower(current, correlation, rate, now);
         }
-        let mut changes = vec![];
+        self.raise(event, current, rate, now)
+    }
+
+    /// The budget the guards judge by, with its value: `netdev_budget`, or
+    /// on a kernel without it `netdev_budget_usecs`. Evidence gathered on one
+    /// says nothing about the other, so a switch starts it afresh.
+    fn gauge(&mut self, current: [Option<i64>; 2]) -> Option<(Lever, i64)> {
+        let (lever, value) = LEVERS.into_iter().zip(current).find_map(|(lever, value)| Some((lever, value?)))?;
+        if self.gauged_by.replace(lever.name).is_some_and(|before| before != lever.name) {
+            self.budget_vs_squeezes.reset();
+            self.episode_start = None;
+        }
+        Some((lever, value))
+    }
+
+    /// Squeezes rose with the budget: each readable budget a step back
+    /// toward its first value.
+    fn lower(&mut self, current: [Option<i64>; 2], correlation: f64, rate: u8, now: InstantMs) -> Vec<Change> {
+        let why = format!(
+            "squeezes rose with the NAPI budget (correlation {correlation:.2} over {} samples): the CPU, not the budget, is the limit",
+            self.budget_vs_squeezes.samples()
+        );
+        let changes: Vec<Change> = readable(current, self.baseline)
+            .filter_map(|(lever, value, floor)| {
+                let new = rate::lower(value.max(0).unsigned_abs(), rate, floor.max(0).unsigned_abs())?;
+                let reason = format!("{why}; lowering {} to {new}", lever.short);
+                Some(Change::new(lever.name, vec![new as i64], SCENARIO_BUDGET_SHRINK, reason))
+            })
+            .collect();
+        if !changes.is_empty() {
+            self.last_budget_change = Some(now);
+            // Start the evidence afresh at the lowered budget.
+            self.budget_vs_squeezes.reset();
+        }
+        changes
+    }
+
+    /// Each readable budget a step up, within its cap.
+    fn raise(&mut self, event: &SoftnetSqueeze, current: [Option<i64>; 2], rate: u8, now: InstantMs) -> Vec<Change> {
         let why =
             format!("CPU {} ran out of NAPI budget {} times in {} packets", event.cpu, event.squeezes, event.processed);
-        if let Some(new) = rate::raise(budget_u, rate, BUDGET_CAP) {
-            let reason = format!("{why}; raising netdev_budget by {} to {new}", rate::step_percent(rate));
-            changes.push(Change::new(BUDGET, vec![new as i64], SCENARIO_BUDGET, reason));
-        }
-        if let Some(new) = rate::raise(usecs_u, rate, BUDGET_USECS_CAP) {
-            let reason = format!("{why}; raising netdev_budget_usecs by {} to {new}", rate::step_percent(rate));
-            changes.push(Change::new(BUDGET_USECS, vec![new as i64], SCENARIO_BUDGET, reason));
-        }
+        let changes: Vec<Change> = readable(current, self.baseline)
+            .filter_map(|(lever, value, _)| {
+                let new = rate::raise(value.max(0).unsigned_abs(), rate, lever.cap)?;
+                let reason = format!("{why}; raising {} by {} to {new}", lever.short, rate::step_percent(rate));
+                Some(Change::new(lever.name, vec![new as i64], SCENARIO_BUDGET, reason))
+            })
+            .collect();
         if !changes.is_empty() {
             self.last_budget_change = Some(now);
         }
         changes
     }
 
-    /// The budget has grown `UNHELPFUL_BUDGET_FACTOR` times since `started`
-    /// (budget, squeeze rate) and squeezes have not halved: back to the
-    /// values the policy found, and no raise for `GIVE_UP_HOLD_MS`.
-    fn give_up(&mut self, budget: i64, usecs: i64, started: (i64, f64), rate_now: f64, now: InstantMs) -> Vec<Change> {
-        let (floor_budget, floor_usecs) = self.baseline.unwrap_or((budget, usecs));
-        let (from, rate_then) = started;
+    /// The gauge has grown `UNHELPFUL_BUDGET_FACTOR` times since `started`
+    /// (its value, squeeze rate) and squeezes have not halved: each readable
+    /// budget back to the value the policy found, and no raise for
+    /// `GIVE_UP_HOLD_MS`.
+    fn give_up(
+        &mut self,
+        current: [Option<i64>; 2],
+        gauge: (Lever, i64),
+        started: (i64, f64),
+        rate_now: f64,
+        now: InstantMs,
+    ) -> Vec<Change> {
+        let ((lever, value), (from, rate_then)) = (gauge, started);
         let why = format!(
-            "netdev_budget went from {from} to {budget} but squeezes per packet did not halve ({rate_then:.4} -> {rate_now:.4}): more budget is not helping here; no more raises for {} minutes",
+            "{} went from {from} to {value} but squeezes per packet did not halve ({rate_then:.4} -> {rate_now:.4}): more budget is not helping here; no more raises for {} minutes",
+            lever.short,
             GIVE_UP_HOLD_MS / 60_000
         );
-        let mut changes = vec![];
-        if budget > floor_budget {
-            let reason = format!("{why}; netdev_budget back to {floor_budget}");
-            changes.push(Change::new(BUDGET, vec![floor_budget], SCENARIO_BUDGET_SHRINK, reason));
-        }
-        if usecs > floor_usecs {
-            let reason = format!("{why}; netdev_budget_usecs back to {floor_usecs}");
-            changes.push(Change::new(BUDGET_USECS, vec![floor_usecs], SCENARIO_BUDGET_SHRINK, reason));
-        }
+        let changes = readable(current, self.baseline)
+            .filter(|(_, value, floor)| value > floor)
+            .map(|(lever, _, floor)| {
+                let reason = format!("{why}; {} back to {floor}", lever.short);
+                Change::new(lever.name, vec![floor], SCENARIO_BUDGET_SHRINK, reason)
+            })
+            .collect();
         self.holding_until = Some(now.saturating_add(GIVE_UP_HOLD_MS));
         self.last_budget_change = Some(now);
         self.episode_start = None;
         self.budget_vs_squeezes.reset();
         changes
     }
+}
+
+/// One of the two NAPI budgets: the packets (`netdev_budget`) and the time
+/// (`netdev_budget_usecs`) a softirq run may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lever {
+    name: &'static str,
+    /// Its name in reasons.
+    short: &'static str,
+    cap: u64,
+}
+
+/// The budgets in the order they are decided and requested.
+const LEVERS: [Lever; 2] = [
+    Lever { name: BUDGET, short: "netdev_budget", cap: BUDGET_CAP },
+    Lever { name: BUDGET_USECS, short: "netdev_budget_usecs", cap: BUDGET_USECS_CAP },
+];
+
+/// The budgets read this time, each with its value and its floor (the
+/// value first seen).
+fn readable(current: [Option<i64>; 2], baseline: [Option<i64>; 2]) -> impl Iterator<Item = (Lever, i64, i64)> {
+    LEVERS.into_iter().zip(current).zip(baseline).filter_map(|((lever, value), floor)| {
+        let value = value?;
+        Some((lever, value, floor.unwrap_or(value)))
+    })
 }
 
 #[cfg(test)]
@@ -248,17 +323,17 @@ mod tests {
     #[test]
     fn drops_below_a_32nd_of_the_backlog_per_minute_change_nothing() {
         let mut tuner = NetBuffer::default();
-        assert!(tuner.on_drops(&drops(0, 20), 1000, 0, 4, 0).is_empty());
-        assert!(tuner.on_drops(&drops(0, 10), 1000, 0, 4, 30_000).is_empty());
+        assert!(tuner.on_drops(&drops(0, 20), Some(1000), Some(0), 4, 0).is_empty());
+        assert!(tuner.on_drops(&drops(0, 10), Some(1000), Some(0), 4, 30_000).is_empty());
         // The window restarted: old drops no longer count.
-        assert!(tuner.on_drops(&drops(0, 30), 1000, 0, 4, 61_000).is_empty());
+        assert!(tuner.on_drops(&drops(0, 30), Some(1000), Some(0), 4, 61_000).is_empty());
     }
 
     #[test]
     fn enough_drops_raise_the_backlog_and_flag_the_cpu() {
         let mut tuner = NetBuffer::default();
-        assert!(tuner.on_drops(&drops(1, 20), 1000, 0, 4, 0).is_empty());
-        let changes = tuner.on_drops(&drops(1, 11), 1000, 0, 4, 1000);
+        assert!(tuner.on_drops(&drops(1, 20), Some(1000), Some(0), 4, 0).is_empty());
+        let changes = tuner.on_drops(&drops(1, 11), Some(1000), Some(0), 4, 1000);
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].name, MAX_BACKLOG);
         assert_eq!(changes[0].fields, vec![1250]);
@@ -271,7 +346,7 @@ mod tests {
         assert_eq!(changes[1].name, FLOW_LIMIT_BITMAP);
         assert_eq!(changes[1].fields, vec![2]);
         // The CPU's bit is already set next time.
-        let changes = tuner.on_drops(&drops(1, 100), 1250, 2, 4, 2000);
+        let changes = tuner.on_drops(&drops(1, 100), Some(1250), Some(2), 4, 2000);
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].fields, vec![1562]);
     }
@@ -280,27 +355,27 @@ mod tests {
     fn the_backlog_stops_at_its_cap() {
         let mut tuner = NetBuffer::default();
         let cap = MAX_BACKLOG_CAP as i64;
-        let changes = tuner.on_drops(&drops(0, 1 << 20), cap, 1, 4, 0);
+        let changes = tuner.on_drops(&drops(0, 1 << 20), Some(cap), Some(1), 4, 0);
         assert!(changes.is_empty(), "{changes:?}");
     }
 
     #[test]
     fn squeezes_raise_budget_and_time_with_the_usecs_cap() {
         let mut tuner = NetBuffer::default();
-        let changes = tuner.on_squeeze(&squeeze(5, 10_000), 300, 45_000, 4, 0);
+        let changes = tuner.on_squeeze(&squeeze(5, 10_000), Some(300), Some(45_000), 4, 0);
         assert_eq!(changes.len(), 2);
         assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (BUDGET, 375));
         assert_eq!((changes[1].name.as_str(), changes[1].fields[0]), (BUDGET_USECS, 50_000));
         // Not again until its effect could be seen.
-        assert!(tuner.on_squeeze(&squeeze(5, 10_000), 375, 50_000, 4, 1000).is_empty());
-        let changes = tuner.on_squeeze(&squeeze(5, 10_000), 375, 50_000, 4, 6000);
+        assert!(tuner.on_squeeze(&squeeze(5, 10_000), Some(375), Some(50_000), 4, 1000).is_empty());
+        let changes = tuner.on_squeeze(&squeeze(5, 10_000), Some(375), Some(50_000), 4, 6000);
         assert_eq!(changes.len(), 1, "usecs is at its cap: {changes:?}");
     }
 
     #[test]
     fn no_squeezes_no_change() {
         let mut tuner = NetBuffer::default();
-        assert!(tuner.on_squeeze(&squeeze(0, 10_000), 300, 2000, 4, 0).is_empty());
+        assert!(tuner.on_squeeze(&squeeze(0, 10_000), Some(300), Some(2000), 4, 0).is_empty());
     }
 
     #[test]
@@ -309,25 +384,25 @@ mod tests {
         let (mut budget, mut usecs, mut now) = (300i64, 2000i64, 0);
         // Each raise: one squeeze per 128 packets, as before.
         while budget < 600 {
-            let changes = tuner.on_squeeze(&squeeze(10, 1280), budget, usecs, 4, now);
+            let changes = tuner.on_squeeze(&squeeze(10, 1280), Some(budget), Some(usecs), 4, now);
             assert_eq!(changes[0].scenario, SCENARIO_BUDGET, "{changes:?}");
             budget = changes[0].fields[0];
             usecs = changes[1].fields[0];
             now += SQUEEZE_INTERVAL_MS;
         }
         assert_eq!(budget, 731, "300 -> 375 -> 468 -> 585 -> 731: twice 300");
-        let changes = tuner.on_squeeze(&squeeze(10, 1280), budget, usecs, 4, now);
+        let changes = tuner.on_squeeze(&squeeze(10, 1280), Some(budget), Some(usecs), 4, now);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0].scenario, SCENARIO_BUDGET_SHRINK);
         assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (BUDGET, 300));
         assert_eq!((changes[1].name.as_str(), changes[1].fields[0]), (BUDGET_USECS, 2000));
         assert!(changes[0].reason.contains("did not halve"), "{}", changes[0].reason);
         // Held: squeezes go on, the budget stays.
-        let held = tuner.on_squeeze(&squeeze(10, 1280), 300, 2000, 4, now + SQUEEZE_INTERVAL_MS);
+        let held = tuner.on_squeeze(&squeeze(10, 1280), Some(300), Some(2000), 4, now + SQUEEZE_INTERVAL_MS);
         assert!(held.is_empty(), "{held:?}");
         // After the hold, a new episode may raise again.
         let later = now + GIVE_UP_HOLD_MS + 1;
-        let again = tuner.on_squeeze(&squeeze(10, 1280), 300, 2000, 4, later);
+        let again = tuner.on_squeeze(&squeeze(10, 1280), Some(300), Some(2000), 4, later);
         assert_eq!(again[0].scenario, SCENARIO_BUDGET, "{again:?}");
     }
 
@@ -336,7 +411,7 @@ mod tests {
         let mut tuner = NetBuffer::default();
         let (mut budget, mut now, mut squeezes) = (300i64, 0, 64u64);
         for _ in 0..8 {
-            let changes = tuner.on_squeeze(&squeeze(squeezes, 10_000), budget, 8000, 4, now);
+            let changes = tuner.on_squeeze(&squeeze(squeezes, 10_000), Some(budget), Some(8000), 4, now);
             assert_eq!(changes[0].scenario, SCENARIO_BUDGET, "{changes:?}");
             budget = changes[0].fields[0];
             squeezes = (squeezes / 2).max(1);
@@ -347,16 +422,79 @@ mod tests {
 
     #[test]
     fn squeezes_rising_with_the_budget_lower_it_back_toward_the_start() {
-        let mut tuner = NetBuffer { baseline: Some((300, 2000)), ..NetBuffer::default() };
+        let mut tuner = NetBuffer { baseline: [Some(300), Some(2000)], ..NetBuffer::default() };
         for i in 0..12u32 {
             // Each time: a higher budget, and more squeezes per packet.
             tuner.budget_vs_squeezes.push(f64::from(300 + i * 100), f64::from(i) / 1000.0);
         }
-        let changes = tuner.on_squeeze(&squeeze(20, 1000), 1500, 4000, 4, 10_000);
+        let changes = tuner.on_squeeze(&squeeze(20, 1000), Some(1500), Some(4000), 4, 10_000);
         assert_eq!(changes.len(), 2, "{changes:?}");
         assert_eq!(changes[0].scenario, SCENARIO_BUDGET_SHRINK);
         assert_eq!(changes[0].fields, vec![1125]);
         assert_eq!(changes[1].fields, vec![3000]);
         assert!(changes[0].reason.starts_with("squeezes rose with the NAPI budget"), "{}", changes[0].reason);
+    }
+
+    #[test]
+    fn drops_raise_the_backlog_without_a_flow_limit_bitmap() {
+        // A kernel without CONFIG_NET_FLOW_LIMIT has no flow_limit_cpu_bitmap.
+        let mut tuner = NetBuffer::default();
+        let changes = tuner.on_drops(&drops(1, 31), Some(1000), None, 4, 0);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (MAX_BACKLOG, 1250));
+        assert_eq!(changes[0].scenario, SCENARIO_BACKLOG);
+    }
+
+    #[test]
+    fn drops_flag_the_cpu_without_a_readable_backlog() {
+        let mut tuner = NetBuffer::default();
+        // Judged against the backlog the event carries (1000): 20 < 31.
+        assert!(tuner.on_drops(&drops(2, 20), None, Some(0), 4, 0).is_empty());
+        let changes = tuner.on_drops(&drops(2, 11), None, Some(0), 4, 1000);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (FLOW_LIMIT_BITMAP, 4));
+    }
+
+    #[test]
+    fn drops_change_nothing_when_neither_tunable_is_readable() {
+        let mut tuner = NetBuffer::default();
+        assert!(tuner.on_drops(&drops(0, 1000), None, None, 4, 0).is_empty());
+    }
+
+    #[test]
+    fn squeezes_raise_netdev_budget_without_the_time_budget() {
+        let mut tuner = NetBuffer::default();
+        let changes = tuner.on_squeeze(&squeeze(5, 10_000), Some(300), None, 4, 0);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (BUDGET, 375));
+    }
+
+    #[test]
+    fn squeezes_raise_the_time_budget_without_netdev_budget_and_its_guard_still_holds() {
+        let mut tuner = NetBuffer::default();
+        let (mut usecs, mut now) = (2000i64, 0);
+        while usecs < 4000 {
+            let changes = tuner.on_squeeze(&squeeze(10, 1280), None, Some(usecs), 4, now);
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!((changes[0].name.as_str(), changes[0].scenario.as_str()), (BUDGET_USECS, SCENARIO_BUDGET));
+            usecs = changes[0].fields[0];
+            now += SQUEEZE_INTERVAL_MS;
+        }
+        // The time budget doubled and squeezes did not halve: back it goes.
+        let changes = tuner.on_squeeze(&squeeze(10, 1280), None, Some(usecs), 4, now);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].name.as_str(), changes[0].fields[0]), (BUDGET_USECS, 2000));
+        assert!(changes[0].reason.starts_with("netdev_budget_usecs went from 2000"), "{}", changes[0].reason);
+    }
+
+    #[test]
+    fn a_change_of_gauge_starts_the_evidence_afresh() {
+        let mut tuner = NetBuffer::default();
+        let _ = tuner.on_squeeze(&squeeze(10, 1280), Some(300), Some(2000), 4, 0);
+        // netdev_budget unreadable this once: usecs samples must not be
+        // correlated with budget samples.
+        let _ = tuner.on_squeeze(&squeeze(10, 1280), None, Some(2500), 4, SQUEEZE_INTERVAL_MS);
+        assert_eq!(tuner.budget_vs_squeezes.samples(), 1);
+        assert_eq!(tuner.episode_start.map(|(gauge, _)| gauge), Some(2500), "a new episode, on usecs");
     }
 }

@@ -4,11 +4,16 @@
 //! step of `net.ipv6.route.max_size` (per network namespace), the maximum is
 //! raised by one step, up to the kernel's int maximum. The decision is the
 //! pure [`tuner`] module; this file carries it out through the host.
+//!
+//! `max_size` is the only tunable: where it does not exist (the host says
+//! so once) or cannot be read, that namespace is left alone, quietly for a
+//! missing one; the other namespaces are still tuned.
 
 pub mod tuner;
 
 use wasmtune_sdk::{
-    Config, Event, EventKind, Info, LogOnce, Overrides, Policy, RouteTable, Settle, log_denial, sysctl,
+    Config, Event, EventKind, Info, LogOnce, NetnsId, Overrides, Policy, RouteTable, Settle, Tunable, log_denial,
+    sysctl,
 };
 
 use crate::tuner::{Decision, MAX_SIZE};
@@ -25,14 +30,10 @@ impl Route {
         if self.overrides.owns(table.netns, MAX_SIZE) {
             return;
         }
-        let current = match sysctl::read_integers(table.netns, MAX_SIZE) {
-            Ok(fields) if fields.len() == 1 => fields[0],
-            Ok(_) => return,
-            Err(denial) => return log_denial(&mut self.said, table.netns, MAX_SIZE, &denial),
-        };
+        let current = self.read_max_size(table.netns);
         let key = format!("{}", table.netns);
         let now = wasmtune_sdk::now();
-        if self.settle.waiting(&key, &[current], now) {
+        if current.is_some_and(|value| self.settle.waiting(&key, &[value], now)) {
             return;
         }
         match tuner::decide(table, current, self.learning_rate) {
@@ -40,8 +41,9 @@ impl Route {
             Decision::CapReached => {
                 if self.said.first(&format!("{}/cap", table.netns)) {
                     wasmtune_sdk::info!(
-                        "{MAX_SIZE} in netns {} is at its cap ({current}) and the table is still nearly full",
-                        table.netns
+                        "{MAX_SIZE} in netns {} is at its cap ({}) and the table is still nearly full",
+                        table.netns,
+                        table.max_size
                     );
                 }
             }
@@ -49,6 +51,24 @@ impl Route {
                 Ok(()) => self.settle.requested(&key, &change.fields, now),
                 Err(denial) => log_denial(&mut self.said, table.netns, MAX_SIZE, &denial),
             },
+        }
+    }
+
+    /// `max_size` in `netns`, or `None` when there is none to decide with.
+    fn read_max_size(&mut self, netns: NetnsId) -> Option<i64> {
+        match sysctl::integer(netns, MAX_SIZE) {
+            Tunable::Present(value) => Some(value),
+            Tunable::Missing(why) => {
+                // The host has already said so (`tunable-missing`).
+                if self.said.first(&format!("{netns}/missing")) {
+                    wasmtune_sdk::debug!("{why}; the IPv6 route table is not tuned there");
+                }
+                None
+            }
+            Tunable::Refused(denial) => {
+                log_denial(&mut self.said, netns, MAX_SIZE, &denial);
+                None
+            }
         }
     }
 }
@@ -69,6 +89,9 @@ impl Policy for Route {
             Event::RouteTable(table) => self.on_table(table),
             Event::AdminOverride(taken) => {
                 self.overrides.take_over(taken, |s| s == MAX_SIZE);
+            }
+            Event::AdminRelease(released) => {
+                self.overrides.release(released);
             }
             // The kernel reports the table again while it stays nearly full.
             Event::Lost(_) => {}

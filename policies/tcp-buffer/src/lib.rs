@@ -29,7 +29,18 @@
 //! with nothing completing is flooded: SYN cookies are turned on and the
 //! backlog cut back toward its starting value.
 //!
-//! A tunable the administrator changed is left alone in that namespace.
+//! Kernels differ, so each decision needs only its own tunables: one that
+//! does not exist here (the host says so once, `tunable-missing`) or cannot
+//! be read disables only what depends on it. `tcp_mem` is raised under
+//! pressure whatever else is readable; low-memory mode changes the settings
+//! that exist (without `high_order_alloc_disable`, before Linux 5.2, the
+//! others still apply and are restored) and, when `tcp_mem` itself is out of
+//! reach, is entered on exhaustion as if `tcp_mem` were at its cap; a SYN
+//! flood turns cookies on without a readable `tcp_max_syn_backlog`, and the
+//! backlog is grown or cut without a readable `tcp_syncookies`.
+//!
+//! A tunable the administrator changed is left alone in that namespace
+//! until they hand it back (`wasmtune override clear`).
 //! The decisions are the pure [`tuner`], [`memory`] and [`syn`] modules;
 //! [`policy`] carries them out through a [`policy::Host`], implemented here
 //! with the SDK's imports.

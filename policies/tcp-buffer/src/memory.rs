@@ -6,6 +6,11 @@
 //! `tcp_mem` and `high_order_alloc_disable` exist only in the initial
 //! namespace ([`is_global`]); the other tunables are per namespace and are
 //! changed in the namespace whose sockets ran short.
+//!
+//! Each value of the [`Snapshot`] is an `Option`: `None` is a tunable this
+//! kernel does not have (`high_order_alloc_disable` is 5.2 and later) or the
+//! host would not let the policy read. Only the changes to it are skipped:
+//! low-memory mode still applies and later restores the others.
 
 use wasmtune_sdk::{Change, MemoryLevel, MemoryPressure, rate, system};
 
@@ -30,16 +35,17 @@ pub const SCENARIO_EXHAUSTED: &str = "TCP memory exhausted";
 pub const SCENARIO_LOW_MEMORY: &str = "TCP memory exhausted at its cap: low-memory mode";
 pub const SCENARIO_RELIEVED: &str = "TCP memory pressure relieved: leaving low-memory mode";
 
-/// The values these decisions read, as the kernel shows them now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The values these decisions read, as the kernel shows them now; `None`
+/// for one that could not be read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub tcp_mem: [i64; 3],
-    pub rmem: [i64; 3],
-    pub wmem: [i64; 3],
-    pub no_metrics_save: i64,
-    pub no_ssthresh_metrics_save: i64,
-    pub high_order_alloc_disable: i64,
-    pub max_syn_backlog: i64,
+    pub tcp_mem: Option<[i64; 3]>,
+    pub rmem: Option<[i64; 3]>,
+    pub wmem: Option<[i64; 3]>,
+    pub no_metrics_save: Option<i64>,
+    pub no_ssthresh_metrics_save: Option<i64>,
+    pub high_order_alloc_disable: Option<i64>,
+    pub max_syn_backlog: Option<i64>,
 }
 
 /// Per-namespace memory state: the values low-memory mode replaced.
@@ -80,44 +86,31 @@ impl MemoryState {
 
     /// The changes `event` calls for, in request order.
     pub fn decide(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
-        let mem = now.tcp_mem.map(|v| v.max(0).unsigned_abs());
-        match event.level {
-            MemoryLevel::Pressure => {
-                let Some(new) = system::raise_memory_limits(mem, rate, cap_pages) else { return vec![] };
-                let reason = format!(
-                    "TCP uses {} pages, past tcp_mem[1] ({}); raising tcp_mem by {} from {} {} {} to {} {} {} pages (capped at {cap_pages} pages)",
-                    event.pages,
-                    mem[1],
-                    rate::step_percent(rate),
-                    mem[0],
-                    mem[1],
-                    mem[2],
-                    new[0],
-                    new[1],
-                    new[2]
-                );
-                vec![Change::new(TCP_MEM, new.iter().map(|v| *v as i64).collect(), SCENARIO_PRESSURE, reason)]
-            }
-            MemoryLevel::Exhausted => {
-                if let Some(high) = rate::raise(mem[2], rate, cap_pages) {
-                    let reason = format!(
-                        "TCP uses {} pages, at tcp_mem[2] ({}): allocations fail; raising tcp_mem[2] to {high} pages (capped at {cap_pages} pages)",
-                        event.pages, mem[2]
-                    );
-                    let fields = vec![now.tcp_mem[0], now.tcp_mem[1], high as i64];
-                    return vec![Change::new(TCP_MEM, fields, SCENARIO_EXHAUSTED, reason)];
-                }
-                self.enter_low_memory(event, now, rate, cap_pages)
-            }
-            MemoryLevel::Relieved => self.leave_low_memory(event),
+        match (event.level, now.tcp_mem) {
+            (MemoryLevel::Pressure, Some(tcp_mem)) => raise_under_pressure(event, tcp_mem, rate, cap_pages),
+            // Without a readable tcp_mem there is nothing to raise.
+            (MemoryLevel::Pressure, None) => vec![],
+            (MemoryLevel::Exhausted, Some(tcp_mem)) => match raise_high_limit(event, tcp_mem, rate, cap_pages) {
+                Some(change) => vec![change],
+                None => self.enter_low_memory(event, now, rate, cap_pages),
+            },
+            // A tcp_mem this policy cannot read cannot be raised either: as
+            // at its cap, the only way left is to use less.
+            (MemoryLevel::Exhausted, None) => self.enter_low_memory(event, now, rate, cap_pages),
+            (MemoryLevel::Relieved, _) => self.leave_low_memory(event),
         }
     }
 
     fn enter_low_memory(&mut self, event: &MemoryPressure, now: &Snapshot, rate: u8, cap_pages: u64) -> Vec<Change> {
-        let why =
-            format!("TCP uses {} pages, at tcp_mem[2] which is already at its cap ({cap_pages} pages)", event.pages);
+        let why = match now.tcp_mem {
+            Some(_) => {
+                format!("TCP uses {} pages, at tcp_mem[2] which is already at its cap ({cap_pages} pages)", event.pages)
+            }
+            None => format!("TCP uses {} pages, at tcp_mem[2], which this policy cannot raise", event.pages),
+        };
         let mut changes = vec![];
         for (name, fields) in [(TCP_RMEM, now.rmem), (TCP_WMEM, now.wmem)] {
+            let Some(fields) = fields else { continue };
             let max = fields[2].max(0).unsigned_abs();
             if let Some(new) = rate::lower(max, rate, fields[1].max(0).unsigned_abs()) {
                 let reason = format!("{why}; lowering {name}[2] by {} to {new} bytes", rate::step_percent(rate));
@@ -126,14 +119,7 @@ impl MemoryState {
         }
         if self.saved.is_none() {
             let mut saved = vec![];
-            let syn = (now.max_syn_backlog - now.max_syn_backlog / 4).max(SYN_BACKLOG_FLOOR).min(now.max_syn_backlog);
-            let mode = [
-                (NO_METRICS_SAVE, now.no_metrics_save, 1, "stop saving per-destination metrics"),
-                (NO_SSTHRESH_METRICS_SAVE, now.no_ssthresh_metrics_save, 1, "stop saving ssthresh metrics"),
-                (HIGH_ORDER_ALLOC_DISABLE, now.high_order_alloc_disable, 1, "use order-0 pages only"),
-                (MAX_SYN_BACKLOG, now.max_syn_backlog, syn, "cut the SYN backlog by 25%"),
-            ];
-            for (name, old, new, what) in mode {
+            for (name, old, new, what) in low_memory_mode(now) {
                 if old != new {
                     saved.push((name.to_string(), vec![old]));
                     let reason = format!("{why}; entering low-memory mode: {what} ({name} {old} -> {new})");
@@ -161,6 +147,50 @@ impl MemoryState {
     }
 }
 
+/// Under pressure: all three `tcp_mem` values a step up, within the cap.
+fn raise_under_pressure(event: &MemoryPressure, tcp_mem: [i64; 3], rate: u8, cap_pages: u64) -> Vec<Change> {
+    let mem = tcp_mem.map(|v| v.max(0).unsigned_abs());
+    let Some(new) = system::raise_memory_limits(mem, rate, cap_pages) else { return vec![] };
+    let reason = format!(
+        "TCP uses {} pages, past tcp_mem[1] ({}); raising tcp_mem by {} from {} {} {} to {} {} {} pages (capped at {cap_pages} pages)",
+        event.pages,
+        mem[1],
+        rate::step_percent(rate),
+        mem[0],
+        mem[1],
+        mem[2],
+        new[0],
+        new[1],
+        new[2]
+    );
+    vec![Change::new(TCP_MEM, new.iter().map(|v| *v as i64).collect(), SCENARIO_PRESSURE, reason)]
+}
+
+/// When exhausted: `tcp_mem[2]` a step up; `None` at the cap.
+fn raise_high_limit(event: &MemoryPressure, tcp_mem: [i64; 3], rate: u8, cap_pages: u64) -> Option<Change> {
+    let high_now = tcp_mem[2].max(0).unsigned_abs();
+    let high = rate::raise(high_now, rate, cap_pages)?;
+    let reason = format!(
+        "TCP uses {} pages, at tcp_mem[2] ({high_now}): allocations fail; raising tcp_mem[2] to {high} pages (capped at {cap_pages} pages)",
+        event.pages
+    );
+    let fields = vec![tcp_mem[0], tcp_mem[1], high as i64];
+    Some(Change::new(TCP_MEM, fields, SCENARIO_EXHAUSTED, reason))
+}
+
+/// The low-memory mode settings that can be read here: (tunable, value now,
+/// value in the mode, what it does). One the kernel lacks is left out.
+fn low_memory_mode(now: &Snapshot) -> Vec<(&'static str, i64, i64, &'static str)> {
+    let syn_cut = |backlog: i64| (backlog - backlog / 4).max(SYN_BACKLOG_FLOOR).min(backlog);
+    let mode = [
+        (NO_METRICS_SAVE, now.no_metrics_save.map(|old| (old, 1)), "stop saving per-destination metrics"),
+        (NO_SSTHRESH_METRICS_SAVE, now.no_ssthresh_metrics_save.map(|old| (old, 1)), "stop saving ssthresh metrics"),
+        (HIGH_ORDER_ALLOC_DISABLE, now.high_order_alloc_disable.map(|old| (old, 1)), "use order-0 pages only"),
+        (MAX_SYN_BACKLOG, now.max_syn_backlog.map(|old| (old, syn_cut(old))), "cut the SYN backlog by 25%"),
+    ];
+    mode.into_iter().filter_map(|(name, values, what)| values.map(|(old, new)| (name, old, new, what))).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,13 +201,13 @@ mod tests {
 
     fn snapshot() -> Snapshot {
         Snapshot {
-            tcp_mem: [1000, 2000, 4000],
-            rmem: [4096, 131072, 6291456],
-            wmem: [4096, 16384, 4194304],
-            no_metrics_save: 0,
-            no_ssthresh_metrics_save: 0,
-            high_order_alloc_disable: 0,
-            max_syn_backlog: 1024,
+            tcp_mem: Some([1000, 2000, 4000]),
+            rmem: Some([4096, 131072, 6291456]),
+            wmem: Some([4096, 16384, 4194304]),
+            no_metrics_save: Some(0),
+            no_ssthresh_metrics_save: Some(0),
+            high_order_alloc_disable: Some(0),
+            max_syn_backlog: Some(1024),
         }
     }
 
@@ -188,7 +218,7 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].fields, vec![1250, 2500, 4500]);
         assert_eq!(changes[0].scenario, SCENARIO_PRESSURE);
-        let at_cap = Snapshot { tcp_mem: [1000, 2000, 4500], ..snapshot() };
+        let at_cap = Snapshot { tcp_mem: Some([1000, 2000, 4500]), ..snapshot() };
         assert!(state.decide(&event(MemoryLevel::Pressure, 2100), &at_cap, 4, 4500).is_empty());
     }
 
@@ -259,8 +289,42 @@ mod tests {
     #[test]
     fn the_syn_backlog_cut_stops_at_128() {
         let mut state = MemoryState::default();
-        let small = Snapshot { max_syn_backlog: 150, ..snapshot() };
+        let small = Snapshot { max_syn_backlog: Some(150), ..snapshot() };
         let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &small, 4, 4000);
         assert_eq!(changes.last().map(|c| c.fields.clone()), Some(vec![128]));
+    }
+
+    #[test]
+    fn pressure_raises_tcp_mem_with_nothing_else_readable() {
+        let mut state = MemoryState::default();
+        let only_tcp_mem = Snapshot { tcp_mem: Some([1000, 2000, 4000]), ..Snapshot::default() };
+        let changes = state.decide(&event(MemoryLevel::Pressure, 2100), &only_tcp_mem, 4, 1 << 20);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!((changes[0].name.as_str(), changes[0].fields.clone()), (TCP_MEM, vec![1250, 2500, 5000]));
+    }
+
+    #[test]
+    fn low_memory_mode_goes_ahead_without_high_order_alloc_disable() {
+        // net.core.high_order_alloc_disable appeared in Linux 5.2.
+        let mut state = MemoryState::default();
+        let old_kernel = Snapshot { high_order_alloc_disable: None, ..snapshot() };
+        let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &old_kernel, 4, 4000);
+        let names: Vec<&str> = changes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, [TCP_RMEM, TCP_WMEM, NO_METRICS_SAVE, NO_SSTHRESH_METRICS_SAVE, MAX_SYN_BACKLOG]);
+        let relieved = state.decide(&event(MemoryLevel::Relieved, 1500), &old_kernel, 4, 4000);
+        let restored: Vec<&str> = relieved.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(restored, [NO_METRICS_SAVE, NO_SSTHRESH_METRICS_SAVE, MAX_SYN_BACKLOG]);
+    }
+
+    #[test]
+    fn exhaustion_with_tcp_mem_out_of_reach_uses_less_memory() {
+        let mut state = MemoryState::default();
+        let no_tcp_mem = Snapshot { tcp_mem: None, ..snapshot() };
+        assert!(state.decide(&event(MemoryLevel::Pressure, 2100), &no_tcp_mem, 4, 1 << 20).is_empty());
+        let changes = state.decide(&event(MemoryLevel::Exhausted, 4000), &no_tcp_mem, 4, 1 << 20);
+        assert!(changes.iter().all(|c| c.name != TCP_MEM && c.scenario == SCENARIO_LOW_MEMORY), "{changes:?}");
+        assert_eq!(changes.len(), 6, "{changes:?}");
+        assert!(changes[0].reason.contains("which this policy cannot raise"), "{}", changes[0].reason);
+        assert!(state.in_low_memory());
     }
 }

@@ -3,12 +3,16 @@
 //! requesting the change, retrying once at a narrower cap, turning receive
 //! buffer auto-tuning on after an rmem raise, and logging each denial once
 //! per kind and namespace.
+//!
+//! Each tunable is read on its own ([`TcpBuffer::read_fields`]): one this
+//! kernel lacks, or the host refuses, disables only the decisions that need
+//! it (see [`crate::memory`] and [`crate::syn`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use wasmtune_sdk::{
-    AdminOverride, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure,
-    NamespaceChange, NetnsId, Overrides, Protocol, SynOverflow, TcpBufferLimit,
+    AdminOverride, AdminRelease, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure,
+    NamespaceChange, NetnsId, Overrides, Protocol, SynOverflow, SysctlValue, TcpBufferLimit, Tunable, sysctl,
 };
 
 use crate::memory::{self, MemoryState, Snapshot};
@@ -92,6 +96,7 @@ impl<H: Host> TcpBuffer<H> {
             Event::MemoryPressure(pressure) => self.on_memory(pressure),
             Event::SynOverflow(overflow) => self.on_syn(overflow),
             Event::AdminOverride(taken) => self.on_override(taken),
+            Event::AdminRelease(released) => self.on_release(released),
             Event::NamespaceChange(change) => self.on_namespace(change),
             // Missed events need no catching up: the kernel reports sockets
             // again while they stay at the limit.
@@ -113,6 +118,18 @@ impl<H: Host> TcpBuffer<H> {
             let message = format!(
                 "{} ({}) changed {} in netns {}; leaving it alone there",
                 taken.comm, taken.pid, taken.sysctl, taken.netns
+            );
+            self.host.log(Level::Info, &message);
+        }
+    }
+
+    /// `Overrides::release` with the log line through the [`Host`], as
+    /// [`TcpBuffer::on_override`] records one.
+    fn on_release(&mut self, released: &AdminRelease) {
+        if self.overrides.forget(released.netns, &released.sysctl) {
+            let message = format!(
+                "the administrator handed {} in netns {} back; tuning it again",
+                released.sysctl, released.netns
             );
             self.host.log(Level::Info, &message);
         }
@@ -153,21 +170,28 @@ impl<H: Host> TcpBuffer<H> {
         self.memory.entry(netns).or_default()
     }
 
-    fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &str) -> Option<[i64; N]> {
-        match self.host.read_integers(netns, name) {
-            Ok(fields) => match <[i64; N]>::try_from(fields.as_slice()) {
-                Ok(fields) => Some(fields),
-                Err(_) => {
-                    let message = format!("{name} in netns {netns} reads as {fields:?}; left alone");
-                    self.report_once(netns, "shape", Level::Warn, &message);
-                    None
-                }
-            },
-            Err(denial) => {
+    /// `name` in `netns` as exactly `N` integers, or `None` when there is
+    /// none to decide with: the decisions that need it are skipped, the
+    /// others go on.
+    fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &'static str) -> Option<[i64; N]> {
+        let read = self.host.read_integers(netns, name).map(SysctlValue::Integers);
+        match sysctl::integers_outcome(name, N, read) {
+            Tunable::Present(fields) => <[i64; N]>::try_from(fields).ok(),
+            Tunable::Missing(why) => {
+                // The host says once per namespace what is missing.
+                let message = format!("{why}; the decisions that need {name} in netns {netns} are skipped");
+                self.report_once(netns, name, Level::Debug, &message);
+                None
+            }
+            Tunable::Refused(denial) => {
                 self.denied(netns, name, &denial);
                 None
             }
         }
+    }
+
+    fn read_one(&mut self, netns: NetnsId, name: &'static str) -> Option<i64> {
+        self.read_fields::<1>(netns, name).map(|[value]| value)
     }
 
     fn on_memory(&mut self, pressure: &MemoryPressure) {
@@ -176,18 +200,15 @@ impl<H: Host> TcpBuffer<H> {
         }
         let netns = pressure.netns;
         let global = self.init_netns().unwrap_or(netns);
-        let snapshot = (|| {
-            Some(Snapshot {
-                tcp_mem: self.read_fields(global, memory::TCP_MEM)?,
-                rmem: self.read_fields(netns, memory::TCP_RMEM)?,
-                wmem: self.read_fields(netns, memory::TCP_WMEM)?,
-                no_metrics_save: self.read_fields::<1>(netns, memory::NO_METRICS_SAVE)?[0],
-                no_ssthresh_metrics_save: self.read_fields::<1>(netns, memory::NO_SSTHRESH_METRICS_SAVE)?[0],
-                high_order_alloc_disable: self.read_fields::<1>(global, memory::HIGH_ORDER_ALLOC_DISABLE)?[0],
-                max_syn_backlog: self.read_fields::<1>(netns, memory::MAX_SYN_BACKLOG)?[0],
-            })
-        })();
-        let Some(snapshot) = snapshot else { return };
+        let snapshot = Snapshot {
+            tcp_mem: self.read_fields(global, memory::TCP_MEM),
+            rmem: self.read_fields(netns, memory::TCP_RMEM),
+            wmem: self.read_fields(netns, memory::TCP_WMEM),
+            no_metrics_save: self.read_one(netns, memory::NO_METRICS_SAVE),
+            no_ssthresh_metrics_save: self.read_one(netns, memory::NO_SSTHRESH_METRICS_SAVE),
+            high_order_alloc_disable: self.read_one(global, memory::HIGH_ORDER_ALLOC_DISABLE),
+            max_syn_backlog: self.read_one(netns, memory::MAX_SYN_BACKLOG),
+        };
         let mut cap = self.host.memory_cap_pages().min(self.tcp_mem_cap.unwrap_or(u64::MAX));
         // A tcp_mem raise refused as out of bounds reveals the administrator's
         // narrower cap: decide once more under it, so that exhaustion at that
@@ -201,7 +222,7 @@ impl<H: Host> TcpBuffer<H> {
                 let encoded = state.encode();
                 self.host.store(&low_memory_key(netns), encoded.as_deref().map(str::as_bytes));
             }
-            if changes.is_empty() && pressure.level != MemoryLevel::Relieved {
+            if changes.is_empty() && pressure.level != MemoryLevel::Relieved && snapshot.tcp_mem.is_some() {
                 let message = format!(
                     "tcp_mem is at its cap of {cap} pages (a quarter of RAM, or the administrator's limit) and TCP memory in netns {netns} is still short"
                 );
@@ -238,8 +259,8 @@ impl<H: Host> TcpBuffer<H> {
 
     fn on_syn(&mut self, overflow: &SynOverflow) {
         let netns = overflow.netns;
-        let Some([backlog]) = self.read_fields(netns, syn::MAX_SYN_BACKLOG) else { return };
-        let Some([cookies]) = self.read_fields(netns, syn::SYNCOOKIES) else { return };
+        let backlog = self.read_one(netns, syn::MAX_SYN_BACKLOG);
+        let cookies = self.read_one(netns, syn::SYNCOOKIES);
         let now = self.host.now();
         let changes = self.syn.entry(netns).or_default().decide(overflow, backlog, cookies, self.learning_rate, now);
         self.request_all(netns, &changes);
@@ -325,11 +346,7 @@ impl<H: Host> TcpBuffer<H> {
     /// A larger `tcp_rmem[2]` only helps if the kernel grows receive buffers
     /// toward it, which `tcp_moderate_rcvbuf = 1` turns on.
     fn ensure_receive_autotuning(&mut self, netns: NetnsId) {
-        let fields = match self.host.read_integers(netns, MODERATE_RCVBUF) {
-            Ok(fields) => fields,
-            Err(denial) => return self.denied(netns, MODERATE_RCVBUF, &denial),
-        };
-        if fields.first() != Some(&0) {
+        if self.read_one(netns, MODERATE_RCVBUF) != Some(0) {
             return;
         }
         let reason = "tcp_rmem[2] was raised, but the kernel grows receive buffers toward it only while tcp_moderate_rcvbuf is 1; turning receive buffer auto-tuning back on";
@@ -354,7 +371,8 @@ impl<H: Host> TcpBuffer<H> {
             self.lanes.retain(|(lane_netns, _), _| *lane_netns != netns);
         }
         let level = match denial {
-            Denial::RateLimited(_) | Denial::UnknownNetns(_) => Level::Debug,
+            // The host says once per namespace which tunable is missing.
+            Denial::RateLimited(_) | Denial::UnknownNetns(_) | Denial::Unsupported(_) => Level::Debug,
             Denial::AdminOverride(_) => Level::Info,
             _ => Level::Warn,
         };
@@ -390,6 +408,8 @@ mod tests {
         /// Narrower bounds for some tunables, as an administrator's grant.
         named_bounds: HashMap<String, (i64, i64)>,
         refuse: Option<Denial>,
+        /// Tunables this kernel does not have.
+        unsupported: Vec<String>,
         queued: Vec<(NetnsId, String, Vec<i64>)>,
         requests: Vec<(String, Vec<i64>, String, String)>,
         logs: Vec<(Level, String)>,
@@ -408,6 +428,7 @@ mod tests {
                 bounds: (4096, tuner::GRANT_MAX),
                 named_bounds: HashMap::new(),
                 refuse: None,
+                unsupported: vec![],
                 queued: vec![],
                 requests: vec![],
                 logs: vec![],
@@ -429,6 +450,9 @@ mod tests {
 
     impl Host for FakeHost {
         fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial> {
+            if self.unsupported.iter().any(|missing| missing == name) {
+                return Err(Denial::Unsupported(format!("{name} does not exist on this kernel")));
+            }
             self.sysctls.get(&(netns, name.to_string())).cloned().ok_or(Denial::UnknownNetns(netns))
         }
 
@@ -739,5 +763,72 @@ mod tests {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
         batch(&mut policy, &[Event::Lost(12)]);
         assert!(policy.host.requests.is_empty() && policy.host.logs.is_empty());
+    }
+
+    #[test]
+    fn memory_pressure_raises_tcp_mem_on_a_kernel_without_high_order_alloc_disable() {
+        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        for (name, value) in [
+            (memory::TCP_MEM, vec![1000, 2000, 4000]),
+            (memory::NO_METRICS_SAVE, vec![0]),
+            (memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
+            (memory::MAX_SYN_BACKLOG, vec![1024]),
+        ] {
+            host.sysctls.insert((NETNS, name.to_string()), value);
+        }
+        host.unsupported.push(memory::HIGH_ORDER_ALLOC_DISABLE.to_string());
+        host.bounds = (1, tuner::GRANT_MAX);
+        let mut policy = TcpBuffer::new(host, 4);
+        let pressure = |level| {
+            Event::MemoryPressure(MemoryPressure {
+                netns: NETNS,
+                protocol: Protocol::Tcp,
+                level,
+                pages: 2100,
+                limits: (1000, 2000, 4000),
+            })
+        };
+        batch(&mut policy, &[pressure(MemoryLevel::Pressure)]);
+        assert_eq!(policy.host.value(memory::TCP_MEM), vec![1250, 2500, 5000]);
+        assert!(
+            !policy.host.logs.iter().any(|(level, _)| *level == Level::Warn),
+            "the host says what is missing: {:?}",
+            policy.host.logs
+        );
+    }
+
+    #[test]
+    fn a_syn_flood_turns_cookies_on_when_the_backlog_is_unreadable() {
+        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        host.sysctls.insert((NETNS, syn::SYNCOOKIES.to_string()), vec![0]);
+        host.bounds = (0, tuner::GRANT_MAX);
+        let mut policy = TcpBuffer::new(host, 4);
+        let flood = SynOverflow {
+            netns: NETNS,
+            local_port: 80,
+            queued: 128,
+            max_queued: 128,
+            cookie_sent: false,
+            established: 0,
+        };
+        batch(&mut policy, &[Event::SynOverflow(flood)]);
+        assert_eq!(policy.host.value(syn::SYNCOOKIES), vec![1]);
+    }
+
+    #[test]
+    fn a_released_tunable_is_tuned_again() {
+        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        let taken = wasmtune_sdk::AdminOverride {
+            netns: NETNS,
+            sysctl: "net.ipv4.tcp_rmem".into(),
+            pid: 42,
+            comm: "sysctl".into(),
+        };
+        batch(&mut policy, &[Event::AdminOverride(taken), receive(98304, 98304)]);
+        assert!(policy.host.requests.is_empty());
+        let released = AdminRelease { netns: NETNS, sysctl: "net.ipv4.tcp_rmem".into() };
+        batch(&mut policy, &[Event::AdminRelease(released), receive(98304, 98304)]);
+        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
+        assert!(policy.host.logs[1].1.contains("handed net.ipv4.tcp_rmem in netns"), "{:?}", policy.host.logs);
     }
 }

@@ -19,6 +19,12 @@
 //! `retransmit-burst` for a peer without settings installs that alone. A
 //! connection switched that way is scored as a sample of bbr; the arm it
 //! started under counts it as tried ([`learner::Peer::learn_switched`]).
+//!
+//! Kernels differ in the algorithms they offer (each is a module that may
+//! not be built): one that is missing is only left out of the arms, and
+//! without bbr ([`on_loss_algorithm`]) only the switch on loss is off; the
+//! other algorithms are still learned per peer. The policy changes no
+//! sysctl.
 
 pub mod learner;
 pub mod peers;
@@ -167,6 +173,12 @@ pub fn arms(granted: &[&str], setting: Option<&str>, available: &[String]) -> Ve
         .collect()
 }
 
+/// What lossy connections switch to: bbr, if it is one of the `arms` (so
+/// granted and offered); without it that switch is off and nothing else.
+pub fn on_loss_algorithm(arms: &[String]) -> Option<String> {
+    arms.iter().any(|a| a == ON_LOSS).then(|| ON_LOSS.to_string())
+}
+
 impl Policy for TcpCong {
     fn init(config: &Config) -> Result<(Self, Info), String> {
         let available = tcp::available_congestion();
@@ -185,7 +197,7 @@ impl Policy for TcpCong {
         if let Some(value) = config.setting("ipv6-prefix") {
             lengths.ipv6 = peers::parse_length(value, 128)?;
         }
-        let on_loss = algorithms.iter().any(|a| a == ON_LOSS).then(|| ON_LOSS.to_string());
+        let on_loss = on_loss_algorithm(&algorithms);
         wasmtune_sdk::info!(
             "choosing among {} per peer (/{} IPv4, /{} IPv6){}",
             algorithms.join(", "),
@@ -220,7 +232,8 @@ impl Policy for TcpCong {
             | Event::FragmentMemory(_)
             | Event::UdpDrop(_)
             | Event::NamespaceChange(_)
-            | Event::AdminOverride(_) => {}
+            | Event::AdminOverride(_)
+            | Event::AdminRelease(_) => {}
         }
     }
 }
@@ -237,5 +250,15 @@ mod tests {
         assert_eq!(arms(GRANTED, None, &offered), ["bbr", "cubic", "reno"]);
         assert_eq!(arms(GRANTED, Some("cubic, bbr"), &offered), ["cubic", "bbr"]);
         assert_eq!(arms(GRANTED, Some("dctcp,htcp"), &offered), Vec::<String>::new(), "not granted or not offered");
+    }
+
+    #[test]
+    fn without_bbr_the_other_arms_are_still_learned_and_only_the_loss_switch_is_off() {
+        let offered: Vec<String> = ["reno", "cubic", "htcp"].iter().map(|s| s.to_string()).collect();
+        let algorithms = arms(GRANTED, None, &offered);
+        assert_eq!(algorithms, ["cubic", "reno", "htcp"]);
+        assert_eq!(on_loss_algorithm(&algorithms), None);
+        let with_bbr = arms(GRANTED, None, &["bbr".to_string(), "cubic".to_string()]);
+        assert_eq!(on_loss_algorithm(&with_bbr).as_deref(), Some(ON_LOSS));
     }
 }

@@ -8,6 +8,12 @@
 //!   raises all three `net.ipv4.udp_mem` values by a step, the highest no
 //!   more than a quarter of RAM.
 //!
+//! Each decision needs one tunable, read on its own: without a readable
+//! `rmem_default` sockets that sized their own buffer still get a bigger
+//! `rmem_max`, and the other way round; `udp_mem` is raised whatever the
+//! buffers' state. The host logs once what is missing; a refused read is
+//! logged here, once per kind.
+//!
 //! All three sysctls exist only in the initial namespace, so changes go
 //! there whichever namespace the socket lives in. The decisions are the pure
 //! [`tuner`] module.
@@ -16,7 +22,7 @@ pub mod tuner;
 
 use wasmtune_sdk::{
     Config, Event, EventKind, Info, LogOnce, MemoryLevel, MemoryPressure, NetnsId, Overrides, Policy, Protocol, Settle,
-    UdpDrop, UdpDropCause, log_denial, sysctl, system,
+    Tunable, UdpDrop, UdpDropCause, log_denial, sysctl, system,
 };
 
 use crate::tuner::{Decision, RMEM_DEFAULT, RMEM_MAX, UDP_MEM};
@@ -35,25 +41,41 @@ impl UdpBuffer {
         self.init_netns.unwrap_or(netns)
     }
 
-    fn read(&mut self, netns: NetnsId, name: &str) -> Option<Vec<i64>> {
-        match sysctl::read_integers(netns, name) {
-            Ok(fields) => Some(fields),
-            Err(denial) => {
+    /// `name` in `netns` as exactly `fields` integers, or `None` when there
+    /// is none to decide with: the decision that needs it is skipped.
+    fn read(&mut self, netns: NetnsId, name: &str, fields: usize) -> Option<Vec<i64>> {
+        match sysctl::integers(netns, name, fields) {
+            Tunable::Present(values) => Some(values),
+            Tunable::Missing(why) => {
+                // The host has already said so (`tunable-missing`).
+                if self.said.first(&format!("{netns}/{name}/missing")) {
+                    wasmtune_sdk::debug!("{why}; the decisions that need {name} are skipped");
+                }
+                None
+            }
+            Tunable::Refused(denial) => {
                 log_denial(&mut self.said, netns, name, &denial);
                 None
             }
         }
     }
 
+    fn read_one(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
+        self.read(netns, name, 1).and_then(|values| values.first().copied())
+    }
+
     fn on_drop(&mut self, drop: &UdpDrop) {
         let netns = self.target(drop.netns);
         match drop.cause {
             UdpDropCause::ReceiveQueueFull => {
-                let Some(default) = self.read(netns, RMEM_DEFAULT) else { return };
-                let Some(max) = self.read(netns, RMEM_MAX) else { return };
-                let (Some(&default), Some(&max)) = (default.first(), max.first()) else { return };
+                let default = self.read_one(netns, RMEM_DEFAULT);
+                let max = self.read_one(netns, RMEM_MAX);
                 let decision = tuner::on_queue_full(drop, default, max, self.learning_rate);
-                self.carry_out(netns, decision, &[(RMEM_DEFAULT, vec![default]), (RMEM_MAX, vec![max])]);
+                let current: Vec<(&str, Vec<i64>)> = [(RMEM_DEFAULT, default), (RMEM_MAX, max)]
+                    .into_iter()
+                    .filter_map(|(name, value)| Some((name, vec![value?])))
+                    .collect();
+                self.carry_out(netns, decision, &current);
             }
             UdpDropCause::MemoryLimit => {
                 let why = format!("UDP memory accounting refused {} datagrams on port {}", drop.drops, drop.local_port);
@@ -76,7 +98,7 @@ impl UdpBuffer {
     }
 
     fn raise_memory(&mut self, netns: NetnsId, why: &str) {
-        let Some(limits) = self.read(netns, UDP_MEM) else { return };
+        let Some(limits) = self.read(netns, UDP_MEM, 3) else { return };
         let decision = tuner::on_memory_limit(&limits, why, self.learning_rate, system::memory_cap_pages());
         self.carry_out(netns, decision, &[(UDP_MEM, limits)]);
     }
@@ -138,6 +160,9 @@ impl Policy for UdpBuffer {
             }
             Event::AdminOverride(taken) => {
                 self.overrides.take_over(taken, |s| [RMEM_DEFAULT, RMEM_MAX, UDP_MEM].contains(&s));
+            }
+            Event::AdminRelease(released) => {
+                self.overrides.release(released);
             }
             // Drops keep coming while queues stay full.
             Event::Lost(_) => {}

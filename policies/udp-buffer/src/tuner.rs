@@ -1,5 +1,9 @@
 //! The udp-buffer decisions, free of any host: which receive buffer sysctl
 //! a queue-full drop calls for, and how far `udp_mem` may grow.
+//!
+//! A tunable comes in as an `Option` (`None`: this kernel does not have it,
+//! or the host would not let the policy read it); only the decision that
+//! needs it is skipped.
 
 use wasmtune_sdk::{Change, UdpDrop, rate, system};
 
@@ -22,10 +26,13 @@ pub enum Decision {
 }
 
 /// A receive-queue-full drop on a socket whose buffer is `drop.buffer_bytes`,
-/// with `rmem_default` and `rmem_max` in force.
-pub fn on_queue_full(drop: &UdpDrop, rmem_default: i64, rmem_max: i64, rate: u8) -> Decision {
+/// with `rmem_default` and `rmem_max` in force (`None` when unreadable): a
+/// socket that sized its own buffer needs only `rmem_max`, one with the
+/// default only `rmem_default`.
+pub fn on_queue_full(drop: &UdpDrop, rmem_default: Option<i64>, rmem_max: Option<i64>, rate: u8) -> Decision {
     let buffer = u64::from(drop.buffer_bytes);
     if drop.locked {
+        let Some(rmem_max) = rmem_max else { return Decision::Skip("rmem_max is not readable here") };
         // SO_RCVBUF asked for a size, doubled and clamped to 2 × rmem_max:
         // only a socket held at that clamp would get more from a raise.
         let max = rmem_max.max(0).unsigned_abs();
@@ -41,6 +48,7 @@ pub fn on_queue_full(drop: &UdpDrop, rmem_default: i64, rmem_max: i64, rate: u8)
         );
         return Decision::Change(Change::new(RMEM_MAX, vec![new as i64], SCENARIO_BUFFER, reason));
     }
+    let Some(rmem_default) = rmem_default else { return Decision::Skip("rmem_default is not readable here") };
     let default = rmem_default.max(0).unsigned_abs();
     if buffer < default {
         return Decision::Skip("the socket predates the current rmem_default");
@@ -94,7 +102,9 @@ mod tests {
 
     #[test]
     fn default_sized_sockets_raise_rmem_default() {
-        let Decision::Change(change) = on_queue_full(&drop(212_992, false), 212_992, 212_992, 4) else { panic!() };
+        let Decision::Change(change) = on_queue_full(&drop(212_992, false), Some(212_992), Some(212_992), 4) else {
+            panic!()
+        };
         assert_eq!(change.name, RMEM_DEFAULT);
         assert_eq!(change.fields, vec![266_240]);
         assert!(change.reason.contains("port 9000"), "{}", change.reason);
@@ -102,24 +112,32 @@ mod tests {
 
     #[test]
     fn sockets_older_than_the_default_are_stale() {
-        assert!(matches!(on_queue_full(&drop(212_992, false), 266_240, 212_992, 4), Decision::Skip(_)));
+        assert!(matches!(on_queue_full(&drop(212_992, false), Some(266_240), Some(212_992), 4), Decision::Skip(_)));
     }
 
     #[test]
     fn locked_sockets_raise_rmem_max_only_when_held_at_it() {
         // SO_RCVBUF of 4 MiB clamped to rmem_max 212992: sk_rcvbuf 425984.
-        let Decision::Change(change) = on_queue_full(&drop(425_984, true), 212_992, 212_992, 4) else { panic!() };
+        let Decision::Change(change) = on_queue_full(&drop(425_984, true), Some(212_992), Some(212_992), 4) else {
+            panic!()
+        };
         assert_eq!(change.name, RMEM_MAX);
         assert_eq!(change.fields, vec![266_240]);
         // A socket that asked for 64 KiB is not held by rmem_max.
-        assert!(matches!(on_queue_full(&drop(131_072, true), 212_992, 212_992, 4), Decision::Skip(_)));
+        assert!(matches!(on_queue_full(&drop(131_072, true), Some(212_992), Some(212_992), 4), Decision::Skip(_)));
     }
 
     #[test]
     fn buffers_stop_at_256_mib() {
         let cap = BUFFER_CAP as i64;
-        assert_eq!(on_queue_full(&drop(cap as u32, false), cap, cap, 4), Decision::CapReached(RMEM_DEFAULT));
-        assert_eq!(on_queue_full(&drop((2 * cap) as u32, true), cap, cap, 4), Decision::CapReached(RMEM_MAX));
+        assert_eq!(
+            on_queue_full(&drop(cap as u32, false), Some(cap), Some(cap), 4),
+            Decision::CapReached(RMEM_DEFAULT)
+        );
+        assert_eq!(
+            on_queue_full(&drop((2 * cap) as u32, true), Some(cap), Some(cap), 4),
+            Decision::CapReached(RMEM_MAX)
+        );
     }
 
     #[test]
@@ -129,5 +147,20 @@ mod tests {
         assert_eq!(change.scenario, SCENARIO_MEMORY);
         assert_eq!(on_memory_limit(&[100, 200, 350], "drops", 4, 350), Decision::CapReached(UDP_MEM));
         assert!(matches!(on_memory_limit(&[1, 2], "drops", 4, 350), Decision::Skip(_)));
+    }
+
+    #[test]
+    fn locked_sockets_raise_rmem_max_without_rmem_default() {
+        let Decision::Change(change) = on_queue_full(&drop(425_984, true), None, Some(212_992), 4) else { panic!() };
+        assert_eq!((change.name.as_str(), change.fields[0]), (RMEM_MAX, 266_240));
+    }
+
+    #[test]
+    fn default_sized_sockets_raise_rmem_default_without_rmem_max() {
+        let decision = on_queue_full(&drop(212_992, false), Some(212_992), None, 4);
+        let Decision::Change(change) = decision else { panic!("{decision:?}") };
+        assert_eq!((change.name.as_str(), change.fields[0]), (RMEM_DEFAULT, 266_240));
+        // The one it needs, missing: nothing, and no other tunable instead.
+        assert!(matches!(on_queue_full(&drop(212_992, false), None, Some(212_992), 4), Decision::Skip(_)));
     }
 }

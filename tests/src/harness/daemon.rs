@@ -98,6 +98,7 @@ pub struct DaemonBuilder {
     state_dir: Option<PathBuf>,
     config: Option<String>,
     extra: Vec<String>,
+    deny_bpf: bool,
 }
 
 impl DaemonBuilder {
@@ -131,6 +132,13 @@ impl DaemonBuilder {
     /// The text of the configuration file to pass with `--config`.
     pub fn config(mut self, toml: &str) -> Self {
         self.config = Some(toml.to_string());
+        self
+    }
+
+    /// Every `bpf(2)` call of the daemon fails with EPERM (a seccomp filter
+    /// installed before it starts): no BPF program can load.
+    pub fn without_bpf(mut self) -> Self {
+        self.deny_bpf = true;
         self
     }
 
@@ -171,6 +179,12 @@ impl DaemonBuilder {
             cmd.arg("--policy-dir").arg(dir);
         }
         cmd.args(&self.extra);
+        if self.deny_bpf {
+            // SAFETY: the closure only calls prctl, async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, super::seccomp::deny_bpf_syscall);
+            }
+        }
         let capture = LogCapture::spawn("wasmtune", cmd)?;
         Ok(Daemon { capture, state_dir, _scratch: scratch })
     }

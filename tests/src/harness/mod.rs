@@ -31,6 +31,7 @@ mod netns;
 mod paths;
 mod prereq;
 mod results;
+mod seccomp;
 mod sysctl;
 mod traffic;
 mod veth;
@@ -43,10 +44,10 @@ pub use manifest::{EmbeddedManifest, embedded_manifest};
 pub use netns::Netns;
 pub use paths::{private_dir, scratch_dir, target_dir};
 pub use prereq::{Requirement, measurement_lock, skip_without};
-pub use results::{record, results_file};
+pub use results::{record, results_file, skip_part};
 pub use sysctl::{
-    GlobalSysctlGuard, SysctlHistory, SysctlSampler, normalize, parse_fields, set_sysctl_in, sysctl_fields_in,
-    sysctl_in, sysctl_init,
+    GlobalSysctlGuard, SysctlHistory, SysctlSampler, normalize, parse_fields, set_sysctl_in, sysctl_exists,
+    sysctl_fields_in, sysctl_in, sysctl_init,
 };
 pub use traffic::{BackgroundTransfer, IperfServer, Throughput, run_client};
 pub use veth::{VethOptions, VethPair};

@@ -45,3 +45,14 @@ pub fn record(test: &str, figures: Value) -> Result<(), HarnessError> {
         source,
     })
 }
+
+/// Says that one part of `test` did not run on this machine, and why: printed
+/// and recorded in the results file as `{"test", "skipped", "reason"}`. The
+/// rest of the test goes on asserting.
+pub fn skip_part(test: &str, part: &str, reason: &str) {
+    println!("SKIPPED PART of {test}: {part}: {reason}");
+    let figures = serde_json::json!({ "skipped": part, "reason": reason });
+    if let Err(error) = record(test, figures) {
+        eprintln!("harness: cannot record the skipped part {part} of {test}: {error}");
+    }
+}

@@ -43,6 +43,13 @@ fn read_here(name: &str) -> Result<String, HarnessError> {
     fs::read_to_string(&path).map(|v| normalize(&v)).map_err(|source| HarnessError::Io { action: "read", path, source })
 }
 
+/// Whether this kernel has `name` in the test process's namespace. Optional
+/// sysctls (`net.core.flow_limit_cpu_bitmap` needs `CONFIG_NET_FLOW_LIMIT`)
+/// are probed, never assumed.
+pub fn sysctl_exists(name: &str) -> bool {
+    proc_path(name).exists()
+}
+
 /// Writes `name` in the calling thread's network namespace.
 fn write_here(name: &str, value: &str) -> Result<(), HarnessError> {
     let path = proc_path(name);

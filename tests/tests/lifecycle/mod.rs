@@ -87,6 +87,16 @@ pub fn start_daemon(builder: DaemonBuilder, policy_dir: &Path, socket: &Path, ex
     daemon
 }
 
+/// Runs the `wasmtune` command: (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = harness::wasmtune_command().expect("wasmtune").args(args).output().expect("run wasmtune");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Sends one request; panics when the daemon does not answer.
 pub fn ask(socket: &Path, request: &Request) -> Json {
     let mut client = ControlClient::connect(socket).unwrap_or_else(|e| panic!("{e}"));

@@ -26,6 +26,12 @@ pub fn start_with(netns: &[&Netns], with_init: bool, config: &str) -> Daemon {
     ready(builder_for(netns, with_init).config(config))
 }
 
+/// Like [`start`], with every `bpf(2)` call of the daemon refused (EPERM),
+/// so that no BPF hook can load.
+pub fn start_without_bpf(netns: &[&Netns], with_init: bool) -> Daemon {
+    ready(builder_for(netns, with_init).without_bpf())
+}
+
 fn builder_for(netns: &[&Netns], with_init: bool) -> DaemonBuilder {
     let mut builder = Daemon::builder();
     for ns in netns {

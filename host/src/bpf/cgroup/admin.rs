@@ -7,7 +7,9 @@ pub const SYSCTL_WRITE_LEN: usize = 160;
 /// A write to a `net.*` sysctl by a process other than the host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminWrite {
-    /// The writer's network namespace (cookie).
+    /// The network namespace of the sysctl table written (its cookie), which
+    /// need not be the writer's: a /proc/sys descriptor keeps the namespace
+    /// it was opened in.
     pub netns: u64,
     /// Dotted name, e.g. `net.ipv4.tcp_rmem`.
     pub tunable: String,

@@ -13,11 +13,14 @@ use crate::netns::{NamespaceChange, NetnsRegistry};
 use crate::router::{PolicySet, dispatch};
 use crate::wit::{AdminOverride, Event, NamespaceChange as NamespaceEvent};
 
-/// Handles administrator writes on the cgroup thread. A write to a tunable
-/// a policy owns in that namespace marks it overridden (the host never
-/// changes it there again), is logged with who did it, and reaches the
-/// policies subscribed to `admin-override`. Writes to tunables no policy
-/// owns are only logged at debug level: nothing of the host's is at stake.
+/// Handles administrator writes on the cgroup thread, by bpftune's rule: a
+/// write by any other process to a tunable that a loaded policy may write,
+/// in a namespace the host tunes, makes it the administrator's there,
+/// whether or not the host has changed it yet. The override is kept (see
+/// [`crate::overrides`]), logged with who wrote what and when, and reaches
+/// the policies subscribed to `admin-override`. Writes to tunables no
+/// policy may write are only logged at debug level: nothing of the host's
+/// is at stake.
 pub fn admin_write_handler(
     actuator: Actuator,
     arbiter: Arc<Arbiter>,
@@ -25,13 +28,27 @@ pub fn admin_write_handler(
     policies: Arc<PolicySet>,
 ) -> impl FnMut(AdminWrite) + Send + 'static {
     move |write: AdminWrite| {
+        if write.netns == 0 {
+            tracing::debug!(tunable = %write.tunable, pid = write.pid, comm = %write.comm, "a sysctl write whose namespace the kernel did not tell is ignored");
+            return;
+        }
         let netns = registry.name_of(write.netns).unwrap_or_else(|| format!("netns:{}", write.netns));
         let found = write.value.clone().unwrap_or_else(|| "unknown".to_string());
-        let Some(owner) = arbiter.owner_of(write.netns, &write.tunable) else {
+        let writers = policies_that_may_write(&policies, &write.tunable);
+        if writers.is_empty() || !registry.is_tuned(write.netns) {
             tracing::debug!(tunable = %write.tunable, %netns, pid = write.pid, comm = %write.comm, "sysctl written by another process");
             return;
+        }
+        let owner = arbiter.owner_of(write.netns, &write.tunable);
+        let policy = owner.clone().unwrap_or_else(|| writers.join(","));
+        if !actuator.mark_overridden(write.clone()) {
+            tracing::debug!(tunable = %write.tunable, %netns, pid = write.pid, comm = %write.comm, found = %found, "the administrator wrote a tunable that is already theirs");
+            return;
+        }
+        let history = match &owner {
+            Some(owner) => format!("policy {owner} had changed it"),
+            None => format!("no policy had changed it yet (may write it: {policy})"),
         };
-        actuator.mark_overridden(write.clone());
         tracing::warn!(
             event = "admin-override",
             tunable = %write.tunable,
@@ -39,11 +56,15 @@ pub fn admin_write_handler(
             pid = write.pid,
             comm = %write.comm,
             found = %found,
-            policy = %owner,
-            "{} in netns {netns} was written by {} (pid {}) to ({found}); policy {owner} owned it, wasmtune leaves it alone from now on",
+            policy = %policy,
+            time_ms = crate::ledger::record::now_ms(),
+            "{} in netns {netns} was written by {} (pid {}) to ({found}); {}; it is the administrator's from now on \
+             (hand it back with `wasmtune override clear {} --netns {netns}`)",
             write.tunable,
             write.comm,
-            write.pid
+            write.pid,
+            history,
+            write.tunable
         );
         let event = Event::AdminOverride(AdminOverride {
             netns: write.netns,
@@ -55,11 +76,23 @@ pub fn admin_write_handler(
     }
 }
 
+/// The running policies whose grant lets them write `tunable`.
+fn policies_that_may_write(policies: &PolicySet, tunable: &str) -> Vec<String> {
+    policies.with_workers(|workers| {
+        workers
+            .iter()
+            .filter(|w| w.grant.sysctls.get(tunable).is_some_and(|g| g.access == crate::manifest::Access::Write))
+            .map(|w| w.name.clone())
+            .collect()
+    })
+}
+
 /// Logs namespace changes and routes `namespace-change` events to the
 /// policies that subscribed, for the namespaces the host tunes.
 pub fn namespace_change_handler(
     registry: Arc<NetnsRegistry>,
     policies: Arc<PolicySet>,
+    overrides: Arc<crate::overrides::AdminOverrides>,
 ) -> impl FnMut(&[NamespaceChange]) + Send + 'static {
     move |changes: &[NamespaceChange]| {
         let mut events = Vec::new();
@@ -73,6 +106,12 @@ pub fn namespace_change_handler(
                 "network namespace {} {what}",
                 change.name
             );
+            if !change.created && change.name != "init" {
+                let dropped = overrides.forget_netns(&change.name);
+                if dropped > 0 {
+                    tracing::info!(netns = %change.name, "forgot {dropped} administrator override(s) of namespace {} that went away", change.name);
+                }
+            }
             events.push(Event::NamespaceChange(NamespaceEvent {
                 netns: change.cookie,
                 name: change.name.clone(),
@@ -122,7 +161,7 @@ pub fn start_for_daemon(
     let namespaces = match crate::netns::NetnsWatcher::spawn(
         registry.clone(),
         std::time::Duration::from_secs(2),
-        namespace_change_handler(registry.clone(), policies.clone()),
+        namespace_change_handler(registry.clone(), policies.clone(), actuator.overrides().clone()),
     ) {
         Ok(watcher) => Some(watcher),
         Err(error) => {
