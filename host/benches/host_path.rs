@@ -100,6 +100,7 @@ fn main() -> anyhow::Result<()> {
         started: Instant::now(),
         stores: Arc::default(),
         missing: Arc::default(),
+        quarantine: Arc::default(),
     };
     let mut results = Vec::new();
     for batch_size in [1usize, 64] {

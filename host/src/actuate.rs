@@ -37,6 +37,11 @@ pub const ADMINISTRATOR: &str = "administrator";
 
 /// How long [`Actuator::read`] waits for the actuator thread.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// Sysctl files kept open for fast reads. Policies read a handful of
+/// tunables per namespace; a policy reading hundreds must not use up the
+/// daemon's descriptors (writes, the journal and the control socket need
+/// them), so reads beyond this take the slower path through the thread.
+pub const MAX_OPEN_SYSCTLS: usize = 256;
 
 /// A checked request to change one sysctl in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -289,6 +294,16 @@ impl Actuator {
         self.overrides.contains(&self.netns_name(netns), tunable)
     }
 
+    /// Closes what was kept open for a namespace that went away.
+    pub fn forget_netns(&self, netns: u64) {
+        self.readers.write().unwrap_or_else(PoisonError::into_inner).retain(|(cookie, _), _| *cookie != netns);
+    }
+
+    /// How many sysctl files are kept open for fast reads.
+    pub fn open_sysctls(&self) -> usize {
+        self.readers.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
     /// The administrator's tunables, shared with the control socket.
     pub fn overrides(&self) -> &Arc<AdminOverrides> {
         &self.overrides
@@ -426,10 +441,10 @@ impl Worker {
             sysctl::open(tunable)?
         };
         let value = sysctl::read_open(tunable, &file)?;
-        self.readers
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert((netns, tunable.to_string()), Arc::new(file));
+        let mut readers = self.readers.write().unwrap_or_else(PoisonError::into_inner);
+        if readers.len() < MAX_OPEN_SYSCTLS {
+            readers.insert((netns, tunable.to_string()), Arc::new(file));
+        }
         Ok(value)
     }
 

@@ -19,6 +19,7 @@ use crate::netns::NetnsRegistry;
 use crate::paths;
 use crate::router::{PolicySet, Router};
 use crate::runtime::engine::PolicyEngine;
+use crate::runtime::quarantine::QuarantineList;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
 use crate::runtime::worker::WorkerContext;
 use crate::sysctl_d::BootSettings;
@@ -91,6 +92,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     );
     let arbiter = Arc::new(Arbiter::default());
     let missing = Arc::new(crate::missing::MissingTunables::default());
+    let quarantine = Arc::new(load_quarantine(&opts.state_dir, opts.dry_run)?);
     let ctx = WorkerContext {
         engine: engine.clone(),
         arbiter: arbiter.clone(),
@@ -102,6 +104,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         started,
         stores: Arc::default(),
         missing: missing.clone(),
+        quarantine,
     };
     let policies = Arc::new(PolicySet::default());
     let builtins = crate::builtin::load_all(&engine);
@@ -272,6 +275,22 @@ fn say_boot_settings(respect: bool, actuator: &Actuator, policies: &PolicySet) {
          (respect-sysctl-d = true); left alone: {list}",
         boot.len()
     );
+}
+
+/// The policy files earlier runs quarantined, which stay unloaded; read
+/// but never written under `--dry-run`, like the overrides.
+fn load_quarantine(state_dir: &std::path::Path, dry_run: bool) -> anyhow::Result<QuarantineList> {
+    let list = match dry_run {
+        true => QuarantineList::load_read_only(state_dir),
+        false => QuarantineList::load(state_dir),
+    };
+    let list = list.context("cannot read the quarantined policies")?;
+    let kept = list.list();
+    if !kept.is_empty() {
+        let names: Vec<&str> = kept.iter().map(|e| e.name.as_str()).collect();
+        tracing::info!(quarantined = kept.len(), "policy files quarantined by an earlier run: {}", names.join(", "));
+    }
+    Ok(list)
 }
 
 /// Adopts or rolls back what an earlier run left in effect.

@@ -174,6 +174,15 @@ impl Manifest {
         if !is_semver(&self.policy.version) {
             return Err(invalid("policy.version", format!("{:?} is not a version like 1.2.3", self.policy.version)));
         }
+        // Shown by `policy info` and in logs: no control characters.
+        let texts = [("policy.description", &self.policy.description)]
+            .into_iter()
+            .chain(self.sysctls.iter().filter_map(|s| s.purpose.as_ref().map(|p| ("sysctl.purpose", p))));
+        for (field, text) in texts {
+            if text.chars().any(char::is_control) || text.len() > 400 {
+                return Err(invalid(field, "must be at most 400 characters, none of them control characters".into()));
+            }
+        }
         for event in &self.events {
             if event_kind_from_name(event).is_none() {
                 let known: Vec<&str> = EVENT_KINDS.iter().map(|(_, n)| *n).collect();
@@ -305,7 +314,13 @@ pub fn event_kind_name(kind: EventKind) -> &'static str {
     EVENT_KINDS.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, n)| n)
 }
 
+/// `MAJOR.MINOR.PATCH`, with an optional pre-release and build part of
+/// semver's characters only: a version reaches terminals and logs, so it
+/// cannot carry control characters or escape sequences.
 fn is_semver(v: &str) -> bool {
+    if v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'+')) {
+        return false;
+    }
     let core = v.split(['-', '+']).next().unwrap_or("");
     let parts: Vec<&str> = core.split('.').collect();
     parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
@@ -384,6 +399,9 @@ access = "read"
     fn rejects_bad_name_and_version() {
         assert!(Manifest::parse(&GOOD.replace("\"tcp-buffer\"", "\"Tcp Buffer\"")).is_err());
         assert!(Manifest::parse(&GOOD.replace("\"0.1.0\"", "\"one\"")).is_err());
+        assert!(Manifest::parse(&GOOD.replace("\"0.1.0\"", "\"0.1.0-rc.1+build.7\"")).is_ok());
+        let escape = GOOD.replace("\"0.1.0\"", "\"0.1.0-\\u001b[2J\"");
+        assert!(Manifest::parse(&escape).is_err(), "an escape sequence in the pre-release part is refused");
     }
 
     #[test]

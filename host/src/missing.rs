@@ -7,6 +7,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
+use crate::caps::text::printable;
+
 /// One tunable a policy could not read because it does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MissingTunable {
@@ -34,7 +36,7 @@ impl MissingTunables {
         if seen.contains_key(&key) {
             return;
         }
-        let lost = purpose.map_or_else(|| format!("what {policy} does with it"), printable);
+        let lost = purpose.map_or_else(|| format!("what {policy} does with it"), |p| printable(p, MAX_PURPOSE));
         tracing::warn!(
             event = "tunable-missing",
             policy,
@@ -61,19 +63,6 @@ impl MissingTunables {
     }
 }
 
-/// A manifest's text made safe for one log line.
-fn printable(text: &str) -> String {
-    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if out.len() > MAX_PURPOSE {
-        let mut end = MAX_PURPOSE;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +84,8 @@ mod tests {
 
     #[test]
     fn a_purpose_cannot_forge_log_lines() {
-        assert_eq!(printable("a\nfake"), "a fake");
-        assert_eq!(printable(&"x".repeat(500)).len(), MAX_PURPOSE);
+        let missing = MissingTunables::default();
+        missing.note("p", "init", "net.core.x", Some("a\nfake line"));
+        assert_eq!(missing.list()[0].lost, "a\\nfake line");
     }
 }

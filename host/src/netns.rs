@@ -218,6 +218,16 @@ impl NetnsRegistry {
         known.iter().find(|(_, ns)| ns.name == name).map(|(cookie, _)| *cookie)
     }
 
+    /// Whether the host tunes this namespace, from what is known already:
+    /// never a rescan. For the policy threads, which run without
+    /// capabilities: a scan from there cannot see other processes'
+    /// namespaces, and would drop them from the registry until the next
+    /// privileged scan (a namespace seen "going" and "appearing" again).
+    /// Every namespace an event names was known before the event was routed.
+    pub fn is_known_tuned(&self, cookie: u64) -> bool {
+        self.known.read().unwrap_or_else(PoisonError::into_inner).get(&cookie).is_some_and(|ns| ns.tuned)
+    }
+
     /// Whether the host tunes this namespace: known and allowed by `--netns`.
     /// A cookie never seen triggers one rescan (at most once per second)
     /// before the answer, so a namespace made after start-up is picked up.

@@ -170,16 +170,22 @@ pub fn open(name: &str) -> Result<std::fs::File, SysctlError> {
     OpenOptions::new().read(true).open(&path).map_err(|e| classify(name, None, "open", path, e))
 }
 
-/// Reads a sysctl opened with [`open`], from the start, on any thread.
+/// Reads a sysctl opened with [`open`], from the start, on any thread. A
+/// long value is read on through the same file, never by its path again:
+/// the path would resolve in the calling thread's namespace, not the
+/// file's. Each read starts at offset 0 and takes the value whole: integer
+/// sysctls answer nothing to a read past the start.
 pub fn read_open(name: &str, file: &std::fs::File) -> Result<Value, SysctlError> {
     use std::os::unix::fs::FileExt;
-    let mut buf = [0u8; 512];
-    let n = file.read_at(&mut buf, 0).map_err(|e| classify(name, None, "read", path_of(name), e))?;
-    if n == buf.len() {
-        // Longer than any numeric sysctl: read it the ordinary way.
-        return read(name);
+    let read_whole = |buf: &mut [u8]| file.read_at(buf, 0).map_err(|e| classify(name, None, "read", path_of(name), e));
+    let mut short = [0u8; 512];
+    let n = read_whole(&mut short)?;
+    if n < short.len() {
+        return Ok(Value::parse(&String::from_utf8_lossy(&short[..n])));
     }
-    Ok(Value::parse(&String::from_utf8_lossy(&buf[..n])))
+    let mut long = vec![0u8; MAX_VALUE_BYTES as usize];
+    let n = read_whole(&mut long)?;
+    Ok(Value::parse(&String::from_utf8_lossy(&long[..n])))
 }
 
 /// Writes `value` to `name` in the calling thread's current network namespace,
@@ -206,6 +212,16 @@ pub fn write(name: &str, value: &Value) -> Result<(), SysctlError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_long_value_is_read_through_the_open_file_not_its_path() {
+        use std::io::Write as _;
+        let mut file = tempfile::tempfile().expect("temp file");
+        let long = "x".repeat(2000);
+        file.write_all(long.as_bytes()).expect("write");
+        // No /proc/sys/net/test/long exists: reopening by path would fail.
+        assert_eq!(read_open("net.test.long", &file).expect("read"), Value::Text(long));
+    }
 
     #[test]
     fn parses_kernel_integer_vectors_with_tabs() {

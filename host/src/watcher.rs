@@ -24,6 +24,7 @@ use crate::config::AdminConfig;
 use crate::router::PolicySet;
 use crate::runtime::engine::hex;
 use crate::runtime::image::{LoadError, PolicyImage, PolicySource};
+use crate::runtime::quarantine::QuarantineEntry;
 use crate::runtime::worker::{PolicyWorker, WorkerContext};
 
 /// How long a directory must be quiet before it is reconciled.
@@ -90,6 +91,9 @@ pub struct Reconciler {
     images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
     /// Failures already reported, so an unchanged bad file is reported once.
     reported: HashSet<(PathBuf, String)>,
+    /// Quarantined files already reported as not loaded (kept apart from
+    /// `reported`, which also means "do not even compile it again").
+    quarantine_reported: HashSet<(PathBuf, String)>,
     /// `wasmtune policy enable|disable NAME` while running; wins over the config.
     enabled_override: BTreeMap<String, bool>,
     /// What the last reconcile found on offer, by name; shared with status,
@@ -125,6 +129,7 @@ impl Reconciler {
             policies,
             images: HashMap::new(),
             reported: HashSet::new(),
+            quarantine_reported: HashSet::new(),
             enabled_override: BTreeMap::new(),
             offered: OfferList::default(),
         }
@@ -142,8 +147,30 @@ impl Reconciler {
             return false;
         }
         self.enabled_override.insert(name.to_string(), enabled);
+        if enabled {
+            self.lift_quarantine(name);
+        }
         self.reconcile();
         true
+    }
+
+    /// `policy enable` gives a quarantined policy another chance: its files
+    /// leave the kept quarantine, and a version parked in memory is stopped
+    /// so that the reconcile that follows starts it afresh.
+    fn lift_quarantine(&mut self, name: &str) {
+        match self.ctx.quarantine.clear_name(name) {
+            Ok(cleared) => {
+                for entry in cleared {
+                    tracing::info!(event = "policy-unquarantined", policy = %name, source = %entry.source,
+                        "policy {name} from {} is no longer quarantined: enabled by the administrator", entry.source);
+                }
+            }
+            Err(error) => tracing::warn!(policy = %name, %error,
+                "policy {name} is enabled, but its file may be refused again at the next start: {error}"),
+        }
+        if self.policies.get(name).is_some_and(|w| w.stats.quarantined.load(std::sync::atomic::Ordering::Relaxed)) {
+            drop(self.policies.remove(name));
+        }
     }
 
     fn settings_for(&self, name: &str) -> crate::config::PolicySettings {
@@ -199,6 +226,10 @@ impl Reconciler {
             if running.as_ref().is_some_and(|w| w.digest == image.digest && w.source == image.source) {
                 continue;
             }
+            if let Some(entry) = self.ctx.quarantine.get(&image.digest) {
+                self.report_quarantined(image, &entry);
+                continue;
+            }
             if running.is_none()
                 && let Some(conflict) = self.ownership_conflict(image)
             {
@@ -209,6 +240,7 @@ impl Reconciler {
                 Ok(worker) => {
                     announce_namespaces(&worker, &self.ctx.registry);
                     let replaced = self.policies.insert(worker);
+                    self.forget_superseded_quarantine(name, &image.digest);
                     let verb = if replaced.is_some() { "replaced" } else { "loaded" };
                     tracing::info!(
                         event = "policy-loaded",
@@ -342,17 +374,50 @@ impl Reconciler {
         })
     }
 
+    /// A file quarantined after repeated faults, in this run or an earlier
+    /// one, is not loaded; said once per file, with the way out.
+    fn report_quarantined(&mut self, image: &PolicyImage, entry: &QuarantineEntry) {
+        if !self.quarantine_reported.insert(report_key(&image.source, &image.digest)) {
+            return;
+        }
+        let name = image.name();
+        tracing::warn!(event = "policy-still-quarantined", policy = %name, source = %image.source,
+            digest = %image.digest, reason = %entry.reason, quarantined_ms = entry.time_ms,
+            "policy {name} from {} is not loaded: this file was quarantined after repeated faults ({}); \
+             install a different file, or run `wasmtune policy enable {name}` to try it again",
+            image.source, entry.reason);
+    }
+
+    /// A different file of a policy now runs: the quarantine of its other
+    /// files ends, as it does in memory.
+    fn forget_superseded_quarantine(&self, name: &str, digest: &str) {
+        match self.ctx.quarantine.forget_superseded(name, digest) {
+            Ok(forgotten) => {
+                for entry in forgotten {
+                    tracing::info!(event = "policy-unquarantined", policy = %name, source = %entry.source,
+                        "policy {name}: the quarantined file from {} was replaced", entry.source);
+                }
+            }
+            Err(error) => tracing::warn!(policy = %name, %error, "cannot update the quarantined policies: {error}"),
+        }
+    }
+
     fn report(&mut self, source: &PolicySource, digest: &str, error: &str, kept_old: bool) {
-        let key = match source {
-            PolicySource::File(path) => (path.clone(), digest.to_string()),
-            PolicySource::Builtin(name) => (PathBuf::from(name), digest.to_string()),
-        };
-        if !self.reported.insert(key) {
+        if !self.reported.insert(report_key(source, digest)) {
             return;
         }
         let outcome = if kept_old { "; the running version stays in charge" } else { "" };
         tracing::error!(event = "policy-load-failed", source = %source, error = %error,
             "cannot load policy {source}: {error}{outcome}");
+    }
+}
+
+/// What a reported failure is remembered by, so an unchanged file is
+/// reported once.
+fn report_key(source: &PolicySource, digest: &str) -> (PathBuf, String) {
+    match source {
+        PolicySource::File(path) => (path.clone(), digest.to_string()),
+        PolicySource::Builtin(name) => (PathBuf::from(name), digest.to_string()),
     }
 }
 

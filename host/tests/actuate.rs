@@ -540,3 +540,53 @@ fn the_registry_names_tunes_and_enters_namespaces_behind_a_guard() {
     assert!(everything.is_tuned(home) && everything.is_tuned(rx_cookie));
     assert_eq!(everything.list()[0].name, "init");
 }
+
+/// A policy reading every network sysctl of a namespace must not use up the
+/// daemon's descriptors: fast-path files stay bounded, and the reads that do
+/// not fit still answer.
+#[test]
+fn reading_every_network_sysctl_keeps_open_files_bounded() {
+    if skip_unless_root() {
+        return;
+    }
+    let bed = Bed::new();
+    let (actuator, thread) = bed.spawn(false);
+    let names: Vec<String> = walk("/proc/sys/net")
+        .into_iter()
+        .filter_map(|path| path.strip_prefix("/proc/sys/").ok().map(|p| p.to_string_lossy().replace('/', ".")))
+        .filter(|name| sysctl::validate_name(name).is_ok())
+        .collect();
+    let fds_before = std::fs::read_dir("/proc/self/fd").expect("fds").count();
+    let answered = names.iter().filter(|name| actuator.read(bed.cookie, name).is_ok()).count();
+    let fds_after = std::fs::read_dir("/proc/self/fd").expect("fds").count();
+    println!(
+        "read {answered} of {} network sysctls: descriptors {fds_before} -> {fds_after}, {} kept open",
+        names.len(),
+        actuator.open_sysctls()
+    );
+    assert!(answered > wasmtune::actuate::MAX_OPEN_SYSCTLS, "the reads beyond the bound still answer");
+    assert!(actuator.open_sysctls() <= wasmtune::actuate::MAX_OPEN_SYSCTLS);
+    assert!(fds_after <= fds_before + wasmtune::actuate::MAX_OPEN_SYSCTLS + 8, "{fds_before} -> {fds_after}");
+    actuator.forget_netns(bed.cookie);
+    assert_eq!(actuator.open_sysctls(), 0, "closed with the namespace");
+    actuator.shutdown();
+    thread.join().expect("actuator thread");
+}
+
+/// Every readable file under `dir`, recursively.
+fn walk(dir: &str) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![PathBuf::from(dir)];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() => pending.push(path),
+                Ok(kind) if kind.is_file() => files.push(path),
+                _ => {}
+            }
+        }
+    }
+    files
+}

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 pub const FIXTURES: &[&str] = &[
     // Loops forever in on-events: stopped by the per-call budget.
     "hostile-loop",
+    // Sleeps in on-events: a WASI wait the per-call budget cannot interrupt.
+    "hostile-sleep",
     // Allocates 1 MiB chunks forever in on-events: stopped by the memory limit.
     "hostile-memory",
     // Traps (panics) on every batch.
@@ -17,6 +19,8 @@ pub const FIXTURES: &[&str] = &[
     "hostile-bounds",
     // Logs 10 000 lines of ~4 KiB per event.
     "hostile-log-flood",
+    // Reads tcp_rmem in namespaces that do not exist, 1 000 times a second.
+    "hostile-netns-probe",
     // policy.toml has an unknown key under [policy].
     "bad-manifest-unknown-field",
     // policy.toml has `max = "big"` in a [[sysctl]].

@@ -162,3 +162,45 @@ fn hostile_policies_are_contained_while_tcp_buffer_keeps_tuning() {
     println!("hostile: {}", serde_json::Value::Object(figures.clone()));
     harness::record("hostile::contained", serde_json::Value::Object(figures)).expect("record figures");
 }
+
+/// A policy that reads sysctls of namespaces that do not exist, a thousand
+/// times a second, must not make the host rescan namespaces from its
+/// capability-less thread: a long-lived namespace known only through a
+/// process (`pid:N`, not in /run/netns) is seen appearing once and never
+/// going away while the policy runs.
+#[test]
+fn a_policy_probing_unknown_namespaces_does_not_make_others_flap() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let mut holder = std::process::Command::new("unshare")
+        .args(["--net", "sleep", "120"])
+        .spawn()
+        .expect("a process in a namespace of its own");
+    let name = format!("pid:{}", holder.id());
+    let dir = harness::scratch_dir("probe-policies").expect("policy dir");
+    let target = dir.path().join("hostile-netns-probe.wasm");
+    fs::copy(guest_wasm("hostile-netns-probe"), &target).expect("install the fixture");
+    let mut daemon =
+        harness::Daemon::builder().policy_dir(dir.path()).start().expect("spawn wasmtune run (every namespace)");
+    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    // A while of probing: the namespace watcher rescans every 2 s.
+    std::thread::sleep(Duration::from_secs(8));
+    let lines = daemon.lines();
+    let status = daemon.terminate().expect("daemon exits on SIGTERM");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(status.success(), "daemon exit status {status}");
+
+    let about: Vec<&LogLine> =
+        lines.iter().filter(|l| l.is_event("namespace-change") && l.field_is("netns", &name)).collect();
+    let gone = about.iter().filter(|l| l.field_is("created", "false")).count();
+    let appeared = about.iter().filter(|l| l.field_is("created", "true")).count();
+    let probed = by_policy(&lines, "policy-fault", "hostile-netns-probe").len();
+    println!("{name}: appeared {appeared}, went away {gone}; probe faults {probed}");
+    assert_eq!(gone, 0, "{name} seen going away while it lived: {:?}", about.iter().map(|l| &l.raw).collect::<Vec<_>>());
+    assert!(appeared <= 1, "{name} appeared {appeared} times");
+    assert_eq!(probed, 0, "reading an unknown namespace is a denial, not a fault");
+    harness::record("hostile::netns_probe", json!({ "netns": name, "appeared": appeared, "went_away": gone }))
+        .expect("record figures");
+}

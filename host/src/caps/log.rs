@@ -1,9 +1,11 @@
 //! `wasmtune:policy/log`: a policy's messages in the host log, tagged with
-//! its name, truncated, and rate-limited by a token bucket so that a policy
+//! its name, made printable (a newline cannot forge the next line),
+//! truncated, and rate-limited by a token bucket so that a policy
 //! that floods cannot drown the host's own log or slow it down.
 
 use std::time::Instant;
 
+use crate::caps::text::printable;
 use crate::wit::wasmtune::policy::log::{Host, Level};
 
 /// Longest message kept, in bytes.
@@ -38,16 +40,6 @@ impl LogCap {
     }
 }
 
-fn truncate(message: &str) -> &str {
-    if message.len() <= MAX_MESSAGE_BYTES {
-        return message;
-    }
-    let mut end = MAX_MESSAGE_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    &message[..end]
-}
 
 impl Host for LogCap {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
@@ -59,7 +51,7 @@ impl Host for LogCap {
                 "policy {} logged too fast: {} line(s) dropped", self.policy, self.suppressed);
             self.suppressed = 0;
         }
-        let text = truncate(&message);
+        let text = printable(&message, MAX_MESSAGE_BYTES);
         let policy = self.policy.as_str();
         match level {
             Level::Trace => tracing::trace!(event = "policy-log", policy, "{text}"),
@@ -85,9 +77,11 @@ mod tests {
     }
 
     #[test]
-    fn truncation_respects_char_boundaries() {
-        let long = "é".repeat(MAX_MESSAGE_BYTES);
-        assert!(truncate(&long).len() <= MAX_MESSAGE_BYTES);
-        assert_eq!(truncate("short"), "short");
+    fn a_message_cannot_forge_a_log_line() {
+        let mut cap = LogCap::new("forger");
+        // Logged through the real path: the line must stay one line.
+        assert!(cap.log(Level::Info, "done\nINFO event=\"sysctl-change\" forged".into()).is_ok());
+        assert_eq!(printable("done\nINFO forged", MAX_MESSAGE_BYTES), "done\\nINFO forged");
+        assert!(printable(&"é".repeat(MAX_MESSAGE_BYTES), MAX_MESSAGE_BYTES).len() <= MAX_MESSAGE_BYTES);
     }
 }

@@ -1,14 +1,18 @@
 //! Host capabilities, one module and one WIT import each. The linker is
 //! wired in one auditable list: a policy can call exactly what is added
 //! here, plus WASI with an empty context (no files, sockets, environment or
-//! arguments), which Rust's standard library links whether or not it is used.
+//! arguments), which Rust's standard library links whether or not it is used,
+//! less every WASI function that could wait ([`no_blocking`]).
 
 pub mod clock;
+pub mod denials;
 pub mod log;
+pub mod no_blocking;
 pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
+pub mod text;
 
 use wasmtime::component::{HasSelf, Linker};
 
@@ -17,6 +21,7 @@ use crate::wit::wasmtune::policy;
 
 pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_sync(linker)?;
+    no_blocking::refuse_waiting(linker)?;
     policy::types::add_to_linker::<PolicyState, HasSelf<PolicyState>>(linker, |s| s)?;
     policy::log::add_to_linker::<PolicyState, HasSelf<log::LogCap>>(linker, |s| &mut s.log)?;
     policy::sysctl::add_to_linker::<PolicyState, HasSelf<sysctl::SysctlCap>>(linker, |s| &mut s.sysctl)?;

@@ -6,12 +6,13 @@
 //! once per tunable and kind per interval, so a policy that keeps asking
 //! cannot flood the log.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::actuate::{ActuateError, Actuator, Change};
+use crate::caps::denials::DenialLog;
+use crate::caps::text::printable;
 use crate::grants::{self, Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
 use crate::netns::NetnsRegistry;
@@ -19,8 +20,6 @@ use crate::sysctl::{SysctlError, Value};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
 use crate::wit::{Denial, SysctlValue};
 
-/// How often the same denial (policy, tunable, kind) is logged.
-const DENIAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest scenario and reason kept from a policy.
 const MAX_SCENARIO: usize = 120;
 const MAX_REASON: usize = 400;
@@ -42,7 +41,7 @@ pub struct SysctlCap {
     pub registry: Arc<NetnsRegistry>,
     pub counters: Arc<RequestCounters>,
     pub missing: Arc<MissingTunables>,
-    denials_logged: HashMap<(String, &'static str), Instant>,
+    denials: DenialLog,
 }
 
 impl SysctlCap {
@@ -62,7 +61,7 @@ impl SysctlCap {
             registry,
             counters,
             missing,
-            denials_logged: HashMap::new(),
+            denials: DenialLog::default(),
         }
     }
 
@@ -71,7 +70,7 @@ impl SysctlCap {
     }
 
     fn check_netns(&self, netns: u64) -> Result<(), Denial> {
-        if self.registry.is_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
+        if self.registry.is_known_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
     }
 
     /// The kernel's value. A tunable this kernel or namespace does not have
@@ -106,13 +105,12 @@ impl SysctlCap {
     fn record_denial(&mut self, netns: u64, tunable: &str, denial: &Denial) {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
         let kind = grants::denial_kind(denial);
-        let now = Instant::now();
-        let key = (tunable.to_string(), kind);
-        if self.denials_logged.get(&key).is_some_and(|last| now.duration_since(*last) < DENIAL_LOG_INTERVAL) {
-            return;
-        }
-        self.denials_logged.insert(key, now);
+        // A name the grant does not declare is the guest's own string: it
+        // is rate-limited as one subject, however many names are invented.
+        let subject = if self.grant.sysctls.contains_key(tunable) { tunable } else { "(not declared)" };
+        let Some(unsaid) = self.denials.admit(subject, kind, Instant::now()) else { return };
         let detail = grants::denial_detail(denial);
+        let tunable = printable(tunable, 128);
         tracing::warn!(
             event = "denied",
             policy = %self.policy,
@@ -120,23 +118,12 @@ impl SysctlCap {
             netns = %self.netns_name(netns),
             denial = kind,
             detail = %detail,
-            "denied policy {} a change of {tunable}: {detail}",
-            self.policy
+            unsaid,
+            "denied policy {} a change of {tunable}: {detail}{}",
+            self.policy,
+            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
         );
     }
-}
-
-/// Keeps a policy-supplied string printable and short.
-fn clean(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if out.len() > max {
-        let mut end = max;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
 }
 
 impl Host for SysctlCap {
@@ -161,20 +148,9 @@ impl Host for SysctlCap {
             netns: change.netns,
             tunable: change.name,
             value: requested,
-            scenario: clean(&change.scenario, MAX_SCENARIO),
-            reason: clean(&change.reason, MAX_REASON),
+            scenario: printable(&change.scenario, MAX_SCENARIO),
+            reason: printable(&change.reason, MAX_REASON),
         });
         Ok(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::clean;
-
-    #[test]
-    fn policy_text_cannot_forge_log_lines() {
-        assert_eq!(clean("a\nfake line\r", 100), "a fake line ");
-        assert_eq!(clean(&"x".repeat(500), 10).len(), 10);
     }
 }

@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use crate::actuate::{Actuator, PeerChange as AppliedPeerChange};
 use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
+use crate::caps::denials::DenialLog;
 use crate::caps::sysctl::SysctlCap;
+use crate::caps::text::printable;
 use crate::grants::{self, Arbiter, EffectiveGrant};
 use crate::netns::NetnsRegistry;
 use crate::wit::Denial;
@@ -30,6 +32,7 @@ pub struct TcpCap {
     arbiter: Arc<Arbiter>,
     actuator: Actuator,
     registry: Arc<NetnsRegistry>,
+    denials: DenialLog,
 }
 
 /// Congestion control algorithms this kernel offers (loaded or built in).
@@ -55,11 +58,12 @@ impl TcpCap {
             arbiter: sysctl.arbiter.clone(),
             actuator: sysctl.actuator.clone(),
             registry: sysctl.registry.clone(),
+            denials: DenialLog::default(),
         }
     }
 
     fn check(&self, netns: u64, prefix: &IpPrefix, settings: Option<&PeerSettings>) -> Result<PeerPrefix, Denial> {
-        if !self.registry.is_tuned(netns) {
+        if !self.registry.is_known_tuned(netns) {
             return Err(Denial::UnknownNetns(netns));
         }
         let prefix = PeerPrefix::new(&prefix.addr, prefix.len).map_err(|e| Denial::InvalidValue(e.to_string()))?;
@@ -86,7 +90,11 @@ impl TcpCap {
         Ok(prefix)
     }
 
-    fn log_denial(&self, netns: u64, prefix: &IpPrefix, denial: &Denial) {
+    /// One line per denial kind per interval: prefixes come from the guest,
+    /// so they are not a subject of their own.
+    fn log_denial(&mut self, netns: u64, prefix: &IpPrefix, denial: &Denial) {
+        let kind = grants::denial_kind(denial);
+        let Some(unsaid) = self.denials.admit("tcp-peer", kind, Instant::now()) else { return };
         let detail = grants::denial_detail(denial);
         let netns_name = self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"));
         let peer = PeerPrefix::new(&prefix.addr, prefix.len)
@@ -98,8 +106,10 @@ impl TcpCap {
             netns = %netns_name,
             denial = grants::denial_kind(denial),
             detail = %detail,
-            "denied policy {} a change of {peer}: {detail}",
-            self.policy
+            unsaid,
+            "denied policy {} a change of {peer}: {detail}{}",
+            self.policy,
+            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
         );
     }
 }
@@ -113,19 +123,6 @@ fn settings_from_wit(s: &crate::wit::wasmtune::policy::tcp::PeerSettings) -> Pee
         syn_rto_ms: s.syn_rto_ms,
         on_loss_congestion: s.on_loss_congestion.clone(),
     }
-}
-
-/// Keeps a policy-supplied string printable and short.
-fn clean(text: &str, max: usize) -> String {
-    let mut out: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if out.len() > max {
-        let mut end = max;
-        while !out.is_char_boundary(end) {
-            end -= 1;
-        }
-        out.truncate(end);
-    }
-    out
 }
 
 impl Host for TcpCap {
@@ -147,8 +144,8 @@ impl Host for TcpCap {
             netns: change.netns,
             prefix,
             settings: Some(settings),
-            scenario: clean(&change.scenario, MAX_SCENARIO),
-            reason: clean(&change.reason, MAX_REASON),
+            scenario: printable(&change.scenario, MAX_SCENARIO),
+            reason: printable(&change.reason, MAX_REASON),
         });
         Ok(Ok(()))
     }
@@ -167,7 +164,7 @@ impl Host for TcpCap {
             prefix,
             settings: None,
             scenario: "per-destination settings no longer needed".to_string(),
-            reason: clean(&reason, MAX_REASON),
+            reason: printable(&reason, MAX_REASON),
         });
         Ok(Ok(()))
     }

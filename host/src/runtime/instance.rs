@@ -24,7 +24,8 @@ pub enum FaultKind {
     Fuel,
     /// The guest ran past its wall-clock deadline.
     Deadline,
-    /// The guest tried to grow memory past its cap.
+    /// The guest went past its memory budget (memories and tables), or
+    /// past its number of core instances, memories or tables.
     Memory,
 }
 
@@ -53,8 +54,8 @@ impl fmt::Display for Fault {
 }
 
 impl Fault {
-    fn from_error(error: &wasmtime::Error) -> Fault {
-        let kind = if error.chain().any(|e| e.is::<MemoryLimitExceeded>()) {
+    pub fn from_error(error: &wasmtime::Error) -> Fault {
+        let kind = if error.chain().any(|e| e.is::<MemoryLimitExceeded>()) || exceeds_count_limit(error) {
             FaultKind::Memory
         } else {
             match error.downcast_ref::<Trap>() {
@@ -65,6 +66,16 @@ impl Fault {
         };
         Fault { kind, detail: format!("{:#}", error).replace('\n', " ") }
     }
+}
+
+/// How wasmtime words its refusal of an instance, memory or table past the
+/// counts the store's limiter allows; the error carries no type to test.
+const COUNT_LIMIT_MESSAGE: &str = "resource limit exceeded";
+
+/// Too many instances, memories or tables is the memory cap at work, like
+/// going past the byte budget.
+fn exceeds_count_limit(error: &wasmtime::Error) -> bool {
+    error.chain().any(|e| e.to_string().starts_with(COUNT_LIMIT_MESSAGE))
 }
 
 pub struct PolicyInstance {

@@ -7,9 +7,11 @@
 //! - [`instance`]: one live instance with a per-call budget.
 //! - [`worker`]: the thread that feeds a policy events, rebuilds it after a
 //!   fault and quarantines it after repeated faults.
+//! - [`quarantine`]: quarantined policy files, kept across restarts.
 
 pub mod engine;
 pub mod image;
 pub mod instance;
 pub mod state;
 pub mod worker;
+pub mod quarantine;

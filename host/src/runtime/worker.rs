@@ -29,6 +29,7 @@ use crate::netns::NetnsRegistry;
 use crate::runtime::engine::PolicyEngine;
 use crate::runtime::image::{LoadError, PolicyImage};
 use crate::runtime::instance::{Fault, PolicyInstance};
+use crate::runtime::quarantine::{QuarantineEntry, QuarantineList};
 use crate::runtime::state::PolicyState;
 use crate::wit::{Event, EventKind, PolicyConfig};
 
@@ -59,6 +60,8 @@ pub struct WorkerContext {
     pub stores: Arc<crate::caps::state::PolicyStores>,
     /// Tunables policies found missing on this kernel.
     pub missing: Arc<crate::missing::MissingTunables>,
+    /// Quarantined policy files, kept across restarts.
+    pub quarantine: Arc<QuarantineList>,
 }
 
 /// Counters a worker keeps; read by status, the router and tests.
@@ -170,6 +173,8 @@ impl PolicyWorker {
         let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
         let runner = Runner {
             name: image.name().to_string(),
+            digest: image.digest.clone(),
+            source: image.source.to_string(),
             engine: ctx.engine.engine.clone(),
             pre: image.pre.clone(),
             config,
@@ -272,6 +277,9 @@ impl Drop for PolicyWorker {
 /// The worker thread's own state.
 struct Runner {
     name: String,
+    /// The file's digest and where it came from: what a quarantine records.
+    digest: String,
+    source: String,
     engine: wasmtime::Engine,
     pre: crate::wit::PolicyPre<PolicyState>,
     config: PolicyConfig,
@@ -299,14 +307,21 @@ pub fn namespace_announcements(registry: &NetnsRegistry) -> Vec<Event> {
 /// What became of a worker after a fault.
 enum Recovery {
     Rebuilt(PolicyInstance),
-    Quarantine,
+    /// Parked, for this reason.
+    Quarantine(String),
     /// The queue was closed while backing off.
     Stopped,
 }
 
 impl Runner {
     fn run(mut self, rx: Receiver<WorkerMsg>, ready: Sender<Result<Vec<EventKind>, LoadError>>) {
-        drop_thread_capabilities(&self.name);
+        if let Err(error) = drop_thread_capabilities() {
+            // Guest code never runs with a capability left: no policy at all
+            // rather than one on a privileged thread.
+            tracing::error!(policy = %self.name, %error, "the policy is not started");
+            let _ = ready.send(Err(LoadError::Init(error)));
+            return;
+        }
         let state = self.fresh_state();
         let mut instance = match self.instantiate_and_init(state) {
             Ok((instance, subscriptions)) => {
@@ -345,7 +360,7 @@ impl Runner {
                         instance = rebuilt;
                         next_tick = self.tick.map(|t| Instant::now() + t);
                     }
-                    Recovery::Quarantine => return self.park(rx),
+                    Recovery::Quarantine(reason) => return self.park(rx, &reason),
                     Recovery::Stopped => return,
                 }
             }
@@ -392,7 +407,7 @@ impl Runner {
                 self.name,
                 fault
             );
-            return Recovery::Quarantine;
+            return Recovery::Quarantine(fault.to_string());
         }
         let backoff = backoff_after(self.faults.len());
         tracing::warn!(
@@ -431,7 +446,7 @@ impl Runner {
             Err(e) => {
                 tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
                     detail = %e, "policy {} could not be rebuilt: {e}", self.name);
-                Recovery::Quarantine
+                Recovery::Quarantine(format!("could not be rebuilt: {e}"))
             }
         }
     }
@@ -456,20 +471,34 @@ impl Runner {
         open
     }
 
-    fn park(&self, rx: Receiver<WorkerMsg>) {
+    fn park(&self, rx: Receiver<WorkerMsg>, reason: &str) {
         self.stats.quarantined.store(true, Ordering::Relaxed);
         let faults = self.stats.faults.load(Ordering::Relaxed);
         tracing::error!(
             event = "policy-quarantined",
             policy = %self.name,
             faults,
-            "policy {} quarantined after {} faults in {} s: it gets no more events until its file changes or the daemon restarts",
+            reason,
+            "policy {} quarantined after {} faults in {} s: it gets no more events, nor is this file loaded \
+             at later starts, until its file changes or `wasmtune policy enable {}`",
             self.name,
             self.faults.len(),
-            QUARANTINE_WINDOW.as_secs()
+            QUARANTINE_WINDOW.as_secs(),
+            self.name
         );
+        self.remember_quarantine(reason);
         for WorkerMsg::Events(batch) in rx {
             self.totals.add_lost(&self.stats, batch.len() as u64);
+        }
+    }
+
+    /// Keeps the quarantine across restarts: a policy that exhausted the
+    /// host must not come back with the daemon.
+    fn remember_quarantine(&self, reason: &str) {
+        let entry = QuarantineEntry::new(&self.digest, &self.name, &self.source, reason);
+        if let Err(error) = self.ctx.quarantine.insert(entry) {
+            tracing::warn!(policy = %self.name, %error,
+                "the quarantine of policy {} holds only until the daemon stops: {error}", self.name);
         }
     }
 
@@ -519,17 +548,35 @@ pub fn backoff_after(faults: usize) -> Duration {
 /// Guest code never needs a capability: every privileged action goes
 /// through the actuator's thread. Capabilities are per thread, so this
 /// thread gives up all of its own before running any guest code.
-fn drop_thread_capabilities(policy: &str) {
-    for set in [caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
-        if let Err(e) = caps::clear(None, set) {
-            tracing::debug!(policy, "cannot clear {set:?} capabilities on the policy thread: {e}");
+/// A drop that fails, or leaves anything behind, is an error: the caller
+/// must not run guest code then.
+fn drop_thread_capabilities() -> Result<(), String> {
+    for set in [caps::CapSet::Ambient, caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
+        caps::clear(None, set).map_err(|e| format!("cannot clear the {set:?} capabilities of the policy thread: {e}"))?;
+    }
+    for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
+        let left = caps::read(None, set).map_err(|e| format!("cannot read the {set:?} capabilities back: {e}"))?;
+        if !left.is_empty() {
+            return Err(format!("the policy thread still holds {left:?} in its {set:?} set"));
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_policy_thread_keeps_no_capability() {
+        let left = std::thread::spawn(|| {
+            drop_thread_capabilities()?;
+            caps::read(None, caps::CapSet::Effective).map_err(|e| e.to_string())
+        })
+        .join()
+        .expect("thread");
+        assert_eq!(left, Ok(caps::CapsHashSet::new()));
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

@@ -92,7 +92,7 @@ fn policies_that_may_write(policies: &PolicySet, tunable: &str) -> Vec<String> {
 pub fn namespace_change_handler(
     registry: Arc<NetnsRegistry>,
     policies: Arc<PolicySet>,
-    overrides: Arc<crate::overrides::AdminOverrides>,
+    actuator: Actuator,
 ) -> impl FnMut(&[NamespaceChange]) + Send + 'static {
     move |changes: &[NamespaceChange]| {
         let mut events = Vec::new();
@@ -106,8 +106,11 @@ pub fn namespace_change_handler(
                 "network namespace {} {what}",
                 change.name
             );
+            if !change.created {
+                actuator.forget_netns(change.cookie);
+            }
             if !change.created && change.name != "init" {
-                let dropped = overrides.forget_netns(&change.name);
+                let dropped = actuator.overrides().forget_netns(&change.name);
                 if dropped > 0 {
                     tracing::info!(netns = %change.name, "forgot {dropped} administrator override(s) of namespace {} that went away", change.name);
                 }
@@ -161,7 +164,7 @@ pub fn start_for_daemon(
     let namespaces = match crate::netns::NetnsWatcher::spawn(
         registry.clone(),
         std::time::Duration::from_secs(2),
-        namespace_change_handler(registry.clone(), policies.clone(), actuator.overrides().clone()),
+        namespace_change_handler(registry.clone(), policies.clone(), actuator.clone()),
     ) {
         Ok(watcher) => Some(watcher),
         Err(error) => {

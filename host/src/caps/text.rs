@@ -1,0 +1,47 @@
+//! Text a policy hands the host (log messages, scenarios, reasons, manifest
+//! phrases) ends up in the host's log and on terminals. It is made
+//! printable before it gets there: a control character could otherwise end
+//! a log line and forge the next one, or drive a terminal (escape sequences).
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`, ...) and
+/// cut to at most `max` bytes, on a character boundary.
+pub fn printable(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        if out.len() >= max {
+            break;
+        }
+    }
+    if out.len() > max {
+        let mut end = max;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_cannot_forge_lines_or_drive_terminals() {
+        assert_eq!(printable("a\nINFO fake line\r", 100), "a\\nINFO fake line\\r");
+        assert_eq!(printable("red \u{1b}[31m", 100), "red \\u{1b}[31m");
+        assert!(!printable("x\u{7}\u{0}y\u{85}", 100).chars().any(char::is_control));
+    }
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary() {
+        assert_eq!(printable(&"x".repeat(500), 10).len(), 10);
+        let cut = printable(&"é".repeat(100), 11);
+        assert!(cut.len() <= 11 && cut.chars().all(|c| c == 'é'), "{cut}");
+    }
+}
