@@ -109,7 +109,8 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let policies = Arc::new(PolicySet::default());
     let builtins = crate::builtin::load_all(&engine);
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, policies.clone());
-    reconciler.reconcile();
+    // Nothing runs yet, so nothing is retired; stopped all the same.
+    reconciler.reconcile().stop();
     let offered = reconciler.offered();
     say_boot_settings(respect_sysctl_d, &actuator, &policies);
     let reconciler = Arc::new(Mutex::new(reconciler));
@@ -223,9 +224,9 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         w.stop();
     }
     router.stop();
-    for worker in policies.clear() {
-        drop(worker);
-    }
+    // One shared deadline: a policy stuck in a call cannot hold up the
+    // rollback and the summary.
+    crate::runtime::worker::stop_all(&policies.clear());
     if let Some(kernel) = kernel {
         match Arc::try_unwrap(kernel) {
             Ok(kernel) => kernel.stop(),

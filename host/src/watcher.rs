@@ -4,7 +4,9 @@
 //! settles, the whole picture is reconciled: new and changed policies are
 //! compiled and initialised beside the running ones and only then take over;
 //! removed ones are unloaded; a file that fails to load leaves whatever was
-//! running in place.
+//! running in place. A reconcile only takes workers out of the running set
+//! ([`Retired`]); they are stopped after the reconciler's lock is released,
+//! since stopping waits for each policy's thread.
 //!
 //! Install policies with write-then-rename (`cp x.wasm dir/.x.wasm.tmp && mv
 //! dir/.x.wasm.tmp dir/x.wasm`): files starting with `.` are ignored, and a
@@ -20,12 +22,14 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use crate::actuate::Actuator;
 use crate::config::AdminConfig;
+use crate::grants::Arbiter;
 use crate::router::PolicySet;
 use crate::runtime::engine::hex;
 use crate::runtime::image::{LoadError, PolicyImage, PolicySource};
 use crate::runtime::quarantine::QuarantineEntry;
-use crate::runtime::worker::{PolicyWorker, WorkerContext};
+use crate::runtime::worker::{PolicyWorker, WorkerContext, stop_all};
 
 /// How long a directory must be quiet before it is reconciled.
 pub const SETTLE: Duration = Duration::from_millis(250);
@@ -140,24 +144,36 @@ impl Reconciler {
         self.offered.clone()
     }
 
-    /// Enables or disables `name` until the daemon stops, then reconciles.
-    /// False when no policy of that name is on offer.
-    pub fn set_enabled(&mut self, name: &str, enabled: bool) -> bool {
+    /// Enables or disables `name` until the daemon stops, then reconciles;
+    /// the caller stops what was retired once the lock is released. `None`
+    /// when no policy of that name is on offer.
+    pub fn set_enabled(&mut self, name: &str, enabled: bool) -> Option<Retired> {
         if !self.offered.lock().unwrap_or_else(|p| p.into_inner()).contains_key(name) {
-            return false;
+            return None;
         }
         self.enabled_override.insert(name.to_string(), enabled);
+        let mut retired = self.retired();
         if enabled {
-            self.lift_quarantine(name);
+            self.lift_quarantine(name, &mut retired);
         }
-        self.reconcile();
-        true
+        self.reconcile_into(&mut retired);
+        Some(retired)
+    }
+
+    /// Nothing retired yet.
+    fn retired(&self) -> Retired {
+        Retired {
+            workers: Vec::new(),
+            policies: self.policies.clone(),
+            arbiter: self.ctx.arbiter.clone(),
+            actuator: self.ctx.actuator.clone(),
+        }
     }
 
     /// `policy enable` gives a quarantined policy another chance: its files
     /// leave the kept quarantine, and a version parked in memory is stopped
     /// so that the reconcile that follows starts it afresh.
-    fn lift_quarantine(&mut self, name: &str) {
+    fn lift_quarantine(&mut self, name: &str, retired: &mut Retired) {
         match self.ctx.quarantine.clear_name(name) {
             Ok(cleared) => {
                 for entry in cleared {
@@ -168,8 +184,10 @@ impl Reconciler {
             Err(error) => tracing::warn!(policy = %name, %error,
                 "policy {name} is enabled, but its file may be refused again at the next start: {error}"),
         }
-        if self.policies.get(name).is_some_and(|w| w.stats.quarantined.load(std::sync::atomic::Ordering::Relaxed)) {
-            drop(self.policies.remove(name));
+        if self.policies.get(name).is_some_and(|w| w.stats.quarantined.load(std::sync::atomic::Ordering::Relaxed))
+            && let Some(parked) = self.policies.remove(name)
+        {
+            retired.superseded(parked);
         }
     }
 
@@ -181,25 +199,12 @@ impl Reconciler {
         settings
     }
 
-    /// Stops a policy that is no longer wanted; restores what it set when
-    /// the administrator asked for that.
-    fn unload(&self, name: &str, why: &str) {
-        let Some(old) = self.policies.remove(name) else { return };
-        let source = old.source.to_string();
-        let rollback = old.rollback_on_unload;
-        // Its thread ends after its queue; no change of it can follow.
-        drop(old);
-        self.ctx.arbiter.release(name);
-        if rollback {
-            let report = self.ctx.actuator.rollback_policy(name);
-            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
-                "policy {name} unloaded: {why}; {} value(s) it set restored", report.restored.len());
-            for line in report.lines() {
-                tracing::info!(policy = %name, "{line}");
-            }
-        } else {
-            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
-                "policy {name} unloaded: {why}; values it set stay as they are");
+    /// Takes a policy that is no longer wanted out of the running set; it
+    /// is stopped, and what it set restored when the administrator asked
+    /// for that, by [`Retired::stop`].
+    fn unload(&self, name: &str, why: &str, retired: &mut Retired) {
+        if let Some(old) = self.policies.remove(name) {
+            retired.unloaded(old, why);
         }
     }
 
@@ -207,8 +212,15 @@ impl Reconciler {
         &self.dirs
     }
 
-    /// Brings the running set in line with what is on offer now.
-    pub fn reconcile(&mut self) {
+    /// Brings the running set in line with what is on offer now; the
+    /// caller stops what was retired once the lock is released.
+    pub fn reconcile(&mut self) -> Retired {
+        let mut retired = self.retired();
+        self.reconcile_into(&mut retired);
+        retired
+    }
+
+    fn reconcile_into(&mut self, retired: &mut Retired) {
         let (wanted, keep) = self.wanted();
         for (name, image) in &wanted {
             if keep.contains(name) {
@@ -219,7 +231,7 @@ impl Reconciler {
             if !settings.enabled {
                 if running.is_some() {
                     drop(running);
-                    self.unload(name, "disabled by the administrator");
+                    self.unload(name, "disabled by the administrator", retired);
                 }
                 continue;
             }
@@ -242,6 +254,9 @@ impl Reconciler {
                     let replaced = self.policies.insert(worker);
                     self.forget_superseded_quarantine(name, &image.digest);
                     let verb = if replaced.is_some() { "replaced" } else { "loaded" };
+                    if let Some(old) = replaced {
+                        retired.superseded(old);
+                    }
                     tracing::info!(
                         event = "policy-loaded",
                         policy = %name,
@@ -255,7 +270,7 @@ impl Reconciler {
                 Err(LoadError::Disabled) => {
                     if running.is_some() {
                         drop(running);
-                        self.unload(name, "disabled by the administrator");
+                        self.unload(name, "disabled by the administrator", retired);
                     } else {
                         tracing::info!(policy = %name, "policy {name} is disabled by the administrator");
                     }
@@ -265,7 +280,7 @@ impl Reconciler {
         }
         for name in self.policies.names() {
             if !wanted.contains_key(&name) && !keep.contains(&name) {
-                self.unload(&name, "its file is gone");
+                self.unload(&name, "its file is gone", retired);
             }
         }
         let offered = wanted
@@ -412,6 +427,73 @@ impl Reconciler {
     }
 }
 
+/// Workers a reconcile took out of the running set. They keep running (no
+/// events reach them) until [`Retired::stop`], which the caller runs after
+/// releasing the reconciler's lock: stopping waits for each policy's
+/// thread, up to its deadline, and `policy enable|disable`, the next
+/// reconcile and the daemon's stop must not wait behind that.
+#[must_use = "retired policies keep running until stopped"]
+pub struct Retired {
+    workers: Vec<RetiredWorker>,
+    policies: Arc<PolicySet>,
+    arbiter: Arc<Arbiter>,
+    actuator: Actuator,
+}
+
+struct RetiredWorker {
+    worker: Arc<PolicyWorker>,
+    /// Why it was unloaded; `None` for a version superseded under the same
+    /// name, which keeps what it owns and what it set.
+    unloaded: Option<String>,
+}
+
+impl Retired {
+    fn unloaded(&mut self, worker: Arc<PolicyWorker>, why: &str) {
+        self.workers.push(RetiredWorker { worker, unloaded: Some(why.to_string()) });
+    }
+
+    fn superseded(&mut self, worker: Arc<PolicyWorker>) {
+        self.workers.push(RetiredWorker { worker, unloaded: None });
+    }
+
+    /// Stops every retired worker (each handles what was queued for it),
+    /// then lets go of what the unloaded ones owned, and restores what they
+    /// set when the administrator asked for that.
+    pub fn stop(self) {
+        let workers: Vec<Arc<PolicyWorker>> = self.workers.iter().map(|r| r.worker.clone()).collect();
+        stop_all(&workers);
+        for retired in &self.workers {
+            if let Some(why) = &retired.unloaded {
+                self.finish_unload(&retired.worker, why);
+            }
+        }
+    }
+
+    fn finish_unload(&self, worker: &PolicyWorker, why: &str) {
+        let name = &worker.name;
+        let source = worker.source.to_string();
+        // Enabled again while this one stopped: what the name owns and has
+        // set is the new version's now.
+        if self.policies.get(name).is_some() {
+            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
+                "policy {name} from {source} unloaded: {why}; a new version already runs in its place");
+            return;
+        }
+        self.arbiter.release(name);
+        if worker.rollback_on_unload {
+            let report = self.actuator.rollback_policy(name);
+            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
+                "policy {name} unloaded: {why}; {} value(s) it set restored", report.restored.len());
+            for line in report.lines() {
+                tracing::info!(policy = %name, "{line}");
+            }
+        } else {
+            tracing::info!(event = "policy-unloaded", policy = %name, source = %source,
+                "policy {name} unloaded: {why}; values it set stay as they are");
+        }
+    }
+}
+
 /// What a reported failure is remembered by, so an unchanged file is
 /// reported once.
 fn report_key(source: &PolicySource, digest: &str) -> (PathBuf, String) {
@@ -459,7 +541,8 @@ impl DirWatcher {
                     }
                     // Let the burst settle, then act once.
                     while rx.recv_timeout(SETTLE).is_ok() {}
-                    reconciler.lock().unwrap_or_else(|p| p.into_inner()).reconcile();
+                    let retired = reconciler.lock().unwrap_or_else(|p| p.into_inner()).reconcile();
+                    retired.stop();
                 }
             })
             .map_err(|e| notify::Error::generic(&e.to_string()))?;

@@ -189,3 +189,51 @@ fn e2e_quarantine_backs_off_parks_and_recovers_on_a_new_file() {
     .expect("results file");
     let _ = result(&socket, &Request::Status);
 }
+
+/// A quarantine outlives the daemon: the file is recorded in
+/// `<state-dir>/quarantine.json`, is not loaded at the next start (said
+/// once, with the way out), and `policy enable` clears it.
+#[test]
+fn e2e_quarantine_is_kept_across_a_restart_until_policy_enable() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let bed = BufferBed::new("quarkeep", Side::Receiver, BAD_RMEM).expect("test bed");
+    let dir = harness::scratch_dir("quarkeep-policies").expect("policy dir");
+    let state = harness::private_dir("quarkeep-state").expect("state dir");
+    let (_sock_dir, socket) = lifecycle::socket_in("quarkeep-sock");
+    let sock = socket.to_string_lossy().into_owned();
+    let trap = std::fs::read(wasmtune_tests::guests::guest_wasm("hostile-trap")).expect("fixture");
+    let digest = lifecycle::sha256(&trap);
+    install(dir.path(), "trap.wasm", &trap);
+    let builder = || Daemon::builder().netns(bed.tuned_netns()).state_dir(state.path());
+
+    let mut first = lifecycle::start_daemon(builder(), dir.path(), &socket, &[]);
+    let _transfer = bed.background_transfer(60).expect("transfer");
+    wait_policy(&socket, "hostile-trap", Duration::from_secs(30), |p| p["state"] == "quarantined");
+    let kept_file = state.path().join("quarantine.json");
+    let kept: Json = serde_json::from_str(&std::fs::read_to_string(&kept_file).expect("quarantine.json written"))
+        .expect("quarantine.json is JSON");
+    let entry = kept["quarantined"].as_array().and_then(|l| l.iter().find(|e| e["digest"] == digest.as_str()));
+    let reason = entry.and_then(|e| e["reason"].as_str()).unwrap_or_default();
+    assert!(entry.is_some_and(|e| e["name"] == "hostile-trap") && reason.starts_with("trap"), "{kept}");
+    assert_eq!(std::fs::metadata(&kept_file).expect("stat").permissions().mode() & 0o777, 0o600);
+    assert!(first.terminate().expect("clean exit").success());
+
+    // The same file at the next start: refused, and said so once.
+    let second = lifecycle::start_daemon(builder(), dir.path(), &socket, &[]);
+    assert_eq!(policy(&socket, "hostile-trap")["state"], "not-running");
+    let refused = second.events("policy-still-quarantined");
+    assert_eq!(refused.len(), 1, "{:?}", refused.iter().map(|l| &l.raw).collect::<Vec<_>>());
+    assert!(refused[0].raw.contains("wasmtune policy enable hostile-trap"), "{}", refused[0].raw);
+
+    // `policy enable` clears it: the file runs again and leaves the list.
+    let enabled = cli_json(&["policy", "enable", "hostile-trap", "--json", "--socket", &sock]);
+    assert_eq!(enabled["ok"], true, "{enabled}");
+    let fresh = policy(&socket, "hostile-trap");
+    assert_ne!(fresh["state"], "quarantined", "{fresh}");
+    assert_ne!(fresh["state"], "not-running", "{fresh}");
+    let cleared = std::fs::read_to_string(&kept_file).expect("quarantine.json");
+    assert!(!cleared.contains(&digest), "still listed after `policy enable`: {cleared}");
+    harness::record("control.quarantine_kept", json!({ "refused_lines": refused.len() })).expect("results file");
+}

@@ -58,11 +58,13 @@ impl ControlContext {
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Response {
-        let mut reconciler = self.reconciler.lock().unwrap_or_else(|p| p.into_inner());
-        if !reconciler.set_enabled(name, enabled) {
+        // The lock is released before the retired version is stopped: other
+        // requests and the directory watcher do not wait for its thread.
+        let retired = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).set_enabled(name, enabled);
+        let Some(retired) = retired else {
             return Response::error(format!("no policy named {name:?} is on offer"));
-        }
-        drop(reconciler);
+        };
+        retired.stop();
         let running = self.policies.get(name).is_some();
         match (enabled, running) {
             (true, false) => {
@@ -117,6 +119,7 @@ impl ControlContext {
                         "events-lost": w.stats.events_lost.load(Ordering::Relaxed),
                         "events-failed": w.stats.events_failed.load(Ordering::Relaxed),
                         "faults": w.stats.faults.load(Ordering::Relaxed),
+                        "last-fault": w.stats.last_fault(),
                         "queued-batches": w.queued_batches(),
                         "granted-tunables": w.grant.sysctls.iter()
                             .filter(|(_, g)| g.access == Access::Write)
@@ -134,6 +137,7 @@ impl ControlContext {
                         "events-lost": 0,
                         "events-failed": 0,
                         "faults": 0,
+                        "last-fault": Json::Null,
                         "queued-batches": 0,
                         "granted-tunables": Vec::<String>::new(),
                         "owned-tunables": owned,

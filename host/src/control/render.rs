@@ -33,6 +33,9 @@ fn policies(result: &Json, out: &mut Vec<String>) {
         if !owned.is_empty() {
             out.push(format!("  owns: {}", owned.join(", ")));
         }
+        if let Some(kind) = p["last-fault"].as_str() {
+            out.push(format!("  last fault: {kind}"));
+        }
     }
 }
 

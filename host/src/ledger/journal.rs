@@ -7,9 +7,10 @@
 //! the next record starts on a line of its own. An unreadable line followed
 //! by readable ones is not a crash artefact, and replay refuses it.
 
-use std::fs::{DirBuilder, File, OpenOptions};
+use std::fs::{DirBuilder, File};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -61,17 +62,30 @@ impl Journal {
     /// journal, replays it, and cuts off a torn tail so appends start clean.
     /// Fails if another process holds the journal.
     pub fn open(state_dir: &Path) -> Result<(Journal, Replay), LedgerError> {
-        ensure_state_dir(state_dir)?;
+        let dir = ensure_state_dir(state_dir)?;
         let path = Journal::path_in(state_dir);
         let open_error = |source| LedgerError::Open { path: path.clone(), source };
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(JOURNAL_MODE)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(&path)
-            .map_err(open_error)?;
+        // Relative to the checked directory, never through a symlink: the
+        // path cannot be swapped between the check and the open.
+        let fd = nix::fcntl::openat(
+            &dir,
+            JOURNAL_FILE,
+            nix::fcntl::OFlag::O_RDWR
+                | nix::fcntl::OFlag::O_APPEND
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(JOURNAL_MODE),
+        )
+        .map_err(|errno| open_error(std::io::Error::from(errno)))?;
+        let file = File::from(fd);
+        let facts = file.metadata().map_err(open_error)?;
+        if !facts.file_type().is_file() || facts.nlink() > 1 || facts.uid() != nix::unistd::geteuid().as_raw() {
+            return Err(LedgerError::Unsafe {
+                path: path.clone(),
+                problem: "the journal must be a regular file of this user's, with no other name".to_string(),
+            });
+        }
         let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(locked) => locked,
             Err((_, Errno::EWOULDBLOCK)) => return Err(LedgerError::InUse { path }),
@@ -127,29 +141,45 @@ impl Journal {
     }
 }
 
-/// Creates the state directory (0700) if it is missing. An existing one is
-/// left as it is — it may be a directory the administrator chose — with a
-/// warning if others can read it.
-fn ensure_state_dir(state_dir: &Path) -> Result<(), LedgerError> {
+/// Creates the state directory (0700) if it is missing, and opens it. An
+/// existing one may be a directory the administrator chose, but it must be
+/// a real directory (not a symlink) of this user's that nobody else can
+/// write; one that others can read only is used, with a warning.
+fn ensure_state_dir(state_dir: &Path) -> Result<OwnedFd, LedgerError> {
     let create_error = |source| LedgerError::StateDir { path: state_dir.to_path_buf(), source };
-    match std::fs::metadata(state_dir) {
-        Ok(metadata) => {
-            if metadata.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(
-                    state_dir = %state_dir.display(),
-                    mode = format!("{:o}", metadata.permissions().mode() & 0o777),
-                    "the state directory is accessible to users other than root"
-                );
-            }
-            Ok(())
+    if let Err(error) = std::fs::symlink_metadata(state_dir) {
+        if error.kind() != std::io::ErrorKind::NotFound {
+            return Err(create_error(error));
         }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            DirBuilder::new().recursive(true).mode(STATE_DIR_MODE).create(state_dir).map_err(create_error)?;
-            // The umask may have narrowed the mode; it cannot have widened it.
-            std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE)).map_err(create_error)
-        }
-        Err(source) => Err(create_error(source)),
+        DirBuilder::new().recursive(true).mode(STATE_DIR_MODE).create(state_dir).map_err(create_error)?;
+        // The umask may have narrowed the mode; it cannot have widened it.
+        std::fs::set_permissions(state_dir, std::fs::Permissions::from_mode(STATE_DIR_MODE)).map_err(create_error)?;
     }
+    let dir = nix::fcntl::open(
+        state_dir,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|errno| match errno {
+        Errno::ELOOP | Errno::ENOTDIR => LedgerError::Unsafe {
+            path: state_dir.to_path_buf(),
+            problem: "it is a symlink or not a directory".to_string(),
+        },
+        other => create_error(std::io::Error::from(other)),
+    })?;
+    let facts = File::from(dir.try_clone().map_err(create_error)?).metadata().map_err(create_error)?;
+    let mode = facts.permissions().mode() & 0o7777;
+    let unsafe_because = |problem: String| LedgerError::Unsafe { path: state_dir.to_path_buf(), problem };
+    if facts.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(unsafe_because(format!("it belongs to uid {}, not to this user", facts.uid())));
+    }
+    if mode & 0o022 != 0 {
+        return Err(unsafe_because(format!("others may write to it (mode {mode:o}); chmod go-w it")));
+    }
+    if mode & 0o077 != 0 {
+        tracing::warn!(state_dir = %state_dir.display(), mode = format!("{mode:o}"), "the state directory is readable by users other than its owner");
+    }
+    Ok(dir)
 }
 
 /// Parses journal text into records; see the module documentation for what
@@ -199,6 +229,7 @@ fn parse(text: &[u8], path: &Path) -> Result<Replay, LedgerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     const A: &str = r#"{"kind":"session-start","pid":1,"time":5}"#;
     const B: &str = r#"{"kind":"applied","seq":1,"time":6}"#;
@@ -281,5 +312,37 @@ mod tests {
         let (_journal, _) = Journal::open(dir.path()).expect("first");
         let error = Journal::open(dir.path()).err().expect("second must fail");
         assert!(matches!(error, LedgerError::InUse { .. }), "{error}");
+    }
+
+    #[test]
+    fn refuses_a_state_directory_others_may_write_or_that_is_a_symlink() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let loose = root.path().join("loose");
+        std::fs::create_dir(&loose).expect("mkdir");
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let error = Journal::open(&loose).err().expect("refused").to_string();
+        assert!(error.contains("others may write"), "{error}");
+        assert!(!Journal::path_in(&loose).exists(), "nothing created in it");
+
+        let real = root.path().join("real");
+        std::fs::create_dir(&real).expect("mkdir");
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let link = root.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).expect("symlink");
+        let error = Journal::open(&link).err().expect("refused").to_string();
+        assert!(error.contains("symlink"), "{error}");
+    }
+
+    #[test]
+    fn a_journal_that_is_a_symlink_is_refused_and_its_target_left_whole() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let state_dir = root.path().join("state");
+        std::fs::create_dir(&state_dir).expect("mkdir");
+        std::fs::set_permissions(&state_dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let victim = root.path().join("victim.conf");
+        std::fs::write(&victim, "not a journal\nat all").expect("write");
+        std::os::unix::fs::symlink(&victim, Journal::path_in(&state_dir)).expect("symlink");
+        assert!(Journal::open(&state_dir).is_err(), "a symlinked journal is refused");
+        assert_eq!(std::fs::read_to_string(&victim).expect("read"), "not a journal\nat all");
     }
 }

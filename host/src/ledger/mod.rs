@@ -29,6 +29,11 @@ pub enum LedgerError {
     /// The state directory could not be created or inspected.
     #[error("cannot create state directory {path}: {source}")]
     StateDir { path: PathBuf, source: std::io::Error },
+    /// The state directory (or the journal in it) is not safe to trust: a
+    /// symlink, owned by another user, or writable by others. The journal
+    /// drives writes as root; someone else must not be able to plant it.
+    #[error("refusing state directory {path}: {problem}")]
+    Unsafe { path: PathBuf, problem: String },
     /// The journal file could not be opened or its mode fixed.
     #[error("cannot open journal {path}: {source}")]
     Open { path: PathBuf, source: std::io::Error },

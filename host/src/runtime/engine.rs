@@ -4,13 +4,16 @@
 //! not pay compilation again.
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel};
@@ -105,18 +108,31 @@ fn spawn_epoch_ticker(engine: &Engine, stop: Arc<AtomicBool>) -> std::io::Result
 /// Compiled components on disk, keyed by content hash and the engine's
 /// compatibility hash (wasmtime version and configuration), so a `.cwasm`
 /// is only ever loaded into the engine that wrote it.
+///
+/// Deserializing runs the file as native code, so it is only done for files
+/// this user wrote: the directory is checked once and then only used
+/// through its descriptor, and every entry is opened without following
+/// symlinks and checked (regular, this user's, not writable by others)
+/// through its own descriptor before it is read.
 struct ComponentCache {
     dir: PathBuf,
+    dir_fd: OwnedFd,
     engine_key: String,
+}
+
+/// Whether a file is this user's and writable by nobody else.
+fn owned_and_private(meta: &std::fs::Metadata) -> bool {
+    meta.uid() == nix::unistd::geteuid().as_raw() && meta.mode() & 0o022 == 0
 }
 
 impl ComponentCache {
     fn open(dir: &Path, engine: &Engine) -> std::io::Result<ComponentCache> {
         std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        let meta = std::fs::metadata(dir)?;
-        // Deserializing is only safe for files this daemon wrote.
-        if meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o022 != 0 {
+        let dir_fd = nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|errno| std::io::Error::other(format!("{}: {errno} (a symlink is refused)", dir.display())))?;
+        nix::sys::stat::fchmod(&dir_fd, Mode::from_bits_truncate(0o700)).map_err(std::io::Error::from)?;
+        let meta = std::fs::File::from(dir_fd.try_clone()?).metadata()?;
+        if !owned_and_private(&meta) {
             return Err(std::io::Error::other(format!(
                 "{} must be owned by this user and not writable by others",
                 dir.display()
@@ -124,39 +140,99 @@ impl ComponentCache {
         }
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ComponentCache { dir: dir.to_path_buf(), engine_key: format!("{:016x}", hasher.finish()) })
+        Ok(ComponentCache { dir: dir.to_path_buf(), dir_fd, engine_key: format!("{:016x}", hasher.finish()) })
     }
 
     fn get_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
         let digest = hex(&Sha256::digest(bytes));
-        let path = self.dir.join(format!("{digest}-{}.cwasm", self.engine_key));
-        if path.exists() {
-            // SAFETY: the file sits in a directory only this user can write, was
-            // written by `store` below from this engine's own output, and is keyed
-            // by the engine's compatibility hash; wasmtime re-checks the header.
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
-                Err(e) => tracing::warn!(file = %path.display(), "recompiling: cached policy unusable: {e:#}"),
+        let name = format!("{digest}-{}.cwasm", self.engine_key);
+        let path = self.dir.join(&name);
+        match self.read_entry(&name) {
+            Ok(Some(compiled)) => {
+                // SAFETY: the bytes come from a regular file of this user's,
+                // writable by nobody else, in a directory only this user can
+                // write, written by `store` below from this engine's own
+                // output and keyed by its compatibility hash; wasmtime
+                // re-checks the header.
+                match unsafe { Component::deserialize(engine, &compiled) } {
+                    Ok(component) => return Ok(component),
+                    Err(e) => tracing::warn!(file = %path.display(), "recompiling: cached policy unusable: {e:#}"),
+                }
             }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(file = %path.display(), "recompiling: cached policy refused: {e}"),
         }
         let component = Component::new(engine, bytes)?;
-        if let Err(e) = self.store(&component, &path) {
+        if let Err(e) = self.store(&component, &name) {
             tracing::warn!(file = %path.display(), "cannot cache compiled policy: {e}");
         }
         Ok(component)
     }
 
-    fn store(&self, component: &Component, path: &Path) -> std::io::Result<()> {
+    /// The entry's bytes; `None` when there is none.
+    fn read_entry(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let fd = match nix::fcntl::openat(&self.dir_fd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(errno) => return Err(std::io::Error::from(errno)),
+        };
+        let mut file = std::fs::File::from(fd);
+        let meta = file.metadata()?;
+        if !meta.file_type().is_file() || !owned_and_private(&meta) {
+            return Err(std::io::Error::other("not a regular file of this user's, private to it"));
+        }
+        let mut compiled = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+        file.read_to_end(&mut compiled)?;
+        Ok(Some(compiled))
+    }
+
+    fn store(&self, component: &Component, name: &str) -> std::io::Result<()> {
         use std::io::Write;
         let serialized = component.serialize().map_err(|e| std::io::Error::other(format!("{e:#}")))?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let tmp = format!("{name}.tmp{}", std::process::id());
+        let _ = nix::unistd::unlinkat(&self.dir_fd, tmp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+        let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(&self.dir_fd, tmp.as_str(), flags, Mode::from_bits_truncate(0o600))
+            .map_err(std::io::Error::from)?;
+        let mut file = std::fs::File::from(fd);
         file.write_all(&serialized)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        nix::fcntl::renameat(&self.dir_fd, tmp.as_str(), &self.dir_fd, name).map_err(std::io::Error::from)
     }
 }
 
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_planted_cache_entry_is_never_loaded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache_dir = dir.path().join("cache");
+        let engine = PolicyEngine::new(Some(&cache_dir)).expect("engine");
+        let cache = engine.cache.as_ref().expect("a cache");
+
+        let elsewhere = dir.path().join("elsewhere.cwasm");
+        std::fs::write(&elsewhere, b"planted").expect("write");
+        std::os::unix::fs::symlink(&elsewhere, cache_dir.join("link.cwasm")).expect("symlink");
+        assert!(cache.read_entry("link.cwasm").is_err(), "a symlinked entry is refused");
+
+        let loose = cache_dir.join("loose.cwasm");
+        std::fs::write(&loose, b"planted").expect("write");
+        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        assert!(cache.read_entry("loose.cwasm").is_err(), "an entry others may write is refused");
+
+        let own = cache_dir.join("own.cwasm");
+        std::fs::write(&own, b"mine").expect("write");
+        std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert_eq!(cache.read_entry("own.cwasm").expect("read"), Some(b"mine".to_vec()));
+        assert_eq!(cache.read_entry("absent.cwasm").expect("read"), None);
+    }
 }

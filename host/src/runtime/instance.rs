@@ -1,12 +1,14 @@
 //! One live policy instance: a `Store` with its capabilities, armed with a
 //! fresh fuel and wall-clock budget before every call. A call that traps,
-//! runs out of budget or hits the memory cap fails that call only and leaves
-//! the instance poisoned; the worker rebuilds it.
+//! runs out of budget, hits the memory cap or tries to wait in a WASI call
+//! fails that call only and leaves the instance poisoned; the worker
+//! rebuilds it.
 
 use std::fmt;
 
 use wasmtime::{Engine, Store, Trap};
 
+use crate::caps::no_blocking::PolicyBlocked;
 use crate::runtime::state::{MemoryLimitExceeded, PolicyState};
 use crate::wit::{Event, Policy, PolicyConfig, PolicyInfo, PolicyPre};
 
@@ -27,6 +29,10 @@ pub enum FaultKind {
     /// The guest went past its memory budget (memories and tables), or
     /// past its number of core instances, memories or tables.
     Memory,
+    /// The guest called a WASI function that would have waited (a sleep, a
+    /// poll, a stream that is not ready): refused, since neither fuel nor
+    /// the deadline can interrupt a wait inside the host.
+    Blocked,
 }
 
 impl FaultKind {
@@ -36,6 +42,7 @@ impl FaultKind {
             FaultKind::Fuel => "fuel",
             FaultKind::Deadline => "deadline",
             FaultKind::Memory => "memory",
+            FaultKind::Blocked => "blocked",
         }
     }
 }
@@ -57,6 +64,8 @@ impl Fault {
     pub fn from_error(error: &wasmtime::Error) -> Fault {
         let kind = if error.chain().any(|e| e.is::<MemoryLimitExceeded>()) || exceeds_count_limit(error) {
             FaultKind::Memory
+        } else if error.chain().any(|e| e.is::<PolicyBlocked>()) {
+            FaultKind::Blocked
         } else {
             match error.downcast_ref::<Trap>() {
                 Some(Trap::OutOfFuel) => FaultKind::Fuel,

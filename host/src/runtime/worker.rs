@@ -10,9 +10,16 @@
 //! Stopping a worker closes its queue: the thread handles every batch
 //! already queued, then ends. So when the router hands a name to a new
 //! version, every event given to the old one is still handled by it, once.
+//!
+//! Nothing waits on a policy's thread without a deadline: not its start
+//! ([`INIT_DEADLINE`]), not its stop ([`STOP_DEADLINE`]). Fuel and the epoch
+//! deadline only interrupt guest code, so a thread stuck in a host call
+//! could otherwise hold up unload, replace and the daemon's stop for good;
+//! past the deadline it is left behind (its queue closed, it gets no more
+//! events and makes no further call into the guest) and the host goes on.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -44,6 +51,12 @@ pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(60);
 /// fault within [`QUARANTINE_WINDOW`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
+/// How long stopping a policy waits for its thread to finish its queue.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
+/// How long starting a policy waits for its thread to instantiate it and
+/// return from `init`: many times the per-call budget, so only a thread
+/// stuck outside guest code misses it.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
 
 /// What the rest of the host shares with every policy worker.
 #[derive(Clone)]
@@ -80,6 +93,12 @@ pub struct PolicyStats {
     /// Waiting out the back-off before a rebuild; events are lost meanwhile.
     pub backing_off: AtomicBool,
     pub requests: Arc<RequestCounters>,
+    /// The kind of the last fault (`trap`, `blocked`, ..., or `init` for a
+    /// failed rebuild), for status.
+    last_fault: Mutex<Option<&'static str>>,
+    /// The thread missed a deadline and was left behind: it must not call
+    /// into the guest again, should its stuck call ever return.
+    abandoned: AtomicBool,
 }
 
 impl PolicyStats {
@@ -93,6 +112,22 @@ impl PolicyStats {
             "running"
         }
     }
+
+    /// The kind of the last fault, if any.
+    pub fn last_fault(&self) -> Option<&'static str> {
+        *lock(&self.last_fault)
+    }
+
+    /// Counts a fault of `kind`; returns the count so far.
+    fn count_fault(&self, kind: &'static str) -> u64 {
+        *lock(&self.last_fault) = Some(kind);
+        self.faults.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// A poisoned lock held plain data that no panic can leave half-written.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Counts summed over every version of one policy name, so that what the
@@ -136,9 +171,43 @@ pub struct PolicyWorker {
     /// Whether the administrator asked for this policy's values to be
     /// restored when it is unloaded.
     pub rollback_on_unload: bool,
-    /// Taken (closing the queue) when the worker stops.
-    tx: Option<Sender<WorkerMsg>>,
-    thread: Option<JoinHandle<()>>,
+    /// Taken (closing the queue) when the worker stops; behind a lock so
+    /// that a worker shared with the router can be stopped.
+    tx: Mutex<Option<Sender<WorkerMsg>>>,
+    /// Taken when the thread is joined or left behind.
+    thread: Mutex<Option<WorkerThread>>,
+}
+
+/// A policy's thread and a way to wait for its end with a deadline (std's
+/// `join` has none): the thread holds the only sender of `ended` until it
+/// returns or unwinds, so `ended` disconnects exactly when it is done.
+struct WorkerThread {
+    handle: JoinHandle<()>,
+    ended: Receiver<()>,
+}
+
+impl WorkerThread {
+    fn spawn(name: String, body: impl FnOnce() + Send + 'static) -> std::io::Result<WorkerThread> {
+        let (alive, ended) = crossbeam_channel::bounded::<()>(0);
+        let handle = std::thread::Builder::new().name(name).spawn(move || {
+            let _alive = alive;
+            body();
+        })?;
+        Ok(WorkerThread { handle, ended })
+    }
+
+    /// Joins the thread if it ends by `deadline`; otherwise leaves it
+    /// running, detached, and says so (false).
+    fn join_by(self, deadline: Instant) -> bool {
+        match self.ended.recv_deadline(deadline) {
+            Err(RecvTimeoutError::Timeout) => false,
+            // Nothing is ever sent: the sender was dropped with the thread.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                let _ = self.handle.join();
+                true
+            }
+        }
+    }
 }
 
 impl PolicyWorker {
@@ -185,18 +254,28 @@ impl PolicyWorker {
             faults: Vec::new(),
             tick: None,
         };
-        let thread = std::thread::Builder::new()
-            .name(format!("policy-{}", image.name()))
-            .spawn(move || runner.run(rx, ready_tx))
+        let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
             .map_err(LoadError::Read)?;
-        let subscriptions = match ready_rx.recv() {
+        let subscriptions = match ready_rx.recv_timeout(INIT_DEADLINE) {
             Ok(Ok(subscriptions)) => subscriptions,
             Ok(Err(error)) => {
-                let _ = thread.join();
+                thread.join_by(Instant::now() + STOP_DEADLINE);
                 return Err(error);
             }
-            Err(_) => {
-                let _ = thread.join();
+            Err(RecvTimeoutError::Timeout) => {
+                // `tx` is dropped on return: should init ever finish, the
+                // thread finds its queue closed and ends.
+                stats.abandoned.store(true, Ordering::Relaxed);
+                tracing::warn!(event = "policy-abandoned", policy = %image.name(),
+                    waited_ms = millis(INIT_DEADLINE), "policy {} did not finish init within {} ms; \
+                    its thread is left behind", image.name(), millis(INIT_DEADLINE));
+                return Err(LoadError::Init(format!(
+                    "init did not return within {} ms (stuck in a host call)",
+                    millis(INIT_DEADLINE)
+                )));
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                thread.join_by(Instant::now() + STOP_DEADLINE);
                 return Err(LoadError::Init("the policy thread ended during init".into()));
             }
         };
@@ -211,8 +290,8 @@ impl PolicyWorker {
             stats,
             totals,
             rollback_on_unload: settings.rollback_on_unload,
-            tx: Some(tx),
-            thread: Some(thread),
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -229,7 +308,8 @@ impl PolicyWorker {
             self.totals.add_lost(&self.stats, n);
             return;
         }
-        let Some(tx) = &self.tx else {
+        let tx = lock(&self.tx);
+        let Some(tx) = tx.as_ref() else {
             self.totals.add_lost(&self.stats, n);
             return;
         };
@@ -244,7 +324,7 @@ impl PolicyWorker {
 
     /// Events queued and not yet taken by the thread.
     pub fn queued_batches(&self) -> usize {
-        self.tx.as_ref().map_or(0, Sender::len)
+        lock(&self.tx).as_ref().map_or(0, Sender::len)
     }
 
     /// Records events lost before they reached the router (ring buffer overflow).
@@ -253,25 +333,56 @@ impl PolicyWorker {
         self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Stops the thread after the batches already queued.
-    pub fn stop(mut self) {
-        self.shutdown();
+    /// Stops the thread after the batches already queued, waiting for it at
+    /// most [`STOP_DEADLINE`]. Works on a worker still shared (the router's
+    /// or a status query's reference): once stopped it gets no events.
+    pub fn stop(&self) {
+        self.close_queue();
+        self.wait_stopped(Instant::now() + STOP_DEADLINE);
     }
 
-    fn shutdown(&mut self) {
-        // Closing the queue ends the thread once it has taken every batch
-        // already queued: none is dropped, and none can arrive later.
-        drop(self.tx.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// Closing the queue ends the thread once it has taken every batch
+    /// already queued: none is dropped, and none can arrive later.
+    fn close_queue(&self) {
+        drop(lock(&self.tx).take());
+    }
+
+    /// Waits until `deadline` for the thread to end; past it, leaves the
+    /// thread behind with a warning. At once when it was already stopped.
+    fn wait_stopped(&self, deadline: Instant) {
+        let Some(thread) = lock(&self.thread).take() else { return };
+        let waited = Instant::now();
+        if !thread.join_by(deadline) {
+            self.stats.abandoned.store(true, Ordering::Relaxed);
+            let waited_ms = millis(waited.elapsed());
+            tracing::warn!(event = "policy-abandoned", policy = %self.name, waited_ms,
+                "policy {} did not stop within {waited_ms} ms (its thread is stuck in a call); \
+                 it is left behind: its queue is closed and it gets no more events", self.name);
         }
     }
 }
 
 impl Drop for PolicyWorker {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
+}
+
+/// Stops every worker in `workers` together: every queue is closed first,
+/// then all share one deadline, so stuck threads cost [`STOP_DEADLINE`]
+/// once, not once each.
+pub fn stop_all(workers: &[Arc<PolicyWorker>]) {
+    for worker in workers {
+        worker.close_queue();
+    }
+    let deadline = Instant::now() + STOP_DEADLINE;
+    for worker in workers {
+        worker.wait_stopped(deadline);
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The worker thread's own state.
@@ -335,6 +446,9 @@ impl Runner {
         };
         let mut next_tick = self.tick.map(|t| Instant::now() + t);
         loop {
+            if self.stats.abandoned.load(Ordering::Relaxed) {
+                return self.discard_queue(&rx);
+            }
             let msg = match next_tick {
                 Some(at) => match rx.recv_timeout(at.saturating_duration_since(Instant::now())) {
                     Ok(msg) => Some(msg),
@@ -395,7 +509,7 @@ impl Runner {
         let now = Instant::now();
         self.faults.retain(|t| now.duration_since(*t) < QUARANTINE_WINDOW);
         self.faults.push(now);
-        let total = self.stats.faults.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.stats.count_fault(fault.kind.as_str());
         if self.faults.len() >= QUARANTINE_AFTER {
             tracing::warn!(
                 event = "policy-fault",
@@ -444,6 +558,7 @@ impl Runner {
                 Recovery::Rebuilt(instance)
             }
             Err(e) => {
+                *lock(&self.stats.last_fault) = Some("init");
                 tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
                     detail = %e, "policy {} could not be rebuilt: {e}", self.name);
                 Recovery::Quarantine(format!("could not be rebuilt: {e}"))
@@ -469,6 +584,14 @@ impl Runner {
         };
         self.stats.backing_off.store(false, Ordering::Relaxed);
         open
+    }
+
+    /// The thread was left behind after a stuck call: whatever is still
+    /// queued is lost, never handed to the guest.
+    fn discard_queue(&self, rx: &Receiver<WorkerMsg>) {
+        for WorkerMsg::Events(batch) in rx.try_iter() {
+            self.totals.add_lost(&self.stats, batch.len() as u64);
+        }
     }
 
     fn park(&self, rx: Receiver<WorkerMsg>, reason: &str) {
@@ -576,6 +699,23 @@ mod tests {
         .join()
         .expect("thread");
         assert_eq!(left, Ok(caps::CapsHashSet::new()));
+    }
+
+    #[test]
+    fn a_thread_that_ends_is_joined_and_a_stuck_one_is_left_behind_at_the_deadline() {
+        let quick = WorkerThread::spawn("quick".into(), || {}).expect("spawn");
+        assert!(quick.join_by(Instant::now() + Duration::from_secs(5)), "a thread that ended was not joined");
+
+        let (release, stuck_on) = crossbeam_channel::bounded::<()>(0);
+        let stuck = WorkerThread::spawn("stuck".into(), move || {
+            let _ = stuck_on.recv();
+        })
+        .expect("spawn");
+        let started = Instant::now();
+        assert!(!stuck.join_by(started + Duration::from_millis(200)), "a stuck thread was joined");
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "waited {waited:?}");
+        drop(release);
     }
 
     #[test]
