@@ -774,7 +774,9 @@ impl Worker {
     /// Why a value is beyond what the host ever writes, if it is.
     fn outside_hard_limits(&self, tunable: &str, value: &Value) -> Option<String> {
         sysctl::validate_name(tunable).err().map(|e| e.to_string()).or_else(|| {
-            let (min, max) = self.limits.bounds(tunable);
+            let Some((min, max)) = self.limits.bounds(tunable) else {
+                return Some("it is not a tunable wasmtune writes".to_string());
+            };
             let Value::Integers(fields) = value else { return None };
             fields
                 .iter()

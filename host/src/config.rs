@@ -67,6 +67,10 @@ pub struct SysctlNarrowing {
     pub max: Option<i64>,
     #[serde(default)]
     pub deny: bool,
+    /// Grants a tunable outside the host's table (`min` and `max` then
+    /// required): the administrator's explicit decision, never a manifest's.
+    #[serde(default)]
+    pub allow: bool,
     /// For text sysctls: the subset of the manifest's values allowed.
     pub values: Option<Vec<String>>,
 }

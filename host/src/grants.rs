@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
-use crate::config::{BoundsNarrowing, PolicySettings, TcpNarrowing};
+use crate::config::{BoundsNarrowing, PolicySettings, SysctlNarrowing, TcpNarrowing};
 use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant, parse_prefix};
 use crate::sysctl::Value;
 use crate::wit::{Bounds, Denial, EventKind, IpAddr};
@@ -36,20 +36,63 @@ impl HostLimits {
         HostLimits { memory_quarter_pages: (pages / 4).max(1) }
     }
 
-    /// The hard range for every field of a sysctl.
-    pub fn bounds(&self, name: &str) -> (i64, i64) {
-        match name {
+    /// The hard range for every field of a sysctl a policy may be granted
+    /// to change; `None` for any other, which only the administrator can
+    /// grant (with bounds of their own, in the config).
+    pub fn bounds(&self, name: &str) -> Option<(i64, i64)> {
+        let int = i64::from(i32::MAX);
+        let bytes_quarter = self.memory_quarter_pages.saturating_mul(4096);
+        Some(match name {
             // Kernel ints: bpftune once overflowed tcp_rmem to a negative value.
             "net.ipv4.tcp_rmem"
             | "net.ipv4.tcp_wmem"
             | "net.core.rmem_max"
             | "net.core.wmem_max"
             | "net.core.rmem_default"
-            | "net.core.wmem_default" => (1, i32::MAX as i64),
+            | "net.core.wmem_default" => (1, int),
             "net.ipv4.tcp_mem" | "net.ipv4.udp_mem" => (1, self.memory_quarter_pages),
-            _ => (i32::MIN as i64, i32::MAX as i64),
-        }
+            // Kernel memory ceilings: what each may hold is memory.
+            "net.core.netdev_max_backlog" => (1, 1 << 20),
+            "net.core.netdev_budget" => (1, 1 << 16),
+            "net.core.netdev_budget_usecs" => (1, 1_000_000),
+            "net.core.flow_limit_cpu_bitmap" => (0, i64::MAX),
+            "net.ipv4.ipfrag_high_thresh" | "net.ipv6.ip6frag_high_thresh" => (1, bytes_quarter.min(int)),
+            "net.ipv4.neigh.default.gc_thresh1"
+            | "net.ipv4.neigh.default.gc_thresh2"
+            | "net.ipv4.neigh.default.gc_thresh3"
+            | "net.ipv6.neigh.default.gc_thresh1"
+            | "net.ipv6.neigh.default.gc_thresh2"
+            | "net.ipv6.neigh.default.gc_thresh3" => (0, 1 << 20),
+            "net.ipv6.route.max_size" => (1, int),
+            "net.ipv4.tcp_max_syn_backlog" => (1, 1 << 20),
+            "net.ipv4.tcp_syncookies" => (0, 2),
+            "net.ipv4.tcp_moderate_rcvbuf"
+            | "net.ipv4.tcp_no_metrics_save"
+            | "net.ipv4.tcp_no_ssthresh_metrics_save"
+            | "net.core.high_order_alloc_disable" => (0, 1),
+            // Text: only values the manifest lists (and the kernel offers).
+            "net.ipv4.tcp_congestion_control" => (0, 0),
+            _ => return None,
+        })
     }
+}
+
+/// Per-destination settings no grant can exceed: a congestion window or
+/// clamp past these is no tuning, and a SYN timeout past two minutes stalls
+/// every connection.
+pub const TCP_INITIAL_CWND_MAX: u32 = 1024;
+pub const TCP_WINDOW_CLAMP_MAX: u32 = 1 << 30;
+pub const TCP_SYN_RTO_MS_RANGE: (u32, u32) = (10, 120_000);
+
+/// Why a policy's grant cannot be given at all.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "its manifest declares {tunable} writable, which is not a tunable wasmtune lets policies change; \
+     the administrator may grant it: [policies.{policy}.sysctl.\"{tunable}\"] allow = true, min = .., max = .."
+)]
+pub struct NotAllowed {
+    pub policy: String,
+    pub tunable: String,
 }
 
 /// Sysctls whose fields must stay in ascending order (min ≤ default ≤ max,
@@ -156,12 +199,13 @@ impl TcpPeerGrant {
     /// `[policies.NAME.tcp]` when there is one (intersection only).
     fn resolve(grant: &TcpGrant, narrowing: Option<&TcpNarrowing>) -> TcpPeerGrant {
         let prefixes: Vec<PeerPrefix> = grant.prefixes.iter().filter_map(|text| peer_prefix(text)).collect();
+        let host = |min: u32, max: u32| Some(BoundsNarrowing { min: Some(min), max: Some(max) });
         let mut resolved = TcpPeerGrant {
             congestion: grant.congestion.clone(),
             prefixes,
-            initial_cwnd: grant.initial_cwnd,
-            window_clamp: grant.window_clamp,
-            syn_rto_ms: grant.syn_rto_ms,
+            initial_cwnd: intersect_range(grant.initial_cwnd, host(1, TCP_INITIAL_CWND_MAX)),
+            window_clamp: intersect_range(grant.window_clamp, host(1, TCP_WINDOW_CLAMP_MAX)),
+            syn_rto_ms: intersect_range(grant.syn_rto_ms, host(TCP_SYN_RTO_MS_RANGE.0, TCP_SYN_RTO_MS_RANGE.1)),
             no_delay: grant.no_delay,
         };
         let Some(narrowing) = narrowing else { return resolved };
@@ -242,7 +286,15 @@ impl TcpPeerGrant {
 }
 
 impl EffectiveGrant {
-    pub fn resolve(manifest: &Manifest, admin: &PolicySettings, limits: &HostLimits) -> EffectiveGrant {
+    /// The grant: the manifest's, narrowed by the administrator, within the
+    /// host's table of tunables. A writable tunable outside the table needs
+    /// the administrator's `allow = true` with both bounds, or the policy
+    /// gets no grant at all.
+    pub fn resolve(
+        manifest: &Manifest,
+        admin: &PolicySettings,
+        limits: &HostLimits,
+    ) -> Result<EffectiveGrant, NotAllowed> {
         let mut sysctls = BTreeMap::new();
         let mut denied_by_admin = Vec::new();
         for grant in &manifest.sysctls {
@@ -251,7 +303,18 @@ impl EffectiveGrant {
                 denied_by_admin.push(grant.name.clone());
                 continue;
             }
-            let (hard_min, hard_max) = limits.bounds(&grant.name);
+            let table = limits.bounds(&grant.name);
+            let (hard_min, hard_max) = match (table, grant.access, &narrowing) {
+                (Some(bounds), _, _) => bounds,
+                // Read-only: no value is ever written, so no bounds apply.
+                (None, Access::Read, _) => (i64::MIN, i64::MAX),
+                (None, Access::Write, SysctlNarrowing { allow: true, min: Some(min), max: Some(max), .. }) => {
+                    (*min, *max)
+                }
+                (None, Access::Write, _) => {
+                    return Err(NotAllowed { policy: manifest.policy.name.clone(), tunable: grant.name.clone() });
+                }
+            };
             let min = [grant.min, narrowing.min, Some(hard_min)].into_iter().flatten().max().unwrap_or(hard_min);
             let max = [grant.max, narrowing.max, Some(hard_max)].into_iter().flatten().min().unwrap_or(hard_max);
             let values = match (&grant.values, &narrowing.values) {
@@ -272,7 +335,7 @@ impl EffectiveGrant {
                 },
             );
         }
-        EffectiveGrant {
+        Ok(EffectiveGrant {
             policy: manifest.policy.name.clone(),
             events: manifest.event_kinds(),
             sysctls,
@@ -281,7 +344,7 @@ impl EffectiveGrant {
                 Some(narrowing) if narrowing.deny => None,
                 narrowing => manifest.tcp.as_ref().map(|grant| TcpPeerGrant::resolve(grant, narrowing)),
             },
-        }
+        })
     }
 
     pub fn may_subscribe(&self, kind: EventKind) -> bool {
@@ -487,7 +550,7 @@ values = ["bbr", "cubic"]
     const LIMITS: HostLimits = HostLimits { memory_quarter_pages: 1 << 20 };
 
     fn grant() -> EffectiveGrant {
-        EffectiveGrant::resolve(&manifest(), &PolicySettings::default(), &LIMITS)
+        EffectiveGrant::resolve(&manifest(), &PolicySettings::default(), &LIMITS).expect("a grant")
     }
 
     fn ints(v: &[i64]) -> Value {
@@ -568,7 +631,7 @@ values = ["bbr", "cubic"]
         let mut admin = PolicySettings::default();
         admin.sysctl.insert("net.ipv4.tcp_rmem".into(), SysctlNarrowing { max: Some(16 << 20), ..Default::default() });
         admin.sysctl.insert("net.core.somaxconn".into(), SysctlNarrowing { deny: true, ..Default::default() });
-        let g = EffectiveGrant::resolve(&manifest(), &admin, &LIMITS);
+        let g = EffectiveGrant::resolve(&manifest(), &admin, &LIMITS).expect("a grant");
         assert_eq!(g.sysctls["net.ipv4.tcp_rmem"].max, 16 << 20);
         let r = g.check_read("net.core.somaxconn");
         assert!(matches!(r, Err(Denial::NotGranted(ref s)) if s.contains("administrator")), "{r:?}");
@@ -591,7 +654,7 @@ max = 9223372036854775807
 "#,
         )
         .expect("valid");
-        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS);
+        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS).expect("a grant");
         assert_eq!(g.sysctls["net.ipv4.tcp_wmem"].max, i32::MAX as i64);
         assert_eq!(g.sysctls["net.ipv4.tcp_mem"].max, 1 << 20);
     }
@@ -611,7 +674,7 @@ initial-cwnd = { min = 4, max = 64 }
 "#,
         )
         .expect("valid");
-        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS);
+        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS).expect("a grant");
         let tcp = g.tcp.expect("a [tcp] grant");
         let available = vec!["reno".to_string(), "bbr".to_string()];
         let inside = PeerPrefix::new(&IpAddr::V4((10, 1, 2, 3)), 32).expect("prefix");
@@ -662,7 +725,7 @@ no-delay = true
             std::path::Path::new("config.toml"),
         )
         .expect("valid config");
-        let g = EffectiveGrant::resolve(&m, &config.policy("tcp-cong"), &LIMITS);
+        let g = EffectiveGrant::resolve(&m, &config.policy("tcp-cong"), &LIMITS).expect("a grant");
         let tcp = g.tcp.expect("still a [tcp] grant");
         assert_eq!(tcp.congestion, ["bbr", "cubic"], "vegas is not in the manifest: config cannot add it");
         let prefixes: Vec<String> = tcp.prefixes.iter().map(ToString::to_string).collect();
@@ -692,14 +755,14 @@ no-delay = true
             std::path::Path::new("config.toml"),
         )
         .expect("valid config");
-        let tcp = EffectiveGrant::resolve(&m, &off.policy("tcp-cong"), &LIMITS).tcp.expect("grant");
+        let tcp = EffectiveGrant::resolve(&m, &off.policy("tcp-cong"), &LIMITS).expect("a grant").tcp.expect("grant");
         assert!(!tcp.no_delay);
         assert_eq!(tcp.initial_cwnd, None, "nothing left of 4..=64 above 100");
         assert_eq!(tcp.congestion, ["reno", "bbr", "cubic"], "an absent field leaves the manifest's");
         let denied =
             crate::config::AdminConfig::parse("[policies.tcp-cong.tcp]\ndeny = true\n", std::path::Path::new("c"))
                 .expect("valid config");
-        assert!(EffectiveGrant::resolve(&m, &denied.policy("tcp-cong"), &LIMITS).tcp.is_none());
+        assert!(EffectiveGrant::resolve(&m, &denied.policy("tcp-cong"), &LIMITS).expect("a grant").tcp.is_none());
     }
 
     #[test]
@@ -713,5 +776,41 @@ no-delay = true
         assert_eq!(a.admit("tcp-buffer", 1, "net.ipv4.tcp_rmem", t0 + MIN_CHANGE_INTERVAL), Ok(()));
         a.release("tcp-buffer");
         assert_eq!(a.admit("other", 1, "net.ipv4.tcp_rmem", t0 + MIN_CHANGE_INTERVAL * 2), Ok(()));
+    }
+
+    #[test]
+    fn a_tunable_outside_the_hosts_table_needs_the_administrators_grant() {
+        let text = "events = []\n[policy]\nname = \"ports\"\nversion = \"0.1.0\"\ndescription = \"d\"\n\n\
+                    [[sysctl]]\nname = \"net.ipv4.ip_unprivileged_port_start\"\nmin = 0\nmax = 65535\n";
+        let m = Manifest::parse(text).expect("a valid manifest");
+        let refused = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS).expect_err("refused");
+        assert_eq!(refused.tunable, "net.ipv4.ip_unprivileged_port_start");
+        assert!(refused.to_string().contains("allow = true"), "{refused}");
+
+        let config = crate::config::AdminConfig::parse(
+            "[policies.ports.sysctl.\"net.ipv4.ip_unprivileged_port_start\"]\nallow = true\nmin = 1024\nmax = 2048\n",
+            std::path::Path::new("c"),
+        )
+        .expect("config");
+        let g = EffectiveGrant::resolve(&m, &config.policy("ports"), &LIMITS).expect("granted by the administrator");
+        let t = &g.sysctls["net.ipv4.ip_unprivileged_port_start"];
+        assert_eq!((t.min, t.max), (1024, 2048), "the administrator's bounds, within the manifest's");
+
+        // Reading is harmless: no grant needed beyond the manifest's.
+        let read_only = text.replace("min = 0\nmax = 65535\n", "access = \"read\"\n");
+        let m = Manifest::parse(&read_only).expect("a valid manifest");
+        assert!(EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS).is_ok());
+    }
+
+    #[test]
+    fn kernel_memory_ceilings_and_tcp_ranges_have_host_caps() {
+        let text = "events = []\n[policy]\nname = \"big\"\nversion = \"0.1.0\"\ndescription = \"d\"\n\n\
+                    [[sysctl]]\nname = \"net.core.netdev_max_backlog\"\nmax = 9000000000\n\n\
+                    [tcp]\nprefixes = [\"10.0.0.0/8\"]\ninitial-cwnd = { min = 1, max = 2147483647 }\n";
+        let m = Manifest::parse(text).expect("a valid manifest");
+        let g = EffectiveGrant::resolve(&m, &PolicySettings::default(), &LIMITS).expect("a grant");
+        assert_eq!(g.sysctls["net.core.netdev_max_backlog"].max, 1 << 20);
+        let cwnd = g.tcp.as_ref().and_then(|t| t.initial_cwnd).expect("a cwnd range");
+        assert_eq!(cwnd.max, TCP_INITIAL_CWND_MAX);
     }
 }

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
-use wasmtune::caps::no_blocking::{PolicyBlocked, refuse_waiting};
-use wasmtune::runtime::instance::{Fault, FaultKind};
 use wasmtime_wasi::cli::AsyncStdinStream;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtune::caps::no_blocking::{PolicyBlocked, refuse_waiting};
+use wasmtune::runtime::instance::{Fault, FaultKind};
 
 /// Far longer than the test: a call that waited would hang it.
 const FOREVER_NS: u64 = 1_000_000 * 1_000_000_000;

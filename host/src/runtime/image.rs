@@ -70,6 +70,9 @@ pub enum LoadError {
     /// The policy asked to subscribe to an event its manifest does not grant.
     #[error("init asked for event `{event}`, which its manifest does not declare")]
     UngrantedSubscription { event: String },
+    /// The manifest asks for a tunable only the administrator may grant.
+    #[error("{0}")]
+    NotAllowed(String),
     /// Disabled in the administrator's config.
     #[error("disabled in the administrator's config")]
     Disabled,

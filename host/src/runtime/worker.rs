@@ -232,7 +232,10 @@ impl PolicyWorker {
         if !settings.enabled {
             return Err(LoadError::Disabled);
         }
-        let grant = Arc::new(EffectiveGrant::resolve(&image.manifest, settings, &ctx.limits));
+        let grant = Arc::new(
+            EffectiveGrant::resolve(&image.manifest, settings, &ctx.limits)
+                .map_err(|refused| LoadError::NotAllowed(refused.to_string()))?,
+        );
         let stats = Arc::new(PolicyStats::default());
         let config = PolicyConfig {
             learning_rate: ctx.learning_rate,
