@@ -42,6 +42,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(2);
 /// daemon's descriptors (writes, the journal and the control socket need
 /// them), so reads beyond this take the slower path through the thread.
 pub const MAX_OPEN_SYSCTLS: usize = 256;
+/// Changes (and other commands) waiting for the actuator thread. Each
+/// change costs two synced journal lines; a flood beyond this is refused
+/// (`rate-limited`) instead of queued without end.
+pub const MAX_QUEUED_COMMANDS: usize = 4096;
 
 /// A checked request to change one sysctl in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,6 +125,7 @@ enum Command {
     Apply(Change),
     Peer(PeerChange),
     AdminWrite(AdminWrite),
+    NamespaceGone(u64),
     Read { netns: u64, tunable: String, reply: Sender<Result<Value, ActuateError>> },
     Summary { reply: Sender<Summary> },
     Rollback { reply: Sender<RollbackReport> },
@@ -173,7 +178,7 @@ impl Actuator {
                 );
             }
         }
-        let (commands, receiver) = crossbeam_channel::unbounded();
+        let (commands, receiver) = crossbeam_channel::bounded(MAX_QUEUED_COMMANDS);
         let readers = OpenSysctls::default();
         let pending = Arc::new(AtomicUsize::new(0));
         let peers = PeerSlot::default();
@@ -226,19 +231,25 @@ impl Actuator {
         }
     }
 
-    /// Queues a change; never blocks. Changes are applied in submission order.
-    pub fn submit(&self, change: Change) {
+    /// Queues a change; never blocks. Changes are applied in submission
+    /// order. False when the queue is full (or the actuator stopped): the
+    /// change is not made.
+    pub fn submit(&self, change: Change) -> bool {
         self.pending.fetch_add(1, Ordering::AcqRel);
-        if let Err(refused) = self.commands.send(Command::Apply(change))
-            && let Command::Apply(change) = refused.into_inner()
-        {
-            self.pending.fetch_sub(1, Ordering::AcqRel);
-            tracing::warn!(
-                policy = %change.policy,
-                tunable = %change.tunable,
-                "the actuator has stopped; change of {} not applied",
-                change.tunable
-            );
+        match self.commands.try_send(Command::Apply(change)) {
+            Ok(()) => true,
+            Err(refused) => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let crossbeam_channel::TrySendError::Disconnected(Command::Apply(change)) = refused {
+                    tracing::warn!(
+                        policy = %change.policy,
+                        tunable = %change.tunable,
+                        "the actuator has stopped; change of {} not applied",
+                        change.tunable
+                    );
+                }
+                false
+            }
         }
     }
 
@@ -252,10 +263,16 @@ impl Actuator {
         self.peers.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 
-    /// Queues a per-destination change; applied in order with sysctl changes.
-    pub fn submit_peer(&self, change: PeerChange) {
-        if self.commands.send(Command::Peer(change)).is_err() {
-            tracing::warn!("the actuator has stopped; per-destination change not applied");
+    /// Queues a per-destination change; applied in order with sysctl
+    /// changes. False when the queue is full (or the actuator stopped).
+    pub fn submit_peer(&self, change: PeerChange) -> bool {
+        match self.commands.try_send(Command::Peer(change)) {
+            Ok(()) => true,
+            Err(crossbeam_channel::TrySendError::Full(_)) => false,
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                tracing::warn!("the actuator has stopped; per-destination change not applied");
+                false
+            }
         }
     }
 
@@ -294,9 +311,13 @@ impl Actuator {
         self.overrides.contains(&self.netns_name(netns), tunable)
     }
 
-    /// Closes what was kept open for a namespace that went away.
+    /// Closes what was kept open for a namespace that went away, and removes
+    /// its per-destination entries (the kernel map would keep them).
     pub fn forget_netns(&self, netns: u64) {
         self.readers.write().unwrap_or_else(PoisonError::into_inner).retain(|(cookie, _), _| *cookie != netns);
+        if self.commands.send(Command::NamespaceGone(netns)).is_err() {
+            tracing::debug!("the actuator has stopped; nothing to remove for a namespace gone");
+        }
     }
 
     /// How many sysctl files are kept open for fast reads.
@@ -401,6 +422,7 @@ impl Worker {
                 }
                 Command::Peer(change) => self.apply_peer(&change),
                 Command::AdminWrite(write) => self.settle_admin_write(&write),
+                Command::NamespaceGone(netns) => self.clear_peers_of(netns),
                 Command::Read { netns, tunable, reply } => {
                     let _ = reply.send(self.read(netns, &tunable));
                 }
@@ -662,6 +684,32 @@ impl Worker {
             tracing::error!(error = %journal_error, peer = %change.prefix, %netns, "cannot journal the outcome of a per-destination change");
         }
         written.map_err(|error| error.to_string())
+    }
+
+    /// Removes, journaled, the per-destination entries of a namespace that
+    /// went away.
+    fn clear_peers_of(&mut self, netns: u64) {
+        let Some(map) = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone() else { return };
+        let gone: Vec<((u64, PeerPrefix), String)> =
+            self.peer_entries.iter().filter(|((n, _), _)| *n == netns).map(|(k, o)| (*k, o.clone())).collect();
+        for ((netns, prefix), owner) in gone {
+            let name = self.netns_name(netns);
+            let change = PeerChange {
+                policy: owner,
+                netns,
+                prefix,
+                settings: None,
+                scenario: "namespace gone".to_string(),
+                reason: "per-destination settings of a network namespace that went away".to_string(),
+            };
+            match self.write_peer(&map, &change, &name) {
+                Ok(()) => {
+                    self.peer_entries.remove(&(netns, prefix));
+                    tracing::info!(netns = %name, peer = %prefix, "per-destination settings for {prefix} removed with namespace {name}");
+                }
+                Err(error) => tracing::warn!(%error, netns = %name, "cannot remove per-destination settings for {prefix}"),
+            }
+        }
     }
 
     /// Removes the per-destination entries this daemon made (those of

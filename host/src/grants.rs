@@ -20,6 +20,8 @@ use crate::wit::{Bounds, Denial, EventKind, IpAddr};
 
 /// Minimum time between two accepted changes of one tunable in one netns.
 pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
+/// Recent changes remembered for the rate limit before old ones are pruned.
+const MAX_REMEMBERED_CHANGES: usize = 4096;
 
 /// Limits no grant can exceed, derived from the machine.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +149,7 @@ fn prefixes_as_text<S: serde::Serializer>(prefixes: &[PeerPrefix], s: S) -> Resu
 }
 
 /// A prefix as written in a manifest or the configuration, as the map keys it.
-fn peer_prefix(text: &str) -> Option<PeerPrefix> {
+pub(crate) fn peer_prefix(text: &str) -> Option<PeerPrefix> {
     let (addr, len) = parse_prefix(text)?;
     let addr = match addr {
         std::net::IpAddr::V4(v4) => {
@@ -444,7 +446,16 @@ pub struct Arbiter {
 struct ArbiterState {
     owners: HashMap<(u64, String), String>,
     last_change: HashMap<(u64, String), Instant>,
+    /// Per policy: (tokens, when last refilled).
+    budgets: HashMap<String, (f64, Instant)>,
 }
+
+/// Changes one policy may have accepted, in a burst and per second after
+/// it, whatever it changes: each costs two synced journal lines and a
+/// kernel write, and the per-tunable interval alone does not bound a policy
+/// that spreads its requests over many tunables or destinations.
+pub const POLICY_CHANGE_BURST: f64 = 200.0;
+pub const POLICY_CHANGES_PER_SECOND: f64 = 20.0;
 
 impl Arbiter {
     /// Admits a change that passed the grant check: claims ownership on the
@@ -452,12 +463,10 @@ impl Arbiter {
     pub fn admit(&self, policy: &str, netns: u64, tunable: &str, now: Instant) -> Result<(), Denial> {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let key = (netns, tunable.to_string());
-        match state.owners.get(&key) {
-            Some(owner) if owner != policy => return Err(Denial::NotOwner(owner.clone())),
-            Some(_) => {}
-            None => {
-                state.owners.insert(key.clone(), policy.to_string());
-            }
+        if let Some(owner) = state.owners.get(&key)
+            && owner != policy
+        {
+            return Err(Denial::NotOwner(owner.clone()));
         }
         if let Some(last) = state.last_change.get(&key) {
             let since = now.saturating_duration_since(*last);
@@ -466,7 +475,23 @@ impl Arbiter {
                 return Err(Denial::RateLimited(u32::try_from(wait).unwrap_or(u32::MAX).max(1)));
             }
         }
+        let (tokens, refilled) = state.budgets.entry(policy.to_string()).or_insert((POLICY_CHANGE_BURST, now));
+        *tokens = (*tokens + now.saturating_duration_since(*refilled).as_secs_f64() * POLICY_CHANGES_PER_SECOND)
+            .min(POLICY_CHANGE_BURST);
+        *refilled = now;
+        if *tokens < 1.0 {
+            let wait_ms = ((1.0 - *tokens) / POLICY_CHANGES_PER_SECOND * 1000.0).ceil();
+            return Err(Denial::RateLimited(wait_ms as u32));
+        }
+        *tokens -= 1.0;
+        // Owned from the first change actually admitted, not from a refusal.
+        state.owners.entry(key.clone()).or_insert_with(|| policy.to_string());
         state.last_change.insert(key, now);
+        // Entries past the interval say nothing any more: keep the map to
+        // what can still refuse a change.
+        if state.last_change.len() > MAX_REMEMBERED_CHANGES {
+            state.last_change.retain(|_, at| now.saturating_duration_since(*at) < MIN_CHANGE_INTERVAL);
+        }
         Ok(())
     }
 
@@ -475,6 +500,13 @@ impl Arbiter {
     pub fn release(&self, policy: &str) {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         state.owners.retain(|_, owner| owner != policy);
+        state.budgets.remove(policy);
+    }
+
+    /// Forgets one tunable's owner (a destination handed back).
+    pub fn forget(&self, netns: u64, tunable: &str) {
+        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.owners.remove(&(netns, tunable.to_string()));
     }
 
     /// The policy that owns a tunable (or `tcp-peer:<prefix>`) in a namespace.
@@ -813,4 +845,19 @@ no-delay = true
         let cwnd = g.tcp.as_ref().and_then(|t| t.initial_cwnd).expect("a cwnd range");
         assert_eq!(cwnd.max, TCP_INITIAL_CWND_MAX);
     }
+
+    #[test]
+    fn a_policy_spreading_changes_over_many_tunables_is_still_bounded() {
+        let arbiter = Arbiter::default();
+        let start = Instant::now();
+        let accepted = (0..100_000)
+            .filter(|i| arbiter.admit("flood", 1, &format!("tcp-peer:10.0.{}.{}/32", i / 256 % 256, i % 256), start).is_ok())
+            .count();
+        assert_eq!(accepted as f64, POLICY_CHANGE_BURST, "a burst, then refusals");
+        let later = start + Duration::from_secs(1);
+        assert!(arbiter.admit("flood", 1, "tcp-peer:192.168.0.1/32", later).is_ok(), "refilled over time");
+        assert!(arbiter.admit("other", 1, "net.ipv4.tcp_rmem", start).is_ok(), "other policies keep their budget");
+        assert_eq!(arbiter.owners().len(), accepted + 2, "a refused request owns nothing");
+    }
 }
+

@@ -22,6 +22,8 @@ use crate::wit::{Denial, SysctlValue};
 
 /// Longest scenario and reason kept from a policy.
 const MAX_SCENARIO: usize = 120;
+/// When the actuator's queue is full: retry after this long.
+pub const QUEUE_FULL_RETRY_MS: u32 = 100;
 const MAX_REASON: usize = 400;
 
 /// Counters a policy's requests leave behind, read by status and tests.
@@ -142,8 +144,8 @@ impl Host for SysctlCap {
             self.record_denial(change.netns, &change.name, &denial);
             return Ok(Err(denial));
         }
-        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
-        self.actuator.submit(Change {
+        let tunable = change.name.clone();
+        let queued = self.actuator.submit(Change {
             policy: self.policy.clone(),
             netns: change.netns,
             tunable: change.name,
@@ -151,6 +153,12 @@ impl Host for SysctlCap {
             scenario: printable(&change.scenario, MAX_SCENARIO),
             reason: printable(&change.reason, MAX_REASON),
         });
+        if !queued {
+            let denial = Denial::RateLimited(QUEUE_FULL_RETRY_MS);
+            self.record_denial(change.netns, &tunable, &denial);
+            return Ok(Err(denial));
+        }
+        self.counters.accepted.fetch_add(1, Ordering::Relaxed);
         Ok(Ok(()))
     }
 }

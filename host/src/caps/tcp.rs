@@ -22,6 +22,8 @@ use crate::wit::wasmtune::policy::tcp::{Host, IpPrefix, PeerChange};
 
 /// Where the kernel lists the congestion control algorithms it offers.
 const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
+/// Per-destination entries one policy may hold in one namespace.
+pub const MAX_PEERS_PER_POLICY: usize = 256;
 /// Longest scenario and reason kept from a policy.
 const MAX_SCENARIO: usize = 120;
 const MAX_REASON: usize = 400;
@@ -86,8 +88,29 @@ impl TcpCap {
             }
             None => {}
         }
-        self.arbiter.admit(&self.policy, netns, &peer_tunable(&prefix), Instant::now())?;
+        let tunable = peer_tunable(&prefix);
+        if settings.is_some() && self.arbiter.owner_of(netns, &tunable).is_none() {
+            self.check_new_peer(netns, &prefix)?;
+        }
+        self.arbiter.admit(&self.policy, netns, &tunable, Instant::now())?;
         Ok(prefix)
+    }
+
+    /// A prefix no one holds yet: it may not overlap another policy's (one
+    /// owner per destination, whatever the prefix lengths), and a policy
+    /// holds at most [`MAX_PEERS_PER_POLICY`] per namespace, so that it
+    /// cannot fill the kernel map the others share.
+    fn check_new_peer(&self, netns: u64, prefix: &PeerPrefix) -> Result<(), Denial> {
+        peer_conflict(&self.arbiter.owners(), &self.policy, netns, prefix)
+    }
+
+    fn queued_or_refused(&mut self, queued: bool, netns: u64, peer: &IpPrefix) -> Result<(), Denial> {
+        if queued {
+            return Ok(());
+        }
+        let denial = Denial::RateLimited(crate::caps::sysctl::QUEUE_FULL_RETRY_MS);
+        self.log_denial(netns, peer, &denial);
+        Err(denial)
     }
 
     /// One line per denial kind per interval: prefixes come from the guest,
@@ -112,6 +135,29 @@ impl TcpCap {
             if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
         );
     }
+}
+
+/// Whether `policy` may take `prefix` in `netns`, given who owns what
+/// (`(netns, tunable, owner)`, as [`Arbiter::owners`] lists them). Pure.
+pub fn peer_conflict(owners: &[(u64, String, String)], policy: &str, netns: u64, prefix: &PeerPrefix) -> Result<(), Denial> {
+    let mut held = 0usize;
+    for (owner_netns, tunable, owner) in owners {
+        let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(crate::grants::peer_prefix) else { continue };
+        if *owner_netns != netns {
+            continue;
+        }
+        if owner == policy {
+            held += 1;
+        } else if other.contains(prefix) || prefix.contains(&other) {
+            return Err(Denial::NotOwner(owner.clone()));
+        }
+    }
+    if held >= MAX_PEERS_PER_POLICY {
+        return Err(Denial::NotGranted(format!(
+            "{policy} already holds {held} per-destination entries in this namespace, the most one policy may"
+        )));
+    }
+    Ok(())
 }
 
 fn settings_from_wit(s: &crate::wit::wasmtune::policy::tcp::PeerSettings) -> PeerSettings {
@@ -139,7 +185,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        self.actuator.submit_peer(AppliedPeerChange {
+        let queued = self.actuator.submit_peer(AppliedPeerChange {
             policy: self.policy.clone(),
             netns: change.netns,
             prefix,
@@ -147,7 +193,7 @@ impl Host for TcpCap {
             scenario: printable(&change.scenario, MAX_SCENARIO),
             reason: printable(&change.reason, MAX_REASON),
         });
-        Ok(Ok(()))
+        Ok(self.queued_or_refused(queued, change.netns, &change.peer))
     }
 
     fn clear_peer(&mut self, netns: u64, peer: IpPrefix, reason: String) -> wasmtime::Result<Result<(), Denial>> {
@@ -158,7 +204,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        self.actuator.submit_peer(AppliedPeerChange {
+        let queued = self.actuator.submit_peer(AppliedPeerChange {
             policy: self.policy.clone(),
             netns,
             prefix,
@@ -166,6 +212,44 @@ impl Host for TcpCap {
             scenario: "per-destination settings no longer needed".to_string(),
             reason: printable(&reason, MAX_REASON),
         });
-        Ok(Ok(()))
+        if queued {
+            // A destination handed back is no one's: it no longer counts
+            // against the policy's entries, and another may take it.
+            self.arbiter.forget(netns, &peer_tunable(&prefix));
+        }
+        Ok(self.queued_or_refused(queued, netns, &peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(text: &str) -> PeerPrefix {
+        crate::grants::peer_prefix(text).expect("a prefix")
+    }
+
+    fn owned(netns: u64, text: &str, owner: &str) -> (u64, String, String) {
+        (netns, peer_tunable(&prefix(text)), owner.to_string())
+    }
+
+    #[test]
+    fn overlapping_prefixes_have_one_owner() {
+        let owners = vec![owned(1, "10.0.0.0/8", "tcp-cong")];
+        let wider = peer_conflict(&owners, "other", 1, &prefix("10.0.0.0/7"));
+        let narrower = peer_conflict(&owners, "other", 1, &prefix("10.1.2.3/32"));
+        assert_eq!(wider, Err(Denial::NotOwner("tcp-cong".into())));
+        assert_eq!(narrower, Err(Denial::NotOwner("tcp-cong".into())));
+        assert_eq!(peer_conflict(&owners, "other", 1, &prefix("11.0.0.0/8")), Ok(()));
+        assert_eq!(peer_conflict(&owners, "other", 2, &prefix("10.1.2.3/32")), Ok(()), "another namespace");
+        assert_eq!(peer_conflict(&owners, "tcp-cong", 1, &prefix("10.1.2.3/32")), Ok(()), "its own");
+    }
+
+    #[test]
+    fn one_policy_cannot_fill_the_shared_map() {
+        let owners: Vec<_> =
+            (0..MAX_PEERS_PER_POLICY).map(|i| owned(1, &format!("10.0.{}.{}/32", i / 256, i % 256), "greedy")).collect();
+        assert!(matches!(peer_conflict(&owners, "greedy", 1, &prefix("192.168.0.1/32")), Err(Denial::NotGranted(_))));
+        assert_eq!(peer_conflict(&owners, "greedy", 2, &prefix("192.168.0.1/32")), Ok(()));
     }
 }
