@@ -55,6 +55,11 @@ pub struct Change {
     pub netns: u64,
     pub tunable: String,
     pub value: Value,
+    /// The value the request was checked against (grant, fields, order).
+    /// If the kernel holds another by the time the change is applied, the
+    /// check no longer holds (a field the policy may not change could be
+    /// put back to a stale value), so the change is not made.
+    pub checked_against: Option<Value>,
     /// The short name of the situation ("need to increase TCP buffer size(s)").
     pub scenario: String,
     /// The sentence an administrator reads in the log.
@@ -522,6 +527,12 @@ impl Worker {
         if let Some(mismatch) = shape_mismatch(&old, &change.value) {
             return log_failed(change, &netns, Some(&old), &mismatch);
         }
+        if let Some(checked) = &change.checked_against
+            && *checked != old
+        {
+            let why = format!("it changed from ({checked}) since the request was checked; the policy may ask again");
+            return log_failed(change, &netns, Some(&old), &why);
+        }
         if let Some(history) = self.ledger.state().get(&netns, &change.tunable)
             && history.netns_cookie == change.netns
             && let Some(expected) = &history.last_written
@@ -792,6 +803,7 @@ impl Worker {
             netns: write.netns,
             tunable: write.tunable.clone(),
             value: admin_value.clone(),
+            checked_against: Some(now.clone()),
             scenario: "administrator's value restored".to_string(),
             reason: format!("{} (pid {}) wrote it while a wasmtune write was under way", write.comm, write.pid),
         };

@@ -88,6 +88,7 @@ fn with_max(value: &Value, delta: i64) -> Value {
 
 fn change(netns: u64, value: Value) -> Change {
     Change {
+        checked_against: None,
         policy: "test-buffer".into(),
         netns,
         tunable: RMEM.into(),
@@ -589,4 +590,30 @@ fn walk(dir: &str) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+/// A change checked against one value is not applied over another: with a
+/// field-restricted grant, the fields the policy may not change would be
+/// put back to what they were when it asked.
+#[test]
+fn a_change_checked_against_a_value_since_replaced_is_not_made() {
+    if skip_unless_root() {
+        return;
+    }
+    let bed = Bed::new();
+    let (actuator, thread) = bed.spawn(false);
+    let original = actuator.read(bed.cookie, RMEM).expect("read");
+    let stale = with_max(&original, -4096);
+    let mut request = change(bed.cookie, with_max(&original, 8192));
+    request.checked_against = Some(stale);
+
+    actuator.submit(request);
+
+    assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), original, "not applied");
+    assert!(bed.intents().is_empty(), "nothing journaled: {:?}", bed.journal());
+    let failed = events("sysctl-change-failed", &bed.ns.name);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0]["error"].as_str().is_some_and(|e| e.contains("since the request was checked")), "{failed:?}");
+    actuator.shutdown();
+    thread.join().expect("actuator thread");
 }

@@ -89,7 +89,8 @@ impl SysctlCap {
         })
     }
 
-    fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<(), Denial> {
+    /// The checks, in order; the value the request was checked against.
+    fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<Value, Denial> {
         self.check_netns(change.netns)?;
         self.grant.check_writable(&change.name)?;
         let current = self.current(change.netns, &change.name)?;
@@ -101,7 +102,8 @@ impl SysctlCap {
                 self.netns_name(change.netns)
             )));
         }
-        self.arbiter.admit(&self.policy, change.netns, &change.name, Instant::now())
+        self.arbiter.admit(&self.policy, change.netns, &change.name, Instant::now())?;
+        Ok(current)
     }
 
     fn record_denial(&mut self, netns: u64, tunable: &str, denial: &Denial) {
@@ -140,16 +142,20 @@ impl Host for SysctlCap {
 
     fn request_change(&mut self, change: RequestedChange) -> wasmtime::Result<Result<(), Denial>> {
         let requested = Value::from(change.value.clone());
-        if let Err(denial) = self.check_change(&change, &requested) {
-            self.record_denial(change.netns, &change.name, &denial);
-            return Ok(Err(denial));
-        }
+        let checked_against = match self.check_change(&change, &requested) {
+            Ok(current) => current,
+            Err(denial) => {
+                self.record_denial(change.netns, &change.name, &denial);
+                return Ok(Err(denial));
+            }
+        };
         let tunable = change.name.clone();
         let queued = self.actuator.submit(Change {
             policy: self.policy.clone(),
             netns: change.netns,
             tunable: change.name,
             value: requested,
+            checked_against: Some(checked_against),
             scenario: printable(&change.scenario, MAX_SCENARIO),
             reason: printable(&change.reason, MAX_REASON),
         });
