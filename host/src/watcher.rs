@@ -47,6 +47,76 @@ pub enum FileRefused {
     Writable { mode: u32 },
     #[error("a symlink leading outside {dir}")]
     EscapingSymlink { dir: PathBuf },
+    #[error("{bytes} bytes, more than the {MAX_POLICY_BYTES} a policy may have")]
+    TooLarge { bytes: u64 },
+    #[error("the directory {dir} is {problem}")]
+    UnsafeDir { dir: PathBuf, problem: String },
+}
+
+/// The largest policy file read: built-in policies are under 1 MiB.
+pub const MAX_POLICY_BYTES: u64 = 16 * 1024 * 1024;
+
+/// A policy directory must be as trustworthy as the files in it: whoever
+/// can write the directory can replace any file in it.
+pub fn check_dir(dir: &Path) -> Result<(), FileRefused> {
+    let meta = std::fs::metadata(dir).map_err(FileRefused::Stat)?;
+    let euid = nix::unistd::geteuid().as_raw();
+    let unsafe_dir = |problem: String| FileRefused::UnsafeDir { dir: dir.to_path_buf(), problem };
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(unsafe_dir(format!("owned by uid {}, not by root or the daemon's user", meta.uid())));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!("writable by group or others (mode {:o})", meta.mode() & 0o7777)));
+    }
+    Ok(())
+}
+
+/// Reads a policy file once, checking what was opened (not the path again):
+/// the file cannot be swapped between the check and the read. `None` when
+/// it is gone.
+pub fn read_policy_file(dir: &Path, path: &Path) -> Result<Option<Vec<u8>>, FileRefused> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    check_dir(dir)?;
+    check_file(dir, path)?;
+    // O_NONBLOCK: a FIFO swapped in cannot block the reconcile.
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(FileRefused::Stat(e)),
+    };
+    let opened = std::fs::read_link(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&file)))
+        .map_err(FileRefused::Stat)?;
+    let root = std::fs::canonicalize(dir).map_err(FileRefused::Stat)?;
+    if !opened.starts_with(&root) {
+        return Err(FileRefused::EscapingSymlink { dir: dir.to_path_buf() });
+    }
+    let meta = file.metadata().map_err(FileRefused::Stat)?;
+    check_metadata(&meta)?;
+    if meta.len() > MAX_POLICY_BYTES {
+        return Err(FileRefused::TooLarge { bytes: meta.len() });
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_POLICY_BYTES + 1).read_to_end(&mut bytes).map_err(FileRefused::Stat)?;
+    if bytes.len() as u64 > MAX_POLICY_BYTES {
+        return Err(FileRefused::TooLarge { bytes: bytes.len() as u64 });
+    }
+    Ok(Some(bytes))
+}
+
+/// The checks on an opened (or stat'ed) policy file.
+fn check_metadata(meta: &std::fs::Metadata) -> Result<(), FileRefused> {
+    if !meta.file_type().is_file() {
+        return Err(FileRefused::NotRegular);
+    }
+    let euid = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != euid {
+        return Err(FileRefused::Owner { uid: meta.uid() });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(FileRefused::Writable { mode: meta.mode() & 0o7777 });
+    }
+    Ok(())
 }
 
 /// The `.wasm` files of a directory, sorted, hidden files skipped.
@@ -60,6 +130,18 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// Whether a directory event may change what is on offer. Opens and reads
+/// (the reconcile's own among them) do not: reacting to them would make
+/// every reconcile schedule the next.
+fn changes_the_directory(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode, EventKind};
+    match kind {
+        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => true,
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+    }
+}
+
 /// Files a root daemon runs must be as trustworthy as the daemon itself.
 pub fn check_file(dir: &Path, path: &Path) -> Result<(), FileRefused> {
     let link = std::fs::symlink_metadata(path).map_err(FileRefused::Stat)?;
@@ -71,17 +153,7 @@ pub fn check_file(dir: &Path, path: &Path) -> Result<(), FileRefused> {
         }
     }
     let meta = std::fs::metadata(path).map_err(FileRefused::Stat)?;
-    if !meta.file_type().is_file() {
-        return Err(FileRefused::NotRegular);
-    }
-    let euid = nix::unistd::geteuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != euid {
-        return Err(FileRefused::Owner { uid: meta.uid() });
-    }
-    if meta.mode() & 0o022 != 0 {
-        return Err(FileRefused::Writable { mode: meta.mode() & 0o7777 });
-    }
-    Ok(())
+    check_metadata(&meta)
 }
 
 /// Reconciles running policies with the built-ins and directories.
@@ -340,15 +412,11 @@ impl Reconciler {
 
     fn image_for(&mut self, dir: &Path, path: &Path) -> Option<Arc<PolicyImage>> {
         let source = PolicySource::File(path.to_path_buf());
-        if let Err(refused) = check_file(dir, path) {
-            self.report(&source, "unread", &format!("refused: {refused}"), false);
-            return None;
-        }
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                self.report(&source, "unread", &format!("cannot read the file: {e}"), false);
+        let bytes = match read_policy_file(dir, path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(refused) => {
+                self.report(&source, "unread", &format!("refused: {refused}"), false);
                 return None;
             }
         };
@@ -358,6 +426,21 @@ impl Reconciler {
             return Some(image.clone());
         }
         if self.reported.contains(&key) {
+            return None;
+        }
+        // Untrusted bytes reach the compiler only once their manifest reads
+        // and its grant can be given: the checks that need no compiling
+        // come first.
+        let manifest = match crate::manifest::Manifest::from_component(&bytes) {
+            Ok(manifest) => manifest,
+            Err(e) => {
+                self.report(&source, &digest, &LoadError::from(e).to_string(), false);
+                return None;
+            }
+        };
+        let settings = self.settings_for(&manifest.policy.name);
+        if let Err(refused) = crate::grants::EffectiveGrant::resolve(&manifest, &settings, &self.ctx.limits) {
+            self.report(&source, &digest, &refused.to_string(), false);
             return None;
         }
         match PolicyImage::load(&self.ctx.engine, &bytes, source.clone()) {
@@ -515,7 +598,7 @@ impl DirWatcher {
         use notify::Watcher;
         let (tx, rx) = crossbeam_channel::unbounded::<()>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            if res.is_ok_and(|event| changes_the_directory(&event.kind)) {
                 let _ = tx.send(());
             }
         })?;

@@ -18,7 +18,7 @@ const REJECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Keys the contract's manifest format knows, per table.
 const POLICY_KEYS: [&str; 4] = ["name", "version", "description", "events"];
-const SYSCTL_KEYS: [&str; 6] = ["name", "access", "fields", "min", "max", "values"];
+const SYSCTL_KEYS: [&str; 7] = ["name", "access", "fields", "min", "max", "values", "purpose"];
 
 /// What a rejection must mention besides the file.
 #[derive(Debug, Clone, Copy)]
@@ -225,4 +225,76 @@ fn policy_info_rejects_malformed_files_and_describes_a_valid_one() {
     for grant in &manifest.sysctls {
         assert!(text.contains(grant.as_str()), "policy info does not print the grant {grant}:\n{text}");
     }
+}
+
+/// Opens of `path` seen by inotify over `window`.
+fn opens_of(path: &Path, window: Duration) -> usize {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).expect("inotify");
+    inotify.add_watch(path, AddWatchFlags::IN_OPEN).expect("watch the file");
+    let deadline = std::time::Instant::now() + window;
+    let mut opens = 0;
+    while std::time::Instant::now() < deadline {
+        match inotify.read_events() {
+            Ok(events) => opens += events.len(),
+            Err(nix::errno::Errno::EAGAIN) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("read inotify events: {e}"),
+        }
+    }
+    opens
+}
+
+fn move_in(staging: &Path, watched: &Path, name: &str, bytes: &[u8]) {
+    let staged = staging.join(name);
+    fs::write(&staged, bytes).unwrap_or_else(|e| panic!("write {}: {e}", staged.display()));
+    fs::rename(&staged, watched.join(name)).expect("move into the watched directory");
+}
+
+fn rejection(daemon: &Daemon, name: &str) -> String {
+    let line = daemon
+        .wait_for(&format!("policy-load-failed for {name}"), REJECT_TIMEOUT, |l| {
+            l.is_event("policy-load-failed") && l.field("source").is_some_and(|s| s.contains(name))
+        })
+        .unwrap_or_else(|e| panic!("{name} is not rejected: {e}\n{}", daemon.dump()));
+    line.field("error").unwrap_or_default()
+}
+
+/// The directory watcher reacts to changes, not to its own reads: an idle
+/// policy file is not opened again. A file over the size limit, and any file
+/// once its directory is writable by others, is refused before it is read.
+#[test]
+fn an_idle_policy_file_is_not_reopened_and_unsafe_files_are_refused_unread() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let _serial = harness::measurement_lock();
+    let scratch = harness::scratch_dir("idle-files").expect("scratch dir");
+    let (watched, staging) = (scratch.path().join("policies"), scratch.path().join("staging"));
+    make_dir(&watched);
+    make_dir(&staging);
+    let idle = watched.join("idle.wasm");
+    fs::copy(guest_wasm("hostile-ungranted"), &idle).expect("install a policy");
+    let mut daemon = Daemon::builder().policy_dir(&watched).start().expect("spawn wasmtune run");
+    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    std::thread::sleep(Duration::from_secs(1));
+    let opens = opens_of(&idle, Duration::from_secs(3));
+    assert_eq!(opens, 0, "an idle policy file was opened {opens} times in 3 s");
+
+    let huge = vec![0u8; (16 << 20) + 1];
+    move_in(&staging, &watched, "huge.wasm", &huge);
+    let too_large = rejection(&daemon, "huge.wasm");
+    assert!(too_large.contains("more than"), "{too_large}");
+
+    fs::set_permissions(&watched, fs::Permissions::from_mode(0o777)).expect("chmod");
+    move_in(&staging, &watched, "after-chmod.wasm", &fs::read(guest_wasm("hostile-ungranted")).expect("read"));
+    let loose = rejection(&daemon, "after-chmod.wasm");
+    assert!(loose.contains("writable by group or others"), "{loose}");
+    fs::set_permissions(&watched, fs::Permissions::from_mode(0o755)).expect("chmod back");
+    let status = daemon.terminate().expect("daemon exits on SIGTERM");
+    assert!(status.success(), "daemon exit status {status}");
+    harness::record(
+        "bad_files::idle_and_unsafe",
+        json!({ "idle_opens_in_3s": opens, "too_large": too_large, "loose_directory": loose }),
+    )
+    .expect("record figures");
 }
