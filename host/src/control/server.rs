@@ -5,7 +5,7 @@
 //! thread, so a slow client cannot hold up another.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -68,8 +68,13 @@ impl ControlServer {
             let _ = std::fs::remove_file(path);
         }
         let bind = |source| ServerError::Bind { path: path.to_path_buf(), source };
-        let listener = UnixListener::bind(path).map_err(bind)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(bind)?;
+        // The socket is born 0600: a chmod by path after bind would leave a
+        // window, and follow whatever the path points to by then. Narrowing
+        // the umask for a moment only ever makes other new files stricter.
+        let previous = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(path);
+        nix::sys::stat::umask(previous);
+        let listener = bound.map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
