@@ -274,7 +274,9 @@ fn an_idle_policy_file_is_not_reopened_and_unsafe_files_are_refused_unread() {
     make_dir(&staging);
     let idle = watched.join("idle.wasm");
     fs::copy(guest_wasm("hostile-ungranted"), &idle).expect("install a policy");
-    let mut daemon = Daemon::builder().policy_dir(&watched).start().expect("spawn wasmtune run");
+    // Tuning a namespace of the test's own only: no other test's values.
+    let own = harness::Netns::new("idle").expect("netns");
+    let mut daemon = Daemon::builder().netns(&own).policy_dir(&watched).start().expect("spawn wasmtune run");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
     std::thread::sleep(Duration::from_secs(1));
     let opens = opens_of(&idle, Duration::from_secs(3));

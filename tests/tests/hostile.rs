@@ -181,6 +181,8 @@ fn a_policy_probing_unknown_namespaces_does_not_make_others_flap() {
     let dir = harness::scratch_dir("probe-policies").expect("policy dir");
     let target = dir.path().join("hostile-netns-probe.wasm");
     fs::copy(guest_wasm("hostile-netns-probe"), &target).expect("install the fixture");
+    // Every namespace (a `pid:` one cannot be named with --netns):
+    // "appeared" is logged for tuned ones only.
     let mut daemon =
         harness::Daemon::builder().policy_dir(dir.path()).start().expect("spawn wasmtune run (every namespace)");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
