@@ -41,7 +41,8 @@ fn main() -> anyhow::Result<()> {
         wasmtune::builtin::bytes_of("tcp-buffer").ok_or_else(|| anyhow::anyhow!("tcp-buffer is not built in"))?;
     let image = PolicyImage::load(&engine, bytes, PolicySource::Builtin("tcp-buffer"))?;
     let limits = HostLimits::detect();
-    let grant = Arc::new(EffectiveGrant::resolve(&image.manifest, &PolicySettings::default(), &limits).expect("a grant"));
+    let grant =
+        Arc::new(EffectiveGrant::resolve(&image.manifest, &PolicySettings::default(), &limits).expect("a grant"));
     let arbiter = Arc::new(Arbiter::default());
 
     // Events the policy must look at: init's real tcp_rmem limit, buffer nearly full.

@@ -718,7 +718,9 @@ impl Worker {
                     self.peer_entries.remove(&(netns, prefix));
                     tracing::info!(netns = %name, peer = %prefix, "per-destination settings for {prefix} removed with namespace {name}");
                 }
-                Err(error) => tracing::warn!(%error, netns = %name, "cannot remove per-destination settings for {prefix}"),
+                Err(error) => {
+                    tracing::warn!(%error, netns = %name, "cannot remove per-destination settings for {prefix}")
+                }
             }
         }
     }

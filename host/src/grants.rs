@@ -851,7 +851,9 @@ no-delay = true
         let arbiter = Arbiter::default();
         let start = Instant::now();
         let accepted = (0..100_000)
-            .filter(|i| arbiter.admit("flood", 1, &format!("tcp-peer:10.0.{}.{}/32", i / 256 % 256, i % 256), start).is_ok())
+            .filter(|i| {
+                arbiter.admit("flood", 1, &format!("tcp-peer:10.0.{}.{}/32", i / 256 % 256, i % 256), start).is_ok()
+            })
             .count();
         assert_eq!(accepted as f64, POLICY_CHANGE_BURST, "a burst, then refusals");
         let later = start + Duration::from_secs(1);
@@ -860,4 +862,3 @@ no-delay = true
         assert_eq!(arbiter.owners().len(), accepted + 2, "a refused request owns nothing");
     }
 }
-

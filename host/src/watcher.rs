@@ -80,7 +80,8 @@ pub fn read_policy_file(dir: &Path, path: &Path) -> Result<Option<Vec<u8>>, File
     check_dir(dir)?;
     check_file(dir, path)?;
     // O_NONBLOCK: a FIFO swapped in cannot block the reconcile.
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(FileRefused::Stat(e)),

@@ -209,8 +209,11 @@ fn e2e_quarantine_is_kept_across_a_restart_until_policy_enable() {
     let builder = || Daemon::builder().netns(bed.tuned_netns()).state_dir(state.path());
 
     let mut first = lifecycle::start_daemon(builder(), dir.path(), &socket, &[]);
-    let _transfer = bed.background_transfer(60).expect("transfer");
+    let transfer = bed.background_transfer(60).expect("transfer");
     wait_policy(&socket, "hostile-trap", Duration::from_secs(30), |p| p["state"] == "quarantined");
+    // No traffic from here on: tcp-buffer must not come to own tcp_rmem in
+    // the second run, or hostile-trap (which claims it) could not start again.
+    drop(transfer);
     let kept_file = state.path().join("quarantine.json");
     let kept: Json = serde_json::from_str(&std::fs::read_to_string(&kept_file).expect("quarantine.json written"))
         .expect("quarantine.json is JSON");

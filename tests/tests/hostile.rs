@@ -200,7 +200,12 @@ fn a_policy_probing_unknown_namespaces_does_not_make_others_flap() {
     let appeared = about.iter().filter(|l| l.field_is("created", "true")).count();
     let probed = by_policy(&lines, "policy-fault", "hostile-netns-probe").len();
     println!("{name}: appeared {appeared}, went away {gone}; probe faults {probed}");
-    assert_eq!(gone, 0, "{name} seen going away while it lived: {:?}", about.iter().map(|l| &l.raw).collect::<Vec<_>>());
+    assert_eq!(
+        gone,
+        0,
+        "{name} seen going away while it lived: {:?}",
+        about.iter().map(|l| &l.raw).collect::<Vec<_>>()
+    );
     assert!(appeared <= 1, "{name} appeared {appeared} times");
     assert_eq!(probed, 0, "reading an unknown namespace is a denial, not a fault");
     harness::record("hostile::netns_probe", json!({ "netns": name, "appeared": appeared, "went_away": gone }))

@@ -40,7 +40,6 @@ impl LogCap {
     }
 }
 
-
 impl Host for LogCap {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         if !self.admit() {

@@ -139,7 +139,12 @@ impl TcpCap {
 
 /// Whether `policy` may take `prefix` in `netns`, given who owns what
 /// (`(netns, tunable, owner)`, as [`Arbiter::owners`] lists them). Pure.
-pub fn peer_conflict(owners: &[(u64, String, String)], policy: &str, netns: u64, prefix: &PeerPrefix) -> Result<(), Denial> {
+pub fn peer_conflict(
+    owners: &[(u64, String, String)],
+    policy: &str,
+    netns: u64,
+    prefix: &PeerPrefix,
+) -> Result<(), Denial> {
     let mut held = 0usize;
     for (owner_netns, tunable, owner) in owners {
         let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(crate::grants::peer_prefix) else { continue };
@@ -247,8 +252,9 @@ mod tests {
 
     #[test]
     fn one_policy_cannot_fill_the_shared_map() {
-        let owners: Vec<_> =
-            (0..MAX_PEERS_PER_POLICY).map(|i| owned(1, &format!("10.0.{}.{}/32", i / 256, i % 256), "greedy")).collect();
+        let owners: Vec<_> = (0..MAX_PEERS_PER_POLICY)
+            .map(|i| owned(1, &format!("10.0.{}.{}/32", i / 256, i % 256), "greedy"))
+            .collect();
         assert!(matches!(peer_conflict(&owners, "greedy", 1, &prefix("192.168.0.1/32")), Err(Denial::NotGranted(_))));
         assert_eq!(peer_conflict(&owners, "greedy", 2, &prefix("192.168.0.1/32")), Ok(()));
     }

@@ -172,7 +172,12 @@ impl ComponentCache {
     /// The entry's bytes; `None` when there is none.
     fn read_entry(&self, name: &str) -> std::io::Result<Option<Vec<u8>>> {
         use std::io::Read;
-        let fd = match nix::fcntl::openat(&self.dir_fd, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        let fd = match nix::fcntl::openat(
+            &self.dir_fd,
+            name,
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
             Ok(fd) => fd,
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             Err(errno) => return Err(std::io::Error::from(errno)),

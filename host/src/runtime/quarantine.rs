@@ -157,12 +157,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
         _ => {}
     }
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&temporary)?;
+    let mut out =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&temporary)?;
     out.write_all(bytes)?;
     out.sync_all()?;
     std::fs::rename(&temporary, path)?;
@@ -174,7 +170,8 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, QuarantineEntry>, QuarantineError> {
-    let Some(text) = read_if_present(path).map_err(|source| QuarantineError::Read { path: path.to_path_buf(), source })?
+    let Some(text) =
+        read_if_present(path).map_err(|source| QuarantineError::Read { path: path.to_path_buf(), source })?
     else {
         return Ok(BTreeMap::new());
     };

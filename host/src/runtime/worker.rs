@@ -678,7 +678,8 @@ pub fn backoff_after(faults: usize) -> Duration {
 /// must not run guest code then.
 fn drop_thread_capabilities() -> Result<(), String> {
     for set in [caps::CapSet::Ambient, caps::CapSet::Effective, caps::CapSet::Permitted, caps::CapSet::Inheritable] {
-        caps::clear(None, set).map_err(|e| format!("cannot clear the {set:?} capabilities of the policy thread: {e}"))?;
+        caps::clear(None, set)
+            .map_err(|e| format!("cannot clear the {set:?} capabilities of the policy thread: {e}"))?;
     }
     for set in [caps::CapSet::Effective, caps::CapSet::Permitted] {
         let left = caps::read(None, set).map_err(|e| format!("cannot read the {set:?} capabilities back: {e}"))?;
