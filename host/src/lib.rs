@@ -24,6 +24,7 @@ pub mod router;
 // Kernel writes out, and their record.
 pub mod sysctl;
 pub mod sysctl_d;
+pub mod state_file;
 pub mod overrides;
 pub mod missing;
 pub mod actuate;

@@ -6,14 +6,12 @@
 //! (cookies do not survive a reboot; `init` and `/run/netns` names do).
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::state_file::{self, StateFileError};
 use crate::sysctl_d::{BootSetting, BootSettings};
 
 /// The file, inside the state directory.
@@ -71,19 +69,7 @@ struct ReleasedBoot {
 const INIT: &str = "init";
 
 /// Why the stored overrides could not be read or kept.
-#[derive(Debug, thiserror::Error)]
-pub enum OverridesError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error(
-        "{path} line {line}, column {column}: {message}; fix or remove it (it lists the tunables the administrator owns)"
-    )]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{path} has format version {found}; this wasmtune reads version {FORMAT_VERSION}")]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-}
+pub type OverridesError = StateFileError;
 
 /// The set, shared by every thread that checks or records an override.
 #[derive(Debug, Default)]
@@ -219,8 +205,6 @@ impl AdminOverrides {
         self.entries.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 
-    /// Writes the whole set to a temporary file, syncs it and renames it
-    /// over the old one: a crash leaves the old set or the new, never half.
     fn persist(&self, entries: &BTreeMap<(String, String), Override>) -> Result<(), OverridesError> {
         let Some(path) = &self.path else { return Ok(()) };
         let mut released_boot = self.released_boot.read().unwrap_or_else(PoisonError::into_inner).clone();
@@ -228,27 +212,7 @@ impl AdminOverrides {
         released_boot.dedup();
         let file =
             OverridesFile { version: FORMAT_VERSION, overrides: entries.values().cloned().collect(), released_boot };
-        let text = serde_json::to_string_pretty(&file).unwrap_or_else(|_| String::from("{}"));
-        let temporary = path.with_extension("json.tmp");
-        let write_error = |source| OverridesError::Write { path: path.clone(), source };
-        let _ = std::fs::remove_file(&temporary);
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&temporary)
-            .map_err(write_error)?;
-        out.write_all(text.as_bytes()).and_then(|()| out.write_all(b"\n")).map_err(write_error)?;
-        out.sync_all().map_err(write_error)?;
-        std::fs::rename(&temporary, path).map_err(write_error)?;
-        if let Some(dir) = path.parent()
-            && let Ok(dir) = File::open(dir)
-        {
-            // The rename itself must survive a crash too.
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        state_file::write(path, &file)
     }
 }
 
@@ -268,20 +232,10 @@ fn boot_entry(tunable: &str, setting: &BootSetting) -> Override {
 type Stored = (BTreeMap<(String, String), Override>, Vec<ReleasedBoot>);
 
 fn read_file(path: &Path) -> Result<Stored, OverridesError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Stored::default()),
-        Err(source) => return Err(OverridesError::Read { path: path.to_path_buf(), source }),
+    let lists = "the tunables the administrator owns";
+    let Some(file) = state_file::read(path, lists, |f: &OverridesFile| f.version, FORMAT_VERSION)? else {
+        return Ok(Stored::default());
     };
-    let file: OverridesFile = serde_json::from_str(&text).map_err(|error| OverridesError::Parse {
-        path: path.to_path_buf(),
-        line: error.line(),
-        column: error.column(),
-        message: error.to_string(),
-    })?;
-    if file.version > FORMAT_VERSION {
-        return Err(OverridesError::Version { path: path.to_path_buf(), found: file.version });
-    }
     let entries = file.overrides.into_iter().map(|o| ((o.netns.clone(), o.tunable.clone()), o)).collect();
     Ok((entries, file.released_boot))
 }

@@ -142,20 +142,3 @@ fn memories_and_tables_share_one_budget() {
         OVER_BUDGET,
     );
 }
-
-/// The built-in policies, shaped like any Rust wasm32-wasip2 policy, still
-/// instantiate under the limits (their imports are stubbed: instantiating
-/// runs no guest code of theirs).
-#[test]
-fn every_built_in_policy_instantiates_within_the_limits() {
-    let engine = engine();
-    for (file, bytes) in wasmtune::builtin::BUILTIN_POLICIES {
-        let mut store = store(&engine);
-        let component = Component::new(&engine.engine, bytes).expect("built-in compiles");
-        let mut linker = Linker::<MemoryCap>::new(&engine.engine);
-        linker.define_unknown_imports_as_traps(&component).expect("stub imports");
-        if let Err(error) = linker.instantiate(&mut store, &component) {
-            panic!("built-in {file} refused: {}", Fault::from_error(&error));
-        }
-    }
-}

@@ -6,14 +6,12 @@
 //! policy (any change of digest); so does `wasmtune policy enable NAME`.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
+
+use crate::state_file::{self, StateFileError};
 
 /// The file, inside the state directory.
 pub const QUARANTINE_FILE: &str = "quarantine.json";
@@ -43,7 +41,7 @@ impl QuarantineEntry {
             name: name.to_string(),
             source: source.to_string(),
             reason: reason.to_string(),
-            time_ms: now_ms(),
+            time_ms: crate::ledger::record::now_ms(),
         }
     }
 }
@@ -56,19 +54,7 @@ struct QuarantineFile {
 }
 
 /// Why the stored quarantine list could not be read or kept.
-#[derive(Debug, thiserror::Error)]
-pub enum QuarantineError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error(
-        "{path} line {line}, column {column}: {message}; fix or remove it (it lists the policy files quarantined after repeated faults)"
-    )]
-    Parse { path: PathBuf, line: usize, column: usize, message: String },
-    #[error("{path} has format version {found}; this wasmtune reads version {FORMAT_VERSION}")]
-    Version { path: PathBuf, found: u32 },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
-}
+pub type QuarantineError = StateFileError;
 
 /// The quarantined files by digest, shared by the policy workers (which
 /// add to it) and the reconciler (which checks and clears it).
@@ -141,66 +127,14 @@ impl QuarantineList {
     fn persist(&self, entries: &BTreeMap<String, QuarantineEntry>) -> Result<(), QuarantineError> {
         let Some(path) = &self.path else { return Ok(()) };
         let file = QuarantineFile { version: FORMAT_VERSION, quarantined: entries.values().cloned().collect() };
-        let mut text = serde_json::to_string_pretty(&file)
-            .map_err(|e| QuarantineError::Write { path: path.clone(), source: std::io::Error::other(e) })?;
-        text.push('\n');
-        write_atomically(path, text.as_bytes()).map_err(|source| QuarantineError::Write { path: path.clone(), source })
+        state_file::write(path, &file)
     }
-}
-
-/// Writes a temporary file (owner-only, never through a symlink), syncs it
-/// and renames it over `path`: a crash leaves the old list or the new one,
-/// never half of one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let temporary = path.with_extension("json.tmp");
-    match std::fs::remove_file(&temporary) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-        _ => {}
-    }
-    let mut out =
-        OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_NOFOLLOW).open(&temporary)?;
-    out.write_all(bytes)?;
-    out.sync_all()?;
-    std::fs::rename(&temporary, path)?;
-    // The rename itself must survive a crash too.
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<BTreeMap<String, QuarantineEntry>, QuarantineError> {
-    let Some(text) =
-        read_if_present(path).map_err(|source| QuarantineError::Read { path: path.to_path_buf(), source })?
-    else {
-        return Ok(BTreeMap::new());
-    };
-    let file: QuarantineFile = serde_json::from_str(&text).map_err(|error| QuarantineError::Parse {
-        path: path.to_path_buf(),
-        line: error.line(),
-        column: error.column(),
-        message: error.to_string(),
-    })?;
-    if file.version > FORMAT_VERSION {
-        return Err(QuarantineError::Version { path: path.to_path_buf(), found: file.version });
-    }
-    Ok(file.quarantined.into_iter().map(|entry| (entry.digest.clone(), entry)).collect())
-}
-
-/// The file's text, `None` when it does not exist; a symlink is refused.
-fn read_if_present(path: &Path) -> std::io::Result<Option<String>> {
-    let mut file = match OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let mut text = String::new();
-    file.read_to_string(&mut text)?;
-    Ok(Some(text))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    let lists = "the policy files quarantined after repeated faults";
+    let file = state_file::read(path, lists, |f: &QuarantineFile| f.version, FORMAT_VERSION)?;
+    Ok(file.into_iter().flat_map(|f| f.quarantined).map(|entry| (entry.digest.clone(), entry)).collect())
 }
 
 #[cfg(test)]
