@@ -22,16 +22,38 @@ pub struct AdminConfig {
     /// The sysctl.d directories to read, highest priority first, instead of
     /// systemd's list; `/etc/sysctl.conf` is then not read.
     pub sysctl_d_dirs: Option<Vec<PathBuf>>,
+    /// Whether policy files (not built in) run without each being enabled
+    /// by name. Default false: a file dropped into a policy directory
+    /// changes nothing until the administrator enables it.
+    pub enable_policy_files: Option<bool>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
+}
+
+/// Where a policy on offer comes from, which decides whether it runs when
+/// the configuration does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Built into the host: runs unless disabled.
+    Builtin,
+    /// A file the configuration declares as the replacement of the built-in
+    /// of its name: the administrator chose it, so it runs like a built-in.
+    Replacement,
+    /// Any other file: runs only once enabled.
+    File,
 }
 
 /// What the administrator says about one policy, by its manifest name.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySettings {
-    #[serde(default = "enabled_by_default")]
-    pub enabled: bool,
+    /// Whether it runs; when absent, built-ins run and files do not (unless
+    /// `enable-policy-files`). Resolved by [`AdminConfig::settings_for`].
+    pub enabled: Option<bool>,
+    /// A policy file of this name replaces the built-in one (a new version
+    /// of it, hot-swapped); without this, such a file is refused.
+    #[serde(default)]
+    pub replace_builtin: bool,
     /// Passed to the policy's `init` as `config.settings`.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
@@ -49,7 +71,8 @@ pub struct PolicySettings {
 impl Default for PolicySettings {
     fn default() -> Self {
         PolicySettings {
-            enabled: true,
+            enabled: None,
+            replace_builtin: false,
             settings: BTreeMap::new(),
             sysctl: BTreeMap::new(),
             tcp: None,
@@ -180,10 +203,6 @@ impl TcpNarrowing {
     }
 }
 
-fn enabled_by_default() -> bool {
-    true
-}
-
 impl AdminConfig {
     /// Loads `path`. A missing file is an error only when `required` (the
     /// administrator named it); the default location may simply be absent.
@@ -230,6 +249,23 @@ impl AdminConfig {
     pub fn policy(&self, name: &str) -> PolicySettings {
         self.policies.get(name).cloned().unwrap_or_default()
     }
+
+    /// The settings of `name`, with whether it runs decided: what the
+    /// configuration says, else by where the policy comes from.
+    pub fn settings_for(&self, name: &str, origin: Origin) -> PolicySettings {
+        let mut settings = self.policy(name);
+        let by_default = match origin {
+            Origin::Builtin | Origin::Replacement => true,
+            Origin::File => self.enable_policy_files.unwrap_or(false),
+        };
+        settings.enabled = Some(settings.enabled.unwrap_or(by_default));
+        settings
+    }
+
+    /// Whether a file named `name` may replace the built-in of that name.
+    pub fn replaces_builtin(&self, name: &str) -> bool {
+        self.policies.get(name).is_some_and(|p| p.replace_builtin)
+    }
 }
 
 #[cfg(test)]
@@ -244,7 +280,8 @@ mod tests {
     fn empty_file_means_defaults() {
         let c = parse("").expect("empty is fine");
         assert!(c.learning_rate.is_none());
-        assert!(c.policy("tcp-buffer").enabled);
+        assert_eq!(c.settings_for("tcp-buffer", Origin::Builtin).enabled, Some(true));
+        assert_eq!(c.settings_for("third-party", Origin::File).enabled, Some(false));
     }
 
     #[test]
@@ -262,7 +299,7 @@ max = 16777216
         .expect("valid");
         assert_eq!(c.learning_rate, Some(LearningRate(2)));
         let p = c.policy("tcp-buffer");
-        assert!(!p.enabled);
+        assert_eq!(p.enabled, Some(false));
         assert_eq!(p.settings.get("mode").map(String::as_str), Some("gentle"));
         assert_eq!(p.sysctl["net.ipv4.tcp_rmem"].max, Some(16_777_216));
     }
@@ -285,6 +322,19 @@ max = 16777216
     fn contradictory_range_is_rejected() {
         let err = parse("[policies.x.sysctl.\"net.core.somaxconn\"]\nmin = 10\nmax = 1\n").expect_err("min > max");
         assert!(matches!(err, ConfigError::Invalid { .. }));
+    }
+
+    #[test]
+    fn policy_files_run_only_when_the_administrator_says_so() {
+        let c = parse("[policies.vendor-tuner]\nenabled = true\n[policies.tcp-buffer]\nreplace-builtin = true\n")
+            .expect("valid");
+        assert_eq!(c.settings_for("vendor-tuner", Origin::File).enabled, Some(true));
+        assert_eq!(c.settings_for("other-vendor", Origin::File).enabled, Some(false));
+        assert!(c.replaces_builtin("tcp-buffer") && !c.replaces_builtin("route"));
+        assert_eq!(c.settings_for("tcp-buffer", Origin::Replacement).enabled, Some(true));
+        let all = parse("enable-policy-files = true\n[policies.noisy]\nenabled = false\n").expect("valid");
+        assert_eq!(all.settings_for("other-vendor", Origin::File).enabled, Some(true));
+        assert_eq!(all.settings_for("noisy", Origin::File).enabled, Some(false));
     }
 
     #[test]

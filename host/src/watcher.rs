@@ -8,6 +8,10 @@
 //! ([`Retired`]); they are stopped after the reconciler's lock is released,
 //! since stopping waits for each policy's thread.
 //!
+//! A file runs only once the administrator enables it (by name, or
+//! `enable-policy-files`), and takes a built-in's place only when declared
+//! its replacement (`replace-builtin`); until then only its manifest is read.
+//!
 //! Install policies with write-then-rename (`cp x.wasm dir/.x.wasm.tmp && mv
 //! dir/.x.wasm.tmp dir/x.wasm`): files starting with `.` are ignored, and a
 //! change is acted on only after the directory has been quiet for a moment,
@@ -23,7 +27,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::actuate::Actuator;
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, Origin};
 use crate::grants::Arbiter;
 use crate::router::PolicySet;
 use crate::runtime::engine::hex;
@@ -171,11 +175,22 @@ pub struct Reconciler {
     /// Quarantined files already reported as not loaded (kept apart from
     /// `reported`, which also means "do not even compile it again").
     quarantine_reported: HashSet<(PathBuf, String)>,
+    /// Files not enabled, already reported as such.
+    not_enabled_reported: HashSet<(PathBuf, String)>,
     /// `wasmtune policy enable|disable NAME` while running; wins over the config.
     enabled_override: BTreeMap<String, bool>,
     /// What the last reconcile found on offer, by name; shared with status,
     /// which must not wait for a reconcile (and its compiling) to finish.
     offered: OfferList,
+}
+
+/// What a reconcile finds on offer under one name.
+enum OnOffer {
+    /// Compiled, and run unless disabled.
+    Ready(Arc<PolicyImage>),
+    /// A file the administrator has not enabled: its manifest was read,
+    /// nothing was compiled.
+    NotEnabled { version: String, source: PolicySource },
 }
 
 /// Policies on offer by name, as of the last reconcile.
@@ -207,6 +222,7 @@ impl Reconciler {
             images: HashMap::new(),
             reported: HashSet::new(),
             quarantine_reported: HashSet::new(),
+            not_enabled_reported: HashSet::new(),
             enabled_override: BTreeMap::new(),
             offered: OfferList::default(),
         }
@@ -264,12 +280,26 @@ impl Reconciler {
         }
     }
 
-    fn settings_for(&self, name: &str) -> crate::config::PolicySettings {
-        let mut settings = self.config.policy(name);
+    /// The settings of `name`, with whether it runs decided: `policy
+    /// enable|disable` first, then the configuration, then where it comes from.
+    fn settings_for(&self, name: &str, origin: Origin) -> crate::config::PolicySettings {
+        let mut settings = self.config.settings_for(name, origin);
         if let Some(enabled) = self.enabled_override.get(name) {
-            settings.enabled = *enabled;
+            settings.enabled = Some(*enabled);
         }
         settings
+    }
+
+    fn is_builtin(&self, name: &str) -> bool {
+        self.builtins.iter().any(|b| b.name() == name)
+    }
+
+    fn origin_of(&self, name: &str, source: &PolicySource) -> Origin {
+        match source {
+            PolicySource::Builtin(_) => Origin::Builtin,
+            PolicySource::File(_) if self.is_builtin(name) => Origin::Replacement,
+            PolicySource::File(_) => Origin::File,
+        }
     }
 
     /// Takes a policy that is no longer wanted out of the running set; it
@@ -295,13 +325,23 @@ impl Reconciler {
 
     fn reconcile_into(&mut self, retired: &mut Retired) {
         let (wanted, keep) = self.wanted();
-        for (name, image) in &wanted {
+        for (name, offer) in &wanted {
             if keep.contains(name) {
                 continue;
             }
             let running = self.policies.get(name);
-            let settings = self.settings_for(name);
-            if !settings.enabled {
+            let image = match offer {
+                OnOffer::Ready(image) => image,
+                OnOffer::NotEnabled { .. } => {
+                    if running.is_some() {
+                        drop(running);
+                        self.unload(name, "disabled by the administrator", retired);
+                    }
+                    continue;
+                }
+            };
+            let settings = self.settings_for(name, self.origin_of(name, &image.source));
+            if settings.enabled == Some(false) {
                 if running.is_some() {
                     drop(running);
                     self.unload(name, "disabled by the administrator", retired);
@@ -358,12 +398,20 @@ impl Reconciler {
         }
         let offered = wanted
             .iter()
-            .map(|(name, image)| {
-                let offer = Offer {
-                    name: name.clone(),
-                    version: image.manifest.policy.version.clone(),
-                    source: image.source.to_string(),
-                    enabled: self.settings_for(name).enabled,
+            .map(|(name, offer)| {
+                let offer = match offer {
+                    OnOffer::Ready(image) => Offer {
+                        name: name.clone(),
+                        version: image.manifest.policy.version.clone(),
+                        source: image.source.to_string(),
+                        enabled: self.settings_for(name, self.origin_of(name, &image.source)).enabled != Some(false),
+                    },
+                    OnOffer::NotEnabled { version, source } => Offer {
+                        name: name.clone(),
+                        version: version.clone(),
+                        source: source.to_string(),
+                        enabled: false,
+                    },
                 };
                 (name.clone(), offer)
             })
@@ -374,9 +422,9 @@ impl Reconciler {
     /// Built-ins overlaid by each directory's files in order, by policy name;
     /// and the names of running policies whose file now fails to load, which
     /// stay as they are.
-    fn wanted(&mut self) -> (BTreeMap<String, Arc<PolicyImage>>, HashSet<String>) {
-        let mut wanted: BTreeMap<String, Arc<PolicyImage>> =
-            self.builtins.iter().map(|i| (i.name().to_string(), i.clone())).collect();
+    fn wanted(&mut self) -> (BTreeMap<String, OnOffer>, HashSet<String>) {
+        let mut wanted: BTreeMap<String, OnOffer> =
+            self.builtins.iter().map(|i| (i.name().to_string(), OnOffer::Ready(i.clone()))).collect();
         let mut seen = HashSet::new();
         let mut failed = HashSet::new();
         for dir in self.dirs.clone() {
@@ -390,9 +438,11 @@ impl Reconciler {
             };
             for path in files {
                 match self.image_for(&dir, &path) {
-                    Some(image) => {
-                        seen.insert((path.clone(), image.digest.clone()));
-                        wanted.insert(image.name().to_string(), image);
+                    Some((name, offer)) => {
+                        if let OnOffer::Ready(image) = &offer {
+                            seen.insert((path.clone(), image.digest.clone()));
+                        }
+                        wanted.insert(name, offer);
                     }
                     None => {
                         failed.insert(path);
@@ -411,7 +461,10 @@ impl Reconciler {
         (wanted, keep)
     }
 
-    fn image_for(&mut self, dir: &Path, path: &Path) -> Option<Arc<PolicyImage>> {
+    /// What the file at `path` offers, by policy name: compiled when it may
+    /// run, its manifest alone when the administrator has not enabled it.
+    /// `None` when it is gone or refused (reported once).
+    fn image_for(&mut self, dir: &Path, path: &Path) -> Option<(String, OnOffer)> {
         let source = PolicySource::File(path.to_path_buf());
         let bytes = match read_policy_file(dir, path) {
             Ok(Some(bytes)) => bytes,
@@ -424,14 +477,14 @@ impl Reconciler {
         let digest = hex(&Sha256::digest(&bytes));
         let key = (path.to_path_buf(), digest.clone());
         if let Some(image) = self.images.get(&key) {
-            return Some(image.clone());
+            return Some((image.name().to_string(), OnOffer::Ready(image.clone())));
         }
         if self.reported.contains(&key) {
             return None;
         }
-        // Untrusted bytes reach the compiler only once their manifest reads
-        // and its grant can be given: the checks that need no compiling
-        // come first.
+        // Untrusted bytes reach the compiler only once their manifest reads,
+        // the administrator lets the policy run, and its grant can be given:
+        // the checks that need no compiling come first.
         let manifest = match crate::manifest::Manifest::from_component(&bytes) {
             Ok(manifest) => manifest,
             Err(e) => {
@@ -439,7 +492,20 @@ impl Reconciler {
                 return None;
             }
         };
-        let settings = self.settings_for(&manifest.policy.name);
+        let name = manifest.policy.name.clone();
+        if self.is_builtin(&name) && !self.config.replaces_builtin(&name) {
+            let refusal = format!(
+                "refused: it is named like the built-in policy {name}; a file replaces a built-in only when \
+                 the configuration says so ([policies.{name}] replace-builtin = true)"
+            );
+            self.report(&source, &digest, &refusal, false);
+            return None;
+        }
+        let settings = self.settings_for(&name, self.origin_of(&name, &source));
+        if settings.enabled == Some(false) {
+            self.report_not_enabled(&name, &source, &digest);
+            return Some((name, OnOffer::NotEnabled { version: manifest.policy.version.clone(), source }));
+        }
         if let Err(refused) = crate::grants::EffectiveGrant::resolve(&manifest, &settings, &self.ctx.limits) {
             self.report(&source, &digest, &refused.to_string(), false);
             return None;
@@ -448,13 +514,34 @@ impl Reconciler {
             Ok(image) => {
                 let image = Arc::new(image);
                 self.images.insert(key, image.clone());
-                Some(image)
+                Some((name, OnOffer::Ready(image)))
             }
             Err(e) => {
                 self.report(&source, &digest, &e.to_string(), false);
                 None
             }
         }
+    }
+
+    /// A policy file runs only once the administrator enables it; said once
+    /// per file, with the way to enable it.
+    fn report_not_enabled(&mut self, name: &str, source: &PolicySource, digest: &str) {
+        if self.enabled_override.get(name) == Some(&false)
+            || !self.not_enabled_reported.insert(report_key(source, digest))
+        {
+            return;
+        }
+        let explicit = self.config.policies.get(name).is_some_and(|p| p.enabled == Some(false));
+        let why = if explicit {
+            "the configuration disables it".to_string()
+        } else {
+            format!(
+                "policy files change nothing until the administrator enables them \
+                 (`wasmtune policy enable {name}`, or [policies.{name}] enabled = true in the configuration)"
+            )
+        };
+        tracing::warn!(event = "policy-not-enabled", policy = %name, source = %source,
+            "policy {name} from {source} is not loaded: {why}");
     }
 
     /// A new policy may not claim a tunable another policy already owns: one

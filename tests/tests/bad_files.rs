@@ -141,7 +141,12 @@ fn malformed_policy_files_are_rejected_with_a_reason_and_the_daemon_keeps_tuning
     make_dir(&watched);
     make_dir(&staging);
 
-    let mut daemon = Daemon::builder().netns(bed.rx()).policy_dir(&watched).start().expect("spawn wasmtune run");
+    let mut daemon = Daemon::builder()
+        .netns(bed.rx())
+        .policy_dir(&watched)
+        .enable_policy_files()
+        .start()
+        .expect("spawn wasmtune run");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
 
     let mut rejections = serde_json::Map::new();
@@ -276,7 +281,8 @@ fn an_idle_policy_file_is_not_reopened_and_unsafe_files_are_refused_unread() {
     fs::copy(guest_wasm("hostile-ungranted"), &idle).expect("install a policy");
     // Tuning a namespace of the test's own only: no other test's values.
     let own = harness::Netns::new("idle").expect("netns");
-    let mut daemon = Daemon::builder().netns(&own).policy_dir(&watched).start().expect("spawn wasmtune run");
+    let mut daemon =
+        Daemon::builder().netns(&own).policy_dir(&watched).enable_policy_files().start().expect("spawn wasmtune run");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
     std::thread::sleep(Duration::from_secs(1));
     let opens = opens_of(&idle, Duration::from_secs(3));

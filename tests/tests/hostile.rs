@@ -67,8 +67,12 @@ fn hostile_policies_are_contained_while_tcp_buffer_keeps_tuning() {
     let somaxconn_before = harness::sysctl_in(rx, SOMAXCONN).expect("read somaxconn");
     let sampler = SysctlSampler::start(rx, &[TCP_RMEM, SOMAXCONN], Duration::from_millis(10)).expect("watch rx");
 
-    let mut daemon =
-        harness::Daemon::builder().netns(rx).policy_dir(policy_dir.path()).start().expect("spawn wasmtune run");
+    let mut daemon = harness::Daemon::builder()
+        .netns(rx)
+        .policy_dir(policy_dir.path())
+        .enable_policy_files()
+        .start()
+        .expect("spawn wasmtune run");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
     let lines_at_start = daemon.line_count();
     let during = bed.transfer(TRANSFER_SECONDS).expect("bulk transfer into rx");
@@ -183,8 +187,11 @@ fn a_policy_probing_unknown_namespaces_does_not_make_others_flap() {
     fs::copy(guest_wasm("hostile-netns-probe"), &target).expect("install the fixture");
     // Every namespace (a `pid:` one cannot be named with --netns):
     // "appeared" is logged for tuned ones only.
-    let mut daemon =
-        harness::Daemon::builder().policy_dir(dir.path()).start().expect("spawn wasmtune run (every namespace)");
+    let mut daemon = harness::Daemon::builder()
+        .policy_dir(dir.path())
+        .enable_policy_files()
+        .start()
+        .expect("spawn wasmtune run (every namespace)");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
     // A while of probing: the namespace watcher rescans every 2 s.
     std::thread::sleep(Duration::from_secs(8));

@@ -229,7 +229,7 @@ impl PolicyWorker {
         settings: &PolicySettings,
         totals: Arc<NameTotals>,
     ) -> Result<PolicyWorker, LoadError> {
-        if !settings.enabled {
+        if settings.enabled == Some(false) {
             return Err(LoadError::Disabled);
         }
         let grant = Arc::new(

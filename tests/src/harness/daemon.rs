@@ -99,6 +99,8 @@ pub struct DaemonBuilder {
     config: Option<String>,
     extra: Vec<String>,
     deny_bpf: bool,
+    enable_policy_files: bool,
+    replace_builtins: Vec<String>,
 }
 
 impl DaemonBuilder {
@@ -135,6 +137,21 @@ impl DaemonBuilder {
         self
     }
 
+    /// The administrator lets the policy files run without enabling each
+    /// by name (`enable-policy-files = true`), as a test that installs
+    /// files to exercise something else needs.
+    pub fn enable_policy_files(mut self) -> Self {
+        self.enable_policy_files = true;
+        self
+    }
+
+    /// A policy file named `name` may replace the built-in of that name
+    /// (`[policies.NAME] replace-builtin = true`).
+    pub fn replace_builtin(mut self, name: &str) -> Self {
+        self.replace_builtins.push(name.to_string());
+        self
+    }
+
     /// Every `bpf(2)` call of the daemon fails with EPERM (a seccomp filter
     /// installed before it starts): no BPF program can load.
     pub fn without_bpf(mut self) -> Self {
@@ -164,7 +181,11 @@ impl DaemonBuilder {
             }
         };
         let config = scratch.path().join("config.toml");
-        let config_text = self.config.unwrap_or_default();
+        let config_text = administrator_config(
+            self.config.as_deref().unwrap_or_default(),
+            self.enable_policy_files,
+            &self.replace_builtins,
+        )?;
         fs::write(&config, config_text).map_err(|source| HarnessError::Io {
             action: "write",
             path: config.clone(),
@@ -188,6 +209,33 @@ impl DaemonBuilder {
         let capture = LogCapture::spawn("wasmtune", cmd)?;
         Ok(Daemon { capture, state_dir, _scratch: scratch })
     }
+}
+
+/// The test's configuration with the file-related decisions of
+/// [`DaemonBuilder::enable_policy_files`] and
+/// [`DaemonBuilder::replace_builtin`] merged in (a test's own
+/// `[policies.NAME]` table may already be there).
+fn administrator_config(text: &str, enable_files: bool, replace: &[String]) -> Result<String, HarnessError> {
+    if !enable_files && replace.is_empty() {
+        return Ok(text.to_string());
+    }
+    let mut config: toml::Table = text.parse().map_err(|e: toml::de::Error| HarnessError::Config(e.to_string()))?;
+    if enable_files {
+        config.insert("enable-policy-files".into(), toml::Value::Boolean(true));
+    }
+    for name in replace {
+        let policies = config.entry("policies").or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let policy = policies
+            .as_table_mut()
+            .ok_or_else(|| HarnessError::Config("`policies` is not a table".into()))?
+            .entry(name.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        policy
+            .as_table_mut()
+            .ok_or_else(|| HarnessError::Config(format!("`policies.{name}` is not a table")))?
+            .insert("replace-builtin".into(), toml::Value::Boolean(true));
+    }
+    Ok(config.to_string())
 }
 
 /// A running `wasmtune run`; its log is a [`LogCapture`] (this derefs to

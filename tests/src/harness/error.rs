@@ -39,6 +39,9 @@ pub enum HarnessError {
         #[source]
         source: io::Error,
     },
+    /// A test's configuration text is not valid TOML.
+    #[error("the test's daemon configuration is not valid TOML: {0}")]
+    Config(String),
     /// A thread could not switch into a network namespace.
     #[error("cannot enter network namespace {netns}: {source}")]
     EnterNetns {

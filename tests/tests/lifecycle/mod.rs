@@ -76,9 +76,17 @@ pub fn sha256(bytes: &[u8]) -> String {
 }
 
 /// A daemon tuning `netns` (by name), watching `policy_dir`, answering on
-/// `socket`, with `extra` arguments; returned once ready.
+/// `socket`, with `extra` arguments; returned once ready. Its administrator
+/// runs the files installed there and lets them replace the built-in
+/// tcp-buffer: these tests are about hot swap, ownership and state, not
+/// about whether a file may run at all (`policy_files.rs` is).
 pub fn start_daemon(builder: DaemonBuilder, policy_dir: &Path, socket: &Path, extra: &[&str]) -> Daemon {
-    let mut builder = builder.policy_dir(policy_dir).arg("--control-socket").arg(&socket.to_string_lossy());
+    let mut builder = builder
+        .enable_policy_files()
+        .replace_builtin("tcp-buffer")
+        .policy_dir(policy_dir)
+        .arg("--control-socket")
+        .arg(&socket.to_string_lossy());
     for arg in extra {
         builder = builder.arg(arg);
     }
