@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         dry_run: true,
         state_dir: state_dir.path().into(),
         registry: registry.clone(),
+        journal_max_bytes: wasmtune::ledger::COMPACT_AT_BYTES,
     })?;
     let engine = Arc::new(PolicyEngine::new(None)?);
     let bytes =

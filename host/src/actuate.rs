@@ -84,6 +84,8 @@ pub struct ActuatorConfig {
     /// Where the journal lives (see [`crate::paths::DEFAULT_STATE_DIR`]).
     pub state_dir: PathBuf,
     pub registry: Arc<NetnsRegistry>,
+    /// The journal is compacted past this size ([`crate::ledger::COMPACT_AT_BYTES`] by default).
+    pub journal_max_bytes: u64,
 }
 
 /// Why the actuator could not start or answer.
@@ -165,7 +167,7 @@ impl Actuator {
     /// and starts the actuator thread. The thread inherits the calling
     /// thread's capabilities, and needs CAP_SYS_ADMIN to enter namespaces.
     pub fn spawn(config: ActuatorConfig) -> Result<(Actuator, JoinHandle<()>), ActuateError> {
-        let mut ledger = Ledger::open(&config.state_dir)?;
+        let mut ledger = Ledger::open_compacting_at(&config.state_dir, config.journal_max_bytes)?;
         let overrides = Arc::new(match config.dry_run {
             true => AdminOverrides::load_read_only(&config.state_dir)?,
             false => AdminOverrides::load(&config.state_dir)?,

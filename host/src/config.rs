@@ -26,9 +26,15 @@ pub struct AdminConfig {
     /// by name. Default false: a file dropped into a policy directory
     /// changes nothing until the administrator enables it.
     pub enable_policy_files: Option<bool>,
+    /// The journal is compacted (rewritten as one snapshot of what it adds
+    /// up to) once it is this long. Default 8 MiB; at least 64 KiB.
+    pub journal_max_bytes: Option<u64>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
 }
+
+/// A journal bound below this would compact at nearly every change.
+pub const MIN_JOURNAL_BYTES: u64 = 64 << 10;
 
 /// Where a policy on offer comes from, which decides whether it runs when
 /// the configuration does not say.
@@ -221,6 +227,15 @@ impl AdminConfig {
             let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
             ConfigError::Parse { path: path.to_path_buf(), line, column, text, message: e.message().to_string() }
         })?;
+        if let Some(bytes) = config.journal_max_bytes
+            && bytes < MIN_JOURNAL_BYTES
+        {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: "journal-max-bytes".into(),
+                problem: format!("{bytes} is below the least useful size, {MIN_JOURNAL_BYTES}"),
+            });
+        }
         for (policy, settings) in &config.policies {
             for (name, narrowing) in &settings.sysctl {
                 if let (Some(min), Some(max)) = (narrowing.min, narrowing.max)

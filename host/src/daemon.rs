@@ -71,6 +71,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         dry_run: opts.dry_run,
         state_dir: opts.state_dir.clone(),
         registry: registry.clone(),
+        journal_max_bytes: config.journal_max_bytes.unwrap_or(crate::ledger::COMPACT_AT_BYTES),
     })
     .context("cannot start the actuator")?;
     recover_earlier_run(&actuator, opts.on_crash, opts.dry_run);

@@ -119,8 +119,13 @@ impl Bed {
     }
 
     fn spawn(&self, dry_run: bool) -> (Actuator, JoinHandle<()>) {
-        Actuator::spawn(ActuatorConfig { dry_run, state_dir: self.state_dir.clone(), registry: self.registry.clone() })
-            .expect("spawn actuator")
+        Actuator::spawn(ActuatorConfig {
+            dry_run,
+            state_dir: self.state_dir.clone(),
+            registry: self.registry.clone(),
+            journal_max_bytes: wasmtune::ledger::COMPACT_AT_BYTES,
+        })
+        .expect("spawn actuator")
     }
 
     fn journal(&self) -> Vec<Record> {

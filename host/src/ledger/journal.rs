@@ -46,10 +46,18 @@ pub struct TornTail {
     pub bytes: usize,
 }
 
+/// Where a compacted journal is written before it is renamed into place.
+const COMPACTING_FILE: &str = "journal.jsonl.compacting";
+
 /// The open, locked journal.
 pub struct Journal {
     file: Flock<File>,
     path: PathBuf,
+    /// The state directory, checked once: every later open and rename is
+    /// relative to it.
+    dir: OwnedFd,
+    /// Bytes in the file.
+    len: u64,
 }
 
 impl Journal {
@@ -65,6 +73,9 @@ impl Journal {
         let dir = ensure_state_dir(state_dir)?;
         let path = Journal::path_in(state_dir);
         let open_error = |source| LedgerError::Open { path: path.clone(), source };
+        // Left by a compaction that stopped before its rename: the journal
+        // beside it is whole.
+        let _ = nix::unistd::unlinkat(&dir, COMPACTING_FILE, nix::unistd::UnlinkatFlags::NoRemoveDir);
         // Relative to the checked directory, never through a symlink: the
         // path cannot be swapped between the check and the open.
         let fd = nix::fcntl::openat(
@@ -91,6 +102,13 @@ impl Journal {
             Err((_, Errno::EWOULDBLOCK)) => return Err(LedgerError::InUse { path }),
             Err((_, errno)) => return Err(LedgerError::Lock { path, errno }),
         };
+        // A compaction by the process that held the lock may have renamed a
+        // new journal over the one opened here.
+        let now_named = nix::sys::stat::fstatat(&dir, JOURNAL_FILE, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+            .map_err(|errno| open_error(std::io::Error::from(errno)))?;
+        if now_named.st_ino != facts.ino() || now_named.st_dev != facts.dev() {
+            return Err(LedgerError::InUse { path });
+        }
         // A journal created by hand or by an older install may be readable by others.
         let metadata = file.metadata().map_err(open_error)?;
         if metadata.permissions().mode() & 0o777 != JOURNAL_MODE {
@@ -108,7 +126,7 @@ impl Journal {
             );
             file.set_len(replay.valid_len).map_err(|source| LedgerError::Repair { path: path.clone(), source })?;
         }
-        let mut journal = Journal { file, path };
+        let mut journal = Journal { file, path, dir, len: replay.valid_len };
         if replay.missing_newline {
             journal.write_synced(b"\n")?;
         }
@@ -132,12 +150,60 @@ impl Journal {
         &self.path
     }
 
+    /// Bytes in the journal now.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Replaces the journal with `records` (a snapshot of what it adds up
+    /// to), so that it does not grow without end. A crash at any point
+    /// leaves either the old journal or the whole new one: the new file is
+    /// written, locked and synced under another name, then renamed over the
+    /// old one.
+    pub fn replace_with(&mut self, records: &[Record]) -> Result<(), LedgerError> {
+        let compact_error = |source| LedgerError::Compact { path: self.path.clone(), source };
+        let fd = nix::fcntl::openat(
+            &self.dir,
+            COMPACTING_FILE,
+            nix::fcntl::OFlag::O_RDWR
+                | nix::fcntl::OFlag::O_APPEND
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_TRUNC
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(JOURNAL_MODE),
+        )
+        .map_err(|errno| compact_error(std::io::Error::from(errno)))?;
+        // Locked before it has its name, so no other process can take it.
+        let mut file = Flock::lock(File::from(fd), FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, errno)| compact_error(std::io::Error::from(errno)))?;
+        let mut text = Vec::new();
+        for record in records {
+            serde_json::to_writer(&mut text, record).map_err(|source| LedgerError::Encode { source })?;
+            text.push(b'\n');
+        }
+        file.write_all(&text).map_err(compact_error)?;
+        file.sync_data().map_err(compact_error)?;
+        nix::fcntl::renameat(&self.dir, COMPACTING_FILE, &self.dir, JOURNAL_FILE)
+            .map_err(|errno| compact_error(std::io::Error::from(errno)))?;
+        nix::unistd::fsync(&self.dir).map_err(|errno| compact_error(std::io::Error::from(errno)))?;
+        self.file = file;
+        self.len = text.len() as u64;
+        Ok(())
+    }
+
     fn write_synced(&mut self, bytes: &[u8]) -> Result<(), LedgerError> {
         let append_error = |source| LedgerError::Append { path: self.path.clone(), source };
         // One write per record: appends are atomic with respect to other
         // appenders, and a crash tears at most this line.
         self.file.write_all(bytes).map_err(append_error)?;
-        self.file.sync_data().map_err(append_error)
+        self.file.sync_data().map_err(append_error)?;
+        self.len += bytes.len() as u64;
+        Ok(())
     }
 }
 

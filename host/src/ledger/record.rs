@@ -11,6 +11,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
+use super::history::{PeerEntry, TunableHistory, TunableKey};
 use crate::bpf::cgroup::PeerSettings;
 use crate::sysctl::Value;
 
@@ -52,6 +55,27 @@ pub enum Record {
     /// Every change in effect was dealt with; later changes start from fresh
     /// originals.
     RollbackComplete { time: u64 },
+    /// What every record before it added up to; the first record of a
+    /// compacted journal, which replaces them all.
+    Snapshot(Box<Snapshot>),
+}
+
+/// The fold of a journal, as one record (see [`super::state`] for what each
+/// part means). Records still waiting for their outcome are kept whole, so
+/// an outcome after the snapshot finds its intent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When it was taken (milliseconds since the Unix epoch).
+    pub time: u64,
+    pub boot_id: Option<String>,
+    pub session_pid: Option<u32>,
+    pub max_seq: u64,
+    pub voided_by_reboot: usize,
+    pub tunables: Vec<(TunableKey, TunableHistory)>,
+    pub scenarios: BTreeMap<String, u32>,
+    pub pending: Vec<Record>,
+    pub peers: Vec<PeerEntry>,
+    pub peers_ended: Vec<PeerEntry>,
 }
 
 /// What a change is about to do, and why.
@@ -112,7 +136,7 @@ impl Record {
             | Record::Applied { seq, .. }
             | Record::Failed { seq, .. }
             | Record::RolledBack { seq, .. } => Some(*seq),
-            Record::SessionStart { .. } | Record::RollbackComplete { .. } => None,
+            Record::SessionStart { .. } | Record::RollbackComplete { .. } | Record::Snapshot(_) => None,
         }
     }
 

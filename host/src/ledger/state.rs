@@ -14,75 +14,17 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::record::{Intent, PeerIntent, Record, RollbackIntent};
+pub use super::history::{PeerEntry, TunableHistory, TunableKey};
+use super::record::{Intent, PeerIntent, Record, RollbackIntent, Snapshot};
 use crate::bpf::cgroup::PeerSettings;
+#[cfg(test)]
 use crate::sysctl::Value;
 
-/// A tunable in a namespace, named as in the journal.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TunableKey {
-    pub netns: String,
-    pub tunable: String,
-}
-
-/// The history of one tunable in one namespace since changes started.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TunableHistory {
-    /// The namespace's cookie at the last change (valid for this boot).
-    pub netns_cookie: u64,
-    /// The value before the first change.
-    pub original: Value,
-    /// The value the host last wrote and read back (or, after a failed
-    /// write, what the kernel held instead).
-    pub last_written: Option<Value>,
-    /// The new value of an intent with no outcome: the process died between
-    /// journaling and confirming, so the kernel may hold it.
-    pub unconfirmed: Option<Value>,
-    /// Changes that took effect.
-    pub changes: u32,
-    pub last_policy: String,
-    /// The scenario and reason of the last change that took effect.
-    pub last_scenario: String,
-    pub last_reason: String,
-    /// When the last change took effect (milliseconds since the Unix epoch).
-    pub last_time: u64,
-    /// Sequence number of the last record that touched it, for ordering.
-    pub last_seq: u64,
-}
-
-impl TunableHistory {
-    /// Whether the kernel may hold a value the host wrote.
-    pub fn is_changed(&self) -> bool {
-        self.last_written.is_some() || self.unconfirmed.is_some()
-    }
-
-    /// Whether `found` is a value this host may have left in the kernel.
-    pub fn holds_host_value(&self, found: &Value) -> bool {
-        self.last_written.as_ref() == Some(found) || self.unconfirmed.as_ref() == Some(found)
-    }
-}
-
-/// A per-destination entry the host put in the sockops map.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerEntry {
-    /// The namespace's cookie (valid for this boot) and name.
-    pub netns_cookie: u64,
-    pub netns: String,
-    /// The peer prefix, as `10.0.0.0/8`.
-    pub peer: String,
-    pub settings: PeerSettings,
-    /// The policy that set it, and why.
-    pub policy: String,
-    pub scenario: String,
-    pub reason: String,
-    /// When it was set (milliseconds since the Unix epoch).
-    pub time: u64,
-    /// The pid of the process whose map held it.
-    pub pid: Option<u32>,
-    /// False when the process stopped between journaling and confirming the
-    /// write: the entry may or may not have reached the map.
-    pub confirmed: bool,
-}
+/// Distinct scenarios counted; more are counted under [`OTHER_SCENARIOS`].
+const MAX_SCENARIOS: usize = 256;
+pub const OTHER_SCENARIOS: &str = "(other scenarios)";
+/// Entries of stopped processes remembered for the report, newest kept.
+const MAX_PEERS_ENDED: usize = 4096;
 
 /// An intent waiting for its outcome.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +150,80 @@ impl DerivedState {
                 Some(Pending::Peer(_)) | None => {}
             },
             Record::RollbackComplete { .. } => self.reset(),
+            Record::Snapshot(snapshot) => *self = DerivedState::restore(snapshot),
+        }
+        self.bound_history();
+    }
+
+    /// The fold as one record, to compact the journal with.
+    pub fn snapshot(&self, time: u64) -> Snapshot {
+        let mut pending: Vec<(u64, Record)> = self
+            .pending
+            .iter()
+            .map(|(seq, pending)| {
+                let record = match pending {
+                    Pending::Change(intent) => Record::Intent(intent.clone()),
+                    Pending::Peer(intent) => Record::PeerIntent(intent.clone()),
+                    Pending::Restore(restore) => Record::RollbackIntent(restore.clone()),
+                };
+                (*seq, record)
+            })
+            .collect();
+        pending.sort_by_key(|(seq, _)| *seq);
+        Snapshot {
+            time,
+            boot_id: self.boot_id.clone(),
+            session_pid: self.session_pid,
+            max_seq: self.max_seq,
+            voided_by_reboot: self.voided_by_reboot,
+            tunables: self.tunables.iter().map(|(k, h)| (k.clone(), h.clone())).collect(),
+            scenarios: self.scenarios.clone(),
+            pending: pending.into_iter().map(|(_, record)| record).collect(),
+            peers: self.peers.values().cloned().collect(),
+            peers_ended: self.peers_ended.clone(),
+        }
+    }
+
+    fn restore(snapshot: &Snapshot) -> DerivedState {
+        let pending = snapshot
+            .pending
+            .iter()
+            .filter_map(|record| match record {
+                Record::Intent(intent) => Some((intent.seq, Pending::Change(intent.clone()))),
+                Record::PeerIntent(intent) => Some((intent.seq, Pending::Peer(intent.clone()))),
+                Record::RollbackIntent(restore) => Some((restore.seq, Pending::Restore(restore.clone()))),
+                _ => None,
+            })
+            .collect();
+        DerivedState {
+            tunables: snapshot.tunables.iter().cloned().collect(),
+            scenarios: snapshot.scenarios.clone(),
+            pending,
+            boot_id: snapshot.boot_id.clone(),
+            max_seq: snapshot.max_seq,
+            voided_by_reboot: snapshot.voided_by_reboot,
+            peers: snapshot.peers.iter().map(|p| ((p.netns.clone(), p.peer.clone()), p.clone())).collect(),
+            peers_ended: snapshot.peers_ended.clone(),
+            session_pid: snapshot.session_pid,
+        }
+    }
+
+    /// What is only reported (scenario counts, entries of stopped
+    /// processes) is kept within bounds, so that the fold, and the snapshot
+    /// that compacts the journal, cannot grow without end however many
+    /// changes are made.
+    fn bound_history(&mut self) {
+        if self.scenarios.len() > MAX_SCENARIOS {
+            let excess: Vec<String> =
+                self.scenarios.keys().filter(|k| *k != OTHER_SCENARIOS).skip(MAX_SCENARIOS - 1).cloned().collect();
+            for key in excess {
+                let count = self.scenarios.remove(&key).unwrap_or(0);
+                *self.scenarios.entry(OTHER_SCENARIOS.to_string()).or_default() += count;
+            }
+        }
+        if self.peers_ended.len() > MAX_PEERS_ENDED {
+            let drop = self.peers_ended.len() - MAX_PEERS_ENDED;
+            self.peers_ended.drain(..drop);
         }
     }
 
