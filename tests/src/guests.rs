@@ -21,6 +21,8 @@ pub const FIXTURES: &[&str] = &[
     "hostile-log-flood",
     // Reads tcp_rmem in namespaces that do not exist, 1 000 times a second.
     "hostile-netns-probe",
+    // Calls tcp.set-peer 100 000 times a tick, each for another peer.
+    "hostile-peer-flood",
     // policy.toml has an unknown key under [policy].
     "bad-manifest-unknown-field",
     // policy.toml has `max = "big"` in a [[sysctl]].

@@ -63,6 +63,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
         dry_run: false,
         state_dir: state.path().to_path_buf(),
         registry: registry.clone(),
+        journal_max_bytes: wasmtune::ledger::COMPACT_AT_BYTES,
     })
     .expect("actuator");
     let (events, _walk) = crossbeam_channel::bounded(16);
