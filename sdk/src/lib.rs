@@ -105,7 +105,9 @@ pub mod correlation;
 pub mod denial;
 #[doc(hidden)]
 pub mod export;
+pub mod host;
 pub mod log;
+pub mod netns;
 pub mod overrides;
 pub mod policy;
 pub mod rate;
@@ -114,6 +116,7 @@ pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
+pub mod tunables;
 
 pub use bindings::exports::wasmtune::policy::handler::{Config, Info};
 pub use bindings::wasmtune::policy::clock::now;
@@ -127,8 +130,11 @@ pub use bindings::wasmtune::policy::types::{
 pub use change::{Change, LogOnce, log_denial};
 pub use correlation::Correlation;
 pub use denial::Explanation;
+pub use host::{Host, Imports};
 pub use log::Level;
+pub use netns::init_netns;
 pub use overrides::Overrides;
 pub use policy::Policy;
 pub use settle::Settle;
 pub use sysctl::Tunable;
+pub use tunables::{Reading, Tunables};
