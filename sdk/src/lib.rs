@@ -107,6 +107,7 @@ pub mod denial;
 pub mod export;
 pub mod host;
 pub mod log;
+pub mod manifest;
 pub mod netns;
 pub mod overrides;
 pub mod policy;
