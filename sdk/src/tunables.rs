@@ -120,6 +120,11 @@ impl<H: Host> Tunables<H> {
         &mut self.host
     }
 
+    /// The host these calls went through, giving up the bookkeeping.
+    pub fn into_host(self) -> H {
+        self.host
+    }
+
     /// The host's clock, milliseconds.
     pub fn now(&mut self) -> InstantMs {
         self.host.now()
