@@ -50,11 +50,12 @@ impl LogOnce {
 }
 
 /// The level a denial deserves: routine refusals (rate limit, a namespace
-/// that went away) are debug, the administrator's override is news, the rest
-/// are warnings.
+/// that went away, a tunable this kernel lacks, which the host itself
+/// reports once as `tunable-missing`) are debug, the administrator's
+/// override is news, the rest are warnings.
 pub fn denial_level(denial: &Denial) -> Level {
     match denial {
-        Denial::RateLimited(_) | Denial::UnknownNetns(_) => Level::Debug,
+        Denial::RateLimited(_) | Denial::UnknownNetns(_) | Denial::Unsupported(_) => Level::Debug,
         Denial::AdminOverride(_) => Level::Info,
         _ => Level::Warn,
     }
@@ -85,6 +86,7 @@ mod tests {
     #[test]
     fn routine_denials_are_quiet() {
         assert_eq!(denial_level(&Denial::RateLimited(5)), Level::Debug);
+        assert_eq!(denial_level(&Denial::Unsupported("x".into())), Level::Debug);
         assert_eq!(denial_level(&Denial::AdminOverride("x".into())), Level::Info);
         assert_eq!(denial_level(&Denial::NotGranted("x".into())), Level::Warn);
     }

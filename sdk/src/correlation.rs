@@ -8,6 +8,11 @@
 /// Samples needed before [`Correlation::value`] answers.
 pub const MIN_SAMPLES: u64 = 10;
 
+/// Above this coefficient two series count as rising together (bpftune's
+/// threshold): enough to act on, such as shrinking a limit whose growth only
+/// brought more latency or failures.
+pub const STRONG: f64 = 0.75;
+
 /// A running correlation coefficient over `(x, y)` samples.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Correlation {
@@ -54,6 +59,12 @@ impl Correlation {
         }
         let r = self.co_moment / (self.m2_x * self.m2_y).sqrt();
         Some(r.clamp(-1.0, 1.0))
+    }
+
+    /// The coefficient when it is above [`STRONG`]: the two series rise
+    /// together.
+    pub fn strong(&self) -> Option<f64> {
+        self.value().filter(|r| *r > STRONG)
     }
 
     /// Forgets every sample.
@@ -109,6 +120,19 @@ mod tests {
         let base = 268_435_456.0;
         let c = filled(&(0..100).map(|i| (base + i as f64, 1000.0 + 2.0 * i as f64)).collect::<Vec<_>>());
         assert!((c.value().unwrap() - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn strong_means_above_three_quarters() {
+        let rising = filled(&(0..20).map(|i| (i as f64, i as f64)).collect::<Vec<_>>());
+        assert!(rising.strong().is_some());
+        let opposite = filled(&(0..20).map(|i| (i as f64, -(i as f64))).collect::<Vec<_>>());
+        assert_eq!(opposite.strong(), None);
+        // Alternating noise around a rise: r is about 0.5.
+        let loose =
+            filled(&(0..40).map(|i| (i as f64, i as f64 + if i % 2 == 0 { 12.0 } else { -12.0 })).collect::<Vec<_>>());
+        assert!(loose.value().is_some_and(|r| r < STRONG), "{:?}", loose.value());
+        assert_eq!(loose.strong(), None);
     }
 
     #[test]

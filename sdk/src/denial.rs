@@ -11,8 +11,8 @@ use crate::Denial;
 
 impl Denial {
     /// The WIT case name: `not-granted`, `out-of-bounds`, `not-owner`,
-    /// `admin-override`, `rate-limited`, `unknown-netns`, `invalid-value`
-    /// or `unsupported`. Handy for "log once per kind" sets.
+    /// `admin-override`, `rate-limited`, `unknown-netns`, `invalid-value`,
+    /// `unsupported` or `quota-exceeded`. Handy for "log once per kind" sets.
     pub fn kind(&self) -> &'static str {
         match self {
             Denial::NotGranted(_) => "not-granted",
@@ -73,6 +73,7 @@ mod tests {
         assert_eq!(Denial::UnknownNetns(1).kind(), "unknown-netns");
         assert_eq!(Denial::InvalidValue(String::new()).kind(), "invalid-value");
         assert_eq!(Denial::Unsupported(String::new()).kind(), "unsupported");
+        assert_eq!(Denial::QuotaExceeded(1).kind(), "quota-exceeded");
     }
 
     #[test]

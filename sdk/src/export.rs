@@ -23,9 +23,11 @@ pub fn init<P: Policy>(slot: &'static Slot<P>, config: Config) -> Result<Info, S
     Ok(info)
 }
 
-/// `handler.on-events`. The host delivers nothing before a successful init;
-/// if it did, the batch is dropped rather than trapping.
+/// `handler.on-events`, after noting what the batch says about the initial
+/// namespace ([`crate::init_netns`]). The host delivers nothing before a
+/// successful init; if it did, the batch is dropped rather than trapping.
 pub fn on_events<P: Policy>(slot: &'static Slot<P>, batch: Vec<Event>) {
+    batch.iter().for_each(crate::netns::observe);
     slot.with(|cell| {
         if let Some(policy) = cell.borrow_mut().as_mut() {
             policy.on_events(&batch);
@@ -44,8 +46,9 @@ pub fn on_tick<P: Policy>(slot: &'static Slot<P>, now: InstantMs) {
 
 /// Exports a [`Policy`] implementation as the component's `handler`, and
 /// embeds the calling crate's `policy.toml` (next to its `Cargo.toml`) as
-/// the `wasmtune-manifest` custom section. Invoke it exactly once per
-/// policy crate:
+/// the `wasmtune-manifest` custom section; an `events` list there that names
+/// an unknown kind fails the build (see [`crate::manifest`]). Invoke it
+/// exactly once per policy crate:
 ///
 /// ```ignore
 /// wasmtune_sdk::export_policy!(MyPolicy);
@@ -55,6 +58,12 @@ pub fn on_tick<P: Policy>(slot: &'static Slot<P>, now: InstantMs) {
 macro_rules! export_policy {
     ($policy:ty) => {
         const _: () = {
+            // Fails the build on an `events` list the host would refuse.
+            const _: usize = $crate::manifest::event_count(::core::include_bytes!(::core::concat!(
+                ::core::env!("CARGO_MANIFEST_DIR"),
+                "/policy.toml"
+            )));
+
             // `include_bytes!` yields a fixed-size array, so the section's
             // length is known in const context.
             #[cfg_attr(target_arch = "wasm32", unsafe(link_section = "wasmtune-manifest"))]

@@ -7,8 +7,9 @@
 //! [`Policy`], and one macro, [`export_policy!`], and adds the arithmetic
 //! most tuners need: [learning-rate steps](rate), a streaming
 //! [`Correlation`], typed [`sysctl`] access, per-destination [`tcp`]
-//! settings, [`system`] facts (memory, page size, CPUs), administrator
-//! [`Overrides`] and [`log`] helpers.
+//! settings, [`system`] facts (memory, page size, CPUs), [`log`] helpers,
+//! and [`Tunables`]: the bookkeeping around every change (administrator
+//! [`Overrides`], requests still [settling](Settle), problems said once).
 //!
 //! ## A complete policy
 //!
@@ -32,7 +33,7 @@
 //!
 //! ```toml
 //! # Top-level keys first: after `[policy]` they would belong to that table.
-//! events = ["tcp-buffer-limit"]
+//! events = ["tcp-buffer-limit", "admin-override"]
 //!
 //! [policy]
 //! name = "grow-send-buffers"
@@ -48,34 +49,39 @@
 //! `src/lib.rs`:
 //!
 //! ```ignore
-//! use wasmtune_sdk::{rate, sysctl, BufferDirection, Config, Event, EventKind, Info, Policy};
+//! use wasmtune_sdk::{rate, BufferDirection, Change, Config, Event, Info, Policy, Reading, Tunables};
+//!
+//! const WMEM: &str = "net.ipv4.tcp_wmem";
 //!
 //! struct GrowSendBuffers {
 //!     learning_rate: u8,
+//!     tunables: Tunables,
 //! }
 //!
 //! impl Policy for GrowSendBuffers {
 //!     fn init(config: &Config) -> Result<(Self, Info), String> {
-//!         let policy = GrowSendBuffers { learning_rate: config.learning_rate };
-//!         Ok((policy, Info::events(&[EventKind::TcpBufferLimit])))
+//!         let policy = GrowSendBuffers { learning_rate: config.learning_rate, tunables: Tunables::new(&[WMEM]) };
+//!         // The `events` of policy.toml, read when the policy is compiled.
+//!         Ok((policy, Info::events(wasmtune_sdk::declared_events!())))
 //!     }
 //!
 //!     fn on_event(&mut self, event: &Event) {
-//!         let Event::TcpBufferLimit(hit) = event else { return };
+//!         // Administrator overrides and namespaces go to `Tunables`.
+//!         let Event::TcpBufferLimit(hit) = event else { return self.tunables.observe(event) };
 //!         if hit.direction != BufferDirection::Send {
 //!             return;
 //!         }
-//!         let Ok(mut wmem) = sysctl::read_integers(hit.netns, "net.ipv4.tcp_wmem") else { return };
+//!         // Held while the administrator owns it or the last raise has not shown yet.
+//!         let Reading::Ready(mut wmem) = self.tunables.reading(hit.netns, WMEM, 3) else { return };
 //!         // An event about a limit that has since been raised is stale.
-//!         if wmem.len() != 3 || i64::from(hit.limit_bytes) < wmem[2] {
+//!         if i64::from(hit.limit_bytes) < wmem[2] {
 //!             return;
 //!         }
 //!         wmem[2] += rate::step(wmem[2].unsigned_abs(), self.learning_rate) as i64;
 //!         let reason = format!("send buffers reach tcp_wmem[2] ({} bytes)", hit.limit_bytes);
-//!         let scenario = "need to increase TCP buffer size(s)";
-//!         if let Err(denial) = sysctl::request_integers(hit.netns, "net.ipv4.tcp_wmem", &wmem, scenario, &reason) {
-//!             wasmtune_sdk::warn!("tcp_wmem not raised: {}", denial.explain());
-//!         }
+//!         let change = Change::new(WMEM, wmem, "need to increase TCP buffer size(s)", reason);
+//!         // A refusal is logged once per namespace and kind; the next event retries.
+//!         let _ = self.tunables.request(hit.netns, &change);
 //!     }
 //! }
 //!
@@ -105,7 +111,10 @@ pub mod correlation;
 pub mod denial;
 #[doc(hidden)]
 pub mod export;
+pub mod host;
 pub mod log;
+pub mod manifest;
+pub mod netns;
 pub mod overrides;
 pub mod policy;
 pub mod rate;
@@ -114,6 +123,7 @@ pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
+pub mod tunables;
 
 pub use bindings::exports::wasmtune::policy::handler::{Config, Info};
 pub use bindings::wasmtune::policy::clock::now;
@@ -127,8 +137,11 @@ pub use bindings::wasmtune::policy::types::{
 pub use change::{Change, LogOnce, log_denial};
 pub use correlation::Correlation;
 pub use denial::Explanation;
+pub use host::{Host, Imports};
 pub use log::Level;
+pub use netns::init_netns;
 pub use overrides::Overrides;
 pub use policy::Policy;
 pub use settle::Settle;
 pub use sysctl::Tunable;
+pub use tunables::{Reading, Tunables};

@@ -22,21 +22,14 @@ impl Overrides {
         self.owned.insert((event.netns, event.sysctl.clone()))
     }
 
-    /// Whether the administrator owns `sysctl` in `netns`.
     /// Records an override of one of `ours` and says once, in the policy's
     /// log, that the policy leaves it alone; `false` when it is not ours or
-    /// already known.
+    /// already known. [`Tunables`](crate::Tunables) does this for you.
     pub fn take_over(&mut self, event: &AdminOverride, ours: impl Fn(&str) -> bool) -> bool {
         if !ours(&event.sysctl) || !self.record(event) {
             return false;
         }
-        crate::info!(
-            "{} ({}) changed {} in netns {}; leaving it alone there",
-            event.comm,
-            event.pid,
-            event.sysctl,
-            event.netns
-        );
+        crate::log::info(&taken_over(event));
         true
     }
 
@@ -46,7 +39,7 @@ impl Overrides {
     pub fn release(&mut self, event: &AdminRelease) -> bool {
         let released = self.forget(event.netns, &event.sysctl);
         if released {
-            crate::info!("the administrator handed {} in netns {} back; tuning it again", event.sysctl, event.netns);
+            crate::log::info(&handed_back(event));
         }
         released
     }
@@ -56,6 +49,7 @@ impl Overrides {
         self.owned.remove(&(netns, sysctl.to_string()))
     }
 
+    /// Whether the administrator owns `sysctl` in `netns`.
     pub fn owns(&self, netns: NetnsId, sysctl: &str) -> bool {
         self.owned.contains(&(netns, sysctl.to_string()))
     }
@@ -64,6 +58,16 @@ impl Overrides {
     pub fn forget_netns(&mut self, netns: NetnsId) {
         self.owned.retain(|(owned_netns, _)| *owned_netns != netns);
     }
+}
+
+/// The line that says the policy leaves an overridden tunable alone.
+pub(crate) fn taken_over(event: &AdminOverride) -> String {
+    format!("{} ({}) changed {} in netns {}; leaving it alone there", event.comm, event.pid, event.sysctl, event.netns)
+}
+
+/// The line that says the policy tunes a handed-back tunable again.
+pub(crate) fn handed_back(event: &AdminRelease) -> String {
+    format!("the administrator handed {} in netns {} back; tuning it again", event.sysctl, event.netns)
 }
 
 #[cfg(test)]

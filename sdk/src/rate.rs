@@ -19,14 +19,22 @@
 /// The largest (and default) learning rate.
 pub const MAX_LEARNING_RATE: u8 = 4;
 
-/// One step of `value` at learning rate `rate`: `value >> (6 - rate)`, at
-/// least 1 for any positive `value` so that small values still move.
+/// The right shift that makes one step at learning rate `rate`:
+/// `6 - rate`, rates above [`MAX_LEARNING_RATE`] read as it. Whatever else
+/// measures "within one step" (the kernel-side near-limit filters) must use
+/// the same shift, or events and decisions disagree about "nearly full".
+pub const fn step_shift(rate: u8) -> u32 {
+    let rate = if rate > MAX_LEARNING_RATE { MAX_LEARNING_RATE } else { rate };
+    6 - rate as u32
+}
+
+/// One step of `value` at learning rate `rate`: `value >> step_shift(rate)`,
+/// at least 1 for any positive `value` so that small values still move.
 pub fn step(value: u64, rate: u8) -> u64 {
     if value == 0 {
         return 0;
     }
-    let shift = 6 - u32::from(rate.min(MAX_LEARNING_RATE));
-    (value >> shift).max(1)
+    (value >> step_shift(rate)).max(1)
 }
 
 /// Whether `used` is within one step of `limit` (or past it).
@@ -69,6 +77,12 @@ mod tests {
         assert_eq!(step(value, 2), value / 16);
         assert_eq!(step(value, 1), value / 32);
         assert_eq!(step(value, 0), value / 64);
+    }
+
+    #[test]
+    fn the_shift_is_six_minus_the_rate() {
+        assert_eq!([0, 1, 2, 3, 4].map(step_shift), [6, 5, 4, 3, 2]);
+        assert_eq!(step_shift(200), 2);
     }
 
     #[test]

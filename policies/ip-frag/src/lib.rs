@@ -18,56 +18,23 @@
 
 pub mod tuner;
 
-use wasmtune_sdk::{
-    Config, Event, EventKind, FragmentMemory, Info, LogOnce, NetnsId, Overrides, Policy, Settle, Tunable, log_denial,
-    sysctl,
-};
+use wasmtune_sdk::{Config, Event, FragmentMemory, Info, Policy, Reading, Tunables};
 
 use crate::tuner::{IPV4_HIGH_THRESH, IPV6_HIGH_THRESH, Lanes};
 
 pub struct IpFrag {
     learning_rate: u8,
     lanes: Lanes,
-    overrides: Overrides,
-    settle: Settle,
-    said: LogOnce,
+    tunables: Tunables,
 }
 
 impl IpFrag {
     fn on_memory(&mut self, event: &FragmentMemory) {
         let name = tuner::tunable(event.family);
-        if self.overrides.owns(event.netns, name) {
-            return;
-        }
-        let current = self.read_integer(event.netns, name);
-        let key = format!("{}/{name}", event.netns);
-        let now = wasmtune_sdk::now();
-        if current.is_some_and(|value| self.settle.waiting(&key, &[value], now)) {
-            return;
-        }
-        let Some(change) = self.lanes.decide(event, current, self.learning_rate) else { return };
-        match change.request(event.netns) {
-            Ok(()) => self.settle.requested(&key, &change.fields, now),
-            Err(denial) => log_denial(&mut self.said, event.netns, name, &denial),
-        }
-    }
-
-    /// `name` in `netns`, or `None` when there is none to decide with.
-    fn read_integer(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
-        match sysctl::integer(netns, name) {
-            Tunable::Present(value) => Some(value),
-            Tunable::Missing(why) => {
-                // The host has already said so (`tunable-missing`).
-                if self.said.first(&format!("{netns}/{name}/missing")) {
-                    wasmtune_sdk::debug!("{why}; {name} is not tuned there");
-                }
-                None
-            }
-            Tunable::Refused(denial) => {
-                log_denial(&mut self.said, netns, name, &denial);
-                None
-            }
-        }
+        let Reading::Ready(current) = self.tunables.reading_one(event.netns, name) else { return };
+        let Some(change) = self.lanes.decide(event, Some(current), self.learning_rate) else { return };
+        // A refusal is said once by `Tunables`; the next event decides again.
+        let _ = self.tunables.request(event.netns, &change);
     }
 }
 
@@ -76,35 +43,17 @@ impl Policy for IpFrag {
         let policy = IpFrag {
             learning_rate: config.learning_rate,
             lanes: Lanes::default(),
-            overrides: Overrides::new(),
-            settle: Settle::new(),
-            said: LogOnce::new(),
+            tunables: Tunables::new(&[IPV4_HIGH_THRESH, IPV6_HIGH_THRESH]),
         };
-        Ok((policy, Info::events(&[EventKind::FragmentMemory, EventKind::AdminOverride])))
+        Ok((policy, Info::events(wasmtune_sdk::declared_events!())))
     }
 
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::FragmentMemory(memory) => self.on_memory(memory),
-            Event::AdminOverride(taken) => {
-                self.overrides.take_over(taken, |s| [IPV4_HIGH_THRESH, IPV6_HIGH_THRESH].contains(&s));
-            }
-            Event::AdminRelease(released) => {
-                self.overrides.release(released);
-            }
-            // Memory is sampled again on the next event.
-            Event::Lost(_) => {}
-            Event::TcpBufferLimit(_)
-            | Event::MemoryPressure(_)
-            | Event::SynOverflow(_)
-            | Event::ConnectionSummary(_)
-            | Event::RetransmitBurst(_)
-            | Event::BacklogDrops(_)
-            | Event::SoftnetSqueeze(_)
-            | Event::NeighbourTable(_)
-            | Event::RouteTable(_)
-            | Event::UdpDrop(_)
-            | Event::NamespaceChange(_) => {}
+            // Overrides and namespaces; lost events need no catching up
+            // (memory is sampled again on the next event).
+            other => self.tunables.observe(other),
         }
     }
 }

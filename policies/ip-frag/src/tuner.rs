@@ -13,8 +13,6 @@ pub const IPV4_HIGH_THRESH: &str = "net.ipv4.ipfrag_high_thresh";
 pub const IPV6_HIGH_THRESH: &str = "net.ipv6.ip6frag_high_thresh";
 /// Reassembly memory is kernel memory that cannot be swapped: 64 MiB at most.
 pub const CAP: u64 = 64 << 20;
-/// Above this correlation between threshold and failure rate, shrink.
-pub const FAILURE_CORRELATION: f64 = 0.75;
 /// Raises in a row after which reassembly still fails for at least half of
 /// the fragments: more memory is not helping, which is what a flood of
 /// fragments that never complete looks like (each raise is filled at once).
@@ -68,7 +66,8 @@ impl Lane {
             let failure_rate = event.reassembly_failures as f64 / event.reassembly_requests as f64;
             self.threshold_vs_failures.push(current as f64, failure_rate);
         }
-        if let Some(correlation) = self.threshold_vs_failures.value().filter(|r| *r > FAILURE_CORRELATION)
+        // Failures that rise with the threshold: shrink.
+        if let Some(correlation) = self.threshold_vs_failures.strong()
             && event.reassembly_failures > 0
         {
             let new = rate::lower(current, rate, floor)?;

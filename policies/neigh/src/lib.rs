@@ -26,84 +26,50 @@ pub mod tuner;
 
 use std::collections::BTreeMap;
 
-use wasmtune_sdk::{
-    AddressFamily, Config, Event, EventKind, Info, LogOnce, NeighbourTable, NetnsId, Overrides, Policy, Settle,
-    Tunable, log_denial, sysctl,
-};
+use wasmtune_sdk::{AddressFamily, Config, Event, Info, Level, NeighbourTable, NetnsId, Policy, Reading, Tunables};
 
 use crate::tuner::{Decision, Lane};
 
 pub struct Neigh {
     learning_rate: u8,
-    /// The initial namespace, once the host has named it: the thresholds
-    /// belong to the kernel's one table per family, shared by every
-    /// namespace, and are sysctls there only.
-    init_netns: Option<NetnsId>,
     lanes: BTreeMap<(NetnsId, AddressFamily), Lane>,
-    overrides: Overrides,
-    settle: Settle,
-    said: LogOnce,
+    tunables: Tunables,
 }
 
 impl Neigh {
     fn on_table(&mut self, event: &NeighbourTable) {
-        let table = &NeighbourTable { netns: self.init_netns.unwrap_or(event.netns), ..*event };
+        // The thresholds belong to the kernel's one table per family, shared
+        // by every namespace, and are sysctls of the initial one only.
+        let table = &NeighbourTable { netns: wasmtune_sdk::init_netns().unwrap_or(event.netns), ..*event };
         let names = tuner::tunables(table.family);
-        if names.iter().any(|name| self.overrides.owns(table.netns, name)) {
-            return;
-        }
-        let current = names.map(|name| self.read_integer(table.netns, name));
-        let now = wasmtune_sdk::now();
-        for (name, value) in names.iter().zip(current) {
-            let key = format!("{}/{name}", table.netns);
-            if value.is_some_and(|value| self.settle.waiting(&key, &[value], now)) {
-                return;
+        let mut current = [None; 3];
+        for (value, name) in current.iter_mut().zip(names) {
+            match self.tunables.reading_one(table.netns, name) {
+                Reading::Ready(read) => *value = Some(read),
+                Reading::Unavailable => {}
+                // They are planned around each other's new values: one the
+                // administrator owns, or one still on its way, holds all three.
+                Reading::Hold => return,
             }
         }
         let lane = self.lanes.entry((table.netns, table.family)).or_default();
         match lane.decide(table, current, self.learning_rate) {
             Decision::Skip => {}
             Decision::CapReached { cap } => {
-                if self.said.first(&format!("{}/{:?}/cap", table.netns, table.family)) {
-                    wasmtune_sdk::warn!(
-                        "{} in netns {} reached its cap of {cap} entries (the address space of the devices) and the table is still nearly full; not raising it further",
-                        names[2],
-                        table.netns
-                    );
-                }
+                let message = format!(
+                    "{} in netns {} reached its cap of {cap} entries (the address space of the devices) and the table is still nearly full; not raising it further",
+                    names[2], table.netns
+                );
+                self.tunables.say_once(&format!("{}/{:?}/cap", table.netns, table.family), Level::Warn, &message);
             }
             Decision::Change(changes) => {
                 for change in changes {
-                    match change.request(table.netns) {
-                        Ok(()) => {
-                            self.settle.requested(&format!("{}/{}", table.netns, change.name), &change.fields, now)
-                        }
-                        Err(denial) => {
-                            log_denial(&mut self.said, table.netns, &change.name, &denial);
-                            // The ones after it were planned around its new
-                            // value: without it they could cross it.
-                            break;
-                        }
+                    // The ones after a refused change were planned around its
+                    // new value: without it they could cross it.
+                    if self.tunables.request(table.netns, &change).is_err() {
+                        break;
                     }
                 }
-            }
-        }
-    }
-
-    /// `name` in `netns`, or `None` when there is none to decide with.
-    fn read_integer(&mut self, netns: NetnsId, name: &str) -> Option<i64> {
-        match sysctl::integer(netns, name) {
-            Tunable::Present(value) => Some(value),
-            Tunable::Missing(why) => {
-                // The host has already said so (`tunable-missing`).
-                if self.said.first(&format!("{netns}/{name}/missing")) {
-                    wasmtune_sdk::debug!("{why}; the other gc thresholds are still tuned");
-                }
-                None
-            }
-            Tunable::Refused(denial) => {
-                log_denial(&mut self.said, netns, name, &denial);
-                None
             }
         }
     }
@@ -111,43 +77,17 @@ impl Neigh {
 
 impl Policy for Neigh {
     fn init(config: &Config) -> Result<(Self, Info), String> {
-        let policy = Neigh {
-            learning_rate: config.learning_rate,
-            init_netns: None,
-            lanes: BTreeMap::new(),
-            overrides: Overrides::new(),
-            settle: Settle::new(),
-            said: LogOnce::new(),
-        };
-        Ok((policy, Info::events(&[EventKind::NeighbourTable, EventKind::NamespaceChange, EventKind::AdminOverride])))
+        let policy =
+            Neigh { learning_rate: config.learning_rate, lanes: BTreeMap::new(), tunables: Tunables::new(&tuner::ALL) };
+        Ok((policy, Info::events(wasmtune_sdk::declared_events!())))
     }
 
     fn on_event(&mut self, event: &Event) {
         match event {
             Event::NeighbourTable(table) => self.on_table(table),
-            Event::NamespaceChange(change) => {
-                if change.created && change.name == "init" {
-                    self.init_netns = Some(change.netns);
-                }
-            }
-            Event::AdminOverride(taken) => {
-                self.overrides.take_over(taken, |s| s.contains(".neigh.default.gc_thresh"));
-            }
-            Event::AdminRelease(released) => {
-                self.overrides.release(released);
-            }
-            // Tables are reported again as entries are created.
-            Event::Lost(_) => {}
-            Event::TcpBufferLimit(_)
-            | Event::MemoryPressure(_)
-            | Event::SynOverflow(_)
-            | Event::ConnectionSummary(_)
-            | Event::RetransmitBurst(_)
-            | Event::BacklogDrops(_)
-            | Event::SoftnetSqueeze(_)
-            | Event::RouteTable(_)
-            | Event::FragmentMemory(_)
-            | Event::UdpDrop(_) => {}
+            // Overrides and namespaces; lost events need no catching up
+            // (tables are reported again as entries are created).
+            other => self.tunables.observe(other),
         }
     }
 }

@@ -19,19 +19,22 @@ pub const HARD_CAP: u64 = 16 << 20;
 pub const SCENARIO_RAISE: &str = "neighbour table nearly full";
 pub const SCENARIO_SHRINK: &str = "neighbour table mostly empty";
 
+/// Every tunable: `gc_thresh1..3` of the IPv4 default table, then IPv6's.
+pub const ALL: [&str; 6] = [
+    "net.ipv4.neigh.default.gc_thresh1",
+    "net.ipv4.neigh.default.gc_thresh2",
+    "net.ipv4.neigh.default.gc_thresh3",
+    "net.ipv6.neigh.default.gc_thresh1",
+    "net.ipv6.neigh.default.gc_thresh2",
+    "net.ipv6.neigh.default.gc_thresh3",
+];
+
 /// `gc_thresh1..3` of `family`'s default table.
 pub fn tunables(family: AddressFamily) -> [&'static str; 3] {
+    let [v4_1, v4_2, v4_3, v6_1, v6_2, v6_3] = ALL;
     match family {
-        AddressFamily::Ipv4 => [
-            "net.ipv4.neigh.default.gc_thresh1",
-            "net.ipv4.neigh.default.gc_thresh2",
-            "net.ipv4.neigh.default.gc_thresh3",
-        ],
-        AddressFamily::Ipv6 => [
-            "net.ipv6.neigh.default.gc_thresh1",
-            "net.ipv6.neigh.default.gc_thresh2",
-            "net.ipv6.neigh.default.gc_thresh3",
-        ],
+        AddressFamily::Ipv4 => [v4_1, v4_2, v4_3],
+        AddressFamily::Ipv6 => [v6_1, v6_2, v6_3],
     }
 }
 

@@ -24,9 +24,6 @@ pub const BUDGET_USECS_CAP: u64 = 50_000;
 pub const DROP_WINDOW_MS: InstantMs = 60_000;
 /// Budget raises are at least this far apart, so each one's effect is seen.
 pub const SQUEEZE_INTERVAL_MS: InstantMs = 5_000;
-/// Above this correlation between budget and squeeze rate, more budget is
-/// not helping: the CPU is the limit and longer runs only add latency.
-pub const SQUEEZE_CORRELATION: f64 = 0.75;
 /// A budget this many times the one squeezes were first seen at should have
 /// helped: if the squeeze rate has not at least halved, the CPU is the limit.
 pub const UNHELPFUL_BUDGET_FACTOR: i64 = 2;
@@ -184,7 +181,9 @@ impl NetBuffer {
                 Some(_) => {}
             }
         }
-        if let Some(correlation) = self.budget_vs_squeezes.value().filter(|r| *r > SQUEEZE_CORRELATION) {
+        // Squeezes that rise with the budget: more budget is not helping, the
+        // CPU is the limit and longer runs only add latency.
+        if let Some(correlation) = self.budget_vs_squeezes.strong() {
             return self.lower(current, correlation, rate, now);
         }
         self.raise(event, current, rate, now)

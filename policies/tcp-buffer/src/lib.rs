@@ -50,37 +50,11 @@ pub mod policy;
 pub mod syn;
 pub mod tuner;
 
-use wasmtune_sdk::{Config, Denial, Event, EventKind, Info, InstantMs, Level, NetnsId, Policy, log, sysctl};
+use wasmtune_sdk::{Config, Event, Imports, Info, Level, Policy, log};
 
 use crate::policy::{Host, TcpBuffer};
 
-/// The host as the component sees it: the SDK's imports.
-pub struct ComponentHost;
-
-impl Host for ComponentHost {
-    fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial> {
-        sysctl::read_integers(netns, name)
-    }
-
-    fn request(
-        &mut self,
-        netns: NetnsId,
-        name: &str,
-        fields: &[i64],
-        scenario: &str,
-        reason: &str,
-    ) -> Result<(), Denial> {
-        sysctl::request_integers(netns, name, fields, scenario, reason)
-    }
-
-    fn log(&mut self, level: Level, message: &str) {
-        log::log(level, message);
-    }
-
-    fn now(&mut self) -> InstantMs {
-        wasmtune_sdk::now()
-    }
-
+impl Host for Imports {
     fn memory_cap_pages(&mut self) -> u64 {
         wasmtune_sdk::system::memory_cap_pages()
     }
@@ -101,18 +75,9 @@ impl Host for ComponentHost {
     }
 }
 
-impl Policy for TcpBuffer<ComponentHost> {
+impl Policy for TcpBuffer<Imports> {
     fn init(config: &Config) -> Result<(Self, Info), String> {
-        Ok((
-            TcpBuffer::new(ComponentHost, config.learning_rate),
-            Info::events(&[
-                EventKind::TcpBufferLimit,
-                EventKind::MemoryPressure,
-                EventKind::SynOverflow,
-                EventKind::AdminOverride,
-                EventKind::NamespaceChange,
-            ]),
-        ))
+        Ok((TcpBuffer::new(Imports, config.learning_rate), Info::events(wasmtune_sdk::declared_events!())))
     }
 
     fn on_event(&mut self, event: &Event) {
@@ -120,4 +85,4 @@ impl Policy for TcpBuffer<ComponentHost> {
     }
 }
 
-wasmtune_sdk::export_policy!(TcpBuffer<ComponentHost>);
+wasmtune_sdk::export_policy!(TcpBuffer<Imports>);

@@ -1,18 +1,18 @@
 //! The tcp-buffer policy: reads the limit an event is about, asks
 //! [`crate::tuner`] what to do, and carries it out through a [`Host`] —
 //! requesting the change, retrying once at a narrower cap, turning receive
-//! buffer auto-tuning on after an rmem raise, and logging each denial once
-//! per kind and namespace.
+//! buffer auto-tuning on after an rmem raise. The SDK's [`Tunables`] keeps
+//! the administrator's overrides and says each problem once.
 //!
-//! Each tunable is read on its own ([`TcpBuffer::read_fields`]): one this
-//! kernel lacks, or the host refuses, disables only the decisions that need
-//! it (see [`crate::memory`] and [`crate::syn`]).
+//! Each tunable is read on its own ([`Tunables::read`]): one this kernel
+//! lacks, or the host refuses, disables only the decisions that need it
+//! (see [`crate::memory`] and [`crate::syn`]).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use wasmtune_sdk::{
-    AdminOverride, AdminRelease, BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure,
-    NamespaceChange, NetnsId, Overrides, Protocol, SynOverflow, SysctlValue, TcpBufferLimit, Tunable, sysctl,
+    BufferDirection, Change, Denial, Event, InstantMs, Level, MemoryLevel, MemoryPressure, NamespaceChange, NetnsId,
+    Protocol, SynOverflow, TcpBufferLimit, Tunables,
 };
 
 use crate::memory::{self, MemoryState, Snapshot};
@@ -24,20 +24,22 @@ pub const MODERATE_RCVBUF: &str = "net.ipv4.tcp_moderate_rcvbuf";
 /// Scenario of turning receive buffer auto-tuning back on.
 pub const SCENARIO_AUTOTUNING: &str = "receive buffer auto-tuning is off";
 
-/// What the policy needs from the host: the SDK's imports in the component,
-/// a recording fake in unit tests.
-pub trait Host {
-    fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial>;
-    fn request(
-        &mut self,
-        netns: NetnsId,
-        name: &str,
-        fields: &[i64],
-        scenario: &str,
-        reason: &str,
-    ) -> Result<(), Denial>;
-    fn log(&mut self, level: Level, message: &str);
-    fn now(&mut self) -> InstantMs;
+/// Every sysctl the policy changes (its manifest's).
+pub const TUNABLES: [&str; 9] = [
+    memory::TCP_MEM,
+    memory::TCP_RMEM,
+    memory::TCP_WMEM,
+    MODERATE_RCVBUF,
+    memory::NO_METRICS_SAVE,
+    memory::NO_SSTHRESH_METRICS_SAVE,
+    memory::HIGH_ORDER_ALLOC_DISABLE,
+    syn::MAX_SYN_BACKLOG,
+    syn::SYNCOOKIES,
+];
+
+/// What the policy needs from the host beyond sysctls, logs and the clock:
+/// the SDK's imports in the component, a recording fake in unit tests.
+pub trait Host: wasmtune_sdk::Host {
     /// A quarter of RAM in pages: the most `tcp_mem` may reach.
     fn memory_cap_pages(&mut self) -> u64;
     /// The host's state store, kept across instance rebuilds: what `key`
@@ -45,9 +47,6 @@ pub trait Host {
     fn load(&mut self, key: &str) -> Option<Vec<u8>>;
     fn store(&mut self, key: &str, value: Option<&[u8]>);
 }
-
-/// State-store key of the initial namespace's id.
-const INIT_NETNS_KEY: &str = "init-netns";
 
 /// State-store key of a namespace's low-memory mode.
 fn low_memory_key(netns: NetnsId) -> String {
@@ -57,36 +56,27 @@ fn low_memory_key(netns: NetnsId) -> String {
 /// The policy's state: the learning rate and one [`Lane`] per namespace and
 /// direction it has seen.
 pub struct TcpBuffer<H> {
-    host: H,
     learning_rate: u8,
     // Ordered collections rather than hash maps: no random seed to ask the
     // host for, and a policy that replays identically.
     lanes: BTreeMap<(NetnsId, BufferDirection), Lane>,
-    /// (netns, what) pairs already logged, so each problem is said once.
-    reported: BTreeSet<(NetnsId, &'static str)>,
     memory: BTreeMap<NetnsId, MemoryState>,
-    /// The initial namespace, once the host has named it: `tcp_mem` and
-    /// `high_order_alloc_disable` exist only there.
-    init_netns: Option<NetnsId>,
     /// The highest `tcp_mem` value the host accepted, once a raise past it
     /// was refused as out of bounds (the administrator's narrower grant).
     tcp_mem_cap: Option<u64>,
     syn: BTreeMap<NetnsId, SynState>,
-    overrides: Overrides,
+    tunables: Tunables<H>,
 }
 
 impl<H: Host> TcpBuffer<H> {
     pub fn new(host: H, learning_rate: u8) -> TcpBuffer<H> {
         TcpBuffer {
-            host,
             learning_rate,
             lanes: BTreeMap::new(),
-            reported: BTreeSet::new(),
             memory: BTreeMap::new(),
-            init_netns: None,
             tcp_mem_cap: None,
             syn: BTreeMap::new(),
-            overrides: Overrides::new(),
+            tunables: Tunables::with_host(host, &TUNABLES),
         }
     }
 
@@ -95,72 +85,30 @@ impl<H: Host> TcpBuffer<H> {
             Event::TcpBufferLimit(hit) => self.on_limit(hit),
             Event::MemoryPressure(pressure) => self.on_memory(pressure),
             Event::SynOverflow(overflow) => self.on_syn(overflow),
-            Event::AdminOverride(taken) => self.on_override(taken),
-            Event::AdminRelease(released) => self.on_release(released),
-            Event::NamespaceChange(change) => self.on_namespace(change),
-            // Missed events need no catching up: the kernel reports sockets
-            // again while they stay at the limit.
-            Event::Lost(_) => {}
-            // Not subscribed; listed so that a new kind is a decision here.
-            Event::ConnectionSummary(_)
-            | Event::RetransmitBurst(_)
-            | Event::BacklogDrops(_)
-            | Event::SoftnetSqueeze(_)
-            | Event::NeighbourTable(_)
-            | Event::RouteTable(_)
-            | Event::FragmentMemory(_)
-            | Event::UdpDrop(_) => {}
+            Event::NamespaceChange(change) => {
+                self.on_namespace(change);
+                self.tunables.observe(event);
+            }
+            // Overrides; lost events need no catching up: the kernel reports
+            // sockets again while they stay at the limit.
+            other => self.tunables.observe(other),
         }
     }
 
-    fn on_override(&mut self, taken: &AdminOverride) {
-        if self.overrides.record(taken) {
-            let message = format!(
-                "{} ({}) changed {} in netns {}; leaving it alone there",
-                taken.comm, taken.pid, taken.sysctl, taken.netns
-            );
-            self.host.log(Level::Info, &message);
-        }
-    }
-
-    /// `Overrides::release` with the log line through the [`Host`], as
-    /// [`TcpBuffer::on_override`] records one.
-    fn on_release(&mut self, released: &AdminRelease) {
-        if self.overrides.forget(released.netns, &released.sysctl) {
-            let message = format!(
-                "the administrator handed {} in netns {} back; tuning it again",
-                released.sysctl, released.netns
-            );
-            self.host.log(Level::Info, &message);
-        }
-    }
-
+    /// Forgets a namespace that went away, here and in the state store.
     fn on_namespace(&mut self, change: &NamespaceChange) {
-        if change.created && change.name == "init" {
-            self.init_netns = Some(change.netns);
-            self.host.store(INIT_NETNS_KEY, Some(&change.netns.to_le_bytes()));
-        }
         if !change.created {
+            self.lanes.retain(|(lane_netns, _), _| *lane_netns != change.netns);
             self.memory.remove(&change.netns);
-            self.host.store(&low_memory_key(change.netns), None);
+            self.tunables.host().store(&low_memory_key(change.netns), None);
         }
-    }
-
-    /// The initial namespace, remembered across instance rebuilds (the host
-    /// names it once, at start).
-    fn init_netns(&mut self) -> Option<NetnsId> {
-        if self.init_netns.is_none() {
-            let stored = self.host.load(INIT_NETNS_KEY);
-            self.init_netns = stored.and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok()).map(u64::from_le_bytes);
-        }
-        self.init_netns
     }
 
     /// `netns`'s memory state, read back from the state store after an
     /// instance rebuild so that a low-memory mode entered before is undone.
     fn memory_state(&mut self, netns: NetnsId) -> &mut MemoryState {
         if !self.memory.contains_key(&netns) {
-            let stored = self.host.load(&low_memory_key(netns));
+            let stored = self.tunables.host().load(&low_memory_key(netns));
             let state = stored
                 .and_then(|bytes| String::from_utf8(bytes).ok())
                 .and_then(|text| MemoryState::decode(&text))
@@ -171,27 +119,9 @@ impl<H: Host> TcpBuffer<H> {
     }
 
     /// `name` in `netns` as exactly `N` integers, or `None` when there is
-    /// none to decide with: the decisions that need it are skipped, the
-    /// others go on.
-    fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &'static str) -> Option<[i64; N]> {
-        let read = self.host.read_integers(netns, name).map(SysctlValue::Integers);
-        match sysctl::integers_outcome(name, N, read) {
-            Tunable::Present(fields) => <[i64; N]>::try_from(fields).ok(),
-            Tunable::Missing(why) => {
-                // The host says once per namespace what is missing.
-                let message = format!("{why}; the decisions that need {name} in netns {netns} are skipped");
-                self.report_once(netns, name, Level::Debug, &message);
-                None
-            }
-            Tunable::Refused(denial) => {
-                self.denied(netns, name, &denial);
-                None
-            }
-        }
-    }
-
-    fn read_one(&mut self, netns: NetnsId, name: &'static str) -> Option<i64> {
-        self.read_fields::<1>(netns, name).map(|[value]| value)
+    /// none to decide with (said once by [`Tunables::read`]).
+    fn read_fields<const N: usize>(&mut self, netns: NetnsId, name: &str) -> Option<[i64; N]> {
+        self.tunables.read(netns, name, N).and_then(|fields| <[i64; N]>::try_from(fields).ok())
     }
 
     fn on_memory(&mut self, pressure: &MemoryPressure) {
@@ -199,17 +129,18 @@ impl<H: Host> TcpBuffer<H> {
             return;
         }
         let netns = pressure.netns;
-        let global = self.init_netns().unwrap_or(netns);
+        // tcp_mem and high_order_alloc_disable exist only in the initial namespace.
+        let global = wasmtune_sdk::init_netns().unwrap_or(netns);
         let snapshot = Snapshot {
             tcp_mem: self.read_fields(global, memory::TCP_MEM),
             rmem: self.read_fields(netns, memory::TCP_RMEM),
             wmem: self.read_fields(netns, memory::TCP_WMEM),
-            no_metrics_save: self.read_one(netns, memory::NO_METRICS_SAVE),
-            no_ssthresh_metrics_save: self.read_one(netns, memory::NO_SSTHRESH_METRICS_SAVE),
-            high_order_alloc_disable: self.read_one(global, memory::HIGH_ORDER_ALLOC_DISABLE),
-            max_syn_backlog: self.read_one(netns, memory::MAX_SYN_BACKLOG),
+            no_metrics_save: self.tunables.read_one(netns, memory::NO_METRICS_SAVE),
+            no_ssthresh_metrics_save: self.tunables.read_one(netns, memory::NO_SSTHRESH_METRICS_SAVE),
+            high_order_alloc_disable: self.tunables.read_one(global, memory::HIGH_ORDER_ALLOC_DISABLE),
+            max_syn_backlog: self.tunables.read_one(netns, memory::MAX_SYN_BACKLOG),
         };
-        let mut cap = self.host.memory_cap_pages().min(self.tcp_mem_cap.unwrap_or(u64::MAX));
+        let mut cap = self.tunables.host().memory_cap_pages().min(self.tcp_mem_cap.unwrap_or(u64::MAX));
         // A tcp_mem raise refused as out of bounds reveals the administrator's
         // narrower cap: decide once more under it, so that exhaustion at that
         // cap enters low-memory mode as it would at a quarter of RAM.
@@ -220,13 +151,13 @@ impl<H: Host> TcpBuffer<H> {
             let changes = state.decide(pressure, &snapshot, rate, cap);
             if state.in_low_memory() != was_low {
                 let encoded = state.encode();
-                self.host.store(&low_memory_key(netns), encoded.as_deref().map(str::as_bytes));
+                self.tunables.host().store(&low_memory_key(netns), encoded.as_deref().map(str::as_bytes));
             }
             if changes.is_empty() && pressure.level != MemoryLevel::Relieved && snapshot.tcp_mem.is_some() {
                 let message = format!(
                     "tcp_mem is at its cap of {cap} pages (a quarter of RAM, or the administrator's limit) and TCP memory in netns {netns} is still short"
                 );
-                self.report_once(netns, "tcp_mem cap", Level::Info, &message);
+                self.tunables.say_once(&format!("{netns}/tcp_mem cap"), Level::Info, &message);
             }
             match self.request_memory(netns, global, &changes) {
                 Some(narrower) if narrower < cap => {
@@ -243,15 +174,16 @@ impl<H: Host> TcpBuffer<H> {
     fn request_memory(&mut self, netns: NetnsId, global: NetnsId, changes: &[Change]) -> Option<u64> {
         for change in changes {
             let target = if memory::is_global(&change.name) { global } else { netns };
-            if self.overrides.owns(target, &change.name) {
+            if self.tunables.overridden(target, &change.name) {
                 continue;
             }
-            match self.host.request(target, &change.name, &change.fields, &change.scenario, &change.reason) {
+            // Asked directly: a tcp_mem bound is learned, not logged.
+            match self.tunables.host().request(target, change) {
                 Ok(()) => {}
                 Err(Denial::OutOfBounds(bounds)) if change.name == memory::TCP_MEM => {
                     return Some(bounds.max.max(0).unsigned_abs());
                 }
-                Err(denial) => self.denied(target, &change.name, &denial),
+                Err(denial) => self.tunables.log_denial(target, &change.name, &denial),
             }
         }
         None
@@ -259,52 +191,41 @@ impl<H: Host> TcpBuffer<H> {
 
     fn on_syn(&mut self, overflow: &SynOverflow) {
         let netns = overflow.netns;
-        let backlog = self.read_one(netns, syn::MAX_SYN_BACKLOG);
-        let cookies = self.read_one(netns, syn::SYNCOOKIES);
-        let now = self.host.now();
+        let backlog = self.tunables.read_one(netns, syn::MAX_SYN_BACKLOG);
+        let cookies = self.tunables.read_one(netns, syn::SYNCOOKIES);
+        let now = self.tunables.now();
         let changes = self.syn.entry(netns).or_default().decide(overflow, backlog, cookies, self.learning_rate, now);
-        self.request_all(netns, &changes);
-    }
-
-    fn request_all(&mut self, netns: NetnsId, changes: &[Change]) {
-        for change in changes {
-            if self.overrides.owns(netns, &change.name) {
-                continue;
-            }
-            if let Err(denial) =
-                self.host.request(netns, &change.name, &change.fields, &change.scenario, &change.reason)
-            {
-                self.denied(netns, &change.name, &denial);
-            }
+        for change in &changes {
+            // Not asked for when the administrator owns it; a refusal is said
+            // once by `Tunables`.
+            let _ = self.tunables.request(netns, change);
         }
     }
 
     fn on_limit(&mut self, hit: &TcpBufferLimit) {
         let name = tuner::tunable(hit.direction);
-        if self.overrides.owns(hit.netns, name) {
+        if self.tunables.overridden(hit.netns, name) {
             return;
         }
-        let fields = match self.host.read_integers(hit.netns, name) {
-            Ok(fields) => fields,
-            Err(denial) => return self.denied(hit.netns, name, &denial),
-        };
-        let Some(current) = BufferLimits::from_fields(&fields) else {
-            let message = format!("{name} in netns {} reads as {fields:?}, not three fields; left alone", hit.netns);
-            return self.report_once(hit.netns, "shape", Level::Warn, &message);
-        };
-        let now = self.host.now();
+        let fields = self.tunables.read(hit.netns, name, 3);
+        let Some(current) = fields.and_then(|fields| BufferLimits::from_fields(&fields)) else { return };
+        let now = self.tunables.now();
         let lane = self.lanes.entry((hit.netns, hit.direction)).or_default();
         match lane.decide(hit, current, self.learning_rate, now) {
             Decision::Skip(_) => {}
             Decision::CapReached { cap } => self.cap_reached(hit, cap),
-            Decision::Raise { max, reason } => self.raise(hit, current, max, &reason),
-            Decision::Shrink { max, reason } => self.shrink(hit, current, max, &reason, now),
+            Decision::Raise { max, reason } => self.raise(hit, current, max, reason),
+            Decision::Shrink { max, reason } => self.shrink(hit, current, max, reason, now),
         }
     }
 
-    fn raise(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: &str) {
+    /// Asks for the maximum `max`; the lane, not `Tunables`, waits for it to
+    /// show, and an out-of-bounds refusal is retried once at the bound.
+    fn raise(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: String) {
         let name = tuner::tunable(hit.direction);
-        let mut requested = self.host.request(hit.netns, name, &current.with_max(max), tuner::SCENARIO_RAISE, reason);
+        let change =
+            |max: i64, reason: String| Change::new(name, current.with_max(max).to_vec(), tuner::SCENARIO_RAISE, reason);
+        let mut requested = self.tunables.host().request(hit.netns, &change(max, reason.clone()));
         let mut new_max = max;
         if let Err(Denial::OutOfBounds(bounds)) = &requested {
             match self.lane(hit).out_of_bounds(current, bounds.max) {
@@ -312,8 +233,7 @@ impl<H: Host> TcpBuffer<H> {
                     let reason =
                         format!("{reason}; limited to {cap} bytes, the highest the administrator and host allow");
                     new_max = cap;
-                    requested =
-                        self.host.request(hit.netns, name, &current.with_max(cap), tuner::SCENARIO_RAISE, &reason);
+                    requested = self.tunables.host().request(hit.netns, &change(cap, reason));
                 }
                 None => {
                     if self.lane(hit).take_cap_report() {
@@ -325,33 +245,35 @@ impl<H: Host> TcpBuffer<H> {
         }
         match requested {
             Ok(()) => {
-                let now = self.host.now();
+                let now = self.tunables.now();
                 self.lane(hit).requested(new_max, now);
                 if hit.direction == BufferDirection::Receive {
                     self.ensure_receive_autotuning(hit.netns);
                 }
             }
-            Err(denial) => self.denied(hit.netns, name, &denial),
+            Err(denial) => self.tunables.log_denial(hit.netns, name, &denial),
         }
     }
 
-    fn shrink(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: &str, now: InstantMs) {
+    fn shrink(&mut self, hit: &TcpBufferLimit, current: BufferLimits, max: i64, reason: String, now: InstantMs) {
         let name = tuner::tunable(hit.direction);
-        match self.host.request(hit.netns, name, &current.with_max(max), tuner::SCENARIO_SHRINK, reason) {
+        let change = Change::new(name, current.with_max(max).to_vec(), tuner::SCENARIO_SHRINK, reason);
+        match self.tunables.host().request(hit.netns, &change) {
             Ok(()) => self.lane(hit).requested(max, now),
-            Err(denial) => self.denied(hit.netns, name, &denial),
+            Err(denial) => self.tunables.log_denial(hit.netns, name, &denial),
         }
     }
 
     /// A larger `tcp_rmem[2]` only helps if the kernel grows receive buffers
     /// toward it, which `tcp_moderate_rcvbuf = 1` turns on.
     fn ensure_receive_autotuning(&mut self, netns: NetnsId) {
-        if self.read_one(netns, MODERATE_RCVBUF) != Some(0) {
+        if self.tunables.read_one(netns, MODERATE_RCVBUF) != Some(0) {
             return;
         }
         let reason = "tcp_rmem[2] was raised, but the kernel grows receive buffers toward it only while tcp_moderate_rcvbuf is 1; turning receive buffer auto-tuning back on";
-        if let Err(denial) = self.host.request(netns, MODERATE_RCVBUF, &[1], SCENARIO_AUTOTUNING, reason) {
-            self.denied(netns, MODERATE_RCVBUF, &denial);
+        let change = Change::new(MODERATE_RCVBUF, vec![1], SCENARIO_AUTOTUNING, reason.to_string());
+        if let Err(denial) = self.tunables.host().request(netns, &change) {
+            self.tunables.log_denial(netns, MODERATE_RCVBUF, &denial);
         }
     }
 
@@ -361,33 +283,21 @@ impl<H: Host> TcpBuffer<H> {
             tuner::short_name(hit.direction),
             hit.netns
         );
-        self.host.log(Level::Info, &message);
-    }
-
-    /// Logs a denial once per kind and namespace; forgets a namespace the
-    /// host no longer tunes.
-    fn denied(&mut self, netns: NetnsId, name: &str, denial: &Denial) {
-        if let Denial::UnknownNetns(_) = denial {
-            self.lanes.retain(|(lane_netns, _), _| *lane_netns != netns);
-        }
-        let level = match denial {
-            // The host says once per namespace which tunable is missing.
-            Denial::RateLimited(_) | Denial::UnknownNetns(_) | Denial::Unsupported(_) => Level::Debug,
-            Denial::AdminOverride(_) => Level::Info,
-            _ => Level::Warn,
-        };
-        let message = format!("{name} in netns {netns} not changed: {}", denial.explain());
-        self.report_once(netns, denial.kind(), level, &message);
-    }
-
-    fn report_once(&mut self, netns: NetnsId, what: &'static str, level: Level, message: &str) {
-        if self.reported.insert((netns, what)) {
-            self.host.log(level, message);
-        }
+        self.tunables.host().log(Level::Info, &message);
     }
 
     fn lane(&mut self, hit: &TcpBufferLimit) -> &mut Lane {
         self.lanes.entry((hit.netns, hit.direction)).or_default()
+    }
+
+    /// The host, for tests that look at what it was asked.
+    pub fn host(&mut self) -> &mut H {
+        self.tunables.host()
+    }
+
+    /// The host back, as a rebuilt instance finds it.
+    pub fn into_host(self) -> H {
+        self.tunables.into_host()
     }
 }
 
@@ -395,7 +305,7 @@ impl<H: Host> TcpBuffer<H> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use wasmtune_sdk::{Bounds, IpAddr};
+    use wasmtune_sdk::{AdminRelease, Bounds, IpAddr, SysctlValue};
 
     const NETNS: NetnsId = 4026532000;
 
@@ -448,23 +358,21 @@ mod tests {
         }
     }
 
-    impl Host for FakeHost {
-        fn read_integers(&mut self, netns: NetnsId, name: &str) -> Result<Vec<i64>, Denial> {
+    impl wasmtune_sdk::Host for FakeHost {
+        fn read(&mut self, netns: NetnsId, name: &str) -> Result<SysctlValue, Denial> {
             if self.unsupported.iter().any(|missing| missing == name) {
                 return Err(Denial::Unsupported(format!("{name} does not exist on this kernel")));
             }
-            self.sysctls.get(&(netns, name.to_string())).cloned().ok_or(Denial::UnknownNetns(netns))
+            self.sysctls
+                .get(&(netns, name.to_string()))
+                .cloned()
+                .map(SysctlValue::Integers)
+                .ok_or(Denial::UnknownNetns(netns))
         }
 
-        fn request(
-            &mut self,
-            netns: NetnsId,
-            name: &str,
-            fields: &[i64],
-            scenario: &str,
-            reason: &str,
-        ) -> Result<(), Denial> {
-            self.requests.push((name.to_string(), fields.to_vec(), scenario.to_string(), reason.to_string()));
+        fn request(&mut self, netns: NetnsId, change: &Change) -> Result<(), Denial> {
+            let Change { name, fields, scenario, reason } = change;
+            self.requests.push((name.clone(), fields.clone(), scenario.clone(), reason.clone()));
             if let Some(denial) = self.refuse.clone() {
                 return Err(denial);
             }
@@ -473,13 +381,13 @@ mod tests {
             } else {
                 self.named_bounds.get(name).copied().unwrap_or(self.bounds)
             };
-            let old = self.read_integers(netns, name)?;
+            let old = self.sysctls.get(&(netns, name.clone())).cloned().ok_or(Denial::UnknownNetns(netns))?;
             for (o, n) in old.iter().zip(fields) {
                 if o != n && (*n < min || *n > max) {
                     return Err(Denial::OutOfBounds(Bounds { min, max }));
                 }
             }
-            self.queued.push((netns, name.to_string(), fields.to_vec()));
+            self.queued.push((netns, name.clone(), fields.clone()));
             Ok(())
         }
 
@@ -490,7 +398,9 @@ mod tests {
         fn now(&mut self) -> InstantMs {
             self.clock
         }
+    }
 
+    impl Host for FakeHost {
         fn memory_cap_pages(&mut self) -> u64 {
             1 << 20
         }
@@ -526,35 +436,37 @@ mod tests {
 
     fn batch(policy: &mut TcpBuffer<FakeHost>, events: &[Event]) {
         for e in events {
+            // As the export glue does before the policy sees a batch.
+            wasmtune_sdk::netns::observe(e);
             policy.handle(e);
         }
-        policy.host.apply();
-        policy.host.clock += 200;
+        policy.host().apply();
+        policy.host().clock += 200;
     }
 
     #[test]
     fn a_batch_of_hits_raises_once_and_enables_autotuning() {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
         batch(&mut policy, &[receive(98304, 98304), receive(98000, 98304), receive(98304, 98304)]);
-        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
-        assert_eq!(policy.host.value(MODERATE_RCVBUF), vec![1]);
-        let requests: Vec<&str> = policy.host.requests.iter().map(|(name, ..)| name.as_str()).collect();
+        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
+        assert_eq!(policy.host().value(MODERATE_RCVBUF), vec![1]);
+        let requests: Vec<&str> = policy.host().requests.iter().map(|(name, ..)| name.as_str()).collect();
         assert_eq!(requests, ["net.ipv4.tcp_rmem", MODERATE_RCVBUF]);
-        assert_eq!(policy.host.requests[0].2, tuner::SCENARIO_RAISE);
-        assert_eq!(policy.host.requests[1].2, SCENARIO_AUTOTUNING);
+        assert_eq!(policy.host().requests[0].2, tuner::SCENARIO_RAISE);
+        assert_eq!(policy.host().requests[1].2, SCENARIO_AUTOTUNING);
         assert!(
-            policy.host.logs.is_empty(),
+            policy.host().logs.is_empty(),
             "a raise is explained by its reason, not a log line: {:?}",
-            policy.host.logs
+            policy.host().logs
         );
 
         // The next batch still carries sockets limited by the old value.
         batch(&mut policy, &[receive(98304, 98304)]);
-        assert_eq!(policy.host.requests.len(), 2);
+        assert_eq!(policy.host().requests.len(), 2);
         // Sockets reaching the new limit raise it again; auto-tuning is on.
         batch(&mut policy, &[receive(122880, 122880)]);
-        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 153600]);
-        assert_eq!(policy.host.requests.len(), 3);
+        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 153600]);
+        assert_eq!(policy.host().requests.len(), 3);
     }
 
     #[test]
@@ -567,9 +479,9 @@ mod tests {
             comm: "sysctl".into(),
         };
         batch(&mut policy, &[Event::AdminOverride(taken)]);
-        assert!(policy.host.logs[0].1.contains("sysctl (42) changed net.ipv4.tcp_rmem"), "{:?}", policy.host.logs);
+        assert!(policy.host().logs[0].1.contains("sysctl (42) changed net.ipv4.tcp_rmem"), "{:?}", policy.host().logs);
         batch(&mut policy, &[receive(98304, 98304), event(BufferDirection::Send, 4194304, 4194304)]);
-        let requested: Vec<&str> = policy.host.requests.iter().map(|(name, ..)| name.as_str()).collect();
+        let requested: Vec<&str> = policy.host().requests.iter().map(|(name, ..)| name.as_str()).collect();
         assert_eq!(requested, ["net.ipv4.tcp_wmem"], "rmem is the administrator's now");
     }
 
@@ -595,11 +507,11 @@ mod tests {
             limits: (1000, 2000, 4000),
         };
         batch(&mut policy, &[Event::MemoryPressure(pressure)]);
-        assert_eq!(policy.host.value(memory::TCP_MEM), vec![1250, 2500, 5000]);
-        assert_eq!(policy.host.requests[0].2, memory::SCENARIO_PRESSURE);
+        assert_eq!(policy.host().value(memory::TCP_MEM), vec![1250, 2500, 5000]);
+        assert_eq!(policy.host().requests[0].2, memory::SCENARIO_PRESSURE);
         // UDP pressure is udp-buffer's business.
         batch(&mut policy, &[Event::MemoryPressure(MemoryPressure { protocol: Protocol::Udp, ..pressure })]);
-        assert_eq!(policy.host.requests.len(), 1);
+        assert_eq!(policy.host().requests.len(), 1);
     }
 
     #[test]
@@ -629,19 +541,19 @@ mod tests {
             })
         };
         batch(&mut policy, &[Event::NamespaceChange(init), memory(MemoryLevel::Pressure, 100)]);
-        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 160]);
+        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 160]);
         batch(&mut policy, &[memory(MemoryLevel::Exhausted, 160)]);
-        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
+        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
         // 250 is refused: 200 is the cap, and exhaustion there is low memory.
         batch(&mut policy, &[memory(MemoryLevel::Exhausted, 200)]);
-        assert_eq!(policy.host.sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
-        assert_eq!(policy.host.sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![1]);
-        assert_eq!(policy.host.value(memory::NO_METRICS_SAVE), vec![1]);
-        assert_eq!(policy.host.value(memory::NO_SSTHRESH_METRICS_SAVE), vec![1]);
-        assert_eq!(policy.host.value(memory::MAX_SYN_BACKLOG), vec![768]);
-        assert_eq!(policy.host.value(memory::TCP_RMEM), vec![4096, 131072, 4718592]);
+        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
+        assert_eq!(policy.host().sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![1]);
+        assert_eq!(policy.host().value(memory::NO_METRICS_SAVE), vec![1]);
+        assert_eq!(policy.host().value(memory::NO_SSTHRESH_METRICS_SAVE), vec![1]);
+        assert_eq!(policy.host().value(memory::MAX_SYN_BACKLOG), vec![768]);
+        assert_eq!(policy.host().value(memory::TCP_RMEM), vec![4096, 131072, 4718592]);
         let low: Vec<&str> = policy
-            .host
+            .host()
             .requests
             .iter()
             .filter(|(.., scenario, _)| scenario == memory::SCENARIO_LOW_MEMORY)
@@ -649,26 +561,26 @@ mod tests {
             .collect();
         assert_eq!(low.len(), 6, "{low:?}");
         assert!(
-            !policy.host.logs.iter().any(|(level, _)| *level == Level::Warn),
+            !policy.host().logs.iter().any(|(level, _)| *level == Level::Warn),
             "nothing asked of a namespace without the tunable: {:?}",
-            policy.host.logs
+            policy.host().logs
         );
         // A rebuilt instance (after a fault) starts from the host's store.
-        let mut policy = TcpBuffer::new(policy.host, 4);
+        let mut policy = TcpBuffer::new(policy.into_host(), 4);
         batch(&mut policy, &[memory(MemoryLevel::Relieved, 20)]);
-        assert_eq!(policy.host.sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![0]);
-        assert_eq!(policy.host.value(memory::NO_METRICS_SAVE), vec![0]);
-        assert_eq!(policy.host.value(memory::NO_SSTHRESH_METRICS_SAVE), vec![0]);
-        assert_eq!(policy.host.value(memory::MAX_SYN_BACKLOG), vec![1024]);
+        assert_eq!(policy.host().sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![0]);
+        assert_eq!(policy.host().value(memory::NO_METRICS_SAVE), vec![0]);
+        assert_eq!(policy.host().value(memory::NO_SSTHRESH_METRICS_SAVE), vec![0]);
+        assert_eq!(policy.host().value(memory::MAX_SYN_BACKLOG), vec![1024]);
     }
 
     #[test]
     fn send_hits_raise_tcp_wmem_and_leave_autotuning_alone() {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
         batch(&mut policy, &[event(BufferDirection::Send, 4194304, 4194304)]);
-        assert_eq!(policy.host.value("net.ipv4.tcp_wmem"), vec![4096, 16384, 5242880]);
-        assert_eq!(policy.host.value(MODERATE_RCVBUF), vec![0]);
-        assert_eq!(policy.host.requests.len(), 1);
+        assert_eq!(policy.host().value("net.ipv4.tcp_wmem"), vec![4096, 16384, 5242880]);
+        assert_eq!(policy.host().value(MODERATE_RCVBUF), vec![0]);
+        assert_eq!(policy.host().requests.len(), 1);
     }
 
     #[test]
@@ -677,11 +589,11 @@ mod tests {
         host.bounds = (4096, 7_000_000);
         let mut policy = TcpBuffer::new(host, 4);
         batch(&mut policy, &[receive(6_000_000, 6_000_000)]);
-        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 7_000_000]);
-        let retried: Vec<i64> = policy.host.requests.iter().map(|(_, v, ..)| v[2]).collect();
+        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 7_000_000]);
+        let retried: Vec<i64> = policy.host().requests.iter().map(|(_, v, ..)| v[2]).collect();
         assert_eq!(retried, [7_500_000, 7_000_000]);
         assert!(
-            policy.host.requests[1]
+            policy.host().requests[1]
                 .3
                 .ends_with("limited to 7000000 bytes, the highest the administrator and host allow")
         );
@@ -689,10 +601,10 @@ mod tests {
         for _ in 0..3 {
             batch(&mut policy, &[receive(7_000_000, 7_000_000)]);
         }
-        assert_eq!(policy.host.requests.len(), 2, "no requests past the learned cap");
-        assert_eq!(policy.host.logs.len(), 1, "{:?}", policy.host.logs);
+        assert_eq!(policy.host().requests.len(), 2, "no requests past the learned cap");
+        assert_eq!(policy.host().logs.len(), 1, "{:?}", policy.host().logs);
         assert_eq!(
-            policy.host.logs[0],
+            policy.host().logs[0],
             (
                 Level::Info,
                 format!(
@@ -708,9 +620,9 @@ mod tests {
         host.bounds = (4096, 7_000_000);
         let mut policy = TcpBuffer::new(host, 4);
         batch(&mut policy, &[receive(7_000_000, 7_000_000), receive(7_000_000, 7_000_000)]);
-        assert_eq!(policy.host.requests.len(), 1, "the second event knows the cap");
-        assert_eq!(policy.host.logs.len(), 1);
-        assert!(policy.host.logs[0].1.contains("at its cap of 7000000 bytes"));
+        assert_eq!(policy.host().requests.len(), 1, "the second event knows the cap");
+        assert_eq!(policy.host().logs.len(), 1);
+        assert!(policy.host().logs[0].1.contains("at its cap of 7000000 bytes"));
     }
 
     #[test]
@@ -721,9 +633,9 @@ mod tests {
         for _ in 0..5 {
             batch(&mut policy, &[receive(98304, 98304)]);
         }
-        assert_eq!(policy.host.requests.len(), 5, "nothing pending after a refusal");
+        assert_eq!(policy.host().requests.len(), 5, "nothing pending after a refusal");
         assert_eq!(
-            policy.host.logs,
+            policy.host().logs,
             [(
                 Level::Info,
                 format!(
@@ -731,38 +643,38 @@ mod tests {
                 )
             )]
         );
-        policy.host.refuse = Some(Denial::RateLimited(40));
+        policy.host().refuse = Some(Denial::RateLimited(40));
         batch(&mut policy, &[receive(98304, 98304)]);
         batch(&mut policy, &[receive(98304, 98304)]);
-        assert_eq!(policy.host.logs.len(), 2);
-        assert_eq!(policy.host.logs[1].0, Level::Debug);
+        assert_eq!(policy.host().logs.len(), 2);
+        assert_eq!(policy.host().logs[1].0, Level::Debug);
     }
 
     #[test]
     fn an_unreadable_tunable_is_reported_once_and_never_requested() {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
-        policy.host.sysctls.clear();
+        policy.host().sysctls.clear();
         batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
-        assert!(policy.host.requests.is_empty());
-        assert_eq!(policy.host.logs.len(), 1);
-        assert!(policy.host.logs[0].1.contains("is not tuned by this host"), "{:?}", policy.host.logs);
+        assert!(policy.host().requests.is_empty());
+        assert_eq!(policy.host().logs.len(), 1);
+        assert!(policy.host().logs[0].1.contains("is not tuned by this host"), "{:?}", policy.host().logs);
     }
 
     #[test]
     fn a_malformed_value_is_left_alone() {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
-        policy.host.sysctls.insert((NETNS, "net.ipv4.tcp_rmem".into()), vec![4096, 98304]);
+        policy.host().sysctls.insert((NETNS, "net.ipv4.tcp_rmem".into()), vec![4096, 98304]);
         batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
-        assert!(policy.host.requests.is_empty());
-        assert_eq!(policy.host.logs.len(), 1);
-        assert!(policy.host.logs[0].1.contains("not three fields"));
+        assert!(policy.host().requests.is_empty());
+        assert_eq!(policy.host().logs.len(), 1);
+        assert!(policy.host().logs[0].1.contains("holds 2 integer(s) here, not 3"), "{:?}", policy.host().logs);
     }
 
     #[test]
     fn lost_events_change_nothing() {
         let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
         batch(&mut policy, &[Event::Lost(12)]);
-        assert!(policy.host.requests.is_empty() && policy.host.logs.is_empty());
+        assert!(policy.host().requests.is_empty() && policy.host().logs.is_empty());
     }
 
     #[test]
@@ -789,11 +701,11 @@ mod tests {
             })
         };
         batch(&mut policy, &[pressure(MemoryLevel::Pressure)]);
-        assert_eq!(policy.host.value(memory::TCP_MEM), vec![1250, 2500, 5000]);
+        assert_eq!(policy.host().value(memory::TCP_MEM), vec![1250, 2500, 5000]);
         assert!(
-            !policy.host.logs.iter().any(|(level, _)| *level == Level::Warn),
+            !policy.host().logs.iter().any(|(level, _)| *level == Level::Warn),
             "the host says what is missing: {:?}",
-            policy.host.logs
+            policy.host().logs
         );
     }
 
@@ -812,7 +724,7 @@ mod tests {
             established: 0,
         };
         batch(&mut policy, &[Event::SynOverflow(flood)]);
-        assert_eq!(policy.host.value(syn::SYNCOOKIES), vec![1]);
+        assert_eq!(policy.host().value(syn::SYNCOOKIES), vec![1]);
     }
 
     #[test]
@@ -825,10 +737,10 @@ mod tests {
             comm: "sysctl".into(),
         };
         batch(&mut policy, &[Event::AdminOverride(taken), receive(98304, 98304)]);
-        assert!(policy.host.requests.is_empty());
+        assert!(policy.host().requests.is_empty());
         let released = AdminRelease { netns: NETNS, sysctl: "net.ipv4.tcp_rmem".into() };
         batch(&mut policy, &[Event::AdminRelease(released), receive(98304, 98304)]);
-        assert_eq!(policy.host.value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
-        assert!(policy.host.logs[1].1.contains("handed net.ipv4.tcp_rmem in netns"), "{:?}", policy.host.logs);
+        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
+        assert!(policy.host().logs[1].1.contains("handed net.ipv4.tcp_rmem in netns"), "{:?}", policy.host().logs);
     }
 }

@@ -13,9 +13,6 @@ pub const GRANT_MIN: i64 = 4096;
 /// the lane learns the narrower cap.
 pub const GRANT_MAX: i64 = 268_435_456;
 
-/// Above this correlation of buffer limit and smoothed RTT, growing the
-/// buffer only adds queueing delay (bpftune's threshold).
-pub const LATENCY_CORRELATION: f64 = 0.75;
 /// The RTT must also have grown by more than this over the lowest seen, so
 /// that sub-millisecond paths (veth, loopback) never trip the guard on noise.
 pub const LATENCY_GROWTH_US: u32 = 1000;
@@ -210,7 +207,9 @@ impl Lane {
     /// together, and this RTT is well above the lowest seen (more than twice
     /// it and more than [`LATENCY_GROWTH_US`] above it).
     fn latency_grows(&self, hit: &TcpBufferLimit) -> Option<f64> {
-        let correlation = self.latency.value().filter(|r| *r > LATENCY_CORRELATION)?;
+        // Buffer limit and RTT rising together: growing the buffer only adds
+        // queueing delay.
+        let correlation = self.latency.strong()?;
         let lowest = self.lowest_srtt_us?;
         let doubled = u64::from(hit.srtt_us) > 2 * u64::from(lowest);
         let grown = doubled && hit.srtt_us - lowest > LATENCY_GROWTH_US;
