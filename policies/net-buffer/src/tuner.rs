@@ -22,6 +22,8 @@ pub const BUDGET_CAP: u64 = 16384;
 pub const BUDGET_USECS_CAP: u64 = 50_000;
 /// Drops are counted over this window.
 pub const DROP_WINDOW_MS: InstantMs = 60_000;
+/// The correlation guard speaks only once samples span this many budgets.
+pub const MIN_DISTINCT_BUDGETS: usize = 3;
 /// Budget raises are at least this far apart, so each one's effect is seen.
 pub const SQUEEZE_INTERVAL_MS: InstantMs = 5_000;
 /// A budget this many times the one squeezes were first seen at should have
@@ -88,6 +90,8 @@ pub struct NetBuffer {
     window_start: Option<InstantMs>,
     window_drops: u64,
     budget_vs_squeezes: Correlation,
+    /// Distinct budgets among those samples (up to [`MIN_DISTINCT_BUDGETS`]).
+    budgets_seen: Vec<i64>,
     last_budget_change: Option<InstantMs>,
     /// (budget, usecs), each when first read: never shrunk below.
     baseline: [Option<i64>; 2],
@@ -154,7 +158,7 @@ impl NetBuffer {
         let Some(gauge) = self.gauge(current) else { return vec![] };
         let squeeze_rate = (event.processed > 0).then(|| event.squeezes as f64 / event.processed as f64);
         if let Some(squeeze_rate) = squeeze_rate {
-            self.budget_vs_squeezes.push(gauge.1 as f64, squeeze_rate);
+            self.observe(gauge.1, squeeze_rate);
         }
         if event.squeezes == 0 {
             return vec![];
@@ -183,10 +187,30 @@ impl NetBuffer {
         }
         // Squeezes that rise with the budget: more budget is not helping, the
         // CPU is the limit and longer runs only add latency.
-        if let Some(correlation) = self.budget_vs_squeezes.strong() {
+        if let Some(correlation) = self.budget_vs_squeezes.strong().filter(|_| self.enough_budgets()) {
             return self.lower(current, correlation, rate, now);
         }
         self.raise(event, current, rate, now)
+    }
+
+    /// One (budget, squeezes per packet) sample for the correlation guard.
+    fn observe(&mut self, budget: i64, squeeze_rate: f64) {
+        self.budget_vs_squeezes.push(budget as f64, squeeze_rate);
+        if !self.enough_budgets() && !self.budgets_seen.contains(&budget) {
+            self.budgets_seen.push(budget);
+        }
+    }
+
+    /// Samples at one or two budgets correlate with anything that drifts
+    /// (a flow warming up), so they are no evidence that the budget is to
+    /// blame.
+    fn enough_budgets(&self) -> bool {
+        self.budgets_seen.len() >= MIN_DISTINCT_BUDGETS
+    }
+
+    fn forget_samples(&mut self) {
+        self.budget_vs_squeezes.reset();
+        self.budgets_seen.clear();
     }
 
     /// The budget the guards judge by, with its value: `netdev_budget`, or
@@ -195,7 +219,7 @@ impl NetBuffer {
     fn gauge(&mut self, current: [Option<i64>; 2]) -> Option<(Lever, i64)> {
         let (lever, value) = LEVERS.into_iter().zip(current).find_map(|(lever, value)| Some((lever, value?)))?;
         if self.gauged_by.replace(lever.name).is_some_and(|before| before != lever.name) {
-            self.budget_vs_squeezes.reset();
+            self.forget_samples();
             self.episode_start = None;
         }
         Some((lever, value))
@@ -218,7 +242,7 @@ impl NetBuffer {
         if !changes.is_empty() {
             self.last_budget_change = Some(now);
             // Start the evidence afresh at the lowered budget.
-            self.budget_vs_squeezes.reset();
+            self.forget_samples();
         }
         changes
     }
@@ -268,7 +292,7 @@ impl NetBuffer {
         self.holding_until = Some(now.saturating_add(GIVE_UP_HOLD_MS));
         self.last_budget_change = Some(now);
         self.episode_start = None;
-        self.budget_vs_squeezes.reset();
+        self.forget_samples();
         changes
     }
 }
@@ -424,7 +448,7 @@ mod tests {
         let mut tuner = NetBuffer { baseline: [Some(300), Some(2000)], ..NetBuffer::default() };
         for i in 0..12u32 {
             // Each time: a higher budget, and more squeezes per packet.
-            tuner.budget_vs_squeezes.push(f64::from(300 + i * 100), f64::from(i) / 1000.0);
+            tuner.observe(i64::from(300 + i * 100), f64::from(i) / 1000.0);
         }
         let changes = tuner.on_squeeze(&squeeze(20, 1000), Some(1500), Some(4000), 4, 10_000);
         assert_eq!(changes.len(), 2, "{changes:?}");
@@ -432,6 +456,20 @@ mod tests {
         assert_eq!(changes[0].fields, vec![1125]);
         assert_eq!(changes[1].fields, vec![3000]);
         assert!(changes[0].reason.starts_with("squeezes rose with the NAPI budget"), "{}", changes[0].reason);
+    }
+
+    #[test]
+    fn squeezes_drifting_up_across_only_two_budgets_do_not_lower_it() {
+        // A flow warming up right after the first raise: squeezes rise while
+        // the budget went 16 -> 20. Two budgets are no evidence; raise on.
+        let mut tuner = NetBuffer { baseline: [Some(16), Some(8000)], ..NetBuffer::default() };
+        for i in 0..6u32 {
+            tuner.observe(16, f64::from(i) / 1000.0);
+            tuner.observe(20, f64::from(i + 6) / 1000.0);
+        }
+        assert!(tuner.budget_vs_squeezes.strong().is_some());
+        let changes = tuner.on_squeeze(&squeeze(20, 1000), Some(20), Some(8000), 4, 10_000);
+        assert!(changes.iter().all(|c| c.scenario == SCENARIO_BUDGET), "{changes:?}");
     }
 
     #[test]
