@@ -88,6 +88,38 @@ impl Netns {
         worker.join().map_err(|_| HarnessError::ThreadPanicked { what: what.to_string() })?
     }
 
+    /// Like [`Netns::run_in`], without waiting: for work that must run
+    /// beside other work in the namespace (a server and its client).
+    pub fn spawn_in<T, F>(
+        &self,
+        what: &str,
+        work: F,
+    ) -> Result<thread::JoinHandle<Result<T, HarnessError>>, HarnessError>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T, HarnessError> + Send + 'static,
+    {
+        let path = self.path();
+        let name = self.name.clone();
+        thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn(move || {
+                enter(&path, &name)?;
+                work()
+            })
+            .map_err(|source| HarnessError::Spawn { command: format!("thread for {what}"), source })
+    }
+
+    /// The namespace's cookie (`SO_NETNS_COOKIE`), as the daemon and the
+    /// BPF programs name it.
+    pub fn cookie(&self) -> Result<u64, HarnessError> {
+        let name = self.name.clone();
+        self.run_in("netns cookie", move || {
+            wasmtune::netns::current_cookie()
+                .map_err(|errno| HarnessError::EnterNetns { netns: name, source: std::io::Error::from(errno) })
+        })
+    }
+
     /// The pids of processes whose network namespace is this one.
     pub fn pids(&self) -> Vec<i32> {
         run_args("ip", &["netns", "pids", &self.name])

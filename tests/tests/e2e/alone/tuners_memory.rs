@@ -8,7 +8,7 @@
 //!
 //! `cargo nextest run --release -p wasmtune-tests --test tuners_memory`
 
-mod tuning;
+use crate::tuning;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};

@@ -8,7 +8,7 @@
 //! Every bound is measured and reported even when an earlier one failed, so
 //! one run shows each stall.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::path::Path;
 use std::process::{Output, Stdio};

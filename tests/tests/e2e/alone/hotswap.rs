@@ -6,7 +6,7 @@
 //! time from the rename to the new version handling events is measured for
 //! a policy compiled before (cache hit) and for a new one.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::{Duration, Instant};
 

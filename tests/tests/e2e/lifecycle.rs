@@ -3,8 +3,6 @@
 //! plus a custom section, so each has its own digest), installing them with
 //! write-then-rename, and reading a process's memory and open descriptors.
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};

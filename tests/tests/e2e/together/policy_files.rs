@@ -4,7 +4,7 @@
 //! file named like a built-in does not take the built-in's place, ownership
 //! or state unless the configuration declares it the built-in's replacement.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! test or the daemon touched restored by guards. Loss figures with and
 //! without tuning go to the results file, not into assertions.
 
-mod tuning;
+use crate::tuning;
 
 use std::collections::BTreeMap;
 use std::net::UdpSocket;

@@ -4,7 +4,7 @@
 //! the last change settles the running policies must be exactly what the
 //! directory (over the built-ins) says.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::Duration;
 

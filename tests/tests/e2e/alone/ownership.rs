@@ -3,7 +3,7 @@
 //! tcp_rmem is refused with a message naming the owner, while a policy that
 //! claims nothing owned still loads.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! `rollback` against the running daemon and offline, and a quarantined
 //! policy (backed off, then parked) coming back when its file changes.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! version, which must start from the old version's count rather than zero;
 //! and the store's quota refuses an oversized value.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::Duration;
 

@@ -3,8 +3,6 @@
 //! of the initial namespace, and iperf3 transfers that retry while the
 //! server finishes its previous run.
 
-#![allow(dead_code)]
-
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -65,14 +63,10 @@ pub fn init_value(name: &str) -> u64 {
 }
 
 /// One iperf3 transfer from `netns` to `server`, with `congestion` set by the
-/// application (`-C`) or left to the kernel and the daemon's sockops program.
-pub fn transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: Option<&str>) -> Throughput {
-    iperf_client(netns, server, seconds, congestion, false)
-}
-
-/// Like [`transfer`], with the client pinned to CPU 0 and the server to
-/// CPU 1 (`-A 0,1`) when the machine has two: placement of the two ends
-/// otherwise swings the throughput of one run two- or threefold.
+/// application (`-C`) or left to the kernel and the daemon's sockops
+/// program; the client pinned to CPU 0 and the server to CPU 1 (`-A 0,1`)
+/// when the machine has two: placement of the two ends otherwise swings the
+/// throughput of one run two- or threefold.
 pub fn pinned_transfer(netns: &Netns, server: &IperfServer, seconds: u32, congestion: Option<&str>) -> Throughput {
     let pin = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() >= 2);
     iperf_client(netns, server, seconds, congestion, pin)

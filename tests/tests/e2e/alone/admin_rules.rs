@@ -5,7 +5,7 @@
 //! daemon restart, and handed back with `wasmtune override clear`, after
 //! which tuning resumes.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //!   journal compacted past its size) keep the daemon's memory and the
 //!   journal bounded, and tcp-buffer keeps writing beside it.
 
-mod lifecycle;
+use crate::lifecycle;
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@
 //! Every global sysctl is guarded before the daemon starts, so the guards
 //! restore it after the daemon has stopped.
 
-mod tuning;
+use crate::tuning;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

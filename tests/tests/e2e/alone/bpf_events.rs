@@ -6,7 +6,7 @@
 //! nothing from sockets whose application locked its buffer size.
 //!
 //! Prints events per second, per-hook cost (kernel run-time accounting) and
-//! how long `stop` takes. Needs root; skips with a message otherwise.
+//! how long `stop` takes. Needs root (see `harness::skip_without`).
 //!
 //! `cargo test --release -p wasmtune --test bpf_events -- --nocapture`
 
@@ -24,6 +24,7 @@ use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use wasmtune::bpf::{BpfConfig, HookRunStats, HookState, KernelSource, RunTimeAccounting};
 use wasmtune::wit::{BufferDirection, Event, IpAddr, TcpBufferLimit};
+use wasmtune_tests::harness::{self, Netns, Requirement};
 
 /// The namespace-wide maxima the test sets: small, so buffers reach them.
 const LIMIT: u32 = 65536;
@@ -33,74 +34,29 @@ const NEAR: u32 = LIMIT - (LIMIT >> 2);
 
 const MIB: usize = 1 << 20;
 
-/// `SO_NETNS_COOKIE` from asm-generic/socket.h (Linux 5.14).
-const SO_NETNS_COOKIE: libc::c_int = 71;
-
-/// A network namespace that exists for the life of the guard.
-struct NetnsGuard {
-    name: String,
+/// A namespace of the test's own, with loopback up and the TCP buffer
+/// limits the events are judged against.
+fn test_namespace(label: &str) -> Netns {
+    let ns = Netns::new(label).expect("create the test namespace");
+    for sysctl in ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"] {
+        ns.run("sysctl", &["-q", "-w", &format!("{sysctl}={SYSCTL_VALUE}")]).expect("set the buffer limits");
+    }
+    ns
 }
 
-impl NetnsGuard {
-    /// `wt-bpf-<pid>-<tag>`: unique per test, since tests run in parallel.
-    fn create(tag: &str) -> Self {
-        let name = format!("wt-bpf-{}-{tag}", std::process::id());
-        run("ip", &["netns", "add", &name]);
-        let guard = NetnsGuard { name };
-        run("ip", &["-n", &guard.name, "link", "set", "lo", "up"]);
-        for sysctl in ["net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem"] {
-            run("ip", &["netns", "exec", &guard.name, "sysctl", "-q", "-w", &format!("{sysctl}={SYSCTL_VALUE}")]);
-        }
-        guard
-    }
-
-    /// Runs `f` on a thread that has entered this namespace.
-    fn spawn<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
-        let ns = File::open(format!("/run/netns/{}", self.name)).expect("open /run/netns entry");
-        thread::spawn(move || {
-            nix::sched::setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-            f()
-        })
-    }
-
-    /// The namespace's cookie, read from a socket made inside it.
-    fn cookie(&self) -> u64 {
-        self.spawn(|| {
-            let socket = TcpListener::bind("127.0.0.1:0").expect("bind in test namespace");
-            let mut cookie = 0u64;
-            let mut len = size_of::<u64>() as libc::socklen_t;
-            // SAFETY: `cookie` and `len` are valid for writes of the sizes given.
-            let ret = unsafe {
-                libc::getsockopt(
-                    socket.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    SO_NETNS_COOKIE,
-                    (&raw mut cookie).cast(),
-                    &raw mut len,
-                )
-            };
-            assert_eq!(ret, 0, "getsockopt(SO_NETNS_COOKIE): {}", std::io::Error::last_os_error());
-            cookie
-        })
-        .join()
-        .expect("cookie thread")
-    }
-
-    /// Whether `::1` works inside the namespace.
-    fn has_ipv6_loopback(&self) -> bool {
-        self.spawn(|| TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok()).join().expect("ipv6 probe thread")
-    }
+/// Runs `f` on a thread that has entered `ns`.
+fn spawn_in<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    let handle = ns.spawn_in("a transfer end", move || Ok(f())).expect("thread in the test namespace");
+    thread::spawn(move || match handle.join() {
+        Ok(Ok(value)) => value,
+        Ok(Err(error)) => panic!("{error}"),
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
-impl Drop for NetnsGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) {
-    let status = Command::new(program).args(args).status().unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed: {status}");
+/// Whether `::1` works inside the namespace.
+fn has_ipv6_loopback(ns: &Netns) -> bool {
+    ns.run_in("ipv6 probe", || Ok(TcpListener::bind((Ipv6Addr::LOCALHOST, 0)).is_ok())).expect("ipv6 probe")
 }
 
 /// How a transfer's sockets are set up.
@@ -125,9 +81,9 @@ struct Transfer {
 }
 
 /// Sends `bytes` from a client to a server over `bind` inside the namespace.
-fn transfer(ns: &NetnsGuard, bind: SocketAddr, bytes: usize, buffers: Buffers) -> Transfer {
+fn transfer(ns: &Netns, bind: SocketAddr, bytes: usize, buffers: Buffers) -> Transfer {
     let (port_tx, port_rx) = std::sync::mpsc::channel();
-    let server = ns.spawn(move || {
+    let server = spawn_in(ns, move || {
         let listener = TcpListener::bind(bind).expect("bind server");
         if let Buffers::Locked = buffers {
             // Accepted sockets inherit the size and the lock from the listener.
@@ -154,7 +110,7 @@ fn transfer(ns: &NetnsGuard, bind: SocketAddr, bytes: usize, buffers: Buffers) -
         (received, peer.port())
     });
     let server_port = port_rx.recv().expect("server port");
-    let client = ns.spawn(move || {
+    let client = spawn_in(ns, move || {
         let target = SocketAddr::new(bind.ip(), server_port);
         let mut stream = TcpStream::connect(target).expect("connect");
         if let Buffers::Locked = buffers {
@@ -277,13 +233,12 @@ fn print_costs(before: &[HookRunStats], after: &[HookRunStats]) {
 
 #[test]
 fn tcp_buffer_limit_events_carry_the_namespace_its_limits_and_the_peer() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: attaching BPF programs and creating network namespaces needs root");
+    if harness::skip_without(&[Requirement::Root, Requirement::Tool("ip")]) {
         return;
     }
-    let ns = NetnsGuard::create("events");
-    let cookie = ns.cookie();
-    println!("test namespace {} has cookie {cookie}", ns.name);
+    let ns = test_namespace("events");
+    let cookie = ns.cookie().expect("the test namespace's cookie");
+    println!("test namespace {} has cookie {cookie}", ns.name());
 
     let accounting = RunTimeAccounting::enable().expect("enable BPF run-time accounting");
     let source = KernelSource::start(BpfConfig::default()).expect("start the kernel source");
@@ -327,7 +282,7 @@ fn tcp_buffer_limit_events_carry_the_namespace_its_limits_and_the_peer() {
         assert!(n <= max_per_direction, "{n} {d:?} events in {:?} exceed the rate limit", auto.elapsed);
     }
 
-    if ns.has_ipv6_loopback() {
+    if has_ipv6_loopback(&ns) {
         let collector = Collector::start(&source, cookie);
         let v6 = std::net::IpAddr::from(Ipv6Addr::LOCALHOST);
         let over_v6 = transfer(&ns, SocketAddr::new(v6, 0), 64 * MIB, Buffers::AutoTuned);
@@ -360,11 +315,10 @@ fn tcp_buffer_limit_events_carry_the_namespace_its_limits_and_the_peer() {
 
 #[test]
 fn batches_that_find_the_channel_full_count_as_lost() {
-    if !nix::unistd::Uid::effective().is_root() {
-        eprintln!("skipped: attaching BPF programs and creating network namespaces needs root");
+    if harness::skip_without(&[Requirement::Root, Requirement::Tool("ip")]) {
         return;
     }
-    let ns = NetnsGuard::create("lost");
+    let ns = test_namespace("lost");
     // One batch fits; nobody reads, so every later batch is dropped.
     let config = BpfConfig { channel_capacity: 1, ..BpfConfig::default() };
     let source = KernelSource::start(config).expect("start the kernel source");

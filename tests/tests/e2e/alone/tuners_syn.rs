@@ -4,7 +4,7 @@
 //! (handshakes that never complete) gets SYN cookies instead, and no bigger
 //! backlog. Each change is checked in the kernel and in its change line.
 
-mod tuning;
+use crate::tuning;
 
 use std::time::Duration;
 

@@ -4,16 +4,14 @@
 //! administrator override, rollback in the daemon and after a crash, and a
 //! value the kernel refuses.
 //!
-//! Every test makes its own namespaces (`wt-act-<pid>-<n>`, deleted on drop,
+//! Every test makes its own namespaces (`harness::Netns`, deleted on drop,
 //! also when the test panics) and its own state directory, and never writes
 //! a sysctl of the test process's own namespace; it checks that one is left
-//! unchanged. Without root the tests say so and do nothing.
+//! unchanged.
 
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
@@ -21,6 +19,7 @@ use wasmtune::actuate::{Actuator, ActuatorConfig, Change};
 use wasmtune::ledger::{self, Journal, LedgerError, Record, SkipReason};
 use wasmtune::netns::{self, NetnsError, NetnsRegistry};
 use wasmtune::sysctl::{self, Value};
+use wasmtune_tests::harness::{self, Netns, Requirement};
 
 const RMEM: &str = "net.ipv4.tcp_rmem";
 const SCENARIO: &str = "need to increase TCP buffer size(s)";
@@ -28,48 +27,18 @@ const REASON: &str = "receive buffers reached tcp_rmem[2] in a test";
 
 /// True (after saying why) when the tests cannot run here.
 fn skip_unless_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return false;
-    }
-    eprintln!("skipping: creating network namespaces and writing their sysctls needs root");
-    true
+    harness::skip_without(&[Requirement::Root, Requirement::Tool("ip"), Requirement::Tool("sysctl")])
 }
 
-/// A network namespace made with `ip netns add`, deleted on drop.
-struct TestNamespace {
-    name: String,
+/// The value as `sysctl` inside the namespace sees it: a second path to the
+/// kernel, independent of the code under test.
+fn sysctl_of(ns: &Netns, tunable: &str) -> Value {
+    Value::parse(&harness::sysctl_in(ns, tunable).expect("sysctl inside the test namespace"))
 }
 
-impl TestNamespace {
-    fn new() -> TestNamespace {
-        static SERIAL: AtomicU32 = AtomicU32::new(0);
-        let name = format!("wt-act-{}-{}", std::process::id(), SERIAL.fetch_add(1, Ordering::Relaxed));
-        run("ip", &["netns", "add", &name]);
-        TestNamespace { name }
-    }
-
-    /// The value as `sysctl` inside the namespace sees it: a second path to
-    /// the kernel, independent of the code under test.
-    fn sysctl(&self, tunable: &str) -> Value {
-        Value::parse(&run("ip", &["netns", "exec", &self.name, "sysctl", "-n", tunable]))
-    }
-
-    /// A write by "the administrator".
-    fn set_sysctl(&self, tunable: &str, value: &Value) {
-        run("ip", &["netns", "exec", &self.name, "sysctl", "-w", &format!("{tunable}={value}")]);
-    }
-}
-
-impl Drop for TestNamespace {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
-    }
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().expect("run command");
-    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// A write by "the administrator".
+fn set_sysctl(ns: &Netns, tunable: &str, value: &Value) {
+    harness::set_sysctl_in(ns, tunable, &value.to_string()).expect("sysctl -w inside the test namespace");
 }
 
 /// The test process's own value, which no test may change.
@@ -104,15 +73,16 @@ struct Bed {
     cookie: u64,
     state_dir: PathBuf,
     _state: tempfile::TempDir,
-    ns: TestNamespace,
+    ns: Netns,
 }
 
 impl Bed {
     fn new() -> Bed {
         logs();
-        let ns = TestNamespace::new();
-        let registry = Arc::new(NetnsRegistry::discover(std::slice::from_ref(&ns.name)).expect("discover"));
-        let cookie = registry.cookie_of(&ns.name).expect("test namespace discovered");
+        let ns = Netns::new("act").expect("create the test namespace");
+        let name = ns.name().to_string();
+        let registry = Arc::new(NetnsRegistry::discover(std::slice::from_ref(&name)).expect("discover"));
+        let cookie = registry.cookie_of(&name).expect("test namespace discovered");
         let state = tempfile::tempdir().expect("tempdir");
         let state_dir = state.path().join("state");
         Bed { registry, cookie, state_dir, _state: state, ns }
@@ -196,13 +166,13 @@ fn writes_only_in_the_target_namespace_and_journals_the_intent_before_applying()
     let init_before = init_rmem();
     let (actuator, thread) = bed.spawn(false);
     let original = actuator.read(bed.cookie, RMEM).expect("read");
-    assert_eq!(original, bed.ns.sysctl(RMEM));
+    assert_eq!(original, sysctl_of(&bed.ns, RMEM));
     let grown = with_max(&original, 3 * 4096);
 
     actuator.submit(change(bed.cookie, grown.clone()));
 
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read back"), grown);
-    assert_eq!(bed.ns.sysctl(RMEM), grown, "seen from inside the namespace");
+    assert_eq!(sysctl_of(&bed.ns, RMEM), grown, "seen from inside the namespace");
     assert_eq!(init_rmem(), init_before, "the test's own namespace must be untouched");
     assert!(!actuator.is_overridden(bed.cookie, RMEM));
 
@@ -210,7 +180,7 @@ fn writes_only_in_the_target_namespace_and_journals_the_intent_before_applying()
     assert!(matches!(records[0], Record::SessionStart { .. }), "{records:?}");
     let intent_at = records.iter().position(|r| matches!(r, Record::Intent(_))).expect("intent");
     let Record::Intent(intent) = &records[intent_at] else { unreachable!() };
-    assert_eq!((intent.netns, intent.netns_name.as_str()), (bed.cookie, bed.ns.name.as_str()));
+    assert_eq!((intent.netns, intent.netns_name.as_str()), (bed.cookie, bed.ns.name()));
     assert_eq!((&intent.old, &intent.new), (&original, &grown));
     assert_eq!(
         (intent.policy.as_str(), intent.scenario.as_str(), intent.reason.as_str()),
@@ -222,7 +192,7 @@ fn writes_only_in_the_target_namespace_and_journals_the_intent_before_applying()
     assert_eq!(mode(&bed.state_dir), 0o700);
     assert_eq!(mode(&Journal::path_in(&bed.state_dir)), 0o600);
 
-    let logged = events("sysctl-change", &bed.ns.name);
+    let logged = events("sysctl-change", bed.ns.name());
     assert_eq!(logged.len(), 1, "{logged:?}");
     let line = &logged[0];
     assert_eq!(line["level"], "INFO");
@@ -234,17 +204,17 @@ fn writes_only_in_the_target_namespace_and_journals_the_intent_before_applying()
     assert_eq!(line["reason"], REASON);
     let expected_message = format!(
         "{SCENARIO}: {RMEM} in netns {} changed from ({original}) to ({grown}) by policy test-buffer: {REASON}",
-        bed.ns.name
+        bed.ns.name()
     );
     assert_eq!(line["message"], expected_message);
 
     let summary = actuator.summary().lines();
-    let replicate = format!("to replicate: ip netns exec {} sysctl -w '{RMEM}={grown}'", bed.ns.name);
+    let replicate = format!("to replicate: ip netns exec {} sysctl -w '{RMEM}={grown}'", bed.ns.name());
     assert!(summary.contains(&replicate), "{summary:#?}");
     assert!(summary.contains(&format!("scenario '{SCENARIO}': 1 change(s)")), "{summary:#?}");
 
     assert!(actuator.rollback().complete);
-    assert_eq!(bed.ns.sysctl(RMEM), original);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), original);
     actuator.shutdown();
     thread.join().expect("actuator thread");
 }
@@ -262,12 +232,12 @@ fn dry_run_leaves_the_kernel_and_the_journal_alone() {
     actuator.submit(change(bed.cookie, grown.clone()));
 
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), original);
-    assert_eq!(bed.ns.sysctl(RMEM), original);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), original);
     assert!(bed.intents().is_empty(), "{:?}", bed.journal());
-    let logged = events("sysctl-would-change", &bed.ns.name);
+    let logged = events("sysctl-would-change", bed.ns.name());
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(logged[0]["new"], grown.to_string());
-    assert!(events("sysctl-change", &bed.ns.name).is_empty());
+    assert!(events("sysctl-change", bed.ns.name()).is_empty());
 
     let summary = actuator.summary().lines();
     assert!(summary[0].starts_with("dry run: nothing was written; 1 change(s)"), "{summary:#?}");
@@ -291,13 +261,13 @@ fn a_value_changed_by_someone_else_is_left_alone_from_then_on() {
 
     actuator.submit(change(bed.cookie, ours.clone()));
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), ours);
-    bed.ns.set_sysctl(RMEM, &admins);
+    set_sysctl(&bed.ns, RMEM, &admins);
     actuator.submit(change(bed.cookie, with_max(&original, 3 * 4096)));
 
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), admins, "the administrator's value stays");
     assert!(actuator.is_overridden(bed.cookie, RMEM));
     assert_eq!(bed.intents().len(), 1, "only the first change was journaled");
-    let logged = events("admin-override", &bed.ns.name);
+    let logged = events("admin-override", bed.ns.name());
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(
         (logged[0]["expected"].as_str(), logged[0]["found"].as_str()),
@@ -312,7 +282,7 @@ fn a_value_changed_by_someone_else_is_left_alone_from_then_on() {
     assert!(matches!(report.skipped.as_slice(), [(_, SkipReason::ChangedSince { .. })]), "{report:?}");
     assert!(report.lines()[0].contains("changed by someone else since"), "{:?}", report.lines());
     assert!(report.complete);
-    assert_eq!(bed.ns.sysctl(RMEM), admins);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), admins);
     actuator.shutdown();
     thread.join().expect("actuator thread");
 }
@@ -335,8 +305,8 @@ fn rollback_in_the_daemon_restores_the_original() {
     assert!(report.complete, "{report:?}");
     assert_eq!(report.restored.len(), 1, "{report:?}");
     assert_eq!((&report.restored[0].from, &report.restored[0].to), (&last, &original));
-    assert_eq!(bed.ns.sysctl(RMEM), original);
-    let logged = events("rollback", &bed.ns.name);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), original);
+    let logged = events("rollback", bed.ns.name());
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert_eq!(
         (logged[0]["from"].as_str(), logged[0]["to"].as_str()),
@@ -376,13 +346,13 @@ fn offline_rollback_after_a_crash_restores_the_original() {
     // A crash: the daemon goes away without rolling back.
     drop(actuator);
     thread.join().expect("actuator thread");
-    assert_eq!(bed.ns.sysctl(RMEM), grown);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), grown);
 
     let report = ledger::rollback_offline(&bed.state_dir).expect("offline rollback");
 
     assert!(report.complete, "{report:?}");
     assert_eq!(report.restored.len(), 1, "{report:?}");
-    assert_eq!(bed.ns.sysctl(RMEM), original);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), original);
     assert_eq!(ledger::rollback_offline(&bed.state_dir).expect("again").lines(), ["nothing to roll back"]);
 }
 
@@ -404,7 +374,7 @@ fn a_restarted_daemon_rolls_back_what_the_crashed_one_changed() {
     assert!(summary.iter().any(|line| line.contains(&format!("({original}) -> ({grown})"))), "{summary:#?}");
     let report = restarted.rollback();
     assert_eq!(report.restored.len(), 1, "{report:?}");
-    assert_eq!(bed.ns.sysctl(RMEM), original);
+    assert_eq!(sysctl_of(&bed.ns, RMEM), original);
     restarted.shutdown();
     thread.join().expect("actuator thread");
 }
@@ -421,7 +391,7 @@ fn a_namespace_gone_before_rollback_is_reported_not_an_error() {
     drop(actuator);
     thread.join().expect("actuator thread");
     let Bed { registry, ns, state_dir, _state, .. } = bed;
-    let name = ns.name.clone();
+    let name = ns.name().to_string();
     drop(registry);
     drop(ns);
 
@@ -458,7 +428,7 @@ fn a_value_the_kernel_refuses_fails_cleanly_and_is_journaled_as_failed() {
     let (error, found) = failed.expect("a failed record");
     assert!(error.contains("kernel rejected the value '0 0 0'") && error.contains("EINVAL"), "{error}");
     assert_eq!(found, Some(original.clone()));
-    let logged = events("sysctl-change-failed", &bed.ns.name);
+    let logged = events("sysctl-change-failed", bed.ns.name());
     assert_eq!(logged.len(), 1, "{logged:?}");
     assert!(logged[0]["error"].as_str().is_some_and(|e| e.contains("EINVAL")), "{logged:?}");
 
@@ -466,7 +436,7 @@ fn a_value_the_kernel_refuses_fails_cleanly_and_is_journaled_as_failed() {
     actuator.submit(change(bed.cookie, Value::Integers(vec![1, 2])));
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), original);
     assert_eq!(bed.intents().len(), 1, "a refused shape is not attempted");
-    let logged = events("sysctl-change-failed", &bed.ns.name);
+    let logged = events("sysctl-change-failed", bed.ns.name());
     assert!(
         logged.iter().any(|line| line["error"].as_str().is_some_and(|e| e.contains("partial write"))),
         "{logged:?}"
@@ -483,18 +453,18 @@ fn a_namespace_outside_the_tuned_set_is_never_written() {
         return;
     }
     let bed = Bed::new();
-    let other = TestNamespace::new();
+    let other = Netns::new("act").expect("create a test namespace");
     bed.registry.refresh().expect("refresh");
-    let other_cookie = bed.registry.cookie_of(&other.name).expect("other namespace known");
+    let other_cookie = bed.registry.cookie_of(other.name()).expect("other namespace known");
     assert!(!bed.registry.is_tuned(other_cookie));
     let (actuator, thread) = bed.spawn(false);
-    let before = other.sysctl(RMEM);
+    let before = sysctl_of(&other, RMEM);
 
     actuator.submit(change(other_cookie, with_max(&before, 4096)));
 
     assert_eq!(actuator.read(other_cookie, RMEM).expect("read"), before);
-    assert_eq!(other.sysctl(RMEM), before);
-    assert_eq!(events("sysctl-change-failed", &other.name).len(), 1);
+    assert_eq!(sysctl_of(&other, RMEM), before);
+    assert_eq!(events("sysctl-change-failed", other.name()).len(), 1);
     actuator.shutdown();
     thread.join().expect("actuator thread");
 }
@@ -505,16 +475,16 @@ fn the_registry_names_tunes_and_enters_namespaces_behind_a_guard() {
         return;
     }
     logs();
-    let rx = TestNamespace::new();
-    let registry = NetnsRegistry::discover(std::slice::from_ref(&rx.name)).expect("discover");
+    let rx = Netns::new("act").expect("create a test namespace");
+    let registry = NetnsRegistry::discover(&[rx.name().to_string()]).expect("discover");
     let home = netns::current_cookie().expect("own cookie");
-    let rx_cookie = registry.cookie_of(&rx.name).expect("rx known");
+    let rx_cookie = registry.cookie_of(rx.name()).expect("rx known");
     assert_eq!(registry.cookie_of("init"), Some(home));
     assert_ne!(rx_cookie, home);
-    assert_eq!(registry.name_of(rx_cookie).as_deref(), Some(rx.name.as_str()));
+    assert_eq!(registry.name_of(rx_cookie).as_deref(), Some(rx.name()));
     assert!(registry.is_tuned(rx_cookie));
     assert!(!registry.is_tuned(home), "init is not in --netns");
-    assert_eq!(registry.list().iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>(), [rx.name.as_str()]);
+    assert_eq!(registry.list().iter().map(|ns| ns.name()).collect::<Vec<_>>(), [rx.name()]);
 
     {
         let _inside = registry.enter(rx_cookie).expect("enter");
@@ -522,22 +492,22 @@ fn the_registry_names_tunes_and_enters_namespaces_behind_a_guard() {
     }
     assert_eq!(netns::current_cookie().expect("cookie"), home, "the guard returned");
     {
-        let _inside = NetnsRegistry::enter_by_name(&rx.name).expect("enter by name");
+        let _inside = NetnsRegistry::enter_by_name(rx.name()).expect("enter by name");
         assert_eq!(netns::current_cookie().expect("cookie"), rx_cookie);
     }
     assert_eq!(netns::current_cookie().expect("cookie"), home);
 
-    let late = TestNamespace::new();
+    let late = Netns::new("act").expect("create a test namespace");
     registry.refresh().expect("refresh");
-    let late_cookie = registry.cookie_of(&late.name).expect("late namespace found");
+    let late_cookie = registry.cookie_of(late.name()).expect("late namespace found");
     assert!(!registry.is_tuned(late_cookie), "not in --netns");
-    let late_name = late.name.clone();
+    let late_name = late.name().to_string();
     drop(late);
     registry.refresh().expect("refresh");
     assert_eq!(registry.cookie_of(&late_name), None, "a deleted namespace is dropped");
-    assert_eq!(registry.cookie_of(&rx.name), Some(rx_cookie), "cookies stay stable across scans");
+    assert_eq!(registry.cookie_of(rx.name()), Some(rx_cookie), "cookies stay stable across scans");
 
-    let missing = format!("{}-missing", rx.name);
+    let missing = format!("{}-missing", rx.name());
     let error = NetnsRegistry::discover(std::slice::from_ref(&missing)).err().expect("unknown name refused");
     assert!(matches!(&error, NetnsError::UnknownName { name } if *name == missing), "{error}");
     assert!(error.to_string().contains(&missing));
@@ -616,7 +586,7 @@ fn a_change_checked_against_a_value_since_replaced_is_not_made() {
 
     assert_eq!(actuator.read(bed.cookie, RMEM).expect("read"), original, "not applied");
     assert!(bed.intents().is_empty(), "nothing journaled: {:?}", bed.journal());
-    let failed = events("sysctl-change-failed", &bed.ns.name);
+    let failed = events("sysctl-change-failed", bed.ns.name());
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0]["error"].as_str().is_some_and(|e| e.contains("since the request was checked")), "{failed:?}");
     actuator.shutdown();
