@@ -1,8 +1,10 @@
-//! The one place that writes to the kernel. Every sysctl change, from any
-//! policy, passes through the actuator thread, which for each change enters
-//! the namespace, reads the current value, stops if the administrator took
-//! the tunable over, journals the intent (synced to disk) before writing,
-//! writes, reads back, journals the outcome, and logs what changed and why.
+//! The daemon's one choke point for kernel writes. Every sysctl change,
+//! from any policy, passes through the actuator thread, which for each
+//! change enters the namespace, reads the current value, stops if the
+//! administrator took the tunable over, then makes the one journaled write
+//! ([`crate::ledger::write_sysctl`]: intent synced to disk, write, read back,
+//! outcome), and logs what changed and why. The administrator's value put
+//! back after a racing write and the daemon's rollbacks take the same write.
 //! Per-destination changes (entries of the sockops `peers` map) take the
 //! same path: journaled before the map is written, outcome after.
 //!
@@ -25,7 +27,8 @@ use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
 use crate::grants::HostLimits;
 use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
 use crate::ledger::{
-    DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, record::now_ms,
+    DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, SysctlIntent,
+    record::now_ms, write_sysctl,
 };
 use crate::netns::{NetnsError, NetnsRegistry};
 use crate::overrides::{AdminOverrides, Override, OverridesError};
@@ -581,32 +584,15 @@ impl Worker {
         }
     }
 
-    /// The one way a sysctl is written, inside its namespace (the caller
-    /// entered it): the intent is journaled and synced first, then the value
-    /// written and read back, then the outcome journaled. The error says
-    /// what failed.
+    /// A change written through [`write_sysctl`], inside its namespace (the
+    /// caller entered it). The error says what failed.
     fn write_journaled(&mut self, change: &Change, netns: &str, old: &Value) -> Result<(), String> {
-        let intent = self.intent(change, netns, old, self.ledger.next_seq());
-        let seq = intent.seq;
-        self.ledger
-            .record(Record::Intent(intent))
-            .map_err(|error| format!("not written, because the journal failed: {error}"))?;
-        let written = sysctl::write(&change.tunable, &change.value);
-        let read_back = sysctl::read(&change.tunable);
-        let error = match (&written, &read_back) {
-            (Ok(()), Ok(now)) if *now == change.value => None,
-            (Err(error), _) => Some(error.to_string()),
-            (Ok(()), Ok(now)) => Some(format!("wrote ({}) but read back ({now})", change.value)),
-            (Ok(()), Err(error)) => Some(format!("wrote ({}) but cannot read it back: {error}", change.value)),
-        };
-        let outcome = match &error {
-            None => Record::Applied { seq, time: now_ms() },
-            Some(error) => Record::Failed { seq, time: now_ms(), error: error.clone(), found: read_back.ok() },
-        };
-        if let Err(journal_error) = self.ledger.record(outcome) {
+        let intent = self.intent(change, netns, old, 0);
+        let write = write_sysctl(&mut self.ledger, SysctlIntent::Change(intent));
+        if let Some(journal_error) = write.unjournaled_outcome {
             tracing::error!(error = %journal_error, tunable = %change.tunable, %netns, "cannot journal the outcome of a change");
         }
-        error.map_or(Ok(()), Err)
+        write.result.map_err(|error| error.to_string())
     }
 }
 
