@@ -23,8 +23,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
+use crate::admin_write::AdminWrite;
+use crate::bpf::cgroup::PeerMap;
 use crate::grants::HostLimits;
+use crate::ledger::ADMINISTRATOR;
 use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
 use crate::ledger::{
     DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, SysctlIntent,
@@ -32,11 +34,8 @@ use crate::ledger::{
 };
 use crate::netns::{NetnsError, NetnsRegistry};
 use crate::overrides::{AdminOverrides, Override, OverridesError};
+use crate::peer::{PeerPrefix, PeerSettings};
 use crate::sysctl::{self, SysctlError, Value};
-
-/// The policy name under which a value written on the administrator's
-/// behalf is journaled; rollback leaves such values alone (they are theirs).
-pub const ADMINISTRATOR: &str = "administrator";
 
 /// How long [`Actuator::read`] waits for the actuator thread.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -341,7 +340,7 @@ impl Actuator {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     /// The changes in effect (under `--dry-run`, those that would have been made).
@@ -481,7 +480,7 @@ impl Worker {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     /// Found holding a value the host did not write: the administrator's.

@@ -12,19 +12,16 @@ use std::time::Instant;
 
 use crate::actuate::{ActuateError, Actuator, Change};
 use crate::caps::denials::DenialLog;
-use crate::caps::text::printable;
 use crate::grants::{self, Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
 use crate::netns::NetnsRegistry;
 use crate::sysctl::{SysctlError, Value};
+use crate::text::{self, printable};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
 use crate::wit::{Denial, SysctlValue};
 
-/// Longest scenario and reason kept from a policy.
-const MAX_SCENARIO: usize = 120;
 /// When the actuator's queue is full: retry after this long.
 pub const QUEUE_FULL_RETRY_MS: u32 = 100;
-const MAX_REASON: usize = 400;
 
 /// Counters a policy's requests leave behind, read by status and tests.
 #[derive(Debug, Default)]
@@ -68,7 +65,7 @@ impl SysctlCap {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     fn check_netns(&self, netns: u64) -> Result<(), Denial> {
@@ -156,8 +153,8 @@ impl Host for SysctlCap {
             tunable: change.name,
             value: requested,
             checked_against: Some(checked_against),
-            scenario: printable(&change.scenario, MAX_SCENARIO),
-            reason: printable(&change.reason, MAX_REASON),
+            scenario: text::scenario(&change.scenario),
+            reason: text::reason(&change.reason),
         });
         if !queued {
             let denial = Denial::RateLimited(QUEUE_FULL_RETRY_MS);

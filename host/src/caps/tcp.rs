@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::actuate::{Actuator, PeerChange as AppliedPeerChange};
-use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
 use crate::caps::denials::DenialLog;
 use crate::caps::sysctl::SysctlCap;
-use crate::caps::text::printable;
 use crate::grants::{self, Arbiter, EffectiveGrant};
 use crate::netns::NetnsRegistry;
+use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
+use crate::text;
 use crate::wit::Denial;
 use crate::wit::wasmtune::policy::tcp::{Host, IpPrefix, PeerChange};
 
@@ -24,9 +24,6 @@ use crate::wit::wasmtune::policy::tcp::{Host, IpPrefix, PeerChange};
 const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 /// Per-destination entries one policy may hold in one namespace.
 pub const MAX_PEERS_PER_POLICY: usize = 256;
-/// Longest scenario and reason kept from a policy.
-const MAX_SCENARIO: usize = 120;
-const MAX_REASON: usize = 400;
 
 pub struct TcpCap {
     pub policy: String,
@@ -119,7 +116,7 @@ impl TcpCap {
         let kind = grants::denial_kind(denial);
         let Some(unsaid) = self.denials.admit("tcp-peer", kind, Instant::now()) else { return };
         let detail = grants::denial_detail(denial);
-        let netns_name = self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"));
+        let netns_name = self.registry.display_name(netns);
         let peer = PeerPrefix::new(&prefix.addr, prefix.len)
             .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p));
         tracing::warn!(
@@ -147,7 +144,7 @@ pub fn peer_conflict(
 ) -> Result<(), Denial> {
     let mut held = 0usize;
     for (owner_netns, tunable, owner) in owners {
-        let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(crate::grants::peer_prefix) else { continue };
+        let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(peer_prefix) else { continue };
         if *owner_netns != netns {
             continue;
         }
@@ -195,8 +192,8 @@ impl Host for TcpCap {
             netns: change.netns,
             prefix,
             settings: Some(settings),
-            scenario: printable(&change.scenario, MAX_SCENARIO),
-            reason: printable(&change.reason, MAX_REASON),
+            scenario: text::scenario(&change.scenario),
+            reason: text::reason(&change.reason),
         });
         Ok(self.queued_or_refused(queued, change.netns, &change.peer))
     }
@@ -215,7 +212,7 @@ impl Host for TcpCap {
             prefix,
             settings: None,
             scenario: "per-destination settings no longer needed".to_string(),
-            reason: printable(&reason, MAX_REASON),
+            reason: text::reason(&reason),
         });
         if queued {
             // A destination handed back is no one's: it no longer counts
@@ -231,7 +228,7 @@ mod tests {
     use super::*;
 
     fn prefix(text: &str) -> PeerPrefix {
-        crate::grants::peer_prefix(text).expect("a prefix")
+        peer_prefix(text).expect("a prefix")
     }
 
     fn owned(netns: u64, text: &str, owner: &str) -> (u64, String, String) {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 pub use journal::{JOURNAL_FILE, Journal, Replay, TornTail};
-pub use record::{Intent, PeerIntent, Record, RollbackIntent, Snapshot};
+pub use record::{ADMINISTRATOR, Intent, PeerIntent, Record, RollbackIntent, Snapshot};
 pub use rollback::{RestoredTunable, RollbackReport, SettledIntents, SkipReason, rollback_offline};
 pub use state::{DerivedState, PeerEntry, TunableHistory, TunableKey};
 pub use summary::{ScenarioCount, Summary, TunableSummary};

@@ -218,7 +218,7 @@ pub(crate) fn roll_back_matching(
         .collect();
     let had_history = !ledger.state().tunables().is_empty() || !ledger.state().peers_ended().is_empty();
     for (key, history) in changed {
-        if history.last_policy == crate::actuate::ADMINISTRATOR {
+        if history.last_policy == super::record::ADMINISTRATOR {
             tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {}", key.tunable, key.netns, SkipReason::Administrators);
             report.skipped.push((key, SkipReason::Administrators));
             continue;

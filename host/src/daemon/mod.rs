@@ -2,6 +2,8 @@
 //! policies, BPF, router, directory watcher — runs until SIGINT or SIGTERM,
 //! then stops in reverse order, rolls back when asked, and prints the summary.
 
+mod outside_changes;
+
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -119,7 +121,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     // Without any BPF hook the /proc signals, the actuator, rollback and the
     // control socket still serve: run with what works and say what does not.
     let kernel =
-        match KernelSource::start(BpfConfig { near_limit_shift: 6 - u32::from(rate.get()), ..BpfConfig::default() }) {
+        match KernelSource::start(BpfConfig { near_limit_shift: rate.near_limit_shift(), ..BpfConfig::default() }) {
             Ok(kernel) => Some(Arc::new(kernel)),
             Err(error) => {
                 tracing::warn!(
@@ -139,7 +141,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         kernel.as_ref().map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
     let proc_signals = crate::signals::ProcSignals::start(
         crate::signals::ProcSignalsConfig {
-            near_limit_shift: 6 - u32::from(rate.get()),
+            near_limit_shift: rate.near_limit_shift(),
             ..crate::signals::ProcSignalsConfig::default()
         },
         registry.clone(),
@@ -148,12 +150,12 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     .map_err(|e| tracing::warn!("/proc signals (softnet, route table, fragments) are off: {e}"))
     .ok()
     .map(Arc::new);
-    let _cgroup = crate::bpf::cgroup::deliver::start_for_daemon(
+    let _cgroup = outside_changes::start_cgroup_and_namespaces(
         &actuator,
         &arbiter,
         &registry,
         &policies,
-        6 - u32::from(rate.get()),
+        rate.near_limit_shift(),
     );
     let router = {
         let kernel_for_loss = kernel.clone();
