@@ -510,11 +510,8 @@ impl Worker {
             tracing::debug!(tunable = %change.tunable, %netns, "not changing a tunable the administrator took over");
             return;
         }
-        if let Err(error) = sysctl::validate_name(&change.tunable) {
-            return log_failed(change, &netns, None, &error.to_string());
-        }
-        if !self.registry.is_tuned(change.netns) {
-            return log_failed(change, &netns, None, "wasmtune does not tune this network namespace");
+        if let Err(why) = self.may_write(change) {
+            return log_failed(change, &netns, None, &why);
         }
         let _inside = match self.registry.enter(change.netns) {
             Ok(guard) => guard,
@@ -528,44 +525,59 @@ impl Worker {
             tracing::debug!(tunable = %change.tunable, %netns, value = %old, "already holds the requested value");
             return;
         }
-        if let Some(mismatch) = shape_mismatch(&old, &change.value) {
-            return log_failed(change, &netns, Some(&old), &mismatch);
-        }
-        if let Some(checked) = &change.checked_against
-            && *checked != old
-        {
-            let why = format!("it changed from ({checked}) since the request was checked; the policy may ask again");
+        if let Err(why) = still_applies(change, &old) {
             return log_failed(change, &netns, Some(&old), &why);
         }
-        if let Some(history) = self.ledger.state().get(&netns, &change.tunable)
-            && history.netns_cookie == change.netns
-            && let Some(expected) = &history.last_written
-            && !history.holds_host_value(&old)
-        {
-            self.mark_changed(&netns, &change.tunable, &old);
-            tracing::warn!(
-                event = "admin-override",
-                tunable = %change.tunable,
-                netns = %netns,
-                expected = %expected,
-                found = %old,
-                "{} in netns {netns} was changed by someone else: wasmtune wrote ({expected}), it now holds ({old}); \
-                 wasmtune leaves it alone from now on",
-                change.tunable
-            );
+        if self.taken_over(change, &netns, &old) {
             return;
         }
         if self.dry_run {
-            let intent = self.intent(change, &netns, &old, self.plan.max_seq() + 1);
-            let seq = intent.seq;
-            self.plan.apply(&Record::Intent(intent));
-            self.plan.apply(&Record::Applied { seq, time: now_ms() });
+            self.plan_change(change, &netns, &old);
             return log_change("sysctl-would-change", change, &netns, &old);
         }
         match self.write_journaled(change, &netns, &old) {
             Ok(()) => log_change("sysctl-change", change, &netns, &old),
             Err(error) => log_failed(change, &netns, Some(&old), &error),
         }
+    }
+
+    /// Whether the host may write this tunable in this namespace at all.
+    fn may_write(&self, change: &Change) -> Result<(), String> {
+        sysctl::validate_name(&change.tunable).map_err(|error| error.to_string())?;
+        if !self.registry.is_tuned(change.netns) {
+            return Err("wasmtune does not tune this network namespace".to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel holds something other than the host's last value:
+    /// then someone else wrote it, and it is the administrator's from now on.
+    fn taken_over(&self, change: &Change, netns: &str, old: &Value) -> bool {
+        let Some(history) = self.ledger.state().get(netns, &change.tunable) else { return false };
+        let Some(expected) = &history.last_written else { return false };
+        if history.netns_cookie != change.netns || history.holds_host_value(old) {
+            return false;
+        }
+        self.mark_changed(netns, &change.tunable, old);
+        tracing::warn!(
+            event = "admin-override",
+            tunable = %change.tunable,
+            netns = %netns,
+            expected = %expected,
+            found = %old,
+            "{} in netns {netns} was changed by someone else: wasmtune wrote ({expected}), it now holds ({old}); \
+             wasmtune leaves it alone from now on",
+            change.tunable
+        );
+        true
+    }
+
+    /// Under `--dry-run`: the change folded into the plan, as if made.
+    fn plan_change(&mut self, change: &Change, netns: &str, old: &Value) {
+        let intent = self.intent(change, netns, old, self.plan.max_seq() + 1);
+        let seq = intent.seq;
+        self.plan.apply(&Record::Intent(intent));
+        self.plan.apply(&Record::Applied { seq, time: now_ms() });
     }
 
     fn intent(&self, change: &Change, netns: &str, old: &Value, seq: u64) -> Intent {
@@ -847,6 +859,21 @@ fn shape_mismatch(old: &Value, new: &Value) -> Option<String> {
         )),
         (Value::Integers(_), Value::Text(_)) => Some("it holds integers and the change is text".to_string()),
         _ => None,
+    }
+}
+
+/// Whether a change checked against one value may still be made now that
+/// the kernel holds `old`: not if the write would be partial, nor if the
+/// value changed since the check (the policy may ask again).
+fn still_applies(change: &Change, old: &Value) -> Result<(), String> {
+    if let Some(mismatch) = shape_mismatch(old, &change.value) {
+        return Err(mismatch);
+    }
+    match &change.checked_against {
+        Some(checked) if checked != old => {
+            Err(format!("it changed from ({checked}) since the request was checked; the policy may ask again"))
+        }
+        _ => Ok(()),
     }
 }
 
