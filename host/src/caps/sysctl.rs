@@ -105,25 +105,11 @@ impl SysctlCap {
 
     fn record_denial(&mut self, netns: u64, tunable: &str, denial: &Denial) {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
-        let kind = grants::denial_kind(denial);
         // A name the grant does not declare is the guest's own string: it
         // is rate-limited as one subject, however many names are invented.
         let subject = if self.grant.sysctls.contains_key(tunable) { tunable } else { "(not declared)" };
-        let Some(unsaid) = self.denials.admit(subject, kind, Instant::now()) else { return };
-        let detail = grants::denial_detail(denial);
-        let tunable = printable(tunable, 128);
-        tracing::warn!(
-            event = "denied",
-            policy = %self.policy,
-            tunable = %tunable,
-            netns = %self.netns_name(netns),
-            denial = kind,
-            detail = %detail,
-            unsaid,
-            "denied policy {} a change of {tunable}: {detail}{}",
-            self.policy,
-            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
-        );
+        let registry = &self.registry;
+        self.denials.say(&self.policy, subject, denial, || printable(tunable, 128), || registry.display_name(netns));
     }
 }
 

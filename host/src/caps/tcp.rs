@@ -1,9 +1,11 @@
 //! `wasmtune:policy/tcp`: per-destination TCP settings, applied by the
 //! host's sockops program to new connections whose peer falls in a prefix.
-//! Every request is checked, in this order, against: the namespace being
-//! tuned, the sockops program running, the policy's `[tcp]` grant (allowed
-//! prefixes, algorithms and bounds), the algorithms this kernel offers, and
-//! the arbiter (one owner per `tcp-peer:<prefix>` per namespace, rate
+//! Every request is checked, in this order: the namespace is tuned, the
+//! prefix is one, the policy has a `[tcp]` grant, the sockops program runs,
+//! the settings encode and the grant allows them (prefixes, algorithms,
+//! bounds; algorithms this kernel offers), a prefix no one holds yet
+//! overlaps no other policy's and the policy holds few enough, and the
+//! arbiter admits it (one owner per `tcp-peer:<prefix>` per namespace, rate
 //! limit). Accepted changes go to the actuator, which applies them in order
 //! with sysctl changes and logs each one.
 
@@ -113,24 +115,12 @@ impl TcpCap {
     /// One line per denial kind per interval: prefixes come from the guest,
     /// so they are not a subject of their own.
     fn log_denial(&mut self, netns: u64, prefix: &IpPrefix, denial: &Denial) {
-        let kind = grants::denial_kind(denial);
-        let Some(unsaid) = self.denials.admit("tcp-peer", kind, Instant::now()) else { return };
-        let detail = grants::denial_detail(denial);
-        let netns_name = self.registry.display_name(netns);
-        let peer = PeerPrefix::new(&prefix.addr, prefix.len)
-            .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p));
-        tracing::warn!(
-            event = "denied",
-            policy = %self.policy,
-            tunable = %peer,
-            netns = %netns_name,
-            denial = grants::denial_kind(denial),
-            detail = %detail,
-            unsaid,
-            "denied policy {} a change of {peer}: {detail}{}",
-            self.policy,
-            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
-        );
+        let registry = &self.registry;
+        let peer = || {
+            PeerPrefix::new(&prefix.addr, prefix.len)
+                .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p))
+        };
+        self.denials.say(&self.policy, "tcp-peer", denial, peer, || registry.display_name(netns));
     }
 }
 
