@@ -50,7 +50,7 @@ pub enum Origin {
 }
 
 /// What the administrator says about one policy, by its manifest name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySettings {
     /// Whether it runs; when absent, built-ins run and files do not (unless
@@ -72,19 +72,6 @@ pub struct PolicySettings {
     /// values it set; by default they stay.
     #[serde(default)]
     pub rollback_on_unload: bool,
-}
-
-impl Default for PolicySettings {
-    fn default() -> Self {
-        PolicySettings {
-            enabled: None,
-            replace_builtin: false,
-            settings: BTreeMap::new(),
-            sysctl: BTreeMap::new(),
-            tcp: None,
-            rollback_on_unload: false,
-        }
-    }
 }
 
 /// Narrows one granted sysctl: the effective range is the intersection with
@@ -224,7 +211,7 @@ impl AdminConfig {
 
     pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
         let config: AdminConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = line_column(text, &e);
+            let (line, column) = crate::text::line_column(text, &e);
             let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
             ConfigError::Parse { path: path.to_path_buf(), line, column, text, message: e.message().to_string() }
         })?;

@@ -16,7 +16,7 @@ use crate::config::{BoundsNarrowing, PolicySettings, SysctlNarrowing, TcpNarrowi
 use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant};
 use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
 use crate::sysctl::Value;
-use crate::wit::{Bounds, Denial, EventKind, IpAddr};
+use crate::wit::{Bounds, Denial, EventKind};
 
 /// Minimum time between two accepted changes of one tunable in one netns.
 pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -539,6 +539,7 @@ pub fn denial_detail(d: &Denial) -> String {
 mod tests {
     use super::*;
     use crate::config::SysctlNarrowing;
+    use crate::wit::IpAddr;
 
     fn manifest() -> Manifest {
         Manifest::parse(

@@ -59,18 +59,21 @@ pub(super) fn run(
     let mut second = MaybeUninit::uninit();
     let batch = RefCell::new(Vec::new());
     let relief = RefCell::new(Relief::default());
-    let set_up = loader::load_and_attach(&mut first, &mut second, config.tuning()).and_then(|loaded| {
-        let ring = consume_into(&loaded, &batch, &relief, &shared)?;
-        let started = handles(&loaded)?;
-        Ok((loaded, ring, started))
-    });
-    let (loaded, ring, started) = match set_up {
-        Ok(set_up) => set_up,
+    let loaded = match loader::load_and_attach(&mut first, &mut second, config.tuning()) {
+        Ok(loaded) => loaded,
         Err(error) => {
             let _ = ready.send(Err(error));
             return;
         }
     };
+    let (ring, started) =
+        match consume_into(&loaded, &batch, &relief, &shared).and_then(|ring| Ok((ring, handles(&loaded)?))) {
+            Ok(set_up) => set_up,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
     if ready.send(Ok(started)).is_err() {
         return;
     }

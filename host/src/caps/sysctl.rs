@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crate::actuate::{ActuateError, Actuator, Change};
 use crate::caps::denials::DenialLog;
-use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::grants::{Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
 use crate::netns::NetnsRegistry;
 use crate::sysctl::{SysctlError, Value};

@@ -15,7 +15,7 @@ use std::time::Instant;
 use crate::actuate::{Actuator, PeerChange as AppliedPeerChange};
 use crate::caps::denials::DenialLog;
 use crate::caps::sysctl::SysctlCap;
-use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::grants::{Arbiter, EffectiveGrant};
 use crate::netns::NetnsRegistry;
 use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
 use crate::text;

@@ -209,9 +209,8 @@ impl Running {
             control.stop();
         }
         self.router.stop();
-        // The cgroup programs, the namespace watcher and the /proc poller
-        // stop when dropped (the router held the poller's other handle).
-        drop(self.outside);
+        self.outside.stop();
+        // The /proc poller stops when dropped (the router held its other handle).
         drop(self.proc_signals);
         if let Some(kernel) = self.kernel {
             match Arc::try_unwrap(kernel) {
@@ -292,8 +291,7 @@ fn say_ready(
     rate: LearningRate,
     dry_run: bool,
 ) {
-    let attached =
-        kernel.map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
+    let attached = kernel.map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
     let names = policies.names().join(",");
     let namespaces = registry.list().iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
     tracing::info!(

@@ -133,6 +133,14 @@ pub struct CgroupAndNamespaces {
     pub namespaces: Option<crate::netns::NetnsWatcher>,
 }
 
+impl CgroupAndNamespaces {
+    /// Detaches the cgroup programs, then stops following namespaces.
+    pub fn stop(self) {
+        drop(self.hooks);
+        drop(self.namespaces);
+    }
+}
+
 /// Starts the cgroup programs and the namespace watcher for `wasmtune run`,
 /// gives the actuator the per-destination map, and delivers the start-up
 /// walk's events. Each part that cannot start is logged and left out; the
