@@ -1,8 +1,10 @@
-//! The one place that writes to the kernel. Every sysctl change, from any
-//! policy, passes through the actuator thread, which for each change enters
-//! the namespace, reads the current value, stops if the administrator took
-//! the tunable over, journals the intent (synced to disk) before writing,
-//! writes, reads back, journals the outcome, and logs what changed and why.
+//! The daemon's one choke point for kernel writes. Every sysctl change,
+//! from any policy, passes through the actuator thread, which for each
+//! change enters the namespace, reads the current value, stops if the
+//! administrator took the tunable over, then makes the one journaled write
+//! ([`crate::ledger::write_sysctl`]: intent synced to disk, write, read back,
+//! outcome), and logs what changed and why. The administrator's value put
+//! back after a racing write and the daemon's rollbacks take the same write.
 //! Per-destination changes (entries of the sockops `peers` map) take the
 //! same path: journaled before the map is written, outcome after.
 //!
@@ -21,19 +23,19 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::bpf::cgroup::{AdminWrite, PeerMap, PeerPrefix, PeerSettings};
+use crate::admin_write::AdminWrite;
+use crate::bpf::cgroup::PeerMap;
 use crate::grants::HostLimits;
+use crate::ledger::ADMINISTRATOR;
 use crate::ledger::rollback::{NamespaceAccess, roll_back, roll_back_matching, settle_unresolved};
 use crate::ledger::{
-    DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, record::now_ms,
+    DerivedState, Intent, Ledger, LedgerError, PeerEntry, PeerIntent, Record, RollbackReport, Summary, SysctlIntent,
+    record::now_ms, write_sysctl,
 };
 use crate::netns::{NetnsError, NetnsRegistry};
 use crate::overrides::{AdminOverrides, Override, OverridesError};
+use crate::peer::{PeerPrefix, PeerSettings};
 use crate::sysctl::{self, SysctlError, Value};
-
-/// The policy name under which a value written on the administrator's
-/// behalf is journaled; rollback leaves such values alone (they are theirs).
-pub const ADMINISTRATOR: &str = "administrator";
 
 /// How long [`Actuator::read`] waits for the actuator thread.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -338,7 +340,7 @@ impl Actuator {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     /// The changes in effect (under `--dry-run`, those that would have been made).
@@ -478,7 +480,7 @@ impl Worker {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     /// Found holding a value the host did not write: the administrator's.
@@ -508,11 +510,8 @@ impl Worker {
             tracing::debug!(tunable = %change.tunable, %netns, "not changing a tunable the administrator took over");
             return;
         }
-        if let Err(error) = sysctl::validate_name(&change.tunable) {
-            return log_failed(change, &netns, None, &error.to_string());
-        }
-        if !self.registry.is_tuned(change.netns) {
-            return log_failed(change, &netns, None, "wasmtune does not tune this network namespace");
+        if let Err(why) = self.may_write(change) {
+            return log_failed(change, &netns, None, &why);
         }
         let _inside = match self.registry.enter(change.netns) {
             Ok(guard) => guard,
@@ -526,44 +525,59 @@ impl Worker {
             tracing::debug!(tunable = %change.tunable, %netns, value = %old, "already holds the requested value");
             return;
         }
-        if let Some(mismatch) = shape_mismatch(&old, &change.value) {
-            return log_failed(change, &netns, Some(&old), &mismatch);
-        }
-        if let Some(checked) = &change.checked_against
-            && *checked != old
-        {
-            let why = format!("it changed from ({checked}) since the request was checked; the policy may ask again");
+        if let Err(why) = still_applies(change, &old) {
             return log_failed(change, &netns, Some(&old), &why);
         }
-        if let Some(history) = self.ledger.state().get(&netns, &change.tunable)
-            && history.netns_cookie == change.netns
-            && let Some(expected) = &history.last_written
-            && !history.holds_host_value(&old)
-        {
-            self.mark_changed(&netns, &change.tunable, &old);
-            tracing::warn!(
-                event = "admin-override",
-                tunable = %change.tunable,
-                netns = %netns,
-                expected = %expected,
-                found = %old,
-                "{} in netns {netns} was changed by someone else: wasmtune wrote ({expected}), it now holds ({old}); \
-                 wasmtune leaves it alone from now on",
-                change.tunable
-            );
+        if self.taken_over(change, &netns, &old) {
             return;
         }
         if self.dry_run {
-            let intent = self.intent(change, &netns, &old, self.plan.max_seq() + 1);
-            let seq = intent.seq;
-            self.plan.apply(&Record::Intent(intent));
-            self.plan.apply(&Record::Applied { seq, time: now_ms() });
+            self.plan_change(change, &netns, &old);
             return log_change("sysctl-would-change", change, &netns, &old);
         }
         match self.write_journaled(change, &netns, &old) {
             Ok(()) => log_change("sysctl-change", change, &netns, &old),
             Err(error) => log_failed(change, &netns, Some(&old), &error),
         }
+    }
+
+    /// Whether the host may write this tunable in this namespace at all.
+    fn may_write(&self, change: &Change) -> Result<(), String> {
+        sysctl::validate_name(&change.tunable).map_err(|error| error.to_string())?;
+        if !self.registry.is_tuned(change.netns) {
+            return Err("wasmtune does not tune this network namespace".to_string());
+        }
+        Ok(())
+    }
+
+    /// Whether the kernel holds something other than the host's last value:
+    /// then someone else wrote it, and it is the administrator's from now on.
+    fn taken_over(&self, change: &Change, netns: &str, old: &Value) -> bool {
+        let Some(history) = self.ledger.state().get(netns, &change.tunable) else { return false };
+        let Some(expected) = &history.last_written else { return false };
+        if history.netns_cookie != change.netns || history.holds_host_value(old) {
+            return false;
+        }
+        self.mark_changed(netns, &change.tunable, old);
+        tracing::warn!(
+            event = "admin-override",
+            tunable = %change.tunable,
+            netns = %netns,
+            expected = %expected,
+            found = %old,
+            "{} in netns {netns} was changed by someone else: wasmtune wrote ({expected}), it now holds ({old}); \
+             wasmtune leaves it alone from now on",
+            change.tunable
+        );
+        true
+    }
+
+    /// Under `--dry-run`: the change folded into the plan, as if made.
+    fn plan_change(&mut self, change: &Change, netns: &str, old: &Value) {
+        let intent = self.intent(change, netns, old, self.plan.max_seq() + 1);
+        let seq = intent.seq;
+        self.plan.apply(&Record::Intent(intent));
+        self.plan.apply(&Record::Applied { seq, time: now_ms() });
     }
 
     fn intent(&self, change: &Change, netns: &str, old: &Value, seq: u64) -> Intent {
@@ -581,32 +595,15 @@ impl Worker {
         }
     }
 
-    /// The one way a sysctl is written, inside its namespace (the caller
-    /// entered it): the intent is journaled and synced first, then the value
-    /// written and read back, then the outcome journaled. The error says
-    /// what failed.
+    /// A change written through [`write_sysctl`], inside its namespace (the
+    /// caller entered it). The error says what failed.
     fn write_journaled(&mut self, change: &Change, netns: &str, old: &Value) -> Result<(), String> {
-        let intent = self.intent(change, netns, old, self.ledger.next_seq());
-        let seq = intent.seq;
-        self.ledger
-            .record(Record::Intent(intent))
-            .map_err(|error| format!("not written, because the journal failed: {error}"))?;
-        let written = sysctl::write(&change.tunable, &change.value);
-        let read_back = sysctl::read(&change.tunable);
-        let error = match (&written, &read_back) {
-            (Ok(()), Ok(now)) if *now == change.value => None,
-            (Err(error), _) => Some(error.to_string()),
-            (Ok(()), Ok(now)) => Some(format!("wrote ({}) but read back ({now})", change.value)),
-            (Ok(()), Err(error)) => Some(format!("wrote ({}) but cannot read it back: {error}", change.value)),
-        };
-        let outcome = match &error {
-            None => Record::Applied { seq, time: now_ms() },
-            Some(error) => Record::Failed { seq, time: now_ms(), error: error.clone(), found: read_back.ok() },
-        };
-        if let Err(journal_error) = self.ledger.record(outcome) {
+        let intent = self.intent(change, netns, old, 0);
+        let write = write_sysctl(&mut self.ledger, SysctlIntent::Change(intent));
+        if let Some(journal_error) = write.unjournaled_outcome {
             tracing::error!(error = %journal_error, tunable = %change.tunable, %netns, "cannot journal the outcome of a change");
         }
-        error.map_or(Ok(()), Err)
+        write.result.map_err(|error| error.to_string())
     }
 }
 
@@ -862,6 +859,21 @@ fn shape_mismatch(old: &Value, new: &Value) -> Option<String> {
         )),
         (Value::Integers(_), Value::Text(_)) => Some("it holds integers and the change is text".to_string()),
         _ => None,
+    }
+}
+
+/// Whether a change checked against one value may still be made now that
+/// the kernel holds `old`: not if the write would be partial, nor if the
+/// value changed since the check (the policy may ask again).
+fn still_applies(change: &Change, old: &Value) -> Result<(), String> {
+    if let Some(mismatch) = shape_mismatch(old, &change.value) {
+        return Err(mismatch);
+    }
+    match &change.checked_against {
+        Some(checked) if checked != old => {
+            Err(format!("it changed from ({checked}) since the request was checked; the policy may ask again"))
+        }
+        _ => Ok(()),
     }
 }
 

@@ -50,7 +50,7 @@ pub enum Origin {
 }
 
 /// What the administrator says about one policy, by its manifest name.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySettings {
     /// Whether it runs; when absent, built-ins run and files do not (unless
@@ -72,19 +72,6 @@ pub struct PolicySettings {
     /// values it set; by default they stay.
     #[serde(default)]
     pub rollback_on_unload: bool,
-}
-
-impl Default for PolicySettings {
-    fn default() -> Self {
-        PolicySettings {
-            enabled: None,
-            replace_builtin: false,
-            settings: BTreeMap::new(),
-            sysctl: BTreeMap::new(),
-            tcp: None,
-            rollback_on_unload: false,
-        }
-    }
 }
 
 /// Narrows one granted sysctl: the effective range is the intersection with
@@ -149,6 +136,16 @@ impl LearningRate {
     pub fn get(self) -> u8 {
         self.0
     }
+
+    /// How close to a limit is "near" it: within `limit >> shift`, one
+    /// policy step at this rate. The kernel-side filters (BPF, the /proc
+    /// poller, the start-up socket walk) take this shift, and policies step
+    /// with the SDK's `wasmtune_sdk::rate::step_shift`; the two must agree
+    /// (a test holds them equal), or events and decisions disagree about
+    /// "nearly full".
+    pub const fn near_limit_shift(self) -> u32 {
+        6 - self.0 as u32
+    }
 }
 
 impl<'de> Deserialize<'de> for LearningRate {
@@ -175,21 +172,12 @@ pub enum ConfigError {
     Invalid { path: PathBuf, field: String, problem: String },
 }
 
-/// 1-based line and column of a TOML error, for one-line messages.
-pub fn line_column(text: &str, error: &toml::de::Error) -> (usize, usize) {
-    let offset = error.span().map_or(0, |s| s.start).min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
-    (line, column)
-}
-
 impl TcpNarrowing {
     /// Refuses prefixes that are not prefixes and bounds that hold nothing;
     /// the error is the field's full name and what is wrong with it.
     fn validate(&self, policy: &str) -> Result<(), (String, String)> {
         for prefix in self.prefixes.iter().flatten() {
-            if crate::manifest::parse_prefix(prefix).is_none() {
+            if crate::peer::parse_prefix(prefix).is_none() {
                 return Err((
                     format!("policies.{policy}.tcp.prefixes"),
                     format!("{prefix:?} is not an address or an address/length prefix"),
@@ -223,7 +211,7 @@ impl AdminConfig {
 
     pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
         let config: AdminConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = line_column(text, &e);
+            let (line, column) = crate::text::line_column(text, &e);
             let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
             ConfigError::Parse { path: path.to_path_buf(), line, column, text, message: e.message().to_string() }
         })?;
@@ -286,6 +274,14 @@ impl AdminConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_near_limit_shift_is_the_sdks_step_shift() {
+        for rate in 0..=LearningRate::MAX {
+            let ours = LearningRate::new(rate).expect("in range").near_limit_shift();
+            assert_eq!(ours, wasmtune_sdk::rate::step_shift(rate), "learning rate {rate}");
+        }
+    }
 
     fn parse(text: &str) -> Result<AdminConfig, ConfigError> {
         AdminConfig::parse(text, Path::new("/etc/wasmtune/config.toml"))

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
 use crate::config::{BoundsNarrowing, PolicySettings, SysctlNarrowing, TcpNarrowing};
-use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant, parse_prefix};
+use crate::manifest::{Access, Manifest, RangeGrant, TcpGrant};
+use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
 use crate::sysctl::Value;
-use crate::wit::{Bounds, Denial, EventKind, IpAddr};
+use crate::wit::{Bounds, Denial, EventKind};
 
 /// Minimum time between two accepted changes of one tunable in one netns.
 pub const MIN_CHANGE_INTERVAL: Duration = Duration::from_millis(100);
@@ -32,9 +32,10 @@ pub struct HostLimits {
 
 impl HostLimits {
     pub fn detect() -> HostLimits {
-        // SAFETY: sysconf has no preconditions.
-        let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
-        let pages = if pages > 0 && page_size > 0 { pages } else { 1 << 20 };
+        let pages = match (crate::machine::phys_pages(), crate::machine::page_size()) {
+            (Some(pages), Some(_)) => i64::try_from(pages).unwrap_or(1 << 20),
+            _ => 1 << 20,
+        };
         HostLimits { memory_quarter_pages: (pages / 4).max(1) }
     }
 
@@ -146,22 +147,6 @@ pub struct TcpPeerGrant {
 
 fn prefixes_as_text<S: serde::Serializer>(prefixes: &[PeerPrefix], s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(prefixes.iter().map(ToString::to_string))
-}
-
-/// A prefix as written in a manifest or the configuration, as the map keys it.
-pub(crate) fn peer_prefix(text: &str) -> Option<PeerPrefix> {
-    let (addr, len) = parse_prefix(text)?;
-    let addr = match addr {
-        std::net::IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            IpAddr::V4((a, b, c, d))
-        }
-        std::net::IpAddr::V6(v6) => {
-            let bits = u128::from(v6);
-            IpAddr::V6(((bits >> 64) as u64, bits as u64))
-        }
-    };
-    PeerPrefix::new(&addr, len).ok()
 }
 
 /// The prefixes inside both lists: of two nested prefixes the narrower one,
@@ -554,6 +539,7 @@ pub fn denial_detail(d: &Denial) -> String {
 mod tests {
     use super::*;
     use crate::config::SysctlNarrowing;
+    use crate::wit::IpAddr;
 
     fn manifest() -> Manifest {
         Manifest::parse(

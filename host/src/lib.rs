@@ -1,34 +1,51 @@
 //! wasmtune: an always-on Linux network auto-tuner whose tuning policies run
-//! as sandboxed WebAssembly components. Modules are declared in the order of
-//! the data path: kernel signals in, checked kernel writes out.
+//! as sandboxed WebAssembly components.
+//!
+//! Modules are declared so that each uses only modules declared before it
+//! (`packaging/check-module-order.py` checks this): the vocabulary every
+//! stage shares, kernel access, the signals coming in (in data-path order),
+//! then the writes going out, built bottom-up — the record and the one
+//! choke point first, the capabilities that submit to it, the runtime that
+//! links those capabilities, the router that feeds the runtime — and what
+//! runs around the data path.
 
 // Shared vocabulary.
 pub mod paths;
 pub mod wit;
+pub mod text;
+pub mod peer;
+pub mod admin_write;
+pub mod probe;
+pub mod procfs;
+pub mod machine;
+
+// Kernel access: namespaces and sysctls.
+pub mod netns;
+pub mod sysctl;
 
 // Kernel signals in.
-pub mod bpf;
 pub mod events;
+pub mod bpf;
 pub mod signals;
-pub mod netns;
 
-// Policies: what they are, what they may do, where they run.
-pub mod builtin;
+// What policies may do.
 pub mod manifest;
 pub mod config;
-pub mod runtime;
-pub mod caps;
 pub mod grants;
-pub mod router;
 
 // Kernel writes out, and their record.
-pub mod sysctl;
 pub mod sysctl_d;
 pub mod state_file;
 pub mod overrides;
 pub mod missing;
-pub mod actuate;
 pub mod ledger;
+pub mod actuate;
+
+// Policies: their capabilities, where they run, what reaches them.
+pub mod caps;
+pub mod runtime;
+pub mod builtin;
+pub mod router;
 
 // Around the data path.
 pub mod support;

@@ -60,18 +60,6 @@ pub struct TcpGrant {
     pub no_delay: bool,
 }
 
-/// A prefix as written in a manifest ("10.0.0.0/8", "fd00::/8", or an
-/// address alone for a single host): the address and the prefix length.
-pub fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
-    let (addr, len) = match text.split_once('/') {
-        Some((addr, len)) => (addr.parse::<std::net::IpAddr>().ok()?, Some(len.parse::<u8>().ok()?)),
-        None => (text.parse::<std::net::IpAddr>().ok()?, None),
-    };
-    let width = if addr.is_ipv4() { 32 } else { 128 };
-    let len = len.unwrap_or(width);
-    (len <= width).then_some((addr, len))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyMeta {
@@ -145,7 +133,7 @@ impl Manifest {
     /// Parses and validates manifest text.
     pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         let manifest: Manifest = toml::from_str(text).map_err(|e| {
-            let (line, column) = crate::config::line_column(text, &e);
+            let (line, column) = crate::text::line_column(text, &e);
             let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
             ManifestError::Toml { line, column, text, message: e.message().to_string() }
         })?;
@@ -191,7 +179,7 @@ impl Manifest {
         }
         if let Some(tcp) = &self.tcp {
             for prefix in &tcp.prefixes {
-                if parse_prefix(prefix).is_none() {
+                if crate::peer::parse_prefix(prefix).is_none() {
                     return Err(invalid(
                         "tcp.prefixes",
                         format!("{prefix:?} is not an address or prefix like 10.0.0.0/8"),

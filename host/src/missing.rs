@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use crate::caps::text::printable;
+use crate::text::printable;
 
 /// One tunable a policy could not read because it does not exist.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -212,6 +212,12 @@ impl NetnsRegistry {
         self.known.read().unwrap_or_else(PoisonError::into_inner).get(&cookie).map(|ns| ns.name.clone())
     }
 
+    /// How a namespace is shown in logs, the journal and answers: its name,
+    /// or `netns:COOKIE` for one not (or no longer) known.
+    pub fn display_name(&self, cookie: u64) -> String {
+        self.name_of(cookie).unwrap_or_else(|| format!("netns:{cookie}"))
+    }
+
     /// The cookie of a known namespace.
     pub fn cookie_of(&self, name: &str) -> Option<u64> {
         let known = self.known.read().unwrap_or_else(PoisonError::into_inner);

@@ -7,17 +7,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::bpf::{self, BpfConfig, HOOKS, Hook, KERNEL_BTF, Tuning};
-
-/// One probed feature.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeLine {
-    /// What was probed, e.g. `tp_btf/tcp_rcvbuf_grow` or `kernel BTF`.
-    pub feature: String,
-    /// Whether it works here.
-    pub ok: bool,
-    /// What it is for when it works; why not when it does not.
-    pub detail: String,
-}
+pub use crate::probe::ProbeLine;
 
 /// How much of wasmtune this kernel supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,10 @@
 //!
 //! `/proc/sys/net` resolves against the namespace of the thread that opens the
 //! file, so a thread that entered a namespace (see [`crate::netns`]) reads and
-//! writes that namespace's values. Only [`crate::actuate`] writes; everything
-//! else that wants a change goes through it.
+//! writes that namespace's values. Only [`crate::ledger::write_sysctl`]
+//! calls [`write`], so that every write is journaled first and read back:
+//! the daemon reaches it only through [`crate::actuate`], `wasmtune
+//! rollback` through [`crate::ledger::rollback`].
 
 use std::fmt;
 use std::fs::OpenOptions;

@@ -551,7 +551,7 @@ impl Reconciler {
         self.ctx.arbiter.owners().into_iter().find_map(|(netns, tunable, owner)| {
             let writable = image.manifest.sysctl(&tunable).is_some_and(|g| g.access == crate::manifest::Access::Write);
             (owner != name && writable).then(|| {
-                let netns = self.ctx.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"));
+                let netns = self.ctx.registry.display_name(netns);
                 format!(
                     "its manifest claims {tunable}, which policy {owner} owns in netns {netns}; \
                      remove it from the manifest or disable {owner} first"

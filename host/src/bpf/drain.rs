@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
-use libbpf_rs::{MapHandle, RingBufferBuilder};
+use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
 
 use super::loader;
 use super::relief::Relief;
@@ -55,68 +55,86 @@ pub(super) fn run(
     ready: Sender<Result<Started, BpfError>>,
     events: Sender<Vec<Event>>,
 ) {
-    let tuning = config.tuning();
     let mut first = MaybeUninit::uninit();
     let mut second = MaybeUninit::uninit();
-    let loaded = match loader::load_and_attach(&mut first, &mut second, tuning) {
+    let batch = RefCell::new(Vec::new());
+    let relief = RefCell::new(Relief::default());
+    let loaded = match loader::load_and_attach(&mut first, &mut second, config.tuning()) {
         Ok(loaded) => loaded,
-        Err(e) => {
-            let _ = ready.send(Err(e));
+        Err(error) => {
+            let _ = ready.send(Err(error));
             return;
         }
     };
+    let (ring, started) =
+        match consume_into(&loaded, &batch, &relief, &shared).and_then(|ring| Ok((ring, handles(&loaded)?))) {
+            Ok(set_up) => set_up,
+            Err(error) => {
+                let _ = ready.send(Err(error));
+                return;
+            }
+        };
+    if ready.send(Ok(started)).is_err() {
+        return;
+    }
+    drain_until_stopped(&config, &ring, &batch, &relief, &events, &shared);
+    // What the kernel posted before the stop still goes out.
+    drain(&ring, &batch, &events, &shared);
+    drop(ring);
+    drop(loaded);
+}
 
-    let batch = RefCell::new(Vec::new());
-    let relief = RefCell::new(Relief::default());
+/// The ring buffer's consumer: each record decoded into `batch`, pressure
+/// noted for `relief`, a record that does not decode counted.
+fn consume_into<'a>(
+    loaded: &'a loader::Loaded<'_>,
+    batch: &'a RefCell<Vec<Event>>,
+    relief: &'a RefCell<Relief>,
+    shared: &'a Shared,
+) -> Result<RingBuffer<'a>, BpfError> {
     let mut builder = RingBufferBuilder::new();
-    let added = builder
+    builder
         .add(&loaded.skel.maps.events, |record: &[u8]| {
             match crate::events::decode(record) {
                 Ok(event) => {
                     relief.borrow_mut().note(&event);
                     batch.borrow_mut().push(event);
                 }
-                Err(error) => note_malformed(&shared, &error),
+                Err(error) => note_malformed(shared, &error),
             }
             0
         })
-        .map(|_| ());
-    let ring = match added.and_then(|()| builder.build()) {
-        Ok(ring) => ring,
-        Err(e) => {
-            let _ = ready.send(Err(BpfError::RingBuffer { reason: e.to_string() }));
-            return;
-        }
-    };
-    let lost_map = match MapHandle::try_from(&loaded.skel.maps.lost) {
-        Ok(map) => map,
-        Err(e) => {
-            let _ = ready.send(Err(BpfError::MapHandle { map: "lost", reason: e.to_string() }));
-            return;
-        }
-    };
-    let suppressed_map = match MapHandle::try_from(&loaded.skel.maps.suppressed) {
-        Ok(map) => map,
-        Err(e) => {
-            let _ = ready.send(Err(BpfError::MapHandle { map: "suppressed", reason: e.to_string() }));
-            return;
-        }
-    };
-    let mut program_fds = Vec::new();
-    for (hook, program) in &loaded.programs {
-        match program.program_fd.try_clone() {
-            Ok(fd) => program_fds.push((*hook, fd)),
-            Err(source) => {
-                let _ = ready.send(Err(BpfError::DuplicateFd { hook, source }));
-                return;
-            }
-        }
-    }
-    let started = Started { hooks: loaded.hooks.clone(), lost_map, suppressed_map, programs: program_fds };
-    if ready.send(Ok(started)).is_err() {
-        return;
-    }
+        .map(|_| ())
+        .and_then(|()| builder.build())
+        .map_err(|e| BpfError::RingBuffer { reason: e.to_string() })
+}
 
+/// What other threads read of the loaded object: its counter maps and a
+/// descriptor per attached program.
+fn handles(loaded: &loader::Loaded<'_>) -> Result<Started, BpfError> {
+    let lost_map = MapHandle::try_from(&loaded.skel.maps.lost)
+        .map_err(|e| BpfError::MapHandle { map: "lost", reason: e.to_string() })?;
+    let suppressed_map = MapHandle::try_from(&loaded.skel.maps.suppressed)
+        .map_err(|e| BpfError::MapHandle { map: "suppressed", reason: e.to_string() })?;
+    let mut programs = Vec::new();
+    for (hook, program) in &loaded.programs {
+        let fd = program.program_fd.try_clone().map_err(|source| BpfError::DuplicateFd { hook, source })?;
+        programs.push((*hook, fd));
+    }
+    Ok(Started { hooks: loaded.hooks.clone(), lost_map, suppressed_map, programs })
+}
+
+/// The drain loop: polls (mostly as a timer), drains every
+/// `drain_interval`, checks for relieved memory pressure every
+/// `relief_check_interval`, until `shared.stop` is set.
+fn drain_until_stopped(
+    config: &BpfConfig,
+    ring: &RingBuffer<'_>,
+    batch: &RefCell<Vec<Event>>,
+    relief: &RefCell<Relief>,
+    events: &Sender<Vec<Event>>,
+    shared: &Shared,
+) {
     let tick = config.drain_interval.min(STOP_CHECK);
     let mut last_drain = Instant::now();
     let mut last_relief_check = Instant::now();
@@ -133,24 +151,20 @@ pub(super) fn run(
         }
         if last_drain.elapsed() >= config.drain_interval {
             last_drain = Instant::now();
-            drain(&ring, &batch, &events, &shared);
+            drain(ring, batch, events, shared);
         }
         if last_relief_check.elapsed() >= config.relief_check_interval {
             last_relief_check = Instant::now();
             let relieved = relief.borrow_mut().check();
             if !relieved.is_empty() {
                 batch.borrow_mut().extend(relieved);
-                drain(&ring, &batch, &events, &shared);
+                drain(ring, batch, events, shared);
             }
         }
     }
-    // What the kernel posted before the stop still goes out.
-    drain(&ring, &batch, &events, &shared);
-    drop(ring);
-    drop(loaded);
 }
 
-fn drain(ring: &libbpf_rs::RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec<Event>>, shared: &Shared) {
+fn drain(ring: &RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec<Event>>, shared: &Shared) {
     if let Err(e) = ring.consume() {
         tracing::debug!(error = %e, "consuming the BPF ring buffer failed");
     }

@@ -16,7 +16,7 @@ pub(crate) struct Hook {
     pub candidates: &'static [Candidate],
 }
 
-/// One program of `bpf/tcp_buffer.bpf.c` and where it attaches.
+/// One program of `bpf/tracepoints.bpf.c` and where it attaches.
 #[derive(Debug)]
 pub(crate) struct Candidate {
     /// The C function name of the program.

@@ -12,13 +12,13 @@ use std::mem::MaybeUninit;
 use libbpf_rs::OpenObject;
 
 use super::hooks::{Candidate, HOOKS, Hook};
-use super::skeleton::{self, AttachedProgram, TcpBufferSkel, Tuning};
+use super::skeleton::{self, AttachedProgram, TracepointsSkel, Tuning};
 use super::{BpfError, HookState, HookStatus};
 
 /// The object with every hook that works attached.
 pub(super) struct Loaded<'obj> {
     /// Owns the maps the drain thread reads.
-    pub skel: TcpBufferSkel<'obj>,
+    pub skel: TracepointsSkel<'obj>,
     /// One per attached hook, with the hook's name.
     pub programs: Vec<(&'static str, AttachedProgram)>,
     /// One per hook in [`HOOKS`] order.

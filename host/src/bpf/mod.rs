@@ -85,7 +85,7 @@ impl BpfConfig {
     pub(crate) fn tuning(&self) -> Tuning {
         let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         Tuning {
-            near_shift: self.near_limit_shift,
+            near_limit_shift: self.near_limit_shift,
             min_interval_ns: ns(self.min_interval),
             signal_interval_ns: ns(self.signal_interval),
             connection_summaries_per_s: self.connection_summaries_per_second,

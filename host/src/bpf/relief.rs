@@ -85,14 +85,7 @@ fn key(protocol: Protocol) -> ProtocolKey {
 
 /// The `mem N` of the line starting with `label` (`TCP:` or `UDP:`).
 fn sockstat_mem(sockstat: &str, label: &str) -> Option<u64> {
-    let line = sockstat.lines().find(|l| l.split_whitespace().next() == Some(label))?;
-    let mut fields = line.split_whitespace();
-    while let Some(field) = fields.next() {
-        if field == "mem" {
-            return fields.next()?.parse().ok();
-        }
-    }
-    None
+    crate::procfs::labelled_field(sockstat, label, "mem")
 }
 
 fn parse_triple(text: &str) -> Option<(u64, u64, u64)> {

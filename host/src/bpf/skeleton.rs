@@ -1,4 +1,4 @@
-//! The compiled `bpf/tcp_buffer.bpf.c` object: loading it with the host's
+//! The compiled `bpf/tracepoints.bpf.c` object: loading it with the host's
 //! settings and a chosen set of programs, attaching one program, and turning
 //! what libbpf printed meanwhile into a one-line reason.
 //!
@@ -14,11 +14,11 @@ use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, OpenObject, PrintLevel};
 
 mod generated {
-    include!(concat!(env!("OUT_DIR"), "/tcp_buffer.skel.rs"));
+    include!(concat!(env!("OUT_DIR"), "/tracepoints.skel.rs"));
 }
 
-pub(crate) use generated::TcpBufferSkel;
-use generated::TcpBufferSkelBuilder;
+pub(crate) use generated::TracepointsSkel;
+use generated::TracepointsSkelBuilder;
 
 /// The layout the BPF object was compiled with must be the one the decoder reads.
 const _: () = {
@@ -36,8 +36,8 @@ const _: () = {
 /// Read-only settings of the BPF programs, fixed at load time.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Tuning {
-    /// A buffer is near its limit when `buffer >= limit - (limit >> near_shift)`.
-    pub near_shift: u32,
+    /// A buffer is near its limit when `buffer >= limit - (limit >> near_limit_shift)`.
+    pub near_limit_shift: u32,
     /// At most one record per (netns, direction) per this many nanoseconds.
     pub min_interval_ns: u64,
     /// At most one record per (netns, signal, subject) of the other signals
@@ -64,16 +64,16 @@ pub(crate) fn load<'obj>(
     storage: &'obj mut MaybeUninit<OpenObject>,
     tuning: Tuning,
     programs: &[&str],
-) -> Result<TcpBufferSkel<'obj>, String> {
+) -> Result<TracepointsSkel<'obj>, String> {
     route_libbpf_log();
     let (result, log) = capture_libbpf_log(|| {
-        let mut open = TcpBufferSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+        let mut open = TracepointsSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
         let rodata = open
             .maps
             .rodata_data
             .as_deref_mut()
             .ok_or_else(|| "the object's read-only data is not memory-mapped".to_string())?;
-        rodata.near_shift = tuning.near_shift;
+        rodata.near_limit_shift = tuning.near_limit_shift;
         rodata.min_interval_ns = tuning.min_interval_ns;
         rodata.signal_interval_ns = tuning.signal_interval_ns;
         rodata.connection_summaries_per_s = tuning.connection_summaries_per_s;
@@ -93,7 +93,7 @@ pub(crate) fn load<'obj>(
 }
 
 /// Attaches the loaded program named `program` (its C function name).
-pub(crate) fn attach(skel: &TcpBufferSkel<'_>, program: &str) -> Result<AttachedProgram, String> {
+pub(crate) fn attach(skel: &TracepointsSkel<'_>, program: &str) -> Result<AttachedProgram, String> {
     let (result, log) = capture_libbpf_log(|| {
         let found = skel.object().progs_mut().find(|p| p.name().to_str() == Some(program));
         let found = found.ok_or_else(|| format!("the BPF object has no program {program}"))?;
@@ -108,7 +108,7 @@ pub(crate) fn attach(skel: &TcpBufferSkel<'_>, program: &str) -> Result<Attached
 #[cfg(test)]
 pub(crate) fn program_names() -> Vec<String> {
     let mut storage = MaybeUninit::uninit();
-    let open = TcpBufferSkelBuilder::default().open(&mut storage).expect("the embedded object opens");
+    let open = TracepointsSkelBuilder::default().open(&mut storage).expect("the embedded object opens");
     open.open_object().progs().map(|p| p.name().to_string_lossy().into_owned()).collect()
 }
 

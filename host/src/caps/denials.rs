@@ -7,6 +7,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use crate::grants;
+use crate::wit::Denial;
+
 /// How often the same denial (subject, kind) is logged.
 pub const DENIAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Subjects remembered per policy; beyond them every subject shares one slot.
@@ -40,6 +43,35 @@ impl DenialLog {
         }
         self.last.insert(key, now);
         Some(self.unsaid.remove(kind).unwrap_or(0))
+    }
+
+    /// The `denied` line of a refused sysctl or per-destination request,
+    /// when [`DenialLog::admit`] lets `subject` be said now. `tunable` and
+    /// `netns` (what the line shows) are worked out only then: a flood of
+    /// refusals costs a map lookup each, not a formatted line.
+    pub fn say(
+        &mut self,
+        policy: &str,
+        subject: &str,
+        denial: &Denial,
+        tunable: impl FnOnce() -> String,
+        netns: impl FnOnce() -> String,
+    ) {
+        let kind = grants::denial_kind(denial);
+        let Some(unsaid) = self.admit(subject, kind, Instant::now()) else { return };
+        let detail = grants::denial_detail(denial);
+        let tunable = tunable();
+        tracing::warn!(
+            event = "denied",
+            policy = %policy,
+            tunable = %tunable,
+            netns = %netns(),
+            denial = kind,
+            detail = %detail,
+            unsaid,
+            "denied policy {policy} a change of {tunable}: {detail}{}",
+            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
+        );
     }
 
     #[cfg(test)]

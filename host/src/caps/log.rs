@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use crate::caps::text::printable;
+use crate::text::printable;
 use crate::wit::wasmtune::policy::log::{Host, Level};
 
 /// Longest message kept, in bytes.

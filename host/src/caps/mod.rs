@@ -1,8 +1,5 @@
-//! Host capabilities, one module and one WIT import each. The linker is
-//! wired in one auditable list: a policy can call exactly what is added
-//! here, plus WASI with an empty context (no files, sockets, environment or
-//! arguments), which Rust's standard library links whether or not it is used,
-//! less every WASI function that could wait ([`no_blocking`]).
+//! Host capabilities, one module and one WIT import each, with its checks.
+//! They are linked in one auditable list, [`crate::runtime::linker`].
 
 pub mod clock;
 pub mod denials;
@@ -12,24 +9,3 @@ pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
-pub mod text;
-
-use wasmtime::component::{HasSelf, Linker};
-
-use crate::runtime::state::PolicyState;
-use crate::wit::wasmtune::policy;
-
-pub fn add_to_linker(linker: &mut Linker<PolicyState>) -> wasmtime::Result<()> {
-    wasmtime_wasi::p2::add_to_linker_sync(linker)?;
-    no_blocking::refuse_waiting(linker)?;
-    policy::types::add_to_linker::<PolicyState, HasSelf<PolicyState>>(linker, |s| s)?;
-    policy::log::add_to_linker::<PolicyState, HasSelf<log::LogCap>>(linker, |s| &mut s.log)?;
-    policy::sysctl::add_to_linker::<PolicyState, HasSelf<sysctl::SysctlCap>>(linker, |s| &mut s.sysctl)?;
-    policy::tcp::add_to_linker::<PolicyState, HasSelf<tcp::TcpCap>>(linker, |s| &mut s.tcp)?;
-    policy::clock::add_to_linker::<PolicyState, HasSelf<clock::ClockCap>>(linker, |s| &mut s.clock)?;
-    policy::system::add_to_linker::<PolicyState, HasSelf<system::SystemCap>>(linker, |s| &mut s.system)?;
-    policy::state::add_to_linker::<PolicyState, HasSelf<state::StateCap>>(linker, |s| &mut s.state)?;
-    Ok(())
-}
-
-impl policy::types::Host for PolicyState {}

@@ -12,19 +12,16 @@ use std::time::Instant;
 
 use crate::actuate::{ActuateError, Actuator, Change};
 use crate::caps::denials::DenialLog;
-use crate::caps::text::printable;
-use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::grants::{Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
 use crate::netns::NetnsRegistry;
 use crate::sysctl::{SysctlError, Value};
+use crate::text::{self, printable};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
 use crate::wit::{Denial, SysctlValue};
 
-/// Longest scenario and reason kept from a policy.
-const MAX_SCENARIO: usize = 120;
 /// When the actuator's queue is full: retry after this long.
 pub const QUEUE_FULL_RETRY_MS: u32 = 100;
-const MAX_REASON: usize = 400;
 
 /// Counters a policy's requests leave behind, read by status and tests.
 #[derive(Debug, Default)]
@@ -68,7 +65,7 @@ impl SysctlCap {
     }
 
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"))
+        self.registry.display_name(netns)
     }
 
     fn check_netns(&self, netns: u64) -> Result<(), Denial> {
@@ -108,25 +105,11 @@ impl SysctlCap {
 
     fn record_denial(&mut self, netns: u64, tunable: &str, denial: &Denial) {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
-        let kind = grants::denial_kind(denial);
         // A name the grant does not declare is the guest's own string: it
         // is rate-limited as one subject, however many names are invented.
         let subject = if self.grant.sysctls.contains_key(tunable) { tunable } else { "(not declared)" };
-        let Some(unsaid) = self.denials.admit(subject, kind, Instant::now()) else { return };
-        let detail = grants::denial_detail(denial);
-        let tunable = printable(tunable, 128);
-        tracing::warn!(
-            event = "denied",
-            policy = %self.policy,
-            tunable = %tunable,
-            netns = %self.netns_name(netns),
-            denial = kind,
-            detail = %detail,
-            unsaid,
-            "denied policy {} a change of {tunable}: {detail}{}",
-            self.policy,
-            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
-        );
+        let registry = &self.registry;
+        self.denials.say(&self.policy, subject, denial, || printable(tunable, 128), || registry.display_name(netns));
     }
 }
 
@@ -156,8 +139,8 @@ impl Host for SysctlCap {
             tunable: change.name,
             value: requested,
             checked_against: Some(checked_against),
-            scenario: printable(&change.scenario, MAX_SCENARIO),
-            reason: printable(&change.reason, MAX_REASON),
+            scenario: text::scenario(&change.scenario),
+            reason: text::reason(&change.reason),
         });
         if !queued {
             let denial = Denial::RateLimited(QUEUE_FULL_RETRY_MS);

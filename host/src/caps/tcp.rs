@@ -1,9 +1,11 @@
 //! `wasmtune:policy/tcp`: per-destination TCP settings, applied by the
 //! host's sockops program to new connections whose peer falls in a prefix.
-//! Every request is checked, in this order, against: the namespace being
-//! tuned, the sockops program running, the policy's `[tcp]` grant (allowed
-//! prefixes, algorithms and bounds), the algorithms this kernel offers, and
-//! the arbiter (one owner per `tcp-peer:<prefix>` per namespace, rate
+//! Every request is checked, in this order: the namespace is tuned, the
+//! prefix is one, the policy has a `[tcp]` grant, the sockops program runs,
+//! the settings encode and the grant allows them (prefixes, algorithms,
+//! bounds; algorithms this kernel offers), a prefix no one holds yet
+//! overlaps no other policy's and the policy holds few enough, and the
+//! arbiter admits it (one owner per `tcp-peer:<prefix>` per namespace, rate
 //! limit). Accepted changes go to the actuator, which applies them in order
 //! with sysctl changes and logs each one.
 
@@ -11,12 +13,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::actuate::{Actuator, PeerChange as AppliedPeerChange};
-use crate::bpf::cgroup::{PeerPrefix, PeerSettings};
 use crate::caps::denials::DenialLog;
 use crate::caps::sysctl::SysctlCap;
-use crate::caps::text::printable;
-use crate::grants::{self, Arbiter, EffectiveGrant};
+use crate::grants::{Arbiter, EffectiveGrant};
 use crate::netns::NetnsRegistry;
+use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
+use crate::text;
 use crate::wit::Denial;
 use crate::wit::wasmtune::policy::tcp::{Host, IpPrefix, PeerChange};
 
@@ -24,9 +26,6 @@ use crate::wit::wasmtune::policy::tcp::{Host, IpPrefix, PeerChange};
 const AVAILABLE_CONGESTION: &str = "/proc/sys/net/ipv4/tcp_available_congestion_control";
 /// Per-destination entries one policy may hold in one namespace.
 pub const MAX_PEERS_PER_POLICY: usize = 256;
-/// Longest scenario and reason kept from a policy.
-const MAX_SCENARIO: usize = 120;
-const MAX_REASON: usize = 400;
 
 pub struct TcpCap {
     pub policy: String,
@@ -116,24 +115,12 @@ impl TcpCap {
     /// One line per denial kind per interval: prefixes come from the guest,
     /// so they are not a subject of their own.
     fn log_denial(&mut self, netns: u64, prefix: &IpPrefix, denial: &Denial) {
-        let kind = grants::denial_kind(denial);
-        let Some(unsaid) = self.denials.admit("tcp-peer", kind, Instant::now()) else { return };
-        let detail = grants::denial_detail(denial);
-        let netns_name = self.registry.name_of(netns).unwrap_or_else(|| format!("netns:{netns}"));
-        let peer = PeerPrefix::new(&prefix.addr, prefix.len)
-            .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p));
-        tracing::warn!(
-            event = "denied",
-            policy = %self.policy,
-            tunable = %peer,
-            netns = %netns_name,
-            denial = grants::denial_kind(denial),
-            detail = %detail,
-            unsaid,
-            "denied policy {} a change of {peer}: {detail}{}",
-            self.policy,
-            if unsaid > 0 { format!(" ({unsaid} more denial(s) of this kind not logged)") } else { String::new() }
-        );
+        let registry = &self.registry;
+        let peer = || {
+            PeerPrefix::new(&prefix.addr, prefix.len)
+                .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p))
+        };
+        self.denials.say(&self.policy, "tcp-peer", denial, peer, || registry.display_name(netns));
     }
 }
 
@@ -147,7 +134,7 @@ pub fn peer_conflict(
 ) -> Result<(), Denial> {
     let mut held = 0usize;
     for (owner_netns, tunable, owner) in owners {
-        let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(crate::grants::peer_prefix) else { continue };
+        let Some(other) = tunable.strip_prefix("tcp-peer:").and_then(peer_prefix) else { continue };
         if *owner_netns != netns {
             continue;
         }
@@ -195,8 +182,8 @@ impl Host for TcpCap {
             netns: change.netns,
             prefix,
             settings: Some(settings),
-            scenario: printable(&change.scenario, MAX_SCENARIO),
-            reason: printable(&change.reason, MAX_REASON),
+            scenario: text::scenario(&change.scenario),
+            reason: text::reason(&change.reason),
         });
         Ok(self.queued_or_refused(queued, change.netns, &change.peer))
     }
@@ -215,7 +202,7 @@ impl Host for TcpCap {
             prefix,
             settings: None,
             scenario: "per-destination settings no longer needed".to_string(),
-            reason: printable(&reason, MAX_REASON),
+            reason: text::reason(&reason),
         });
         if queued {
             // A destination handed back is no one's: it no longer counts
@@ -231,7 +218,7 @@ mod tests {
     use super::*;
 
     fn prefix(text: &str) -> PeerPrefix {
-        crate::grants::peer_prefix(text).expect("a prefix")
+        peer_prefix(text).expect("a prefix")
     }
 
     fn owned(netns: u64, text: &str, owner: &str) -> (u64, String, String) {

@@ -75,7 +75,7 @@ impl ControlContext {
     }
 
     fn netns_name(&self, cookie: u64) -> String {
-        self.registry.name_of(cookie).unwrap_or_else(|| format!("netns:{cookie}"))
+        self.registry.display_name(cookie)
     }
 
     /// Every policy on offer or running, by name.

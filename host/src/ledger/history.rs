@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bpf::cgroup::PeerSettings;
+use crate::peer::PeerSettings;
 use crate::sysctl::Value;
 
 /// A tunable in a namespace, named as in the journal.

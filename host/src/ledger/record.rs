@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use super::history::{PeerEntry, TunableHistory, TunableKey};
-use crate::bpf::cgroup::PeerSettings;
+use crate::peer::PeerSettings;
 use crate::sysctl::Value;
 
 /// Where the kernel publishes an identifier that changes on every boot.
@@ -77,6 +77,10 @@ pub struct Snapshot {
     pub peers: Vec<PeerEntry>,
     pub peers_ended: Vec<PeerEntry>,
 }
+
+/// The policy name under which a value written on the administrator's
+/// behalf is journaled; rollback leaves such values alone (they are theirs).
+pub const ADMINISTRATOR: &str = "administrator";
 
 /// What a change is about to do, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use super::record::{Record, RollbackIntent, now_ms};
 use super::state::{PeerEntry, TunableKey};
+use super::write::{SysctlIntent, write_sysctl};
 use super::{Ledger, LedgerError};
 use crate::netns::{self, NetnsError, NetnsGuard, NetnsRegistry};
 use crate::sysctl::{self, Value};
@@ -217,7 +218,7 @@ pub(crate) fn roll_back_matching(
         .collect();
     let had_history = !ledger.state().tunables().is_empty() || !ledger.state().peers_ended().is_empty();
     for (key, history) in changed {
-        if history.last_policy == crate::actuate::ADMINISTRATOR {
+        if history.last_policy == super::record::ADMINISTRATOR {
             tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {}", key.tunable, key.netns, SkipReason::Administrators);
             report.skipped.push((key, SkipReason::Administrators));
             continue;
@@ -278,39 +279,25 @@ fn restore_one(
     if dry_run {
         return Err(SkipReason::DryRun { from: found, to: history.original.clone() });
     }
-    let seq = ledger.next_seq();
-    ledger
-        .record(Record::RollbackIntent(RollbackIntent {
-            seq,
+    let write = write_sysctl(
+        ledger,
+        SysctlIntent::Rollback(RollbackIntent {
+            seq: 0,
             time: now_ms(),
             netns: history.netns_cookie,
             netns_name: key.netns.clone(),
             tunable: key.tunable.clone(),
             from: found.clone(),
             to: history.original.clone(),
-        }))
-        .map_err(|e| failed(format!("not written, because the journal failed: {e}")))?;
-    let written = sysctl::write(&key.tunable, &history.original);
-    let read_back = sysctl::read(&key.tunable);
-    let error = match (&written, &read_back) {
-        (Ok(()), Ok(now)) if *now == history.original => None,
-        (Err(error), _) => Some(error.to_string()),
-        (Ok(()), Ok(now)) => Some(format!("wrote ({}) but read back ({now})", history.original)),
-        (Ok(()), Err(error)) => Some(format!("wrote ({}) but cannot read it back: {error}", history.original)),
-    };
-    let outcome = match &error {
-        None => Record::RolledBack { seq, time: now_ms() },
-        Some(error) => Record::Failed { seq, time: now_ms(), error: error.clone(), found: read_back.ok() },
-    };
-    if let Err(journal_error) = ledger.record(outcome) {
+        }),
+    );
+    if let Some(journal_error) = write.unjournaled_outcome {
         tracing::error!(error = %journal_error, tunable = %key.tunable, netns = %key.netns, "cannot journal the outcome of a restoring write");
-        if error.is_none() {
+        if write.result.is_ok() {
             return Err(failed(format!("restored, but the journal failed: {journal_error}")));
         }
     }
-    if let Some(error) = error {
-        return Err(failed(error));
-    }
+    write.result.map_err(|error| failed(error.to_string()))?;
     tracing::info!(
         event = "rollback",
         tunable = %key.tunable,

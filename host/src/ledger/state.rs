@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 
 pub use super::history::{PeerEntry, TunableHistory, TunableKey};
 use super::record::{Intent, PeerIntent, Record, RollbackIntent, Snapshot};
-use crate::bpf::cgroup::PeerSettings;
+use crate::peer::PeerSettings;
 #[cfg(test)]
 use crate::sysctl::Value;
 

@@ -61,7 +61,7 @@ impl PolicyEngine {
             .cranelift_opt_level(OptLevel::Speed);
         let engine = Engine::new(&config).map_err(EngineError::Create)?;
         let mut linker = Linker::new(&engine);
-        crate::caps::add_to_linker(&mut linker).map_err(EngineError::Link)?;
+        crate::runtime::linker::add_to_linker(&mut linker).map_err(EngineError::Link)?;
         let cache = cache_dir.and_then(|dir| match ComponentCache::open(dir, &engine) {
             Ok(cache) => Some(cache),
             Err(e) => {

@@ -38,9 +38,9 @@ impl fmt::Display for PolicySource {
 /// Why a policy could not be loaded. Always reported with the source.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    /// The file could not be read.
-    #[error("cannot read the file: {0}")]
-    Read(std::io::Error),
+    /// The policy's thread could not be started.
+    #[error("cannot start the policy thread: {0}")]
+    Spawn(std::io::Error),
     /// Not WebAssembly at all.
     #[error("not a WebAssembly file ({reason})")]
     NotWasm { reason: String },

@@ -258,7 +258,7 @@ impl PolicyWorker {
             tick: None,
         };
         let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
-            .map_err(LoadError::Read)?;
+            .map_err(LoadError::Spawn)?;
         let subscriptions = match ready_rx.recv_timeout(INIT_DEADLINE) {
             Ok(Ok(subscriptions)) => subscriptions,
             Ok(Err(error)) => {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Sender, TrySendError};
 
 use crate::netns::NetnsRegistry;
-use crate::support::ProbeLine;
+use crate::probe::ProbeLine;
 use crate::wit::{AddressFamily, Event, FragmentMemory, RouteTable, SoftnetSqueeze, SynOverflow};
 
 use listeners::{DiagSocket, ListenerQueues};

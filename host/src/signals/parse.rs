@@ -35,14 +35,7 @@ pub fn softnet_stat(text: &str) -> Vec<SoftnetCpu> {
 /// `FRAG: inuse N memory M` of `/proc/net/sockstat` (`FRAG6:` in sockstat6):
 /// the reassembly memory, bytes.
 pub fn frag_memory(text: &str, label: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.split_whitespace().next() == Some(label))?;
-    let mut fields = line.split_whitespace();
-    while let Some(field) = fields.next() {
-        if field == "memory" {
-            return fields.next()?.parse().ok();
-        }
-    }
-    None
+    crate::procfs::labelled_field(text, label, "memory")
 }
 
 /// Reassembly requests and failures: from the `Ip:` header/value line pair

@@ -1,23 +1,10 @@
 //! Sysctl writes by anyone but the host, as `bpf/sysctl_watch.bpf.c` posts
 //! them (`struct wasmtune_sysctl_write`), decoded into [`AdminWrite`].
 
+use crate::admin_write::AdminWrite;
+
 /// Size of `struct wasmtune_sysctl_write`.
 pub const SYSCTL_WRITE_LEN: usize = 160;
-
-/// A write to a `net.*` sysctl by a process other than the host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AdminWrite {
-    /// The network namespace of the sysctl table written (its cookie), which
-    /// need not be the writer's: a /proc/sys descriptor keeps the namespace
-    /// it was opened in.
-    pub netns: u64,
-    /// Dotted name, e.g. `net.ipv4.tcp_rmem`.
-    pub tunable: String,
-    pub pid: u32,
-    pub comm: String,
-    /// What was written, as text (trimmed); `None` if it could not be read.
-    pub value: Option<String>,
-}
 
 /// Decodes one record; `None` if it is not one (wrong size, not `net.*`).
 pub fn decode(record: &[u8]) -> Option<AdminWrite> {

@@ -69,11 +69,11 @@ fn decode(r: &[u8]) -> ExistingSocket {
 }
 
 /// Summarises the walk; a socket near a limit (`buffer >= limit - (limit >>
-/// near_shift)`, size not fixed by its application) becomes one event per
+/// near_limit_shift)`, size not fixed by its application) becomes one event per
 /// direction, at most one per (namespace, direction), as the kernel side
 /// rate-limits.
-pub fn report(sockets: &[ExistingSocket], near_shift: u32) -> WalkReport {
-    let near = |buffer: u32, limit: u32| limit > 0 && buffer >= limit - (limit >> near_shift.min(31));
+pub fn report(sockets: &[ExistingSocket], near_limit_shift: u32) -> WalkReport {
+    let near = |buffer: u32, limit: u32| limit > 0 && buffer >= limit - (limit >> near_limit_shift.min(31));
     let mut seen = std::collections::HashSet::new();
     let mut namespaces = std::collections::HashSet::new();
     let mut events = Vec::new();

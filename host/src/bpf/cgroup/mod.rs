@@ -11,10 +11,9 @@
 //! process dying, closes the links and the kernel detaches them.
 
 mod admin;
-pub mod deliver;
 mod existing;
 mod mount;
-mod peer;
+mod peer_map;
 
 use std::io::Read;
 use std::mem::MaybeUninit;
@@ -28,11 +27,14 @@ use crossbeam_channel::Sender;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapHandle, OpenObject, RingBufferBuilder};
 
-pub use admin::AdminWrite;
 pub use existing::{ExistingSocket, WalkReport};
 pub use mount::{MountError, cgroup2_root};
-pub use peer::{PeerError, PeerMap, PeerPrefix, PeerSettings};
+pub use peer_map::PeerMap;
+// The vocabulary the map holds, where the map's users have always found it.
+pub use crate::peer::{PeerError, PeerPrefix, PeerSettings};
 
+use crate::admin_write::AdminWrite;
+use crate::probe::ProbeLine;
 use crate::wit::Event;
 
 mod generated_sockops {
@@ -46,8 +48,8 @@ use generated_sockops::SockopsSkelBuilder;
 use generated_sysctl_watch::SysctlWatchSkelBuilder;
 
 // The layouts compiled into the objects must be the ones the host encodes.
-const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_key>() == peer::PEER_KEY_LEN);
-const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_settings>() == peer::PEER_SETTINGS_LEN);
+const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_key>() == crate::peer::PEER_KEY_LEN);
+const _: () = assert!(size_of::<generated_sockops::types::wasmtune_peer_settings>() == crate::peer::PEER_SETTINGS_LEN);
 const _: () = assert!(size_of::<generated_sockops::types::wasmtune_existing_socket>() == existing::EXISTING_SOCKET_LEN);
 const _: () = assert!(size_of::<generated_sysctl_watch::types::wasmtune_sysctl_write>() == admin::SYSCTL_WRITE_LEN);
 
@@ -59,15 +61,15 @@ pub const ITER_TCP_HOOK: &str = "iter/tcp";
 /// How the cgroup programs run.
 #[derive(Debug, Clone)]
 pub struct CgroupConfig {
-    /// The start-up walk reports a buffer within `limit >> near_shift` of its limit.
-    pub near_shift: u32,
+    /// The start-up walk reports a buffer within `limit >> near_limit_shift` of its limit.
+    pub near_limit_shift: u32,
     /// How often the ring buffer of sysctl writes is drained.
     pub poll_interval: Duration,
 }
 
 impl Default for CgroupConfig {
     fn default() -> Self {
-        CgroupConfig { near_shift: 2, poll_interval: Duration::from_millis(50) }
+        CgroupConfig { near_limit_shift: 2, poll_interval: Duration::from_millis(50) }
     }
 }
 
@@ -241,7 +243,7 @@ fn run(
             }
             match walk_existing(&skel.progs.iter_tcp_existing) {
                 Ok(sockets) => {
-                    let report = existing::report(&sockets, config.near_shift);
+                    let report = existing::report(&sockets, config.near_limit_shift);
                     if !report.events.is_empty() {
                         // A full router queue drops the batch; these are hints, not state.
                         let _ = events.try_send(report.events.clone());
@@ -324,7 +326,7 @@ fn walk_existing(program: &libbpf_rs::ProgramMut<'_>) -> Result<Vec<ExistingSock
 
 /// `wasmtune support` lines for the cgroup programs: each is attached to the
 /// cgroup-v2 root for a moment (the start-up walk included) and detached.
-pub fn probe_lines() -> Vec<crate::support::ProbeLine> {
+pub fn probe_lines() -> Vec<ProbeLine> {
     let (events, _walk) = crossbeam_channel::bounded(16);
     let feeds = |name: &str| match name {
         SOCKOPS_HOOK => "per-destination settings (wasmtune:policy/tcp)",
@@ -335,7 +337,7 @@ pub fn probe_lines() -> Vec<crate::support::ProbeLine> {
         Ok(hooks) => hooks
             .hooks()
             .iter()
-            .map(|hook| crate::support::ProbeLine {
+            .map(|hook| ProbeLine {
                 feature: hook.name.to_string(),
                 ok: hook.failure.is_none(),
                 detail: match &hook.failure {
@@ -346,7 +348,7 @@ pub fn probe_lines() -> Vec<crate::support::ProbeLine> {
             .collect(),
         Err(error) => [SOCKOPS_HOOK, SYSCTL_HOOK, ITER_TCP_HOOK]
             .iter()
-            .map(|name| crate::support::ProbeLine {
+            .map(|name| ProbeLine {
                 feature: name.to_string(),
                 ok: false,
                 detail: format!("feeds {} because {error}", feeds(name)),

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR Apache-2.0) */
 /*
  * The tracepoint signals beyond tcp-buffer-limit, compiled into the same
- * object as bpf/tcp_buffer.bpf.c (included at its end) so they share its
+ * object as bpf/tracepoints.bpf.c (included at its end) so they share its
  * ring buffer, lost counter and settings. Each program is a hook of its own
  * for the host: loaded and attached alone, so a kernel without one of these
  * tracepoints loses only the signal it feeds.
@@ -28,7 +28,7 @@
  * tp_btf_tcp_retransmit_skb      tp_btf/tcp_retransmit_skb (4.16)
  *   retransmit-burst: total_retrans * 64 > segs_out, per peer.
  * tp_btf_neigh_create            tp_btf/neigh_create (5.9)
- *   neighbour-table: entries >= gc_thresh3 - (gc_thresh3 >> near_shift), and
+ *   neighbour-table: entries >= gc_thresh3 - (gc_thresh3 >> near_limit_shift), and
  *   once back to <= gc_thresh3 / 4 after that.
  * tp_btf_udp_fail_queue_rcv_skb  tp_btf/udp_fail_queue_rcv_skb (sk arg 6.4)
  *   udp-drop: -ENOMEM (receive queue full) and -ENOBUFS (udp_mem).
@@ -448,7 +448,7 @@ int BPF_PROG(tp_btf_neigh_create, struct neigh_table *tbl, struct net_device *de
 
 	if (limit <= 0 || (family != WASMTUNE_AF_INET && family != WASMTUNE_AF_INET6))
 		return 0;
-	near = entries >= limit - (limit >> near_shift);
+	near = entries >= limit - (limit >> near_limit_shift);
 	low = entries <= limit / 4;
 	if (!near && !low)
 		return 0;

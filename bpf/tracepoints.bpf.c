@@ -13,7 +13,7 @@
  *   2. sockets whose application fixed the size (SO_RCVBUF / SO_SNDBUF, the
  *      SOCK_*BUF_LOCK bits of sk_userlocks) are skipped: the kernel would not
  *      grow them, so a larger limit cannot help them;
- *   3. buffer >= limit - (limit >> near_shift);
+ *   3. buffer >= limit - (limit >> near_limit_shift);
  *   4. one record per (netns cookie, direction) per min_interval_ns.
  *
  * A reserve that fails (ring full) is counted in `lost`, which the host
@@ -48,7 +48,7 @@
  *
  * The object also carries every other tracepoint signal (memory pressure,
  * connection summaries, retransmit bursts, backlog drops, neighbour tables,
- * UDP drops): see trace_signals.h, included at the end.
+ * UDP drops): see tracepoint_signals.bpf.h, included at the end.
  *
  * Every kernel read goes through BPF_CORE_READ (CO-RE), so one body serves
  * both the BTF-typed and the raw tracepoint; kernel BTF is required either
@@ -71,8 +71,8 @@ char LICENSE[] SEC("license") = "GPL";
 /* Hot hooks look at one call in (SAMPLE_MASK + 1) per CPU. */
 #define SAMPLE_MASK 15
 
-/* Set by the host before load: "near" means within limit >> near_shift. */
-const volatile __u32 near_shift = 2;
+/* Set by the host before load: "near" means within limit >> near_limit_shift. */
+const volatile __u32 near_limit_shift = 2;
 /* Set by the host before load: the rate limit per (netns, direction). */
 const volatile __u64 min_interval_ns = 25000000;
 
@@ -179,7 +179,7 @@ static __always_inline int observe(struct sock *sk, __u32 direction)
 		buffer = BPF_CORE_READ(sk, sk_sndbuf);
 		limit = BPF_CORE_READ(net, ipv4.sysctl_tcp_wmem[2]);
 	}
-	if (limit <= 0 || buffer < limit - (limit >> near_shift))
+	if (limit <= 0 || buffer < limit - (limit >> near_limit_shift))
 		return 0;
 
 	netns_cookie = BPF_CORE_READ(net, net_cookie);
@@ -268,4 +268,4 @@ int BPF_PROG(raw_tp_sendmsg_locked, struct sock *sk)
 	return observe(sk, WASMTUNE_DIRECTION_SEND);
 }
 
-#include "trace_signals.h"
+#include "tracepoint_signals.bpf.h"

@@ -2,6 +2,23 @@
 //! phrases) ends up in the host's log and on terminals. It is made
 //! printable before it gets there: a control character could otherwise end
 //! a log line and forge the next one, or drive a terminal (escape sequences).
+//! Errors in text an administrator or a manifest wrote are placed by line
+//! and column.
+
+/// Longest scenario kept from a policy, in bytes.
+pub const MAX_SCENARIO: usize = 120;
+/// Longest reason kept from a policy, in bytes.
+pub const MAX_REASON: usize = 400;
+
+/// A policy's scenario, printable and cut to [`MAX_SCENARIO`].
+pub fn scenario(text: &str) -> String {
+    printable(text, MAX_SCENARIO)
+}
+
+/// A policy's reason, printable and cut to [`MAX_REASON`].
+pub fn reason(text: &str) -> String {
+    printable(text, MAX_REASON)
+}
 
 /// `text` with every control character escaped (`\n`, `\u{1b}`, ...) and
 /// cut to at most `max` bytes, on a character boundary.
@@ -25,6 +42,15 @@ pub fn printable(text: &str, max: usize) -> String {
         out.truncate(end);
     }
     out
+}
+
+/// 1-based line and column of a TOML error, for one-line messages.
+pub fn line_column(text: &str, error: &toml::de::Error) -> (usize, usize) {
+    let offset = error.span().map_or(0, |s| s.start).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
 }
 
 #[cfg(test)]

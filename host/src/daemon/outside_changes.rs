@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use crate::actuate::Actuator;
-use crate::bpf::cgroup::AdminWrite;
+use crate::admin_write::AdminWrite;
+use crate::bpf::cgroup::{CgroupConfig, CgroupHooks};
 use crate::grants::Arbiter;
 use crate::netns::{NamespaceChange, NetnsRegistry};
 use crate::router::{PolicySet, dispatch};
@@ -32,7 +33,7 @@ pub fn admin_write_handler(
             tracing::debug!(tunable = %write.tunable, pid = write.pid, comm = %write.comm, "a sysctl write whose namespace the kernel did not tell is ignored");
             return;
         }
-        let netns = registry.name_of(write.netns).unwrap_or_else(|| format!("netns:{}", write.netns));
+        let netns = registry.display_name(write.netns);
         let found = write.value.clone().unwrap_or_else(|| "unknown".to_string());
         let writers = policies_that_may_write(&policies, &write.tunable);
         if writers.is_empty() || !registry.is_tuned(write.netns) {
@@ -125,28 +126,36 @@ pub fn namespace_change_handler(
     }
 }
 
-/// What [`start_for_daemon`] keeps running; dropping it detaches the cgroup
-/// programs and stops following namespaces.
-pub struct DaemonCgroup {
-    pub hooks: Option<super::CgroupHooks>,
+/// What [`start_cgroup_and_namespaces`] keeps running; dropping it detaches
+/// the cgroup programs and stops following namespaces.
+pub struct CgroupAndNamespaces {
+    pub hooks: Option<CgroupHooks>,
     pub namespaces: Option<crate::netns::NetnsWatcher>,
+}
+
+impl CgroupAndNamespaces {
+    /// Detaches the cgroup programs, then stops following namespaces.
+    pub fn stop(self) {
+        drop(self.hooks);
+        drop(self.namespaces);
+    }
 }
 
 /// Starts the cgroup programs and the namespace watcher for `wasmtune run`,
 /// gives the actuator the per-destination map, and delivers the start-up
 /// walk's events. Each part that cannot start is logged and left out; the
 /// daemon runs without it.
-pub fn start_for_daemon(
+pub fn start_cgroup_and_namespaces(
     actuator: &Actuator,
     arbiter: &Arc<Arbiter>,
     registry: &Arc<NetnsRegistry>,
     policies: &Arc<PolicySet>,
-    near_shift: u32,
-) -> DaemonCgroup {
+    near_limit_shift: u32,
+) -> CgroupAndNamespaces {
     let (walk_tx, walk_rx) = crossbeam_channel::bounded(16);
     let handler = admin_write_handler(actuator.clone(), arbiter.clone(), registry.clone(), policies.clone());
-    let config = super::CgroupConfig { near_shift, ..super::CgroupConfig::default() };
-    let hooks = match super::CgroupHooks::start(config, handler, walk_tx) {
+    let config = CgroupConfig { near_limit_shift, ..CgroupConfig::default() };
+    let hooks = match CgroupHooks::start(config, handler, walk_tx) {
         Ok(hooks) => {
             if let Some(map) = hooks.peer_map() {
                 actuator.attach_peer_map(map);
@@ -172,5 +181,5 @@ pub fn start_for_daemon(
             None
         }
     };
-    DaemonCgroup { hooks, namespaces }
+    CgroupAndNamespaces { hooks, namespaces }
 }

@@ -2,8 +2,11 @@
 //! policies, BPF, router, directory watcher — runs until SIGINT or SIGTERM,
 //! then stops in reverse order, rolls back when asked, and prints the summary.
 
-use std::path::PathBuf;
+mod outside_changes;
+
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use std::os::unix::fs::DirBuilderExt;
@@ -22,8 +25,10 @@ use crate::runtime::engine::PolicyEngine;
 use crate::runtime::quarantine::QuarantineList;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
 use crate::runtime::worker::WorkerContext;
+use crate::signals::{ProcSignals, ProcSignalsConfig};
 use crate::sysctl_d::BootSettings;
 use crate::watcher::{DirWatcher, Reconciler};
+use outside_changes::CgroupAndNamespaces;
 
 /// Everything `run` needs, resolved from the command line.
 #[derive(Debug, Clone)]
@@ -56,6 +61,31 @@ pub enum OnCrash {
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     let signals = ShutdownSignals::install()?;
+    let running = start(&opts)?;
+    let signal = signals.wait();
+    tracing::info!("{signal} received: stopping");
+    running.stop(opts.rollback);
+    Ok(())
+}
+
+/// What `run` started, in the order it started them; [`Running::stop`]
+/// stops them in reverse, so that nothing still feeds a part that stopped.
+struct Running {
+    actuator: Actuator,
+    actuator_thread: JoinHandle<()>,
+    policies: Arc<PolicySet>,
+    kernel: Option<Arc<KernelSource>>,
+    proc_signals: Option<Arc<ProcSignals>>,
+    outside: CgroupAndNamespaces,
+    router: Router,
+    control: Option<ControlServer>,
+    watcher: Option<DirWatcher>,
+}
+
+/// Starts the data path from the actuator up: the journal and the
+/// administrator's settings first, then the policies, the event sources,
+/// the router between them, and the control socket and directory watcher.
+fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let started = Instant::now();
     let config_path = opts.config.clone().unwrap_or_else(|| PathBuf::from(paths::DEFAULT_CONFIG));
     let config = AdminConfig::load(&config_path, opts.config.is_some())?;
@@ -75,17 +105,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     })
     .context("cannot start the actuator")?;
     recover_earlier_run(&actuator, opts.on_crash, opts.dry_run);
-    let respect_sysctl_d = config.respect_sysctl_d.unwrap_or(true);
-    if respect_sysctl_d {
-        let boot = match &config.sysctl_d_dirs {
-            Some(dirs) => BootSettings::read(dirs, None),
-            None => BootSettings::read_default(),
-        };
-        for warning in &boot.warnings {
-            tracing::warn!(event = "sysctl-d", "{warning}");
-        }
-        actuator.overrides().set_boot(boot);
-    }
+    let respect_sysctl_d = read_boot_settings(&config, &actuator);
 
     let engine = Arc::new(
         PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir)))
@@ -116,44 +136,25 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
     say_boot_settings(respect_sysctl_d, &actuator, &policies);
     let reconciler = Arc::new(Mutex::new(reconciler));
 
-    // Without any BPF hook the /proc signals, the actuator, rollback and the
-    // control socket still serve: run with what works and say what does not.
-    let kernel =
-        match KernelSource::start(BpfConfig { near_limit_shift: 6 - u32::from(rate.get()), ..BpfConfig::default() }) {
-            Ok(kernel) => Some(Arc::new(kernel)),
-            Err(error) => {
-                tracing::warn!(
-                    event = "hooks-unavailable",
-                    %error,
-                    "no BPF tracepoint hook runs ({error}); tuning goes on from the /proc signals, \
-                     and `wasmtune support` tells what this kernel lacks"
-                );
-                None
-            }
-        };
+    let kernel = start_kernel_source(rate);
     let (events_tx, events_rx) = match &kernel {
         Some(kernel) => (kernel.event_sender(), kernel.events().clone()),
         None => crossbeam_channel::bounded(BpfConfig::default().channel_capacity),
     };
-    let attached =
-        kernel.as_ref().map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
-    let proc_signals = crate::signals::ProcSignals::start(
-        crate::signals::ProcSignalsConfig {
-            near_limit_shift: 6 - u32::from(rate.get()),
-            ..crate::signals::ProcSignalsConfig::default()
-        },
+    let proc_signals = ProcSignals::start(
+        ProcSignalsConfig { near_limit_shift: rate.near_limit_shift(), ..ProcSignalsConfig::default() },
         registry.clone(),
         events_tx,
     )
     .map_err(|e| tracing::warn!("/proc signals (softnet, route table, fragments) are off: {e}"))
     .ok()
     .map(Arc::new);
-    let _cgroup = crate::bpf::cgroup::deliver::start_for_daemon(
+    let outside = outside_changes::start_cgroup_and_namespaces(
         &actuator,
         &arbiter,
         &registry,
         &policies,
-        6 - u32::from(rate.get()),
+        rate.near_limit_shift(),
     );
     let router = {
         let kernel_for_loss = kernel.clone();
@@ -169,8 +170,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         )
         .context("cannot start the router thread")?
     };
-    // The daemon tunes without its control socket, rather than not at all.
-    let control = match ControlServer::start(
+    let control = start_control(
         &opts.control_socket,
         ControlContext {
             policies: policies.clone(),
@@ -184,15 +184,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             state_dir: opts.state_dir.clone(),
             missing,
         },
-    ) {
-        Ok(control) => Some(control),
-        Err(e) => {
-            tracing::warn!(
-                "no control socket, so `wasmtune status` and the other queries cannot reach this daemon: {e}"
-            );
-            None
-        }
-    };
+    );
     let watcher = match DirWatcher::spawn(reconciler) {
         Ok(w) => Some(w),
         Err(e) => {
@@ -200,7 +192,106 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
             None
         }
     };
+    say_ready(&policies, &registry, kernel.as_deref(), rate, opts.dry_run);
+    Ok(Running { actuator, actuator_thread, policies, kernel, proc_signals, outside, router, control, watcher })
+}
 
+impl Running {
+    /// Stops what [`start`] started, in reverse: nothing is fed once what
+    /// feeds it has stopped, and the event sources and the namespace
+    /// watcher stop before the actuator they tell. Rolls back when asked,
+    /// then says the summary.
+    fn stop(self, rollback: bool) {
+        if let Some(w) = self.watcher {
+            w.stop();
+        }
+        if let Some(control) = self.control {
+            control.stop();
+        }
+        self.router.stop();
+        self.outside.stop();
+        // The /proc poller stops when dropped (the router held its other handle).
+        drop(self.proc_signals);
+        if let Some(kernel) = self.kernel {
+            match Arc::try_unwrap(kernel) {
+                Ok(kernel) => kernel.stop(),
+                Err(_) => tracing::warn!("BPF programs are detached at exit"),
+            }
+        }
+        // One shared deadline: a policy stuck in a call cannot hold up the
+        // rollback and the summary.
+        crate::runtime::worker::stop_all(&self.policies.clear());
+        if rollback {
+            let report = self.actuator.rollback();
+            for line in report.lines() {
+                tracing::info!("{line}");
+            }
+        }
+        for line in self.actuator.summary().lines() {
+            tracing::info!(event = "summary", "{line}");
+        }
+        self.actuator.shutdown();
+        let _ = self.actuator_thread.join();
+    }
+}
+
+/// Reads the boot-time sysctl files, unless the administrator said not to,
+/// and makes what they set the administrator's; returns whether they count.
+fn read_boot_settings(config: &AdminConfig, actuator: &Actuator) -> bool {
+    let respect_sysctl_d = config.respect_sysctl_d.unwrap_or(true);
+    if respect_sysctl_d {
+        let boot = match &config.sysctl_d_dirs {
+            Some(dirs) => BootSettings::read(dirs, None),
+            None => BootSettings::read_default(),
+        };
+        for warning in &boot.warnings {
+            tracing::warn!(event = "sysctl-d", "{warning}");
+        }
+        actuator.overrides().set_boot(boot);
+    }
+    respect_sysctl_d
+}
+
+/// The tracepoint programs. Without any BPF hook the /proc signals, the
+/// actuator, rollback and the control socket still serve: run with what
+/// works and say what does not.
+fn start_kernel_source(rate: LearningRate) -> Option<Arc<KernelSource>> {
+    match KernelSource::start(BpfConfig { near_limit_shift: rate.near_limit_shift(), ..BpfConfig::default() }) {
+        Ok(kernel) => Some(Arc::new(kernel)),
+        Err(error) => {
+            tracing::warn!(
+                event = "hooks-unavailable",
+                %error,
+                "no BPF tracepoint hook runs ({error}); tuning goes on from the /proc signals, \
+                 and `wasmtune support` tells what this kernel lacks"
+            );
+            None
+        }
+    }
+}
+
+/// The control socket. The daemon tunes without it, rather than not at all.
+fn start_control(socket: &Path, ctx: ControlContext) -> Option<ControlServer> {
+    match ControlServer::start(socket, ctx) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            tracing::warn!(
+                "no control socket, so `wasmtune status` and the other queries cannot reach this daemon: {e}"
+            );
+            None
+        }
+    }
+}
+
+/// The `ready` line: what runs, where, with how many kernel hooks.
+fn say_ready(
+    policies: &PolicySet,
+    registry: &NetnsRegistry,
+    kernel: Option<&KernelSource>,
+    rate: LearningRate,
+    dry_run: bool,
+) {
+    let attached = kernel.map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
     let names = policies.names().join(",");
     let namespaces = registry.list().iter().map(|n| n.name.clone()).collect::<Vec<_>>().join(",");
     tracing::info!(
@@ -209,43 +300,11 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
         netns = %namespaces,
         hooks = attached,
         learning_rate = rate.get(),
-        dry_run = opts.dry_run,
+        dry_run,
         "wasmtune running: policies [{names}], namespaces [{namespaces}], {attached}/{} kernel hooks attached{}",
         crate::bpf::HOOKS.len(),
-        if opts.dry_run { ", dry run: nothing will be changed" } else { "" }
+        if dry_run { ", dry run: nothing will be changed" } else { "" }
     );
-
-    let signal = signals.wait();
-    tracing::info!("{signal} received: stopping");
-
-    if let Some(control) = control {
-        control.stop();
-    }
-    if let Some(w) = watcher {
-        w.stop();
-    }
-    router.stop();
-    // One shared deadline: a policy stuck in a call cannot hold up the
-    // rollback and the summary.
-    crate::runtime::worker::stop_all(&policies.clear());
-    if let Some(kernel) = kernel {
-        match Arc::try_unwrap(kernel) {
-            Ok(kernel) => kernel.stop(),
-            Err(_) => tracing::warn!("BPF programs are detached at exit"),
-        }
-    }
-    if opts.rollback {
-        let report = actuator.rollback();
-        for line in report.lines() {
-            tracing::info!("{line}");
-        }
-    }
-    for line in actuator.summary().lines() {
-        tracing::info!(event = "summary", "{line}");
-    }
-    actuator.shutdown();
-    let _ = actuator_thread.join();
-    Ok(())
 }
 
 /// Says at start which boot-time settings are the administrator's and which

@@ -1,11 +1,11 @@
-//! The per-destination settings map (`peers` in `bpf/sockops.bpf.c`): its
-//! key and value layouts, prefixes normalised to IPv4-mapped IPv6, and a
-//! `Send + Sync` handle through which only the host writes it.
+//! Per-destination vocabulary: a peer prefix and the settings new
+//! connections to it get, as policies ask for them, grants bound them, the
+//! journal records them and the sockops `peers` map (`bpf/sockops.bpf.c`)
+//! stores them: its key and value layouts, prefixes normalised to
+//! IPv4-mapped IPv6. The map handle itself is [`crate::bpf::cgroup::PeerMap`].
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
-
-use libbpf_rs::{MapCore, MapFlags, MapHandle};
 
 use crate::wit::IpAddr;
 
@@ -186,39 +186,32 @@ fn algorithm_name(name: &str) -> Result<[u8; CA_NAME_MAX], PeerError> {
     Ok(out)
 }
 
-/// The host's handle on the `peers` map; shareable between threads.
-pub struct PeerMap {
-    map: MapHandle,
+/// A prefix as written in a manifest ("10.0.0.0/8", "fd00::/8", or an
+/// address alone for a single host): the address and the prefix length.
+pub fn parse_prefix(text: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match text.split_once('/') {
+        Some((addr, len)) => (addr.parse::<std::net::IpAddr>().ok()?, Some(len.parse::<u8>().ok()?)),
+        None => (text.parse::<std::net::IpAddr>().ok()?, None),
+    };
+    let width = if addr.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(width);
+    (len <= width).then_some((addr, len))
 }
 
-impl PeerMap {
-    pub(crate) fn new(map: MapHandle) -> PeerMap {
-        PeerMap { map }
-    }
-
-    /// Adds or replaces the settings for a prefix in a namespace.
-    pub fn set(&self, netns: u64, prefix: &PeerPrefix, settings: &PeerSettings) -> Result<(), PeerError> {
-        let value = settings.encode()?;
-        self.map.update(&prefix.key(netns), &value, MapFlags::ANY).map_err(|e| PeerError::Map {
-            operation: "update",
-            prefix: prefix.to_string(),
-            reason: e.to_string(),
-        })
-    }
-
-    /// Removes the settings for a prefix; removing one that is absent is not an error.
-    pub fn clear(&self, netns: u64, prefix: &PeerPrefix) -> Result<(), PeerError> {
-        match self.map.delete(&prefix.key(netns)) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(PeerError::Map { operation: "delete", prefix: prefix.to_string(), reason: e.to_string() }),
+/// A prefix as written in a manifest or the configuration, as the map keys it.
+pub fn peer_prefix(text: &str) -> Option<PeerPrefix> {
+    let (addr, len) = parse_prefix(text)?;
+    let addr = match addr {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddr::V4((a, b, c, d))
         }
-    }
-
-    /// Whether the map holds an entry for exactly this prefix.
-    pub fn contains(&self, netns: u64, prefix: &PeerPrefix) -> bool {
-        matches!(self.map.lookup(&prefix.key(netns), MapFlags::ANY), Ok(Some(_)))
-    }
+        std::net::IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            IpAddr::V6(((bits >> 64) as u64, bits as u64))
+        }
+    };
+    PeerPrefix::new(&addr, len).ok()
 }
 
 #[cfg(test)]
