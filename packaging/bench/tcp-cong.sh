@@ -3,7 +3,7 @@
 # per peer, over a clean veth path and one losing 2 % of its segments.
 #
 # Runs the end-to-end test tcp_cong_learns_per_peer_against_every_static_choice
-# (tests/tests/tuners.rs) with more and longer rounds than the test suite
+# (tests/tests/e2e/alone/tuners.rs) with more and longer rounds than the test suite
 # uses: the daemon learns per peer from the connections it sees, then each
 # round measures, per peer, the learned choice (set by the daemon's sockops
 # program) and every algorithm this kernel offers and tcp-cong may use, set
