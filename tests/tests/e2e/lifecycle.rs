@@ -51,7 +51,7 @@ fn leb128(out: &mut Vec<u8>, mut value: u64) {
 
 /// The fixture whose init traps; its manifest says it is tcp-buffer 0.9.9.
 pub fn trap_in_init_bytes() -> Vec<u8> {
-    let path = wasmtune_tests::guests::guest_dir().join("trap_in_init.wasm");
+    let path = wasmtune_tests::guests::guest_wasm("trap-in-init");
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
