@@ -3,9 +3,11 @@
 //! whose figures they measure, change sysctls of the initial namespace, or
 //! run a daemon that reacts to writes and namespaces beyond their own.
 
+mod actuator;
 mod admin_override;
 mod admin_rules;
 mod bad_files;
+mod bpf_events;
 mod churn;
 mod control;
 mod crash;

@@ -1,4 +1,6 @@
 //! Tests confined to what they create, run in parallel with anything.
 
+mod memory_budget;
+mod no_blocking;
 mod policy_files;
 mod policy_units;

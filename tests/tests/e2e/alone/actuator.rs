@@ -484,7 +484,7 @@ fn the_registry_names_tunes_and_enters_namespaces_behind_a_guard() {
     assert_eq!(registry.name_of(rx_cookie).as_deref(), Some(rx.name()));
     assert!(registry.is_tuned(rx_cookie));
     assert!(!registry.is_tuned(home), "init is not in --netns");
-    assert_eq!(registry.list().iter().map(|ns| ns.name()).collect::<Vec<_>>(), [rx.name()]);
+    assert_eq!(registry.list().iter().map(|ns| ns.name.as_str()).collect::<Vec<_>>(), [rx.name()]);
 
     {
         let _inside = registry.enter(rx_cookie).expect("enter");

@@ -10,17 +10,13 @@
 //!
 //! `cargo test --release -p wasmtune --test bpf_events -- --nocapture`
 
-use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::CloneFlags;
 use nix::sys::socket::{setsockopt, sockopt};
 use wasmtune::bpf::{BpfConfig, HookRunStats, HookState, KernelSource, RunTimeAccounting};
 use wasmtune::wit::{BufferDirection, Event, IpAddr, TcpBufferLimit};
