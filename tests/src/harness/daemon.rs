@@ -86,6 +86,45 @@ pub fn wasmtune_command() -> Result<Command, HarnessError> {
     Ok(Command::new(wasmtune_bin()?))
 }
 
+/// Runs the `wasmtune` command line to completion: (success, stdout, stderr).
+///
+/// # Panics
+/// When the binary cannot be found or started.
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let output = wasmtune_command()
+        .and_then(|mut cmd| {
+            cmd.args(args)
+                .output()
+                .map_err(|source| HarnessError::Spawn { command: format!("wasmtune {}", args.join(" ")), source })
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// The JSON a `wasmtune ... --json` command printed.
+///
+/// # Panics
+/// When it failed or printed something else.
+pub fn cli_json(args: &[&str]) -> serde_json::Value {
+    let (ok, stdout, stderr) = cli(args);
+    assert!(ok, "wasmtune {args:?} failed: {stderr}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("wasmtune {args:?}: not JSON ({e}): {stdout}"))
+}
+
+/// Every record of the journal in `state_dir`, one JSON object a line
+/// (a compacted journal starts with its snapshot record).
+pub fn journal_records(state_dir: &Path) -> Vec<serde_json::Value> {
+    let path = state_dir.join("journal.jsonl");
+    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{}: not JSON ({e}): {line}", path.display())))
+        .collect()
+}
+
 /// How to start a daemon: `wasmtune run --log-format json --state-dir DIR
 /// --config FILE [--netns NAME].. [--policy-dir DIR].. [extra args]`.
 ///
@@ -163,6 +202,20 @@ impl DaemonBuilder {
     pub fn arg(mut self, arg: &str) -> Self {
         self.extra.push(arg.to_string());
         self
+    }
+
+    /// Answer control requests on `socket` (a path of the test's own; the
+    /// default one may belong to another daemon).
+    pub fn control_socket(self, socket: &Path) -> Self {
+        self.arg("--control-socket").arg(&socket.to_string_lossy())
+    }
+
+    /// Spawns the daemon and waits for its `ready` event (policies loaded,
+    /// hooks attached).
+    pub fn start_ready(self) -> Result<Daemon, HarnessError> {
+        let daemon = self.start()?;
+        daemon.wait_for_event("ready", super::READY_TIMEOUT)?;
+        Ok(daemon)
     }
 
     /// Spawns the daemon; it is not ready yet: wait for the `ready` event.

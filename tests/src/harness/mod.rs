@@ -38,7 +38,9 @@ mod veth;
 
 pub use bed::{BufferBed, Side};
 pub use capture::{LogCapture, LogLine, Stream};
-pub use daemon::{Daemon, DaemonBuilder, READY_TIMEOUT, wasmtune_bin, wasmtune_command};
+pub use daemon::{
+    Daemon, DaemonBuilder, READY_TIMEOUT, cli, cli_json, journal_records, wasmtune_bin, wasmtune_command,
+};
 pub use error::HarnessError;
 pub use manifest::{EmbeddedManifest, embedded_manifest};
 pub use netns::Netns;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 use wasmtune::control::{ControlClient, Request};
-use wasmtune_tests::harness::{self, Daemon, DaemonBuilder, READY_TIMEOUT};
+use wasmtune_tests::harness::{self, Daemon, DaemonBuilder};
 
 /// The built-in tcp-buffer's component bytes.
 pub fn tcp_buffer_bytes() -> Vec<u8> {
@@ -79,28 +79,13 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// tcp-buffer: these tests are about hot swap, ownership and state, not
 /// about whether a file may run at all (`policy_files.rs` is).
 pub fn start_daemon(builder: DaemonBuilder, policy_dir: &Path, socket: &Path, extra: &[&str]) -> Daemon {
-    let mut builder = builder
-        .enable_policy_files()
-        .replace_builtin("tcp-buffer")
-        .policy_dir(policy_dir)
-        .arg("--control-socket")
-        .arg(&socket.to_string_lossy());
+    let mut builder =
+        builder.enable_policy_files().replace_builtin("tcp-buffer").policy_dir(policy_dir).control_socket(&socket);
     for arg in extra {
         builder = builder.arg(arg);
     }
-    let daemon = builder.start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let daemon = builder.start_ready().expect("daemon ready");
     daemon
-}
-
-/// Runs the `wasmtune` command: (success, stdout, stderr).
-pub fn cli(args: &[&str]) -> (bool, String, String) {
-    let out = harness::wasmtune_command().expect("wasmtune").args(args).output().expect("run wasmtune");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 /// Sends one request; panics when the daemon does not answer.

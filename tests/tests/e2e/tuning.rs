@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use wasmtune_tests::harness::{
-    self, Daemon, DaemonBuilder, HarnessError, IperfServer, LogLine, Netns, READY_TIMEOUT, Throughput,
-};
+use wasmtune_tests::harness::{self, Daemon, DaemonBuilder, HarnessError, IperfServer, LogLine, Netns, Throughput};
 
 /// How long a scenario may take from provocation to the change line.
 pub const CHANGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -42,8 +40,7 @@ fn builder_for(netns: &[&Netns], with_init: bool) -> DaemonBuilder {
 }
 
 fn ready(builder: DaemonBuilder) -> Daemon {
-    let daemon = builder.start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let daemon = builder.start_ready().expect("daemon ready");
     daemon
 }
 

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, BufferBed, Daemon, Requirement, Side};
 
 /// Receiver maximum far below what a veth link needs (96 KiB).
 const BAD_RMEM: &str = "4096 131072 98304";
@@ -25,9 +25,8 @@ fn an_administrators_write_is_respected_and_tuning_continues_elsewhere() {
     let daemon = Daemon::builder()
         .netns(overridden.tuned_netns())
         .netns(elsewhere.tuned_netns())
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .start_ready()
+        .expect("daemon ready");
 
     // The policy takes tcp_rmem over in the first namespace.
     overridden.transfer(TRANSFER_SECONDS).expect("transfer in the first bed");

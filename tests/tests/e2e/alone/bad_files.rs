@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wasmtune_tests::guests::guest_wasm;
-use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, BufferBed, Daemon, Requirement, Side};
 
 const BAD_RMEM: &str = "4096 131072 98304";
 /// Time for the watcher to notice a file and the loader to reject it.
@@ -145,9 +145,8 @@ fn malformed_policy_files_are_rejected_with_a_reason_and_the_daemon_keeps_tuning
         .netns(bed.rx())
         .policy_dir(&watched)
         .enable_policy_files()
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .start_ready()
+        .expect("daemon ready");
 
     let mut rejections = serde_json::Map::new();
     for file in bad_files() {
@@ -282,8 +281,7 @@ fn an_idle_policy_file_is_not_reopened_and_unsafe_files_are_refused_unread() {
     // Tuning a namespace of the test's own only: no other test's values.
     let own = harness::Netns::new("idle").expect("netns");
     let mut daemon =
-        Daemon::builder().netns(&own).policy_dir(&watched).enable_policy_files().start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        Daemon::builder().netns(&own).policy_dir(&watched).enable_policy_files().start_ready().expect("daemon ready");
     std::thread::sleep(Duration::from_secs(1));
     let opens = opens_of(&idle, Duration::from_secs(3));
     assert_eq!(opens, 0, "an idle policy file was opened {opens} times in 3 s");

@@ -10,18 +10,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lifecycle::{cli, count, install, policy, result, wait_policy};
+use lifecycle::{count, install, policy, result, wait_policy};
 use serde_json::{Value as Json, json};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune_tests::harness::{self, BufferBed, Daemon, Requirement, Side};
 
 const BAD_RMEM: &str = "4096 131072 98304";
-
-fn cli_json(args: &[&str]) -> Json {
-    let (ok, stdout, stderr) = cli(args);
-    assert!(ok, "wasmtune {args:?} failed: {stderr}");
-    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("wasmtune {args:?}: not JSON ({e}): {stdout}"))
-}
 
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
@@ -63,7 +57,7 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     });
 
     // status --json: the documented schema.
-    let status = cli_json(&["status", "--json", "--socket", &sock]);
+    let status = harness::cli_json(&["status", "--json", "--socket", &sock]);
     assert_eq!(status["ok"], true, "{status}");
     assert_eq!(status["schema"], 1, "{status}");
     let result_ = &status["result"];
@@ -104,9 +98,9 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     assert!(!tunable["last-change"]["reason"].as_str().unwrap_or_default().is_empty(), "{tunable}");
 
     // Text forms answer too.
-    let (ok, text, _) = cli(&["status", "--socket", &sock]);
+    let (ok, text, _) = harness::cli(&["status", "--socket", &sock]);
     assert!(ok && text.contains("tcp-buffer") && text.contains("net.ipv4.tcp_rmem"), "{text}");
-    let summary = cli_json(&["summary", "--json", "--socket", &sock]);
+    let summary = harness::cli_json(&["summary", "--json", "--socket", &sock]);
     assert!(summary["result"]["tunables"].as_array().is_some_and(|t| !t.is_empty()), "{summary}");
 
     // A peer that is not root is not answered, even when the file modes let it in.
@@ -120,7 +114,7 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     assert!(matches!(as_nobody, Err(ClientError::NoAnswer { .. }) | Err(ClientError::Io { .. })), "{as_nobody:?}");
 
     // Disable with rollback-on-unload: the values it set are restored.
-    let disabled = cli_json(&["policy", "disable", "tcp-buffer", "--json", "--socket", &sock]);
+    let disabled = harness::cli_json(&["policy", "disable", "tcp-buffer", "--json", "--socket", &sock]);
     assert_eq!(disabled["ok"], true, "{disabled}");
     assert_eq!(harness::normalize(&bed.current().expect("read")), harness::normalize(BAD_RMEM));
     assert_eq!(policy(&socket, "tcp-buffer")["state"], "disabled");
@@ -129,7 +123,7 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     assert_eq!(unknown["ok"], false, "{unknown}");
 
     // Enable: it runs and tunes again.
-    let enabled = cli_json(&["policy", "enable", "tcp-buffer", "--json", "--socket", &sock]);
+    let enabled = harness::cli_json(&["policy", "enable", "tcp-buffer", "--json", "--socket", &sock]);
     assert_eq!(enabled["ok"], true, "{enabled}");
     assert_eq!(policy(&socket, "tcp-buffer")["state"], "running");
     bed.transfer(3).expect("transfer");
@@ -138,7 +132,8 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     });
 
     // Rollback through the running daemon.
-    let rollback = cli_json(&["rollback", "--json", "--socket", &sock, "--state-dir", &state.path().to_string_lossy()]);
+    let rollback =
+        harness::cli_json(&["rollback", "--json", "--socket", &sock, "--state-dir", &state.path().to_string_lossy()]);
     assert_eq!(rollback["ok"], true, "{rollback}");
     assert!(rollback["result"]["restored"].as_array().is_some_and(|r| !r.is_empty()), "{rollback}");
     assert_eq!(harness::normalize(&bed.current().expect("read")), harness::normalize(BAD_RMEM));
@@ -146,9 +141,10 @@ fn e2e_control_socket_status_disable_enable_rollback() {
     // With the daemon gone: the socket is removed and rollback runs offline.
     daemon.terminate().expect("clean exit");
     assert!(!socket.exists(), "the socket outlived the daemon");
-    let offline = cli_json(&["rollback", "--json", "--socket", &sock, "--state-dir", &state.path().to_string_lossy()]);
+    let offline =
+        harness::cli_json(&["rollback", "--json", "--socket", &sock, "--state-dir", &state.path().to_string_lossy()]);
     assert_eq!(offline["ok"], true, "{offline}");
-    let (ok, _, stderr) = cli(&["status", "--socket", &sock]);
+    let (ok, _, stderr) = harness::cli(&["status", "--socket", &sock]);
     assert!(!ok && stderr.contains("no wasmtune daemon answers"), "{stderr}");
 }
 
@@ -231,7 +227,7 @@ fn e2e_quarantine_is_kept_across_a_restart_until_policy_enable() {
     assert!(refused[0].raw.contains("wasmtune policy enable hostile-trap"), "{}", refused[0].raw);
 
     // `policy enable` clears it: the file runs again and leaves the list.
-    let enabled = cli_json(&["policy", "enable", "hostile-trap", "--json", "--socket", &sock]);
+    let enabled = harness::cli_json(&["policy", "enable", "hostile-trap", "--json", "--socket", &sock]);
     assert_eq!(enabled["ok"], true, "{enabled}");
     let fresh = policy(&socket, "hostile-trap");
     assert_ne!(fresh["state"], "quarantined", "{fresh}");

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use wasmtune_tests::harness::{self, BufferBed, Daemon, LogLine, Netns, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, BufferBed, Daemon, LogLine, Netns, Requirement, Side};
 
 const BAD_RMEM: &str = "4096 131072 98304";
 const ROUNDS: u64 = 10;
@@ -45,16 +45,11 @@ impl Lcg {
 fn start(bed: &BufferBed, state: &std::path::Path, extra: &[&str]) -> Daemon {
     // A socket of its own: the default one may belong to another daemon.
     let socket = state.join("control.sock");
-    let mut builder = Daemon::builder()
-        .netns(bed.tuned_netns())
-        .state_dir(state)
-        .arg("--control-socket")
-        .arg(&socket.to_string_lossy());
+    let mut builder = Daemon::builder().netns(bed.tuned_netns()).state_dir(state).control_socket(&socket);
     for arg in extra {
         builder = builder.arg(arg);
     }
-    let daemon = builder.start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let daemon = builder.start_ready().expect("daemon ready");
     daemon
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use wasmtune_tests::guests::guest_wasm;
-use wasmtune_tests::harness::{self, BufferBed, LogLine, READY_TIMEOUT, Requirement, Side, SysctlSampler};
+use wasmtune_tests::harness::{self, BufferBed, LogLine, Requirement, Side, SysctlSampler};
 
 const BAD_RMEM: &str = "4096 131072 98304";
 const TCP_RMEM: &str = "net.ipv4.tcp_rmem";
@@ -71,9 +71,8 @@ fn hostile_policies_are_contained_while_tcp_buffer_keeps_tuning() {
         .netns(rx)
         .policy_dir(policy_dir.path())
         .enable_policy_files()
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .start_ready()
+        .expect("daemon ready");
     let lines_at_start = daemon.line_count();
     let during = bed.transfer(TRANSFER_SECONDS).expect("bulk transfer into rx");
     daemon
@@ -187,12 +186,8 @@ fn a_policy_probing_unknown_namespaces_does_not_make_others_flap() {
     fs::copy(guest_wasm("hostile-netns-probe"), &target).expect("install the fixture");
     // Every namespace (a `pid:` one cannot be named with --netns):
     // "appeared" is logged for tuned ones only.
-    let mut daemon = harness::Daemon::builder()
-        .policy_dir(dir.path())
-        .enable_policy_files()
-        .start()
-        .expect("spawn wasmtune run (every namespace)");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let mut daemon =
+        harness::Daemon::builder().policy_dir(dir.path()).enable_policy_files().start_ready().expect("daemon ready");
     // A while of probing: the namespace watcher rescans every 2 s.
     std::thread::sleep(Duration::from_secs(8));
     let lines = daemon.lines();

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use wasmtune_tests::guests::guest_wasm;
-use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, BufferBed, Daemon, Requirement, Side};
 
 const BAD_RMEM: &str = "4096 131072 98304";
 const JOURNAL_BOUND: u64 = 64 * 1024;
@@ -42,8 +42,7 @@ fn a_hundred_thousand_calls_a_tick_hit_the_deadline_and_the_change_budget() {
         &std::fs::read(guest_wasm("hostile-peer-flood")).expect("fixture"),
     );
     let mut daemon =
-        Daemon::builder().netns(&own).policy_dir(dir.path()).enable_policy_files().start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        Daemon::builder().netns(&own).policy_dir(dir.path()).enable_policy_files().start_ready().expect("daemon ready");
     let started = Instant::now();
     let quarantined = daemon
         .wait_for("the flood quarantined", Duration::from_secs(30), |l| {
@@ -90,9 +89,8 @@ fn a_sustained_peer_flood_keeps_memory_and_journal_bounded_while_tcp_buffer_writ
         .config(&format!(
             "journal-max-bytes = {JOURNAL_BOUND}\n[policies.hostile-peer-flood]\nsettings = {{ per-tick = \"2000\" }}\n"
         ))
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .start_ready()
+        .expect("daemon ready");
     daemon
         .wait_for("the flood runs", Duration::from_secs(20), |l| {
             l.field_is("policy", "hostile-peer-flood") && l.raw.contains("peer flood:")

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use wasmtune_tests::harness::{self, Daemon, Netns, READY_TIMEOUT, Requirement};
+use wasmtune_tests::harness::{self, Daemon, Netns, Requirement};
 
 const EVENT_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -14,8 +14,7 @@ fn a_namespace_made_and_deleted_while_running_is_followed() {
     }
     // Every namespace is tuned without --netns; --dry-run keeps the daemon
     // from changing anything in the ones this test does not own.
-    let daemon = Daemon::builder().arg("--dry-run").start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let daemon = Daemon::builder().arg("--dry-run").start_ready().expect("daemon ready");
 
     let ns = Netns::new("ns-follow").expect("create a namespace");
     let name = ns.name().to_string();

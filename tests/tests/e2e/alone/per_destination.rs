@@ -8,7 +8,6 @@
 //! says in one line that nothing is left to undo.
 
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,12 +34,6 @@ fn congestion_towards(ss: &str, peer: &str, port: u16) -> Option<String> {
         }
     }
     None
-}
-
-/// Every record of the journal in `state_dir`, one JSON object a line.
-fn journal_records(state_dir: &Path) -> Vec<Json> {
-    let text = std::fs::read_to_string(state_dir.join("journal.jsonl")).expect("journal");
-    text.lines().map(|line| serde_json::from_str(line).expect("a journal line is JSON")).collect()
 }
 
 #[test]
@@ -88,7 +81,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
         assert!(Instant::now() < deadline, "the entry never reached the map");
         std::hint::spin_loop();
     }
-    let journal = journal_records(state.path());
+    let journal = harness::journal_records(state.path());
     let intent = journal
         .iter()
         .find(|r| r["kind"] == "peer-intent" && r["peer"] == "10.77.0.2/32")
@@ -101,7 +94,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
     let summary = actuator.summary();
     let seq = intent["seq"].clone();
     assert!(
-        journal_records(state.path()).iter().any(|r| r["kind"] == "applied" && r["seq"] == seq),
+        harness::journal_records(state.path()).iter().any(|r| r["kind"] == "applied" && r["seq"] == seq),
         "no outcome journaled for the intent {intent}"
     );
     let lines = summary.lines();
@@ -142,7 +135,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
     let summary = actuator.summary();
     assert!(!hooks.peer_map().expect("map").contains(cookie, &prefix));
     assert!(summary.peers.is_empty(), "a cleared entry is not in effect: {:?}", summary.peers);
-    let cleared = journal_records(state.path())
+    let cleared = harness::journal_records(state.path())
         .into_iter()
         .filter(|r| r["kind"] == "peer-intent" && r["peer"] == "10.77.0.2/32" && r["settings"].is_null())
         .count();
@@ -177,16 +170,6 @@ fn tcp_cong_narrowed_to(peer: &str) -> String {
     config
 }
 
-/// The wasmtune command line's output: (success, stdout, stderr).
-fn wasmtune(args: &[&str]) -> (bool, String, String) {
-    let out = harness::wasmtune_command().expect("wasmtune binary").args(args).output().expect("run wasmtune");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// tcp-cong sees connections to two peers from a tuned namespace and picks
 /// an algorithm for each. The administrator's configuration narrowed its
 /// grant to the first peer: its choice there goes through (journaled, in
@@ -217,9 +200,8 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
         .config(&tcp_cong_narrowed_to(&granted))
         .arg("--control-socket")
         .arg(&socket)
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", harness::READY_TIMEOUT).expect("daemon ready");
+        .start_ready()
+        .expect("daemon ready");
 
     let change_for = |daemon: &Daemon, peer: &str| {
         daemon.events("peer-change").into_iter().find(|l| l.field_is("policy", "tcp-cong") && l.field_is("peer", peer))
@@ -252,7 +234,7 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
     assert!(detail.contains("not inside its [tcp] prefixes") && detail.contains(&granted), "{}", denial.raw);
     assert!(change_for(&daemon, &other).is_none(), "a change outside the grant went through\n{}", daemon.dump());
 
-    let journal = journal_records(state.path());
+    let journal = harness::journal_records(state.path());
     assert!(
         journal
             .iter()
@@ -264,7 +246,7 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
         "a denied change was journaled"
     );
 
-    let (ok, status, stderr) = wasmtune(&["status", "--json", "--socket", &socket]);
+    let (ok, status, stderr) = harness::cli(&["status", "--json", "--socket", &socket]);
     assert!(ok, "status failed: {stderr}");
     let status: Json = serde_json::from_str(&status).expect("status JSON");
     let peers = status["result"]["peers"].as_array().cloned().unwrap_or_default();
@@ -275,7 +257,7 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
     assert_eq!(listed["netns"], tx.name(), "{listed}");
     assert_eq!(listed["policy"], "tcp-cong", "{listed}");
     assert!(listed["settings"].as_str().is_some_and(|s| s.contains("congestion=")), "{listed}");
-    let (ok, text, _) = wasmtune(&["status", "--socket", &socket]);
+    let (ok, text, _) = harness::cli(&["status", "--socket", &socket]);
     assert!(
         ok && text.lines().any(|l| l.contains(&granted) && l.contains("tcp-cong")),
         "status text lacks the entry:\n{text}"
@@ -284,7 +266,7 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
     let pid = daemon.pid();
     daemon.kill().expect("SIGKILL");
     let state_dir = state.path().to_string_lossy().into_owned();
-    let (ok, out, stderr) = wasmtune(&["rollback", "--state-dir", &state_dir, "--socket", &socket]);
+    let (ok, out, stderr) = harness::cli(&["rollback", "--state-dir", &state_dir, "--socket", &socket]);
     println!("{out}");
     assert!(ok, "rollback after SIGKILL failed: {stderr}\n{out}");
     let lines: Vec<&str> = out.lines().collect();
@@ -293,7 +275,7 @@ fn e2e_narrowed_tcp_grant_status_and_rollback_after_sigkill() {
     assert!(lines[0].contains(&expected), "{out}");
     assert!(lines[0].contains(&format!("{granted} in netns {} (policy tcp-cong)", tx.name())), "{out}");
     assert!(lines[0].contains("nothing left to undo") && lines[0].contains("keep what they were given"), "{out}");
-    let (ok, again, stderr) = wasmtune(&["rollback", "--state-dir", &state_dir, "--socket", &socket]);
+    let (ok, again, stderr) = harness::cli(&["rollback", "--state-dir", &state_dir, "--socket", &socket]);
     assert!(ok, "{stderr}");
     assert_eq!(again.trim(), "nothing to roll back", "the first rollback completed");
 }

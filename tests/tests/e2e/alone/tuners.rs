@@ -361,8 +361,7 @@ fn tcp_cong_learns_per_peer_against_every_static_choice() {
         tcp_cong_only(),
         peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
     );
-    let mut daemon = Daemon::builder().netns(&tx).config(&config).start().expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", harness::READY_TIMEOUT).expect("daemon ready");
+    let mut daemon = Daemon::builder().netns(&tx).config(&config).start_ready().expect("daemon ready");
 
     // Learning: transfers alternate between the peers until each has left
     // its measuring phase (every arm scored MIN_PULLS times), or a cap.

@@ -413,9 +413,7 @@ fn with_every_bpf_hook_failing_the_daemon_still_tunes_from_proc_signals() {
     let budget = wait_change(&daemon, BUDGET);
     assert_change(&budget, 32, 40, "need to increase NAPI budget", "ran out of NAPI budget");
     drop(flood);
-    let status = harness::wasmtune_command().expect("wasmtune").args(["status", "--json"]).output().expect("status");
-    assert!(status.status.success(), "status: {}", String::from_utf8_lossy(&status.stderr));
-    let answer: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let answer = harness::cli_json(&["status", "--json"]);
     let policies = answer["result"]["policies"].as_array().map_or(0, Vec::len);
     assert!(policies >= 7, "every built-in runs: {answer}");
     let exit = daemon.terminate().expect("daemon exits on SIGTERM");

@@ -11,7 +11,7 @@ use std::time::Duration;
 use lifecycle::{install, policy, result, socket_in};
 use wasmtune::control::Request;
 use wasmtune_tests::guests::guest_wasm;
-use wasmtune_tests::harness::{self, Daemon, READY_TIMEOUT, Requirement};
+use wasmtune_tests::harness::{self, Daemon, Requirement};
 
 #[test]
 fn a_dropped_file_runs_only_once_enabled_and_never_in_a_built_ins_place() {
@@ -29,11 +29,9 @@ fn a_dropped_file_runs_only_once_enabled_and_never_in_a_built_ins_place() {
     let daemon = Daemon::builder()
         .netns(&own)
         .policy_dir(dir.path())
-        .arg("--control-socket")
-        .arg(&socket.to_string_lossy())
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .control_socket(&socket)
+        .start_ready()
+        .expect("daemon ready");
 
     // Not enabled: said once, with the way to enable it; nothing compiled,
     // nothing running.
@@ -88,11 +86,9 @@ fn a_declared_replacement_takes_the_built_ins_place() {
         .netns(&own)
         .policy_dir(dir.path())
         .replace_builtin("tcp-buffer")
-        .arg("--control-socket")
-        .arg(&socket.to_string_lossy())
-        .start()
-        .expect("spawn wasmtune run");
-    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+        .control_socket(&socket)
+        .start_ready()
+        .expect("daemon ready");
     let entry = policy(&socket, "tcp-buffer");
     assert!(entry["source"].as_str().is_some_and(|s| s.ends_with("tcp-buffer.wasm")), "{entry}");
     assert_eq!(entry["digest"], lifecycle::sha256(&variant), "{entry}");
