@@ -80,12 +80,11 @@ pub fn sha256(bytes: &[u8]) -> String {
 /// about whether a file may run at all (`policy_files.rs` is).
 pub fn start_daemon(builder: DaemonBuilder, policy_dir: &Path, socket: &Path, extra: &[&str]) -> Daemon {
     let mut builder =
-        builder.enable_policy_files().replace_builtin("tcp-buffer").policy_dir(policy_dir).control_socket(&socket);
+        builder.enable_policy_files().replace_builtin("tcp-buffer").policy_dir(policy_dir).control_socket(socket);
     for arg in extra {
         builder = builder.arg(arg);
     }
-    let daemon = builder.start_ready().expect("daemon ready");
-    daemon
+    builder.start_ready().expect("daemon ready")
 }
 
 /// Sends one request; panics when the daemon does not answer.

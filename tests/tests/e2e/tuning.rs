@@ -40,8 +40,7 @@ fn builder_for(netns: &[&Netns], with_init: bool) -> DaemonBuilder {
 }
 
 fn ready(builder: DaemonBuilder) -> Daemon {
-    let daemon = builder.start_ready().expect("daemon ready");
-    daemon
+    builder.start_ready().expect("daemon ready")
 }
 
 /// Matches `policy`'s `sysctl-change` lines about `tunable`.

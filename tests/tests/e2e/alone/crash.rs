@@ -49,8 +49,7 @@ fn start(bed: &BufferBed, state: &std::path::Path, extra: &[&str]) -> Daemon {
     for arg in extra {
         builder = builder.arg(arg);
     }
-    let daemon = builder.start_ready().expect("daemon ready");
-    daemon
+    builder.start_ready().expect("daemon ready")
 }
 
 /// Leaves the journal as a SIGKILL between "intent journaled" and "outcome
