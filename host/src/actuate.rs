@@ -51,7 +51,7 @@ pub const MAX_QUEUED_COMMANDS: usize = 4096;
 
 /// A checked request to change one sysctl in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
+pub struct SysctlChange {
     pub policy: String,
     /// The namespace's cookie.
     pub netns: u64,
@@ -71,7 +71,7 @@ pub struct Change {
 /// A checked request to set (or, with `settings: None`, forget) the
 /// per-destination settings of one peer prefix in one namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerChange {
+pub struct PeerEntryChange {
     pub policy: String,
     pub netns: u64,
     pub prefix: PeerPrefix,
@@ -131,8 +131,8 @@ pub enum ActuateError {
 
 /// What the actuator thread is asked to do.
 enum Command {
-    Apply(Change),
-    Peer(PeerChange),
+    Apply(SysctlChange),
+    Peer(PeerEntryChange),
     AdminWrite(AdminWrite),
     NamespaceGone(u64),
     Read { netns: u64, tunable: String, reply: Sender<Result<Value, ActuateError>> },
@@ -243,7 +243,7 @@ impl Actuator {
     /// Queues a change; never blocks. Changes are applied in submission
     /// order. False when the queue is full (or the actuator stopped): the
     /// change is not made.
-    pub fn submit(&self, change: Change) -> bool {
+    pub fn submit(&self, change: SysctlChange) -> bool {
         self.pending.fetch_add(1, Ordering::AcqRel);
         match self.commands.try_send(Command::Apply(change)) {
             Ok(()) => true,
@@ -274,7 +274,7 @@ impl Actuator {
 
     /// Queues a per-destination change; applied in order with sysctl
     /// changes. False when the queue is full (or the actuator stopped).
-    pub fn submit_peer(&self, change: PeerChange) -> bool {
+    pub fn submit_peer(&self, change: PeerEntryChange) -> bool {
         match self.commands.try_send(Command::Peer(change)) {
             Ok(()) => true,
             Err(crossbeam_channel::TrySendError::Full(_)) => false,
@@ -504,7 +504,7 @@ impl Worker {
     }
 
     /// Applies one change; see the module documentation for the steps.
-    fn apply(&mut self, change: &Change) {
+    fn apply(&mut self, change: &SysctlChange) {
         let netns = self.netns_name(change.netns);
         if self.is_overridden(&netns, &change.tunable) {
             tracing::debug!(tunable = %change.tunable, %netns, "not changing a tunable the administrator took over");
@@ -542,7 +542,7 @@ impl Worker {
     }
 
     /// Whether the host may write this tunable in this namespace at all.
-    fn may_write(&self, change: &Change) -> Result<(), String> {
+    fn may_write(&self, change: &SysctlChange) -> Result<(), String> {
         sysctl::validate_name(&change.tunable).map_err(|error| error.to_string())?;
         if !self.registry.is_tuned(change.netns) {
             return Err("wasmtune does not tune this network namespace".to_string());
@@ -552,7 +552,7 @@ impl Worker {
 
     /// Whether the kernel holds something other than the host's last value:
     /// then someone else wrote it, and it is the administrator's from now on.
-    fn taken_over(&self, change: &Change, netns: &str, old: &Value) -> bool {
+    fn taken_over(&self, change: &SysctlChange, netns: &str, old: &Value) -> bool {
         let Some(history) = self.ledger.state().get(netns, &change.tunable) else { return false };
         let Some(expected) = &history.last_written else { return false };
         if history.netns_cookie != change.netns || history.holds_host_value(old) {
@@ -573,14 +573,14 @@ impl Worker {
     }
 
     /// Under `--dry-run`: the change folded into the plan, as if made.
-    fn plan_change(&mut self, change: &Change, netns: &str, old: &Value) {
+    fn plan_change(&mut self, change: &SysctlChange, netns: &str, old: &Value) {
         let intent = self.intent(change, netns, old, self.plan.max_seq() + 1);
         let seq = intent.seq;
         self.plan.apply(&Record::Intent(intent));
         self.plan.apply(&Record::Applied { seq, time: now_ms() });
     }
 
-    fn intent(&self, change: &Change, netns: &str, old: &Value, seq: u64) -> Intent {
+    fn intent(&self, change: &SysctlChange, netns: &str, old: &Value, seq: u64) -> Intent {
         Intent {
             seq,
             time: now_ms(),
@@ -597,7 +597,7 @@ impl Worker {
 
     /// A change written through [`write_sysctl`], inside its namespace (the
     /// caller entered it). The error says what failed.
-    fn write_journaled(&mut self, change: &Change, netns: &str, old: &Value) -> Result<(), String> {
+    fn write_journaled(&mut self, change: &SysctlChange, netns: &str, old: &Value) -> Result<(), String> {
         let intent = self.intent(change, netns, old, 0);
         let write = write_sysctl(&mut self.ledger, SysctlIntent::Change(intent));
         if let Some(journal_error) = write.unjournaled_outcome {
@@ -610,7 +610,7 @@ impl Worker {
 impl Worker {
     /// Sets or clears one prefix's per-destination settings: journals the
     /// intent (synced to disk), writes the map, journals the outcome, logs.
-    fn apply_peer(&mut self, change: &PeerChange) {
+    fn apply_peer(&mut self, change: &PeerEntryChange) {
         let netns = self.netns_name(change.netns);
         let peer = change.prefix.to_string();
         let settings = change.settings.as_ref().map_or_else(|| "(cleared)".to_string(), PeerSettings::to_string);
@@ -661,7 +661,7 @@ impl Worker {
         );
     }
 
-    fn peer_intent(&self, change: &PeerChange, netns: &str, seq: u64) -> PeerIntent {
+    fn peer_intent(&self, change: &PeerEntryChange, netns: &str, seq: u64) -> PeerIntent {
         PeerIntent {
             seq,
             time: now_ms(),
@@ -676,7 +676,7 @@ impl Worker {
     }
 
     /// The journaled write of one map entry; the error says what failed.
-    fn write_peer(&mut self, map: &PeerMap, change: &PeerChange, netns: &str) -> Result<(), String> {
+    fn write_peer(&mut self, map: &PeerMap, change: &PeerEntryChange, netns: &str) -> Result<(), String> {
         let intent = self.peer_intent(change, netns, self.ledger.next_seq());
         let seq = intent.seq;
         self.ledger
@@ -704,7 +704,7 @@ impl Worker {
             self.peer_entries.iter().filter(|((n, _), _)| *n == netns).map(|(k, o)| (*k, o.clone())).collect();
         for ((netns, prefix), owner) in gone {
             let name = self.netns_name(netns);
-            let change = PeerChange {
+            let change = PeerEntryChange {
                 policy: owner,
                 netns,
                 prefix,
@@ -738,7 +738,7 @@ impl Worker {
         for ((netns, prefix), owner) in chosen {
             let name = self.netns_name(netns);
             let entry = self.ledger.state().peer(&name, &prefix.to_string()).cloned();
-            let change = PeerChange {
+            let change = PeerEntryChange {
                 policy: owner.clone(),
                 netns,
                 prefix,
@@ -799,7 +799,7 @@ impl Worker {
         if now != host_value || now == admin_value || shape_mismatch(&now, &admin_value).is_some() {
             return;
         }
-        let change = Change {
+        let change = SysctlChange {
             policy: ADMINISTRATOR.to_string(),
             netns: write.netns,
             tunable: write.tunable.clone(),
@@ -865,7 +865,7 @@ fn shape_mismatch(old: &Value, new: &Value) -> Option<String> {
 /// Whether a change checked against one value may still be made now that
 /// the kernel holds `old`: not if the write would be partial, nor if the
 /// value changed since the check (the policy may ask again).
-fn still_applies(change: &Change, old: &Value) -> Result<(), String> {
+fn still_applies(change: &SysctlChange, old: &Value) -> Result<(), String> {
     if let Some(mismatch) = shape_mismatch(old, &change.value) {
         return Err(mismatch);
     }
@@ -878,7 +878,7 @@ fn still_applies(change: &Change, old: &Value) -> Result<(), String> {
 }
 
 /// The INFO line of a change made (or, under `--dry-run`, one that would be).
-fn log_change(event: &'static str, change: &Change, netns: &str, old: &Value) {
+fn log_change(event: &'static str, change: &SysctlChange, netns: &str, old: &Value) {
     let verb = if event == "sysctl-change" { "changed" } else { "would change (dry run)" };
     tracing::info!(
         event,
@@ -899,7 +899,7 @@ fn log_change(event: &'static str, change: &Change, netns: &str, old: &Value) {
 }
 
 /// The WARN line of a change that was not made.
-fn log_failed(change: &Change, netns: &str, old: Option<&Value>, error: &str) {
+fn log_failed(change: &SysctlChange, netns: &str, old: Option<&Value>, error: &str) {
     let old = old.map_or_else(|| "unknown".to_string(), Value::to_string);
     tracing::warn!(
         event = "sysctl-change-failed",

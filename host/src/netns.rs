@@ -48,7 +48,7 @@ pub struct NamespaceInfo {
 
 /// A namespace that appeared or went away between two scans.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NamespaceChange {
+pub struct NamespaceTransition {
     pub cookie: u64,
     pub name: String,
     pub created: bool,
@@ -165,7 +165,7 @@ impl NetnsRegistry {
     }
 
     /// Rescans like [`Self::refresh`] and returns what appeared and went away.
-    pub fn refresh_changes(&self) -> Result<Vec<NamespaceChange>, NetnsError> {
+    pub fn refresh_changes(&self) -> Result<Vec<NamespaceTransition>, NetnsError> {
         let mut changes = Vec::new();
         let _scanning = self.scanning.lock().unwrap_or_else(PoisonError::into_inner);
         let candidates = self.candidates()?;
@@ -180,7 +180,7 @@ impl NetnsRegistry {
             let fd = match entry.fd {
                 Some(fd) => {
                     tracing::debug!(netns = %entry.name, cookie = entry.cookie, tuned, "network namespace found");
-                    changes.push(NamespaceChange {
+                    changes.push(NamespaceTransition {
                         cookie: entry.cookie,
                         name: entry.name.clone(),
                         created: true,
@@ -201,7 +201,7 @@ impl NetnsRegistry {
         }
         for (cookie, gone) in known.drain() {
             tracing::debug!(netns = %gone.name, cookie, "network namespace gone");
-            changes.push(NamespaceChange { cookie, name: gone.name, created: false, tuned: gone.tuned });
+            changes.push(NamespaceTransition { cookie, name: gone.name, created: false, tuned: gone.tuned });
         }
         *known = next;
         Ok(changes)
@@ -476,7 +476,7 @@ impl NetnsWatcher {
     pub fn spawn(
         registry: std::sync::Arc<NetnsRegistry>,
         rescan: Duration,
-        mut on_change: impl FnMut(&[NamespaceChange]) + Send + 'static,
+        mut on_change: impl FnMut(&[NamespaceTransition]) + Send + 'static,
     ) -> std::io::Result<NetnsWatcher> {
         use notify::Watcher;
         use std::sync::atomic::{AtomicBool, Ordering};

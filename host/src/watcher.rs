@@ -361,7 +361,7 @@ impl Reconciler {
                 self.report(&image.source, &image.digest, &format!("refused: {conflict}"), false);
                 continue;
             }
-            match PolicyWorker::start_counted(image, &self.ctx, &settings, self.policies.totals_for(name)) {
+            match PolicyWorker::start_with_totals(image, &self.ctx, &settings, self.policies.totals_for(name)) {
                 Ok(worker) => {
                     announce_namespaces(&worker, &self.ctx.registry);
                     let replaced = self.policies.insert(worker);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use crate::actuate::{ActuateError, Actuator, Change};
+use crate::actuate::{ActuateError, Actuator, SysctlChange};
 use crate::caps::denials::DenialLog;
 use crate::grants::{Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
@@ -133,7 +133,7 @@ impl Host for SysctlCap {
             }
         };
         let tunable = change.name.clone();
-        let queued = self.actuator.submit(Change {
+        let queued = self.actuator.submit(SysctlChange {
             policy: self.policy.clone(),
             netns: change.netns,
             tunable: change.name,

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::actuate::{Actuator, PeerChange as AppliedPeerChange};
+use crate::actuate::{Actuator, PeerEntryChange};
 use crate::caps::denials::DenialLog;
 use crate::caps::sysctl::SysctlCap;
 use crate::grants::{Arbiter, EffectiveGrant};
@@ -177,7 +177,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        let queued = self.actuator.submit_peer(AppliedPeerChange {
+        let queued = self.actuator.submit_peer(PeerEntryChange {
             policy: self.policy.clone(),
             netns: change.netns,
             prefix,
@@ -196,7 +196,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        let queued = self.actuator.submit_peer(AppliedPeerChange {
+        let queued = self.actuator.submit_peer(PeerEntryChange {
             policy: self.policy.clone(),
             netns,
             prefix,

@@ -10,9 +10,9 @@ use crate::actuate::Actuator;
 use crate::admin_write::AdminWrite;
 use crate::bpf::cgroup::{CgroupConfig, CgroupHooks};
 use crate::grants::Arbiter;
-use crate::netns::{NamespaceChange, NetnsRegistry};
+use crate::netns::{NamespaceTransition, NetnsRegistry};
 use crate::router::{PolicySet, dispatch};
-use crate::wit::{AdminOverride, Event, NamespaceChange as NamespaceEvent};
+use crate::wit::{AdminOverride, Event, NamespaceChange};
 
 /// Handles administrator writes on the cgroup thread, by bpftune's rule: a
 /// write by any other process to a tunable that a loaded policy may write,
@@ -94,8 +94,8 @@ pub fn namespace_change_handler(
     registry: Arc<NetnsRegistry>,
     policies: Arc<PolicySet>,
     actuator: Actuator,
-) -> impl FnMut(&[NamespaceChange]) + Send + 'static {
-    move |changes: &[NamespaceChange]| {
+) -> impl FnMut(&[NamespaceTransition]) + Send + 'static {
+    move |changes: &[NamespaceTransition]| {
         let mut events = Vec::new();
         for change in changes.iter().filter(|c| c.tuned) {
             let what = if change.created { "appeared" } else { "went away" };
@@ -116,7 +116,7 @@ pub fn namespace_change_handler(
                     tracing::info!(netns = %change.name, "forgot {dropped} administrator override(s) of namespace {} that went away", change.name);
                 }
             }
-            events.push(Event::NamespaceChange(NamespaceEvent {
+            events.push(Event::NamespaceChange(NamespaceChange {
                 netns: change.cookie,
                 name: change.name.clone(),
                 created: change.created,

@@ -71,10 +71,12 @@ impl PolicyState {
         self
     }
 
-    /// Takes the capabilities back out of a store that is being rebuilt, so
-    /// counters and rate limits survive the rebuild.
-    pub fn into_caps(self) -> (LogCap, SysctlCap, ClockCap, usize) {
-        (self.log, self.sysctl, self.clock, self.limits.limit)
+    /// The state for a rebuilt instance: a fresh WASI context, resource
+    /// table and memory budget, with the same capabilities (so counters and
+    /// rate limits survive the rebuild) and the same store.
+    pub fn for_rebuild(self) -> PolicyState {
+        let store = self.state.store.clone();
+        PolicyState::new(self.log, self.sysctl, self.clock, self.limits.limit).with_store(store)
     }
 }
 

@@ -218,12 +218,12 @@ impl PolicyWorker {
         ctx: &WorkerContext,
         settings: &PolicySettings,
     ) -> Result<PolicyWorker, LoadError> {
-        PolicyWorker::start_counted(image, ctx, settings, Arc::default())
+        PolicyWorker::start_with_totals(image, ctx, settings, Arc::default())
     }
 
     /// [`PolicyWorker::start`], adding to `totals`, the counts shared by
     /// every version of the policy's name.
-    pub fn start_counted(
+    pub fn start_with_totals(
         image: &PolicyImage,
         ctx: &WorkerContext,
         settings: &PolicySettings,
@@ -659,8 +659,7 @@ impl Runner {
     }
 
     fn reuse_state(&self, old: PolicyState) -> PolicyState {
-        let (log, sysctl, clock, memory_limit) = old.into_caps();
-        PolicyState::new(log, sysctl, clock, memory_limit).with_store(self.ctx.stores.for_policy(&self.name))
+        old.for_rebuild()
     }
 }
 

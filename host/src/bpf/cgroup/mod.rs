@@ -207,19 +207,25 @@ fn attached(name: &'static str) -> CgroupHookStatus {
     CgroupHookStatus { name, failure: None }
 }
 
+/// What the thread has attached so far, and what it found.
+#[derive(Default)]
+struct Attached {
+    hooks: Vec<CgroupHookStatus>,
+    links: Vec<Link>,
+    peers: Option<MapHandle>,
+    walk: Option<WalkReport>,
+}
+
 /// The thread: loads, attaches, walks, then drains sysctl writes until told to stop.
 fn run(
     config: CgroupConfig,
     cgroup: std::fs::File,
     stop: Arc<AtomicBool>,
     ready: Sender<Started>,
-    mut on_admin_write: impl FnMut(AdminWrite) + Send + 'static,
+    on_admin_write: impl FnMut(AdminWrite) + Send + 'static,
     events: Sender<Vec<Event>>,
 ) {
-    let mut hooks = Vec::with_capacity(3);
-    let mut links: Vec<Link> = Vec::new();
-    let mut peers = None;
-    let mut walk = None;
+    let mut attached = Attached::default();
 
     let mut sockops_storage = MaybeUninit::<OpenObject>::uninit();
     let sockops = SockopsSkelBuilder::default()
@@ -227,36 +233,10 @@ fn run(
         .and_then(|open| open.load())
         .map_err(|e| format!("load: {e}"));
     match &sockops {
-        Ok(skel) => {
-            match skel.progs.sockops_peer_settings.attach_cgroup(cgroup.as_raw_fd()) {
-                Ok(link) => {
-                    links.push(link);
-                    match MapHandle::try_from(&skel.maps.peers) {
-                        Ok(handle) => {
-                            peers = Some(handle);
-                            hooks.push(attached(SOCKOPS_HOOK));
-                        }
-                        Err(e) => hooks.push(failed(SOCKOPS_HOOK, format!("map handle: {e}"))),
-                    }
-                }
-                Err(e) => hooks.push(failed(SOCKOPS_HOOK, format!("attach to the cgroup-v2 root: {e}"))),
-            }
-            match walk_existing(&skel.progs.iter_tcp_existing) {
-                Ok(sockets) => {
-                    let report = existing::report(&sockets, config.near_limit_shift);
-                    if !report.events.is_empty() {
-                        // A full router queue drops the batch; these are hints, not state.
-                        let _ = events.try_send(report.events.clone());
-                    }
-                    walk = Some(report);
-                    hooks.push(attached(ITER_TCP_HOOK));
-                }
-                Err(reason) => hooks.push(failed(ITER_TCP_HOOK, reason)),
-            }
-        }
+        Ok(skel) => attach_sockops(skel, &cgroup, &config, &events, &mut attached),
         Err(reason) => {
-            hooks.push(failed(SOCKOPS_HOOK, reason));
-            hooks.push(failed(ITER_TCP_HOOK, reason));
+            attached.hooks.push(failed(SOCKOPS_HOOK, reason));
+            attached.hooks.push(failed(ITER_TCP_HOOK, reason));
         }
     }
 
@@ -270,49 +250,109 @@ fn run(
             open.load()
         })
         .map_err(|e| format!("load: {e}"));
-    let mut ring = None;
-    match &watch {
-        Ok(skel) => match skel.progs.sysctl_watch_writes.attach_cgroup(cgroup.as_raw_fd()) {
-            Ok(link) => {
-                links.push(link);
-                let mut builder = RingBufferBuilder::new();
-                let added = builder
-                    .add(&skel.maps.sysctl_writes, |record: &[u8]| {
-                        if let Some(write) = admin::decode(record) {
-                            on_admin_write(write);
-                        }
-                        0
-                    })
-                    .map(|_| ());
-                match added.and_then(|()| builder.build()) {
-                    Ok(built) => {
-                        ring = Some(built);
-                        hooks.push(attached(SYSCTL_HOOK));
-                    }
-                    Err(e) => hooks.push(failed(SYSCTL_HOOK, format!("ring buffer: {e}"))),
-                }
-            }
-            Err(e) => hooks.push(failed(SYSCTL_HOOK, format!("attach to the cgroup-v2 root: {e}"))),
-        },
-        Err(reason) => hooks.push(failed(SYSCTL_HOOK, reason)),
-    }
+    let ring = match &watch {
+        Ok(skel) => attach_sysctl_watch(skel, &cgroup, on_admin_write, &mut attached),
+        Err(reason) => {
+            attached.hooks.push(failed(SYSCTL_HOOK, reason));
+            None
+        }
+    };
 
+    let Attached { hooks, links, peers, walk } = attached;
     if ready.send(Started { hooks, peers, walk }).is_err() {
         return;
     }
+    drain_admin_writes(ring.as_ref(), &stop, config.poll_interval);
+    drop(ring);
+    drop(links);
+}
+
+/// The sockops program (per-destination settings) and the start-up walk of
+/// established connections, from one loaded object.
+fn attach_sockops(
+    skel: &generated_sockops::SockopsSkel<'_>,
+    cgroup: &std::fs::File,
+    config: &CgroupConfig,
+    events: &Sender<Vec<Event>>,
+    attached: &mut Attached,
+) {
+    match skel.progs.sockops_peer_settings.attach_cgroup(cgroup.as_raw_fd()) {
+        Ok(link) => {
+            attached.links.push(link);
+            match MapHandle::try_from(&skel.maps.peers) {
+                Ok(handle) => {
+                    attached.peers = Some(handle);
+                    attached.hooks.push(self::attached(SOCKOPS_HOOK));
+                }
+                Err(e) => attached.hooks.push(failed(SOCKOPS_HOOK, format!("map handle: {e}"))),
+            }
+        }
+        Err(e) => attached.hooks.push(failed(SOCKOPS_HOOK, format!("attach to the cgroup-v2 root: {e}"))),
+    }
+    match walk_existing(&skel.progs.iter_tcp_existing) {
+        Ok(sockets) => {
+            let report = existing::report(&sockets, config.near_limit_shift);
+            if !report.events.is_empty() {
+                // A full router queue drops the batch; these are hints, not state.
+                let _ = events.try_send(report.events.clone());
+            }
+            attached.walk = Some(report);
+            attached.hooks.push(self::attached(ITER_TCP_HOOK));
+        }
+        Err(reason) => attached.hooks.push(failed(ITER_TCP_HOOK, reason)),
+    }
+}
+
+/// The cgroup/sysctl program and the ring buffer its writes arrive on,
+/// each handed to `on_admin_write`.
+fn attach_sysctl_watch<'skel>(
+    skel: &'skel generated_sysctl_watch::SysctlWatchSkel<'_>,
+    cgroup: &std::fs::File,
+    mut on_admin_write: impl FnMut(AdminWrite) + 'skel,
+    attached: &mut Attached,
+) -> Option<libbpf_rs::RingBuffer<'skel>> {
+    let link = match skel.progs.sysctl_watch_writes.attach_cgroup(cgroup.as_raw_fd()) {
+        Ok(link) => link,
+        Err(e) => {
+            attached.hooks.push(failed(SYSCTL_HOOK, format!("attach to the cgroup-v2 root: {e}")));
+            return None;
+        }
+    };
+    attached.links.push(link);
+    let mut builder = RingBufferBuilder::new();
+    let added = builder
+        .add(&skel.maps.sysctl_writes, move |record: &[u8]| {
+            if let Some(write) = admin::decode(record) {
+                on_admin_write(write);
+            }
+            0
+        })
+        .map(|_| ());
+    match added.and_then(|()| builder.build()) {
+        Ok(ring) => {
+            attached.hooks.push(self::attached(SYSCTL_HOOK));
+            Some(ring)
+        }
+        Err(e) => {
+            attached.hooks.push(failed(SYSCTL_HOOK, format!("ring buffer: {e}")));
+            None
+        }
+    }
+}
+
+/// Hands every administrator write to its callback until told to stop.
+fn drain_admin_writes(ring: Option<&libbpf_rs::RingBuffer<'_>>, stop: &AtomicBool, poll_interval: Duration) {
     while !stop.load(Ordering::Relaxed) {
-        match &ring {
+        match ring {
             Some(ring) => {
-                if let Err(error) = ring.poll(config.poll_interval) {
+                if let Err(error) = ring.poll(poll_interval) {
                     tracing::debug!(%error, "polling the sysctl-write ring buffer failed");
-                    std::thread::sleep(config.poll_interval);
+                    std::thread::sleep(poll_interval);
                 }
             }
             None => std::thread::sleep(Duration::from_millis(100)),
         }
     }
-    drop(ring);
-    drop(links);
 }
 
 /// Runs the `iter/tcp` program once and decodes what it wrote.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
-use wasmtune::actuate::{Actuator, ActuatorConfig, Change};
+use wasmtune::actuate::{Actuator, ActuatorConfig, SysctlChange};
 use wasmtune::ledger::{self, Journal, LedgerError, Record, SkipReason};
 use wasmtune::netns::{self, NetnsError, NetnsRegistry};
 use wasmtune::sysctl::{self, Value};
@@ -55,8 +55,8 @@ fn with_max(value: &Value, delta: i64) -> Value {
     Value::Integers(fields)
 }
 
-fn change(netns: u64, value: Value) -> Change {
-    Change {
+fn change(netns: u64, value: Value) -> SysctlChange {
+    SysctlChange {
         checked_against: None,
         policy: "test-buffer".into(),
         netns,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-use wasmtune::actuate::{Actuator, ActuatorConfig, PeerChange};
+use wasmtune::actuate::{Actuator, ActuatorConfig, PeerEntryChange};
 use wasmtune::bpf::cgroup::{CgroupConfig, CgroupHooks, PeerPrefix, PeerSettings};
 use wasmtune::netns::NetnsRegistry;
 use wasmtune::wit::IpAddr;
@@ -65,7 +65,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
     actuator.attach_peer_map(hooks.peer_map().expect("sockops runs"));
 
     let prefix = PeerPrefix::new(&IpAddr::V4((10, 77, 0, 2)), 32).expect("prefix");
-    actuator.submit_peer(PeerChange {
+    actuator.submit_peer(PeerEntryChange {
         policy: "test".into(),
         netns: cookie,
         prefix,
@@ -124,7 +124,7 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
     assert_eq!(congestion_towards(&ss, "10.77.0.1", port).as_deref(), Some(default.as_str()), "other peer:\n{ss}");
 
     // Cleared: new connections to that peer get the default again.
-    actuator.submit_peer(PeerChange {
+    actuator.submit_peer(PeerEntryChange {
         policy: "test".into(),
         netns: cookie,
         prefix,
