@@ -25,9 +25,7 @@ fn source_is(line: &LogLine, file: &str) -> bool {
 fn refusal_of(daemon: &Daemon, file: &str, says: &str) -> LogLine {
     daemon
         .wait_for(&format!("{file} refused: {says}"), RECONCILE, |l| {
-            l.is_event("policy-load-failed")
-                && source_is(l, file)
-                && l.field("error").is_some_and(|e| e.contains(says))
+            l.is_event("policy-load-failed") && source_is(l, file) && l.field("error").is_some_and(|e| e.contains(says))
         })
         .unwrap_or_else(|e| panic!("{e}"))
 }
@@ -231,7 +229,8 @@ fn signatures_required_without_a_key_stop_the_daemon_at_start() {
         std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
     }
     assert!(!status.success(), "{stderr}");
-    let expected = format!("{}: line 2, column 22 (`require-signatures = true`): require-signatures:", config.display());
+    let expected =
+        format!("{}: line 2, column 22 (`require-signatures = true`): require-signatures:", config.display());
     assert!(stderr.contains(&expected), "{stderr}");
     assert!(stderr.contains("does not exist"), "{stderr}");
     assert!(!scratch.path().join("state").exists(), "nothing was started: {stderr}");
