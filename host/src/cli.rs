@@ -29,7 +29,7 @@ pub enum Command {
     Run(RunArgs),
     /// Probe what this kernel supports, hook by hook (exit 0 fully, 1 partly, 2 not at all).
     Support,
-    /// Inspect policy files.
+    /// Inspect, sign and verify policy files; the running daemon's policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
     /// Restore every value changed: through the running daemon when one
@@ -82,6 +82,53 @@ pub enum PolicyCommand {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Sign a policy file: writes FILE.sig beside it (minisign format), for
+    /// daemons that require signatures.
+    Sign {
+        file: PathBuf,
+        /// The secret key (`wasmtune policy keygen`, or `minisign -G`).
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// Read the secret key's password from the first line of this file
+        /// instead of asking for it.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+    },
+    /// Check a policy file as the daemon would: its signature (FILE.sig) by
+    /// a trusted key, and the digest the configuration pins for it (exit 0
+    /// trusted, 1 not).
+    Verify {
+        file: PathBuf,
+        /// A trusted public key (repeatable), instead of the key directory.
+        #[arg(long = "key", value_name = "PATH")]
+        keys: Vec<PathBuf>,
+        /// The trusted public keys [default: the configuration's keys-dir, else /etc/wasmtune/keys].
+        #[arg(long, value_name = "DIR", conflicts_with = "keys")]
+        keys_dir: Option<PathBuf>,
+        /// The administrator's configuration, for a pinned digest [default: /etc/wasmtune/config.toml, if present].
+        #[arg(long, value_name = "PATH")]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a key pair for signing policy files (minisign format); the
+    /// public key goes into the daemon's key directory.
+    Keygen {
+        /// Where the secret key is written (mode 0600; must not exist yet).
+        #[arg(long, value_name = "PATH")]
+        secret_key: PathBuf,
+        /// Where the public key is written (must not exist yet).
+        #[arg(long, value_name = "PATH")]
+        public_key: PathBuf,
+        /// Leave the secret key without a password.
+        #[arg(long, conflicts_with = "password_file")]
+        no_password: bool,
+        /// Protect the secret key with the first line of this file instead
+        /// of asking for a password.
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
     },
     /// The running daemon's policies.
     List(QueryArgs),
@@ -217,5 +264,41 @@ mod tests {
         let cli = Cli::try_parse_from(["wasmtune", "run", "--on-crash", "rollback"]).expect("valid");
         let Some(Command::Run(run)) = cli.command else { panic!("run expected") };
         assert_eq!(run.into_options().on_crash, crate::daemon::OnCrash::Rollback);
+    }
+
+    #[test]
+    fn sign_verify_and_keygen_take_their_files() {
+        let cli = Cli::try_parse_from(["wasmtune", "policy", "sign", "p.wasm", "--key", "s.key"]).expect("valid");
+        let Some(Command::Policy(PolicyCommand::Sign { file, key, password_file })) = cli.command else {
+            panic!("policy sign expected")
+        };
+        assert_eq!((file, key, password_file), (PathBuf::from("p.wasm"), PathBuf::from("s.key"), None));
+        let cli = Cli::try_parse_from(["wasmtune", "policy", "verify", "p.wasm", "--key", "a.pub", "--key", "b.pub"])
+            .expect("valid");
+        let Some(Command::Policy(PolicyCommand::Verify { keys, keys_dir, .. })) = cli.command else {
+            panic!("policy verify expected")
+        };
+        assert_eq!(keys.len(), 2);
+        assert!(keys_dir.is_none());
+        assert!(
+            Cli::try_parse_from(["wasmtune", "policy", "verify", "p.wasm", "--key", "a.pub", "--keys-dir", "/k"])
+                .is_err(),
+            "named keys and a key directory are one choice"
+        );
+        assert!(
+            Cli::try_parse_from([
+                "wasmtune",
+                "policy",
+                "keygen",
+                "--secret-key",
+                "s",
+                "--public-key",
+                "p",
+                "--no-password",
+                "--password-file",
+                "f"
+            ])
+            .is_err()
+        );
     }
 }

@@ -1,12 +1,15 @@
 //! The administrator's configuration (`/etc/wasmtune/config.toml`): daemon
 //! defaults, and per policy whether it runs, its settings, and how its
-//! grants are narrowed or denied. Unknown fields are rejected; every error
+//! grants are narrowed or denied, and which policy files it trusts (pinned
+//! digests, required signatures). Unknown fields are rejected; every error
 //! names the file, line, column and field.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer};
+use toml::Spanned;
 
 /// The parsed configuration; an absent default file means all defaults.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,8 +32,27 @@ pub struct AdminConfig {
     /// The journal is compacted (rewritten as one snapshot of what it adds
     /// up to) once it is this long. Default 8 MiB; at least 64 KiB.
     pub journal_max_bytes: Option<u64>,
+    /// Whether every policy file must carry a good detached signature
+    /// (`FILE.sig`) by a key in `keys-dir`. Default false. Kept with its
+    /// place in the file: a daemon that cannot honour it (no keys) says
+    /// where it was asked for.
+    pub require_signatures: Option<Spanned<bool>>,
+    /// The trusted public keys (minisign `.pub` files); default
+    /// `/etc/wasmtune/keys`. Read only when some signature is required.
+    pub keys_dir: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
+    /// The file this was read from, to place errors found after parsing.
+    #[serde(skip)]
+    source: ConfigSource,
+}
+
+/// The configuration's path and text: errors found once the values are
+/// read (a required key directory that holds no key) still name the line.
+#[derive(Debug, Clone, Default)]
+struct ConfigSource {
+    path: PathBuf,
+    text: String,
 }
 
 /// A journal bound below this would compact at nearly every change.
@@ -72,6 +94,62 @@ pub struct PolicySettings {
     /// values it set; by default they stay.
     #[serde(default)]
     pub rollback_on_unload: bool,
+    /// The only file content this policy may have (`sha256:` and the hex
+    /// digest `wasmtune policy info` prints). Applies to files: a built-in
+    /// is part of the binary, so a pin on a built-in's name binds only the
+    /// file that replaces it.
+    pub digest: Option<PolicyDigest>,
+    /// A file of this policy must carry a good signature by a trusted key
+    /// (as `require-signatures` asks of every file).
+    pub signed: Option<Spanned<bool>>,
+}
+
+/// A policy file's SHA-256, as the administrator pins it: `sha256:` and 64
+/// hexadecimal digits. Validated while parsing, so that a malformed pin is
+/// reported with its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDigest(String);
+
+impl PolicyDigest {
+    pub const PREFIX: &'static str = "sha256:";
+
+    pub fn parse(text: &str) -> Result<PolicyDigest, String> {
+        let problem = || {
+            format!(
+                "{text:?} is not a policy digest: expected {}<64 hexadecimal digits>, as `wasmtune policy info` \
+                 prints it",
+                Self::PREFIX
+            )
+        };
+        let hex = text.strip_prefix(Self::PREFIX).ok_or_else(problem)?;
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(problem());
+        }
+        Ok(PolicyDigest(hex.to_ascii_lowercase()))
+    }
+
+    /// The lower-case hex digest, as the host computes a file's.
+    pub fn hex(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `hex` (a file's digest as the host computes it) is this one.
+    pub fn matches(&self, hex: &str) -> bool {
+        self.0.eq_ignore_ascii_case(hex)
+    }
+}
+
+impl std::fmt::Display for PolicyDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", Self::PREFIX, self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for PolicyDigest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        PolicyDigest::parse(&text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Narrows one granted sysctl: the effective range is the intersection with
@@ -170,6 +248,10 @@ pub enum ConfigError {
     /// Well-formed but contradictory.
     #[error("{path}: {field}: {problem}")]
     Invalid { path: PathBuf, field: String, problem: String },
+    /// Well-formed, but what it asks for cannot be done (signatures
+    /// required with no key to check them), found after parsing.
+    #[error("{path}: line {line}, column {column} (`{text}`): {field}: {problem}")]
+    Placed { path: PathBuf, line: usize, column: usize, text: String, field: String, problem: String },
 }
 
 impl TcpNarrowing {
@@ -210,11 +292,21 @@ impl AdminConfig {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<AdminConfig, ConfigError> {
-        let config: AdminConfig = toml::from_str(text).map_err(|e| {
+        let mut config: AdminConfig = toml::from_str(text).map_err(|e| {
             let (line, column) = crate::text::line_column(text, &e);
             let text = text.lines().nth(line - 1).unwrap_or("").trim().to_string();
             ConfigError::Parse { path: path.to_path_buf(), line, column, text, message: e.message().to_string() }
         })?;
+        config.source = ConfigSource { path: path.to_path_buf(), text: text.to_string() };
+        if let Some(dir) = &config.keys_dir
+            && !dir.get_ref().is_absolute()
+        {
+            return Err(config.error_at(
+                dir.span(),
+                "keys-dir",
+                format!("{} is not an absolute path", dir.get_ref().display()),
+            ));
+        }
         if let Some(bytes) = config.journal_max_bytes
             && bytes < MIN_JOURNAL_BYTES
         {
@@ -247,6 +339,33 @@ impl AdminConfig {
             }
         }
         Ok(config)
+    }
+
+    /// An error about the value at `span` (a [`Spanned`] field's), placed
+    /// by file, line and column and named by its field.
+    pub fn error_at(&self, span: Range<usize>, field: &str, problem: String) -> ConfigError {
+        let (line, column) = crate::text::line_column_at(&self.source.text, span.start);
+        let text = self.source.text.lines().nth(line - 1).unwrap_or("").trim().to_string();
+        ConfigError::Placed { path: self.source.path.clone(), line, column, text, field: field.to_string(), problem }
+    }
+
+    /// Where signatures are asked for, first: `require-signatures = true`,
+    /// else the first policy with `signed = true`; its place and field name.
+    pub fn first_signature_requirement(&self) -> Option<(Range<usize>, String)> {
+        if let Some(required) = &self.require_signatures
+            && *required.get_ref()
+        {
+            return Some((required.span(), "require-signatures".to_string()));
+        }
+        self.policies.iter().find_map(|(name, settings)| {
+            let signed = settings.signed.as_ref().filter(|s| *s.get_ref())?;
+            Some((signed.span(), format!("policies.{name}.signed")))
+        })
+    }
+
+    /// Where the trusted public keys are.
+    pub fn keys_dir(&self) -> PathBuf {
+        self.keys_dir.as_ref().map_or_else(|| PathBuf::from(crate::paths::DEFAULT_KEYS_DIR), |d| d.get_ref().clone())
     }
 
     pub fn policy(&self, name: &str) -> PolicySettings {
@@ -379,6 +498,36 @@ no-delay = false
         let err =
             parse("[policies.tcp-cong.tcp]\ninitial-cwnd = { min = 4, most = 9 }\n").expect_err("typo").to_string();
         assert!(err.contains("line 2") && err.contains("`most`"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_digest_pin_names_file_line_and_field() {
+        let digest = "ab".repeat(32);
+        let c =
+            parse(&format!("[policies.vendor-tuner]\ndigest = \"sha256:{}\"\nsigned = true\n", digest.to_uppercase()))
+                .expect("valid");
+        let p = c.policy("vendor-tuner");
+        assert_eq!(p.digest.as_ref().map(PolicyDigest::hex), Some(digest.as_str()));
+        assert_eq!(p.signed.map(|s| s.into_inner()), Some(true));
+        assert_eq!(
+            c.first_signature_requirement().map(|(_, field)| field).as_deref(),
+            Some("policies.vendor-tuner.signed")
+        );
+        for bad in [digest.as_str(), "sha256:abc", "sha512:00", &format!("sha256:{}zz", "0".repeat(62))] {
+            let err = parse(&format!("\n[policies.vendor-tuner]\ndigest = \"{bad}\"\n")).expect_err(bad).to_string();
+            assert!(err.starts_with("/etc/wasmtune/config.toml: line 3, column 10 (`digest = "), "{err}");
+            assert!(err.contains("is not a policy digest"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_relative_key_directory_is_refused_where_it_is_written() {
+        let err = parse("require-signatures = true\nkeys-dir = \"keys\"\n").expect_err("relative");
+        assert!(matches!(&err, ConfigError::Placed { line: 2, field, .. } if field == "keys-dir"), "{err}");
+        let c = parse("require-signatures = true\n").expect("valid");
+        assert_eq!(c.keys_dir(), PathBuf::from(crate::paths::DEFAULT_KEYS_DIR));
+        assert_eq!(c.first_signature_requirement().map(|(_, field)| field).as_deref(), Some("require-signatures"));
+        assert!(parse("require-signatures = false\n").expect("valid").first_signature_requirement().is_none());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub mod router;
 
 // Around the data path.
 pub mod support;
+pub mod trust;
 pub mod watcher;
 pub mod control;
 pub mod daemon;

@@ -2,6 +2,7 @@
 //! one command. Errors end here, printed with their whole chain of causes.
 
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -9,9 +10,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use wasmtune::cli::{Cli, Command, LogFormat, OverrideCommand, PolicyCommand, QueryArgs};
+use wasmtune::config::{AdminConfig, PolicyDigest};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune::runtime::engine::PolicyEngine;
 use wasmtune::runtime::image::{PolicyImage, PolicySource};
+use wasmtune::trust::keys::Keyring;
+use wasmtune::trust::sign::Password;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -50,6 +54,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Policy(PolicyCommand::Info { file, json })) => policy_info(&file, json),
+        Some(Command::Policy(PolicyCommand::Sign { file, key, password_file })) => {
+            policy_sign(&file, &key, password_file.as_deref())
+        }
+        Some(Command::Policy(PolicyCommand::Verify { file, keys, keys_dir, config, json })) => {
+            policy_verify(&file, &keys, keys_dir.as_deref(), config.as_deref(), json)
+        }
+        Some(Command::Policy(PolicyCommand::Keygen { secret_key, public_key, no_password, password_file })) => {
+            policy_keygen(&secret_key, &public_key, no_password, password_file.as_deref())
+        }
         Some(Command::Policy(PolicyCommand::List(q))) => query(&q, &Request::PolicyList),
         Some(Command::Policy(PolicyCommand::Enable { name, query: q })) => query(&q, &Request::PolicyEnable { name }),
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
@@ -149,6 +162,128 @@ fn policy_info(file: &str, json: bool) -> anyhow::Result<ExitCode> {
         print!("{}", image.manifest);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The password a secret key is made or opened with: from a file, or asked.
+fn password(file: Option<&Path>) -> anyhow::Result<Password> {
+    Ok(match file {
+        Some(file) => Password::from_file(file)?,
+        None => Password::Prompt,
+    })
+}
+
+/// Signs a policy file for daemons that require signatures.
+fn policy_sign(file: &Path, key: &Path, password_file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let signed = wasmtune::trust::sign::sign(file, key, password(password_file)?)?;
+    println!("signed  {}", file.display());
+    println!("key     {}", signed.key);
+    println!("comment {}", signed.trusted_comment);
+    println!("wrote   {}", signed.signature.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Makes a key pair for signing policies.
+fn policy_keygen(
+    secret: &Path,
+    public: &Path,
+    no_password: bool,
+    password_file: Option<&Path>,
+) -> anyhow::Result<ExitCode> {
+    let password = if no_password { Password::Unprotected } else { password(password_file)? };
+    let id = wasmtune::trust::sign::keygen(secret, public, password)?;
+    println!("key id      {id}");
+    println!("secret key  {} (keep it private)", secret.display());
+    println!("public key  {} (install it in the daemon's key directory, /etc/wasmtune/keys)", public.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Checks a policy file as the daemon would before loading it: its
+/// signature by a trusted key and the configuration's pin for its name.
+/// Exit 0 when both hold (no pin is no objection), 1 otherwise.
+fn policy_verify(
+    file: &Path,
+    keys: &[PathBuf],
+    keys_dir: Option<&Path>,
+    config: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?;
+    let digest = wasmtune::runtime::engine::hex(&Sha256::digest(&bytes));
+    let config_path = config.map_or_else(|| PathBuf::from(wasmtune::paths::DEFAULT_CONFIG), Path::to_path_buf);
+    let config = AdminConfig::load(&config_path, config.is_some())?;
+    let manifest = wasmtune::manifest::Manifest::from_component(&bytes).map_err(|e| e.to_string());
+    let keyring = match (keys, keys_dir) {
+        ([], Some(dir)) => Keyring::load_dir(dir),
+        ([], None) => Keyring::load_dir(&config.keys_dir()),
+        (keys, _) => Keyring::load_files(keys),
+    };
+    let signature = keyring
+        .map_err(|e| e.to_string())
+        .and_then(|keyring| wasmtune::trust::verify_signature(&keyring, file, &bytes).map_err(|e| e.to_string()));
+    // The daemon holds a file to the pins of the name it gives itself
+    // (`NAME.wasm`) and of the name in its manifest.
+    let mut names: Vec<String> = file.file_stem().map(|s| s.to_string_lossy().into_owned()).into_iter().collect();
+    if let Ok(m) = &manifest
+        && !names.contains(&m.policy.name)
+    {
+        names.push(m.policy.name.clone());
+    }
+    let pins: Vec<(String, PolicyDigest)> =
+        names.into_iter().filter_map(|name| Some((name.clone(), config.policy(&name).digest?))).collect();
+    let pin_holds = pins.iter().all(|(_, pin)| pin.matches(&digest));
+    let trusted = manifest.is_ok() && signature.is_ok() && pin_holds;
+    if json {
+        let out = serde_json::json!({
+            "file": file,
+            "policy": manifest.as_ref().ok().map(|m| &m.policy.name),
+            "version": manifest.as_ref().ok().map(|m| &m.policy.version),
+            "manifest-error": manifest.as_ref().err(),
+            "digest": format!("{}{digest}", PolicyDigest::PREFIX),
+            "signature": match &signature {
+                Ok(good) => serde_json::json!({
+                    "ok": true,
+                    "key": good.key.to_string(),
+                    "key-file": good.key_file,
+                    "trusted-comment": good.trusted_comment,
+                }),
+                Err(error) => serde_json::json!({ "ok": false, "error": error }),
+            },
+            "pins": pins.iter().map(|(name, pin)| serde_json::json!({
+                "policy": name,
+                "digest": pin.to_string(),
+                "matches": pin.matches(&digest),
+            })).collect::<Vec<_>>(),
+            "trusted": trusted,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!("file      {}", file.display());
+        match &manifest {
+            Ok(m) => println!("policy    {} {}", m.policy.name, m.policy.version),
+            Err(e) => println!("policy    not a policy: {e}"),
+        }
+        println!("digest    {}{digest}", PolicyDigest::PREFIX);
+        match &signature {
+            Ok(good) => {
+                println!("signature good: key {} ({})", good.key, good.key_file.display());
+                println!("comment   {}", good.trusted_comment);
+            }
+            Err(error) => println!("signature BAD: {error}"),
+        }
+        for (name, pin) in &pins {
+            if pin.matches(&digest) {
+                println!("pin       matches [policies.{name}] digest in {}", config_path.display());
+            } else {
+                println!("pin       DOES NOT MATCH: [policies.{name}] digest in {} is {pin}", config_path.display());
+            }
+        }
+        if pins.is_empty() {
+            println!("pin       none (to pin it: digest = \"{}{digest}\")", PolicyDigest::PREFIX);
+        }
+        println!("verdict   {}", if trusted { "trusted" } else { "refused" });
+    }
+    Ok(if trusted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 fn init_logging(format: LogFormat) {

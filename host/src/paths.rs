@@ -9,6 +9,8 @@ pub const DEFAULT_CONFIG: &str = "/etc/wasmtune/config.toml";
 pub const SYSTEM_POLICY_DIR: &str = "/usr/lib/wasmtune/policies";
 /// Policies installed by the administrator; wins by name over the system directory.
 pub const ADMIN_POLICY_DIR: &str = "/etc/wasmtune/policies";
+/// Public keys whose signatures make a policy file trusted (`keys-dir`).
+pub const DEFAULT_KEYS_DIR: &str = "/etc/wasmtune/keys";
 
 /// Compiled policies, keyed by content and engine; written only by the daemon.
 pub fn component_cache_dir(state_dir: &Path) -> PathBuf {

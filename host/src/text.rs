@@ -46,7 +46,16 @@ pub fn printable(text: &str, max: usize) -> String {
 
 /// 1-based line and column of a TOML error, for one-line messages.
 pub fn line_column(text: &str, error: &toml::de::Error) -> (usize, usize) {
-    let offset = error.span().map_or(0, |s| s.start).min(text.len());
+    line_column_at(text, error.span().map_or(0, |s| s.start))
+}
+
+/// 1-based line and column of the byte at `offset` (a `toml::Spanned`
+/// value's start), for errors found after parsing.
+pub fn line_column_at(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;

@@ -11,6 +11,8 @@
 //! A file runs only once the administrator enables it (by name, or
 //! `enable-policy-files`), and takes a built-in's place only when declared
 //! its replacement (`replace-builtin`); until then only its manifest is read.
+//! A file the administrator pinned or asked to be signed must pass those
+//! checks ([`crate::trust`]) on the bytes read, before they are parsed.
 //!
 //! Install policies with write-then-rename (`cp x.wasm dir/.x.wasm.tmp && mv
 //! dir/.x.wasm.tmp dir/x.wasm`): files starting with `.` are ignored, and a
@@ -34,6 +36,7 @@ use crate::runtime::engine::hex;
 use crate::runtime::image::{LoadError, PolicyImage, PolicySource};
 use crate::runtime::quarantine::QuarantineEntry;
 use crate::runtime::worker::{PolicyWorker, WorkerContext, stop_all};
+use crate::trust::{Checked, Trust, Untrusted};
 
 /// How long a directory must be quiet before it is reconciled.
 pub const SETTLE: Duration = Duration::from_millis(250);
@@ -167,6 +170,8 @@ pub struct Reconciler {
     dirs: Vec<PathBuf>,
     ctx: WorkerContext,
     config: AdminConfig,
+    /// Pinned digests and required signatures, with the trusted keys.
+    trust: Trust,
     policies: Arc<PolicySet>,
     /// Compiled files by (path, digest), so unchanged files are not recompiled.
     images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
@@ -177,6 +182,10 @@ pub struct Reconciler {
     quarantine_reported: HashSet<(PathBuf, String)>,
     /// Files not enabled, already reported as such.
     not_enabled_reported: HashSet<(PathBuf, String)>,
+    /// Files refused by [`Trust`], with the reason, already reported. Kept
+    /// apart from `reported`: a signature added or fixed beside the same
+    /// file must let it load at the next reconcile.
+    untrusted_reported: HashSet<((PathBuf, String), String)>,
     /// `wasmtune policy enable|disable NAME` while running; wins over the config.
     enabled_override: BTreeMap<String, bool>,
     /// What the last reconcile found on offer, by name; shared with status,
@@ -211,6 +220,7 @@ impl Reconciler {
         dirs: Vec<PathBuf>,
         ctx: WorkerContext,
         config: AdminConfig,
+        trust: Trust,
         policies: Arc<PolicySet>,
     ) -> Reconciler {
         Reconciler {
@@ -218,11 +228,13 @@ impl Reconciler {
             dirs,
             ctx,
             config,
+            trust,
             policies,
             images: HashMap::new(),
             reported: HashSet::new(),
             quarantine_reported: HashSet::new(),
             not_enabled_reported: HashSet::new(),
+            untrusted_reported: HashSet::new(),
             enabled_override: BTreeMap::new(),
             offered: OfferList::default(),
         }
@@ -475,9 +487,21 @@ impl Reconciler {
             }
         };
         let digest = hex(&Sha256::digest(&bytes));
+        // Trusted before anything parses these bytes, under the name the
+        // file gives itself (`NAME.wasm`); under its manifest's below.
+        let mut checked = Checked::default();
+        let file_name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if !self.trusted(&file_name, &source, &bytes, &digest, &mut checked) {
+            return None;
+        }
         let key = (path.to_path_buf(), digest.clone());
-        if let Some(image) = self.images.get(&key) {
-            return Some((image.name().to_string(), OnOffer::Ready(image.clone())));
+        if let Some(image) = self.images.get(&key).cloned() {
+            // Checked again: the signature beside an unchanged file may have
+            // changed since it was compiled.
+            if !self.trusted(image.name(), &source, &bytes, &digest, &mut checked) {
+                return None;
+            }
+            return Some((image.name().to_string(), OnOffer::Ready(image)));
         }
         if self.reported.contains(&key) {
             return None;
@@ -493,6 +517,9 @@ impl Reconciler {
             }
         };
         let name = manifest.policy.name.clone();
+        if !self.trusted(&name, &source, &bytes, &digest, &mut checked) {
+            return None;
+        }
         if self.is_builtin(&name) && !self.config.replaces_builtin(&name) {
             let refusal = format!(
                 "refused: it is named like the built-in policy {name}; a file replaces a built-in only when \
@@ -510,6 +537,7 @@ impl Reconciler {
             self.report(&source, &digest, &refused.to_string(), false);
             return None;
         }
+        say_verified(&name, &source, &digest, &checked);
         match PolicyImage::load(&self.ctx.engine, &bytes, source.clone()) {
             Ok(image) => {
                 let image = Arc::new(image);
@@ -592,9 +620,62 @@ impl Reconciler {
         if !self.reported.insert(report_key(source, digest)) {
             return;
         }
-        let outcome = if kept_old { "; the running version stays in charge" } else { "" };
-        tracing::error!(event = "policy-load-failed", source = %source, error = %error,
-            "cannot load policy {source}: {error}{outcome}");
+        say_load_failed(source, error, kept_old);
+    }
+
+    /// Whether the file's bytes pass what the administrator asks of policy
+    /// `name` (pin, signature); a refusal is said once per file, content
+    /// and reason, and whatever runs under that name stays.
+    fn trusted(
+        &mut self,
+        name: &str,
+        source: &PolicySource,
+        bytes: &[u8],
+        digest: &str,
+        checked: &mut Checked,
+    ) -> bool {
+        let PolicySource::File(path) = source else { return true };
+        match self.trust.check(name, path, bytes, digest, checked) {
+            Ok(()) => {
+                self.untrusted_reported.retain(|((reported, _), _)| reported != path);
+                true
+            }
+            Err(untrusted) => {
+                self.refuse_untrusted(name, source, digest, &untrusted);
+                false
+            }
+        }
+    }
+
+    fn refuse_untrusted(&mut self, name: &str, source: &PolicySource, digest: &str, untrusted: &Untrusted) {
+        let error = untrusted.to_string();
+        if !self.untrusted_reported.insert((report_key(source, digest), error.clone())) {
+            return;
+        }
+        let kept_old = self.policies.snapshot().iter().any(|w| w.name == name || w.source == *source);
+        say_load_failed(source, &error, kept_old);
+    }
+}
+
+/// The one line a refused or broken file gets.
+fn say_load_failed(source: &PolicySource, error: &str, kept_old: bool) {
+    let outcome = if kept_old { "; the running version stays in charge" } else { "" };
+    tracing::error!(event = "policy-load-failed", source = %source, error = %error,
+        "cannot load policy {source}: {error}{outcome}");
+}
+
+/// A file about to be compiled passed the administrator's pin or a
+/// signature check: said with the key that vouched for it.
+fn say_verified(name: &str, source: &PolicySource, digest: &str, checked: &Checked) {
+    if let Some(signature) = &checked.signature {
+        tracing::info!(event = "policy-verified", policy = %name, source = %source, digest = %digest,
+            key = %signature.key, key_file = %signature.key_file.display(), pinned = checked.pinned,
+            trusted_comment = %signature.trusted_comment,
+            "policy {name} from {source}: signature by key {} ({}) verified", signature.key,
+            signature.key_file.display());
+    } else if checked.pinned {
+        tracing::info!(event = "policy-verified", policy = %name, source = %source, digest = %digest,
+            pinned = true, "policy {name} from {source}: content matches the pinned digest");
     }
 }
 

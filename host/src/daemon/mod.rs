@@ -89,6 +89,9 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let started = Instant::now();
     let config_path = opts.config.clone().unwrap_or_else(|| PathBuf::from(paths::DEFAULT_CONFIG));
     let config = AdminConfig::load(&config_path, opts.config.is_some())?;
+    // Before anything starts: signatures asked for with no key to check
+    // them would refuse every file, so the daemon does not start.
+    let trust = crate::trust::Trust::from_config(&config)?;
     let rate = opts.learning_rate.or(config.learning_rate).unwrap_or(LearningRate::DEFAULT);
 
     std::fs::DirBuilder::new()
@@ -129,7 +132,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     };
     let policies = Arc::new(PolicySet::default());
     let builtins = crate::builtin::load_all(&engine);
-    let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, policies.clone());
+    let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, trust, policies.clone());
     // Nothing runs yet, so nothing is retired; stopped all the same.
     reconciler.reconcile().stop();
     let offered = reconciler.offered();

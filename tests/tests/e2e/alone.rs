@@ -19,6 +19,7 @@ mod hotswap;
 mod namespaces;
 mod ownership;
 mod per_destination;
+mod policy_trust;
 mod signals;
 mod state_handover;
 mod tcp_buffer;
