@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use lifecycle::{cli, install, policy, sha256, socket_in};
+use lifecycle::{install, policy, sha256, socket_in};
 use wasmtune_tests::guests::guest_wasm;
 use wasmtune_tests::harness::{self, Daemon, LogLine, READY_TIMEOUT, Requirement};
 
@@ -42,7 +42,7 @@ fn loaded_from(daemon: &Daemon, name: &str, file: &str) -> LogLine {
 /// the public key in `keys_dir`; the key id.
 fn keygen(secret_dir: &Path, keys_dir: &Path) -> (std::path::PathBuf, String) {
     let secret = secret_dir.join("author.key");
-    let (ok, out, err) = cli(&[
+    let (ok, out, err) = harness::cli(&[
         "policy",
         "keygen",
         "--secret-key",
@@ -61,7 +61,7 @@ fn keygen(secret_dir: &Path, keys_dir: &Path) -> (std::path::PathBuf, String) {
 }
 
 fn sign(file: &Path, secret: &Path) {
-    let (ok, _, err) = cli(&["policy", "sign", &file.to_string_lossy(), "--key", &secret.to_string_lossy()]);
+    let (ok, _, err) = harness::cli(&["policy", "sign", &file.to_string_lossy(), "--key", &secret.to_string_lossy()]);
     assert!(ok, "signing {} failed: {err}", file.display());
 }
 
