@@ -53,8 +53,11 @@ fn build_builtin_policies(root: &Path, out_dir: &Path) {
     for dir in ["policies", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let target_dir = guest_target_dir(out_dir);
-    let wasm_files = cargo_build_guests(&policies.join("Cargo.toml"), &target_dir);
+    println!("cargo:rerun-if-env-changed={PREBUILT_POLICIES}");
+    let wasm_files = match env::var_os(PREBUILT_POLICIES) {
+        Some(dir) => prebuilt_guests(Path::new(&dir)),
+        None => cargo_build_guests(&policies.join("Cargo.toml"), &guest_target_dir(out_dir)),
+    };
 
     let mut table = String::from(
         "/// Built-in policies: (file name, component bytes).\npub const BUILTIN_POLICIES: &[(&str, &[u8])] = &[\n",
@@ -65,6 +68,28 @@ fn build_builtin_policies(root: &Path, out_dir: &Path) {
     }
     table.push_str("];\n");
     fs::write(out_dir.join("builtin_policies.rs"), table).expect("write builtin_policies.rs");
+}
+
+/// A directory of policy components (`*.wasm`) already built for
+/// wasm32-wasip2, embedded as they are instead of building `policies/`: for
+/// a toolchain that has no wasm32-wasip2 standard library, as the pinned
+/// nightly the fuzz targets build with (`packaging/fuzz.sh` builds the
+/// policies with the stable toolchain first and names their directory here).
+const PREBUILT_POLICIES: &str = "WASMTUNE_PREBUILT_POLICIES";
+
+/// The `.wasm` files of a directory named by [`PREBUILT_POLICIES`], sorted.
+fn prebuilt_guests(dir: &Path) -> Vec<PathBuf> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    // include_bytes! takes a relative path from the generated file, not from here.
+    let dir = fs::canonicalize(dir).unwrap_or_else(|e| panic!("{PREBUILT_POLICIES}={}: {e}", dir.display()));
+    let mut wasm: Vec<PathBuf> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{PREBUILT_POLICIES}={}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        .collect();
+    wasm.sort();
+    assert!(!wasm.is_empty(), "{PREBUILT_POLICIES}={} holds no .wasm file", dir.display());
+    wasm
 }
 
 /// `target/guests`, beside the host's own profile directories.

@@ -32,6 +32,15 @@ pub enum Request {
     },
 }
 
+impl Request {
+    /// Reads one request line as the server does: surrounding whitespace
+    /// (the newline included) is ignored; anything else that is not exactly
+    /// one request object is an error.
+    pub fn from_line(line: &str) -> Result<Request, serde_json::Error> {
+        serde_json::from_str(line.trim())
+    }
+}
+
 /// One answer: `{"ok":true,"schema":1,"result":{...}}` or
 /// `{"ok":false,"schema":1,"error":"..."}`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,5 +80,12 @@ mod tests {
             serde_json::to_string(&clear).expect("encode"),
             r#"{"command":"override-clear","tunable":"net.ipv4.tcp_rmem"}"#
         );
+    }
+
+    #[test]
+    fn a_request_line_is_one_object_with_its_newline() {
+        assert_eq!(Request::from_line(" {\"command\":\"summary\"}\r\n").expect("decode"), Request::Summary);
+        assert!(Request::from_line("{\"command\":\"status\"} {\"command\":\"status\"}").is_err());
+        assert!(Request::from_line("").is_err());
     }
 }

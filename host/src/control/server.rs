@@ -154,7 +154,7 @@ fn serve(stream: UnixStream, ctx: &ControlContext) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
-        let response = match serde_json::from_str::<Request>(line.trim()) {
+        let response = match Request::from_line(&line) {
             Ok(request) => {
                 tracing::debug!(?request, "control request");
                 ctx.answer(&request)

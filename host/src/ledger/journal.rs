@@ -248,6 +248,15 @@ fn ensure_state_dir(state_dir: &Path) -> Result<OwnedFd, LedgerError> {
     Ok(dir)
 }
 
+/// Reads journal bytes as [`Journal::open`] and [`Journal::replay`] do,
+/// without a file: what a start, `wasmtune rollback` or the exit summary
+/// would make of a journal holding them (errors name the file
+/// `journal.jsonl`). The fuzz targets and property tests read journals
+/// through this.
+pub fn parse_journal(bytes: &[u8]) -> Result<Replay, LedgerError> {
+    parse(bytes, Path::new(JOURNAL_FILE))
+}
+
 /// Parses journal text into records; see the module documentation for what
 /// counts as a torn tail.
 fn parse(text: &[u8], path: &Path) -> Result<Replay, LedgerError> {

@@ -7,7 +7,8 @@
 //!   compaction);
 //! - [`state`]: the pure fold of records into originals and last values;
 //! - [`summary`]: what an administrator reads on exit;
-//! - [`rollback`]: putting originals back, in the daemon or after a crash;
+//! - [`rollback`]: putting originals back, in the daemon or after a crash
+//!   ([`rollback::plan`]: what it would write, from the fold alone);
 //! - [`write`]: the one journaled sysctl write, which changes and rollbacks share.
 
 pub mod history;
@@ -22,9 +23,11 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
-pub use journal::{JOURNAL_FILE, Journal, Replay, TornTail};
+pub use journal::{JOURNAL_FILE, Journal, Replay, TornTail, parse_journal};
 pub use record::{ADMINISTRATOR, Intent, PeerIntent, Record, RollbackIntent, Snapshot};
-pub use rollback::{RestoredTunable, RollbackReport, SettledIntents, SkipReason, rollback_offline};
+pub use rollback::{
+    PlannedRestore, RestoredTunable, RollbackPlan, RollbackReport, SettledIntents, SkipReason, rollback_offline,
+};
 pub use state::{DerivedState, PeerEntry, TunableHistory, TunableKey};
 pub use summary::{ScenarioCount, Summary, TunableSummary};
 pub use write::{SysctlIntent, SysctlWrite, SysctlWriteError, write_sysctl};

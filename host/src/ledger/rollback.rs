@@ -13,12 +13,17 @@
 //! removes them from its map (journaled like any change) before the sysctls
 //! are restored; after the process that made them stopped, its map is gone,
 //! so they are only reported, in one line, as nothing left to undo.
+//!
+//! Which tunables to restore, and to what, is decided from the journal's
+//! fold alone ([`plan`]): only network sysctls, only to an original value a
+//! journal line recorded. The kernel is consulted only to leave a tunable
+//! alone, never to pick a value.
 
 use std::fmt;
 use std::path::Path;
 
 use super::record::{Record, RollbackIntent, now_ms};
-use super::state::{PeerEntry, TunableKey};
+use super::state::{DerivedState, PeerEntry, TunableHistory, TunableKey};
 use super::write::{SysctlIntent, write_sysctl};
 use super::{Ledger, LedgerError};
 use crate::netns::{self, NetnsError, NetnsGuard, NetnsRegistry};
@@ -65,6 +70,9 @@ pub enum SkipReason {
     DryRun { from: Value, to: Value },
     /// Reading, journaling or writing failed; the rollback is incomplete.
     Failed { error: String },
+    /// The journal names something the host never writes (not a network
+    /// sysctl name): nothing of the host's to undo, and never written.
+    NotTheHosts { detail: String },
 }
 
 impl fmt::Display for SkipReason {
@@ -79,6 +87,9 @@ impl fmt::Display for SkipReason {
             SkipReason::NamespaceGone { detail } => write!(f, "the namespace is gone: {detail}"),
             SkipReason::DryRun { from, to } => write!(f, "dry run: would restore ({from}) -> ({to})"),
             SkipReason::Failed { error } => write!(f, "restoring failed: {error}"),
+            SkipReason::NotTheHosts { detail } => {
+                write!(f, "the journal names no sysctl the host writes ({detail}); nothing to restore")
+            }
         }
     }
 }
@@ -182,6 +193,54 @@ impl NamespaceAccess<'_> {
     }
 }
 
+/// What a rollback would restore, decided from the journal's fold alone:
+/// the pure part of [`roll_back_matching`], which then checks each entry
+/// against the kernel before writing it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RollbackPlan {
+    /// Tunables to put back, most recently changed first; each is written
+    /// only if the kernel still holds a value of the host's.
+    pub restores: Vec<PlannedRestore>,
+    /// Tunables left alone whatever the kernel holds.
+    pub skipped: Vec<(TunableKey, SkipReason)>,
+}
+
+/// One tunable a rollback would write back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedRestore {
+    pub key: TunableKey,
+    pub history: TunableHistory,
+}
+
+impl PlannedRestore {
+    /// The value it would be written back to: its original, as the journal
+    /// recorded it (the `old` of its first intent, or a snapshot's copy).
+    pub fn to(&self) -> &Value {
+        &self.history.original
+    }
+}
+
+/// The rollback plan for the tunables whose last change was made by
+/// `policy` (every changed tunable when `None`). Only network sysctls are
+/// ever planned, however the journal was damaged or forged: the host never
+/// writes anything else, so anything else in it is not the host's to undo.
+pub fn plan(state: &DerivedState, policy: Option<&str>) -> RollbackPlan {
+    let mut plan = RollbackPlan::default();
+    for (key, history) in state.changed() {
+        if policy.is_some_and(|p| history.last_policy != p) {
+            continue;
+        }
+        if history.last_policy == super::record::ADMINISTRATOR {
+            plan.skipped.push((key.clone(), SkipReason::Administrators));
+        } else if let Err(error) = sysctl::validate_name(&key.tunable) {
+            plan.skipped.push((key.clone(), SkipReason::NotTheHosts { detail: error.to_string() }));
+        } else {
+            plan.restores.push(PlannedRestore { key: key.clone(), history: history.clone() });
+        }
+    }
+    plan
+}
+
 /// Restores every tunable the journal says the host changed; see the module
 /// documentation. Under `dry_run` nothing is written or journaled.
 pub(crate) fn roll_back(ledger: &mut Ledger, access: &NamespaceAccess<'_>, dry_run: bool) -> RollbackReport {
@@ -209,20 +268,13 @@ pub(crate) fn roll_back_matching(
             .collect(),
         ..Default::default()
     };
-    let changed: Vec<_> = ledger
-        .state()
-        .changed()
-        .into_iter()
-        .filter(|(_, history)| policy.is_none_or(|p| history.last_policy == p))
-        .map(|(key, history)| (key.clone(), history.clone()))
-        .collect();
+    let RollbackPlan { restores, skipped } = plan(ledger.state(), policy);
     let had_history = !ledger.state().tunables().is_empty() || !ledger.state().peers_ended().is_empty();
-    for (key, history) in changed {
-        if history.last_policy == super::record::ADMINISTRATOR {
-            tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {}", key.tunable, key.netns, SkipReason::Administrators);
-            report.skipped.push((key, SkipReason::Administrators));
-            continue;
-        }
+    for (key, reason) in skipped {
+        tracing::info!(tunable = %key.tunable, netns = %key.netns, "left {} in netns {} as it is: {reason}", key.tunable, key.netns);
+        report.skipped.push((key, reason));
+    }
+    for PlannedRestore { key, history } in restores {
         let outcome = {
             match access.enter(&key.netns, history.netns_cookie) {
                 Ok(_inside) => restore_one(ledger, &key, &history, dry_run),
@@ -260,7 +312,7 @@ pub(crate) fn roll_back_matching(
 fn restore_one(
     ledger: &mut Ledger,
     key: &TunableKey,
-    history: &super::state::TunableHistory,
+    history: &TunableHistory,
     dry_run: bool,
 ) -> Result<RestoredTunable, SkipReason> {
     let failed = |error: String| SkipReason::Failed { error };
@@ -492,5 +544,307 @@ mod tests {
         assert!(report.complete, "{report:?}");
         assert_eq!(report.skipped.len(), 1, "{report:?}");
         assert_eq!(report.skipped[0].1, SkipReason::NotOnThisKernel, "{report:?}");
+    }
+
+    #[test]
+    fn a_journal_naming_a_sysctl_the_host_never_writes_is_not_restored_and_does_not_stall_the_rollback() {
+        use crate::ledger::state::tests::{applied, intent, ints};
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut ledger = Ledger::open(dir.path()).expect("open");
+            let text = |t: &str| Value::Text(t.to_string());
+            ledger.record(intent(1, "init", "kernel.core_pattern", text("|/bin/sh"), text("core"), "x")).expect("rec");
+            ledger.record(applied(1)).expect("applied");
+            ledger.record(intent(2, "init", "net.ipv4/../../kernel/x", ints(&[1]), ints(&[2]), "x")).expect("rec");
+            ledger.record(applied(2)).expect("applied");
+        }
+        let journal = crate::ledger::Journal::path_in(dir.path());
+        let state = crate::ledger::Journal::replay(&journal).map(|r| DerivedState::from_records(&r.records));
+        let planned = plan(&state.expect("replay"), None);
+        assert!(planned.restores.is_empty(), "{planned:?}");
+        assert_eq!(planned.skipped.len(), 2, "{planned:?}");
+        assert!(planned.skipped.iter().all(|(_, reason)| matches!(reason, SkipReason::NotTheHosts { .. })));
+
+        // Before, each was a failed restore, and no rollback ever completed.
+        let report = rollback_offline(dir.path()).expect("rollback");
+        assert!(report.complete, "{report:?}");
+        assert!(report.restored.is_empty(), "{report:?}");
+        let lines = report.lines();
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("left kernel.core_pattern in netns init as it is: the journal names no")),
+            "{lines:?}"
+        );
+        assert_eq!(rollback_offline(dir.path()).expect("again").lines(), ["nothing to roll back"]);
+    }
+
+    /// Journals of every kind of damage: records of random contents
+    /// (foreign and malformed sysctl names, the administrator's values,
+    /// snapshots), garbage lines, cut-off lines, bytes changed, the file
+    /// cut short — generated from a seed, so a failure names its case.
+    mod corrupt_journals {
+        use crate::ledger::ADMINISTRATOR;
+        use crate::ledger::record::{Intent, PeerIntent, Record, RollbackIntent, Snapshot};
+        use crate::ledger::state::{PeerEntry, TunableHistory, TunableKey};
+        use crate::peer::PeerSettings;
+        use crate::sysctl::Value;
+
+        pub(crate) struct Rng(pub u64);
+
+        impl Rng {
+            pub(crate) fn next(&mut self) -> u64 {
+                self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            }
+
+            pub(crate) fn below(&mut self, n: usize) -> usize {
+                (self.next() % n as u64) as usize
+            }
+
+            fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+                from[self.below(from.len())]
+            }
+
+            fn chance(&mut self, percent: usize) -> bool {
+                self.below(100) < percent
+            }
+        }
+
+        const TUNABLES: &[&str] = &[
+            "net.ipv4.tcp_rmem",
+            "net.core.rmem_max",
+            "net.ipv4.tcp_congestion_control",
+            "kernel.core_pattern",
+            "vm.overcommit_memory",
+            "fs.protected_symlinks",
+            "net..rmem_max",
+            "net.ipv4/../../../kernel/core_pattern",
+            "NET.IPV4.TCP_RMEM",
+            "net.ipv4.tcp_rmem.",
+            "net.ipv4.tcp_rmem\n",
+            "",
+        ];
+        const NETNS: &[&str] = &["init", "rx", "ns-1", "", "../../proc/1/ns/net"];
+        const POLICIES: &[&str] = &["tcp-buffer", "udp-buffer", ADMINISTRATOR, ""];
+        const TEXTS: &[&str] = &["bbr", "cubic", "", "4096 131072", "|/bin/sh -c x"];
+        const BOOTS: &[&str] = &["b1", "b2"];
+
+        fn value(rng: &mut Rng) -> Value {
+            match rng.below(3) {
+                0 => Value::Text(rng.pick(TEXTS).to_string()),
+                1 => Value::Integers((0..1 + rng.below(3)).map(|_| (rng.next() % 10_000_000) as i64).collect()),
+                _ => Value::Integers(vec![rng.next() as i64]),
+            }
+        }
+
+        fn seq(rng: &mut Rng) -> u64 {
+            rng.below(12) as u64
+        }
+
+        fn intent(rng: &mut Rng) -> Intent {
+            Intent {
+                seq: seq(rng),
+                time: rng.next() % 1000,
+                policy: rng.pick(POLICIES).into(),
+                netns: rng.below(3) as u64,
+                netns_name: rng.pick(NETNS).into(),
+                tunable: rng.pick(TUNABLES).into(),
+                old: value(rng),
+                new: value(rng),
+                scenario: "s".into(),
+                reason: "r".into(),
+            }
+        }
+
+        fn peer_intent(rng: &mut Rng) -> PeerIntent {
+            PeerIntent {
+                seq: seq(rng),
+                time: 0,
+                policy: rng.pick(POLICIES).into(),
+                netns: 1,
+                netns_name: rng.pick(NETNS).into(),
+                peer: "10.0.0.0/8".into(),
+                settings: rng.chance(70).then(|| PeerSettings { congestion: Some("bbr".into()), ..Default::default() }),
+                scenario: "s".into(),
+                reason: "r".into(),
+            }
+        }
+
+        fn rollback_intent(rng: &mut Rng) -> RollbackIntent {
+            RollbackIntent {
+                seq: seq(rng),
+                time: 0,
+                netns: 1,
+                netns_name: rng.pick(NETNS).into(),
+                tunable: rng.pick(TUNABLES).into(),
+                from: value(rng),
+                to: value(rng),
+            }
+        }
+
+        fn history(rng: &mut Rng) -> TunableHistory {
+            TunableHistory {
+                netns_cookie: 1,
+                original: value(rng),
+                last_written: rng.chance(60).then(|| value(rng)),
+                unconfirmed: rng.chance(30).then(|| value(rng)),
+                changes: rng.below(5) as u32,
+                last_policy: rng.pick(POLICIES).into(),
+                last_scenario: String::new(),
+                last_reason: String::new(),
+                last_time: 0,
+                last_seq: seq(rng),
+            }
+        }
+
+        fn snapshot(rng: &mut Rng) -> Snapshot {
+            let key = |rng: &mut Rng| TunableKey { netns: rng.pick(NETNS).into(), tunable: rng.pick(TUNABLES).into() };
+            Snapshot {
+                time: 0,
+                boot_id: rng.chance(50).then(|| rng.pick(BOOTS).into()),
+                session_pid: Some(7),
+                max_seq: seq(rng),
+                voided_by_reboot: rng.below(3),
+                tunables: (0..rng.below(4)).map(|_| (key(rng), history(rng))).collect(),
+                scenarios: Default::default(),
+                pending: (0..rng.below(3))
+                    .map(|_| match rng.below(3) {
+                        0 => Record::Intent(intent(rng)),
+                        1 => Record::PeerIntent(peer_intent(rng)),
+                        _ => Record::RollbackIntent(rollback_intent(rng)),
+                    })
+                    .collect(),
+                peers: Vec::<PeerEntry>::new(),
+                peers_ended: Vec::new(),
+            }
+        }
+
+        fn record(rng: &mut Rng) -> Record {
+            match rng.below(20) {
+                0..=5 => Record::Intent(intent(rng)),
+                6..=9 => Record::Applied { seq: seq(rng), time: 1 },
+                10 => Record::Failed {
+                    seq: seq(rng),
+                    time: 1,
+                    error: "e".into(),
+                    found: rng.chance(50).then(|| value(rng)),
+                },
+                11 => Record::PeerIntent(peer_intent(rng)),
+                12 | 13 => Record::RollbackIntent(rollback_intent(rng)),
+                14 => Record::RolledBack { seq: seq(rng), time: 1 },
+                15 => Record::RollbackComplete { time: 1 },
+                16 | 17 => {
+                    Record::SessionStart { pid: 7, time: 0, boot_id: rng.chance(70).then(|| rng.pick(BOOTS).into()) }
+                }
+                _ => Record::Snapshot(Box::new(snapshot(rng))),
+            }
+        }
+
+        /// One journal's bytes.
+        pub(crate) fn journal(rng: &mut Rng) -> Vec<u8> {
+            let mut lines: Vec<Vec<u8>> = Vec::new();
+            // Most journals have no unreadable line (one before the end is
+            // refused whole), some a few, some many.
+            let unreadable = [0, 0, 2, 20][rng.below(4)];
+            for _ in 0..rng.below(40) {
+                let whole = serde_json::to_vec(&record(rng)).expect("encode");
+                let line = if rng.chance(unreadable) {
+                    match rng.below(3) {
+                        0 => (0..rng.below(60)).map(|_| rng.next() as u8).filter(|b| *b != b'\n').collect(),
+                        1 => whole[..rng.below(whole.len())].to_vec(),
+                        _ => br#"{"kind":"intent","seq":1}"#.to_vec(),
+                    }
+                } else {
+                    match rng.below(10) {
+                        0 => b" \t".to_vec(),
+                        1 => lines.last().cloned().unwrap_or(whole),
+                        _ => whole,
+                    }
+                };
+                lines.push(line);
+            }
+            let mut bytes = lines.join(&b'\n');
+            if rng.chance(80) {
+                bytes.push(b'\n');
+            }
+            if rng.chance(20) && !bytes.is_empty() {
+                for _ in 0..1 + rng.below(3) {
+                    let at = rng.below(bytes.len());
+                    bytes[at] = if rng.chance(50) { b'0' + rng.below(10) as u8 } else { rng.next() as u8 };
+                }
+            }
+            if rng.chance(15) {
+                bytes.truncate(rng.below(bytes.len() + 1));
+            }
+            bytes
+        }
+    }
+
+    /// Every value a journal line recorded as an original: the `old` of an
+    /// intent (in a snapshot's pending records too), a snapshot's originals.
+    fn recorded_originals(records: &[Record]) -> Vec<Value> {
+        let mut originals = Vec::new();
+        for record in records {
+            match record {
+                Record::Intent(intent) => originals.push(intent.old.clone()),
+                Record::Snapshot(snapshot) => {
+                    originals.extend(snapshot.tunables.iter().map(|(_, history)| history.original.clone()));
+                    originals.extend(recorded_originals(&snapshot.pending));
+                }
+                _ => {}
+            }
+        }
+        originals
+    }
+
+    #[test]
+    fn a_rollback_plan_from_any_journal_restores_only_network_sysctls_to_recorded_originals() {
+        use corrupt_journals::{Rng, journal};
+        let (mut read, mut refused, mut planned, mut not_the_hosts) = (0, 0, 0, 0);
+        for case in 0..4_000u64 {
+            let mut rng = Rng(case);
+            let bytes = journal(&mut rng);
+            // A journal that does not read is refused whole: no rollback at all.
+            let Ok(replay) = crate::ledger::parse_journal(&bytes) else {
+                refused += 1;
+                continue;
+            };
+            read += 1;
+            let originals = recorded_originals(&replay.records);
+            let state = DerivedState::from_records(&replay.records);
+            for policy in [None, Some("tcp-buffer"), Some(crate::ledger::ADMINISTRATOR)] {
+                let planned_here = plan(&state, policy);
+                for restore in &planned_here.restores {
+                    let name = &restore.key.tunable;
+                    assert!(
+                        name.starts_with("net.") && sysctl::validate_name(name).is_ok(),
+                        "case {case}: would write {name:?}"
+                    );
+                    assert!(
+                        originals.contains(restore.to()),
+                        "case {case}: would write ({}) to {name}, which no journal line recorded as an original",
+                        restore.to()
+                    );
+                    assert_ne!(restore.history.last_policy, crate::ledger::ADMINISTRATOR, "case {case}");
+                    assert!(policy.is_none_or(|p| restore.history.last_policy == p), "case {case}");
+                }
+                planned += planned_here.restores.len();
+                not_the_hosts +=
+                    planned_here.skipped.iter().filter(|(_, r)| matches!(r, SkipReason::NotTheHosts { .. })).count();
+            }
+            // Compacting changes nothing a rollback would do.
+            let snapshot = Record::Snapshot(Box::new(state.snapshot(0)));
+            let line = serde_json::to_vec(&snapshot).expect("encode");
+            let again = crate::ledger::parse_journal(&line).expect("a snapshot line reads back");
+            assert_eq!(DerivedState::from_records(&again.records), state, "case {case}");
+        }
+        println!(
+            "journals read {read}, refused {refused}; restores planned {planned}, foreign names skipped {not_the_hosts}"
+        );
+        assert!(read > 1_000 && refused > 100 && planned > 1_000 && not_the_hosts > 100, "the cases cover too little");
     }
 }
