@@ -4,3 +4,4 @@ mod memory_budget;
 mod no_blocking;
 mod policy_files;
 mod policy_units;
+mod random_policies;

@@ -18,7 +18,7 @@
 //! `WASMTUNE_RANDOM_SEED` (default fixed), for longer runs:
 //!
 //! ```text
-//! WASMTUNE_RANDOM_POLICIES=2000 cargo nextest run --release -p wasmtune --test random_policies
+//! WASMTUNE_RANDOM_POLICIES=2000 cargo nextest run --release -p wasmtune-tests -E 'test(/random_policies/)'
 //! ```
 //!
 //! Needs root, like the daemon: the actuator enters network namespaces to
@@ -44,6 +44,7 @@ use wasmtune::runtime::image::{PolicyImage, PolicySource};
 use wasmtune::runtime::instance::PolicyInstance;
 use wasmtune::runtime::state::{DEFAULT_MEMORY_LIMIT, PolicyState};
 use wasmtune::wit::{AdminOverride, Event, NamespaceChange, PolicyConfig};
+use wasmtune_tests::harness::{self, Requirement};
 
 /// Generated policy components in the default suite.
 const DEFAULT_CASES: usize = 64;
@@ -55,7 +56,7 @@ const LOAD_LIMIT: Duration = Duration::from_secs(10);
 const CALL_LIMIT: Duration = Duration::from_secs(2);
 
 /// The policy world, as the host binds it.
-const POLICY_WIT: &str = include_str!("../../wit/policy.wit");
+const POLICY_WIT: &str = include_str!("../../../../wit/policy.wit");
 
 /// A manifest any generated policy carries: every event kind, one readable
 /// sysctl (so random reads reach the actuator), nothing writable.
@@ -300,6 +301,9 @@ fn cases_and_seed() -> (usize, u64) {
 
 #[test]
 fn random_policy_components_load_and_run_within_their_budget_or_are_refused() {
+    if harness::skip_without(&[Requirement::Root]) {
+        return;
+    }
     let (cases, seed) = cases_and_seed();
     let world = PolicyWorld::new();
     let host = Host::new();
@@ -324,6 +328,9 @@ fn random_policy_components_load_and_run_within_their_budget_or_are_refused() {
 
 #[test]
 fn random_bytes_and_core_modules_are_refused_without_a_panic() {
+    if harness::skip_without(&[Requirement::Root]) {
+        return;
+    }
     let (cases, seed) = cases_and_seed();
     let host = Host::new();
     let mut tally = Tally::default();
@@ -354,6 +361,9 @@ fn random_bytes_and_core_modules_are_refused_without_a_panic() {
 
 #[test]
 fn built_in_policies_with_bytes_changed_load_and_run_or_are_refused() {
+    if harness::skip_without(&[Requirement::Root]) {
+        return;
+    }
     let (cases, seed) = cases_and_seed();
     let host = Host::new();
     let mut tally = Tally::default();
