@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -146,10 +146,28 @@ enum Command {
 /// The per-destination map, once the sockops program runs.
 type PeerSlot = Arc<RwLock<Option<Arc<PeerMap>>>>;
 
+/// A number that changes whenever sysctl values read before may have
+/// changed: the host wrote one, an administrator did, a namespace went, a
+/// change is still queued. The runtime process keeps the values a policy
+/// read until it changes. Without the administrator-write hook another
+/// process's write would go unseen, so it then changes at every look.
+#[derive(Debug, Default)]
+pub struct KernelEpoch {
+    number: AtomicU64,
+    outside_writes_seen: AtomicBool,
+}
+
+impl KernelEpoch {
+    fn advance(&self) {
+        self.number.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
 /// A handle to the actuator thread; clones share it.
 #[derive(Clone)]
 pub struct Actuator {
     commands: Sender<Command>,
+    epoch: Arc<KernelEpoch>,
     overrides: Arc<AdminOverrides>,
     registry: Arc<NetnsRegistry>,
     peers: PeerSlot,
@@ -191,7 +209,9 @@ impl Actuator {
         let readers = OpenSysctls::default();
         let pending = Arc::new(AtomicUsize::new(0));
         let peers = PeerSlot::default();
+        let epoch = Arc::new(KernelEpoch::default());
         let worker = Worker {
+            epoch: epoch.clone(),
             peers: peers.clone(),
             peer_entries: BTreeMap::new(),
             dry_run: config.dry_run,
@@ -207,7 +227,24 @@ impl Actuator {
             .name("wasmtune-actuator".into())
             .spawn(move || worker.run(receiver))
             .map_err(|source| ActuateError::Spawn { source })?;
-        Ok((Actuator { commands, overrides, registry: config.registry, peers, readers, pending }, handle))
+        Ok((Actuator { commands, epoch, overrides, registry: config.registry, peers, readers, pending }, handle))
+    }
+
+    /// The current [`KernelEpoch`] number, for a policy call about to start.
+    pub fn kernel_epoch(&self) -> u64 {
+        let settled = self.pending.load(Ordering::Acquire) == 0;
+        if settled && self.epoch.outside_writes_seen.load(Ordering::Relaxed) {
+            self.epoch.number.load(Ordering::Acquire)
+        } else {
+            self.epoch.number.fetch_add(1, Ordering::AcqRel) + 1
+        }
+    }
+
+    /// Whether the administrator-write hook reports other processes' sysctl
+    /// writes, so that values read need not be read again until one comes.
+    pub fn set_outside_writes_seen(&self, seen: bool) {
+        self.epoch.outside_writes_seen.store(seen, Ordering::Relaxed);
+        self.epoch.advance();
     }
 
     /// The current value of a sysctl in a namespace, read by the actuator
@@ -301,6 +338,7 @@ impl Actuator {
             time_ms: now_ms(),
             source: "write".to_string(),
         };
+        self.epoch.advance();
         let new = match self.overrides.insert(entry) {
             Ok(new) => new,
             Err(error) => {
@@ -323,6 +361,7 @@ impl Actuator {
     /// Closes what was kept open for a namespace that went away, and removes
     /// its per-destination entries (the kernel map would keep them).
     pub fn forget_netns(&self, netns: u64) {
+        self.epoch.advance();
         self.readers.write().unwrap_or_else(PoisonError::into_inner).retain(|(cookie, _), _| *cookie != netns);
         if self.commands.send(Command::NamespaceGone(netns)).is_err() {
             tracing::debug!("the actuator has stopped; nothing to remove for a namespace gone");
@@ -419,14 +458,22 @@ struct Worker {
     limits: HostLimits,
     readers: OpenSysctls,
     pending: Arc<AtomicUsize>,
+    epoch: Arc<KernelEpoch>,
 }
 
 impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
         while let Ok(command) = commands.recv() {
+            let writes = matches!(
+                command,
+                Command::AdminWrite(_) | Command::Rollback { .. } | Command::RollbackPolicy { .. }
+            );
             match command {
                 Command::Apply(change) => {
                     self.apply(&change);
+                    // Before the change stops counting as pending: no
+                    // moment in which an old value looks current.
+                    self.epoch.advance();
                     self.pending.fetch_sub(1, Ordering::AcqRel);
                 }
                 Command::Peer(change) => self.apply_peer(&change),
@@ -461,6 +508,9 @@ impl Worker {
                     let _ = done.send(());
                     break;
                 }
+            }
+            if writes {
+                self.epoch.advance();
             }
         }
         tracing::debug!(journal = %self.ledger.path().display(), "actuator stopped");

@@ -3,16 +3,16 @@
 
 use std::sync::Arc;
 
-use crate::runtime::engine::PolicyEngine;
 use crate::runtime::image::{PolicyImage, PolicySource};
 
 include!(concat!(env!("OUT_DIR"), "/builtin_policies.rs"));
 
-/// Compiles every built-in; one that fails is reported and skipped.
-pub fn load_all(engine: &PolicyEngine) -> Vec<Arc<PolicyImage>> {
+/// Reads every built-in (the runtime process compiles them); one that
+/// fails is reported and skipped.
+pub fn load_all() -> Vec<Arc<PolicyImage>> {
     BUILTIN_POLICIES
         .iter()
-        .filter_map(|(file, bytes)| match PolicyImage::load(engine, bytes, PolicySource::Builtin(file)) {
+        .filter_map(|(file, bytes)| match PolicyImage::read(bytes, PolicySource::Builtin(file)) {
             Ok(image) => Some(Arc::new(image)),
             Err(e) => {
                 tracing::error!(event = "policy-load-failed", source = %file, error = %e,

@@ -48,6 +48,27 @@ pub enum Command {
     /// sysctl.d file sets, which no policy changes until handed back.
     #[command(subcommand)]
     Override(OverrideCommand),
+    /// The runtime process, which the daemon starts itself (confined, as
+    /// its own user) to compile and run policies; or, with `--self-test`,
+    /// the same confinement tried and reported as JSON.
+    #[command(hide = true)]
+    Runtime(RuntimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// The descriptor of the compiled-component cache directory.
+    #[arg(long)]
+    pub cache_fd: Option<i32>,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Confine this process as the runtime is, try what it must not be able
+    /// to do, and print what happened.
+    #[arg(long)]
+    pub self_test: bool,
+    /// With --self-test: a network namespace descriptor to try `setns` on.
+    #[arg(long)]
+    pub netns_fd: Option<i32>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -221,6 +242,7 @@ impl RunArgs {
                 OnCrashArg::Adopt => crate::daemon::OnCrash::Adopt,
                 OnCrashArg::Rollback => crate::daemon::OnCrash::Rollback,
             },
+            log_json: matches!(self.log_format, LogFormat::Json),
         }
     }
 }

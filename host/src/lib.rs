@@ -18,6 +18,7 @@ pub mod admin_write;
 pub mod probe;
 pub mod procfs;
 pub mod machine;
+pub mod sandbox;
 
 // Kernel access: namespaces and sysctls.
 pub mod netns;

@@ -13,7 +13,7 @@ use wasmtune::cli::{Cli, Command, LogFormat, OverrideCommand, PolicyCommand, Que
 use wasmtune::config::{AdminConfig, PolicyDigest};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune::runtime::engine::PolicyEngine;
-use wasmtune::runtime::image::{PolicyImage, PolicySource};
+use wasmtune::runtime::image::{CompiledPolicy, PolicyImage, PolicySource};
 use wasmtune::trust::keys::Keyring;
 use wasmtune::trust::sign::Password;
 
@@ -21,6 +21,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = match &cli.command {
         Some(Command::Run(args)) => args.log_format,
+        Some(Command::Runtime(args)) => args.log_format,
         None => cli.run.log_format,
         _ => LogFormat::Text,
     };
@@ -44,6 +45,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => wasmtune::daemon::run(cli.run.into_options()).map(|()| ExitCode::SUCCESS),
         Some(Command::Run(args)) => wasmtune::daemon::run(args.into_options()).map(|()| ExitCode::SUCCESS),
+        Some(Command::Runtime(args)) => runtime_process(&args),
         Some(Command::Support) => {
             let lines = wasmtune::support::probe();
             print!("{}", wasmtune::support::render(&lines));
@@ -135,6 +137,23 @@ fn ask(mut client: ControlClient, q: &QueryArgs, request: &Request) -> anyhow::R
     }
 }
 
+/// `wasmtune runtime`: the process the daemon starts to run policies, with
+/// its sockets at the descriptors the daemon put them.
+fn runtime_process(args: &wasmtune::cli::RuntimeArgs) -> anyhow::Result<ExitCode> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if args.self_test {
+        let report = wasmtune::sandbox::self_test(args.netns_fd)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // SAFETY: the daemon opened these descriptors for this process and
+    // nothing else in it uses them.
+    let control = unsafe { OwnedFd::from_raw_fd(wasmtune::sandbox::CONTROL_FD) };
+    let cache = args.cache_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    wasmtune::runtime::process::run(control, cache)?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Checks a policy completely (contract, world, version, manifest) without
 /// running it, and prints what it may do.
 fn policy_info(file: &str, json: bool) -> anyhow::Result<ExitCode> {
@@ -146,7 +165,8 @@ fn policy_info(file: &str, json: bool) -> anyhow::Result<ExitCode> {
         None => (std::fs::read(file).with_context(|| format!("{file}: cannot read"))?, PolicySource::File(file.into())),
     };
     let engine = PolicyEngine::new(None)?;
-    let image = PolicyImage::load(&engine, &bytes, source).with_context(|| format!("{file}: not a usable policy"))?;
+    let image = PolicyImage::read(&bytes, source).with_context(|| format!("{file}: not a usable policy"))?;
+    CompiledPolicy::compile(&engine, &bytes).with_context(|| format!("{file}: not a usable policy"))?;
     if json {
         let out = serde_json::json!({
             "file": file,

@@ -538,7 +538,7 @@ impl Reconciler {
             return None;
         }
         say_verified(&name, &source, &digest, &checked);
-        match PolicyImage::load(&self.ctx.engine, &bytes, source.clone()) {
+        match PolicyImage::read(&bytes, source.clone()) {
             Ok(image) => {
                 let image = Arc::new(image);
                 self.images.insert(key, image.clone());

@@ -5,7 +5,7 @@ wasmtime::component::bindgen!({
     path: "../wit",
     world: "wasmtune:policy/policy",
     imports: { default: trappable },
-    additional_derives: [PartialEq],
+    additional_derives: [PartialEq, serde::Serialize, serde::Deserialize],
 });
 
 pub use exports::wasmtune::policy::handler::{Config as PolicyConfig, Info as PolicyInfo};

@@ -21,7 +21,7 @@ use crate::grants::{Arbiter, HostLimits};
 use crate::netns::NetnsRegistry;
 use crate::paths;
 use crate::router::{PolicySet, Router};
-use crate::runtime::engine::PolicyEngine;
+use crate::runtime::supervisor::{RuntimeOptions, RuntimeProcess};
 use crate::runtime::quarantine::QuarantineList;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
 use crate::runtime::worker::WorkerContext;
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub control_socket: PathBuf,
     /// What to do with changes an earlier run left in effect.
     pub on_crash: OnCrash,
+    /// Log lines as JSON (else text); the runtime process logs alike.
+    pub log_json: bool,
 }
 
 /// What to do at start with changes the journal says an earlier run left
@@ -73,6 +75,7 @@ pub fn run(opts: RunOptions) -> anyhow::Result<()> {
 struct Running {
     actuator: Actuator,
     actuator_thread: JoinHandle<()>,
+    runtime: Arc<RuntimeProcess>,
     policies: Arc<PolicySet>,
     kernel: Option<Arc<KernelSource>>,
     proc_signals: Option<Arc<ProcSignals>>,
@@ -110,15 +113,16 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     recover_earlier_run(&actuator, opts.on_crash, opts.dry_run);
     let respect_sysctl_d = read_boot_settings(&config, &actuator);
 
-    let engine = Arc::new(
-        PolicyEngine::new(Some(&paths::component_cache_dir(&opts.state_dir)))
-            .context("cannot start the Wasm engine")?,
-    );
+    let runtime = RuntimeProcess::start(RuntimeOptions {
+        cache_dir: Some(paths::component_cache_dir(&opts.state_dir)),
+        log_json: opts.log_json,
+    })
+    .context("cannot start the runtime process")?;
     let arbiter = Arc::new(Arbiter::default());
     let missing = Arc::new(crate::missing::MissingTunables::default());
     let quarantine = Arc::new(load_quarantine(&opts.state_dir, opts.dry_run)?);
     let ctx = WorkerContext {
-        engine: engine.clone(),
+        runtime: runtime.clone(),
         arbiter: arbiter.clone(),
         actuator: actuator.clone(),
         registry: registry.clone(),
@@ -131,7 +135,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         quarantine,
     };
     let policies = Arc::new(PolicySet::default());
-    let builtins = crate::builtin::load_all(&engine);
+    let builtins = crate::builtin::load_all();
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, trust, policies.clone());
     // Nothing runs yet, so nothing is retired; stopped all the same.
     reconciler.reconcile().stop();
@@ -196,7 +200,18 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         }
     };
     say_ready(&policies, &registry, kernel.as_deref(), rate, opts.dry_run);
-    Ok(Running { actuator, actuator_thread, policies, kernel, proc_signals, outside, router, control, watcher })
+    Ok(Running {
+        actuator,
+        actuator_thread,
+        runtime,
+        policies,
+        kernel,
+        proc_signals,
+        outside,
+        router,
+        control,
+        watcher,
+    })
 }
 
 impl Running {
@@ -224,6 +239,7 @@ impl Running {
         // One shared deadline: a policy stuck in a call cannot hold up the
         // rollback and the summary.
         crate::runtime::worker::stop_all(&self.policies.clear());
+        self.runtime.stop();
         if rollback {
             let report = self.actuator.rollback();
             for line in report.lines() {

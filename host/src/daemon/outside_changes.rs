@@ -160,6 +160,9 @@ pub fn start_cgroup_and_namespaces(
             if let Some(map) = hooks.peer_map() {
                 actuator.attach_peer_map(map);
             }
+            actuator.set_outside_writes_seen(
+                hooks.hooks().iter().any(|hook| hook.name == crate::bpf::cgroup::SYSCTL_HOOK && hook.failure.is_none()),
+            );
             Some(hooks)
         }
         Err(error) => {

@@ -52,16 +52,7 @@ impl PolicyEngine {
     /// `cache_dir`: where compiled components are kept (root-only); `None`
     /// compiles every time.
     pub fn new(cache_dir: Option<&Path>) -> Result<PolicyEngine, EngineError> {
-        let mut config = Config::new();
-        config
-            .wasm_component_model(true)
-            .consume_fuel(true)
-            .epoch_interruption(true)
-            .concurrency_support(false)
-            .cranelift_opt_level(OptLevel::Speed);
-        let engine = Engine::new(&config).map_err(EngineError::Create)?;
-        let mut linker = Linker::new(&engine);
-        crate::runtime::linker::add_to_linker(&mut linker).map_err(EngineError::Link)?;
+        let engine = Engine::new(&engine_config()).map_err(EngineError::Create)?;
         let cache = cache_dir.and_then(|dir| match ComponentCache::open(dir, &engine) {
             Ok(cache) => Some(cache),
             Err(e) => {
@@ -69,6 +60,26 @@ impl PolicyEngine {
                 None
             }
         });
+        PolicyEngine::finish(engine, cache)
+    }
+
+    /// The runtime process's engine: its cache is a directory it was handed
+    /// open (it cannot reach the path), or none.
+    pub fn with_cache_fd(cache_dir: Option<OwnedFd>) -> Result<PolicyEngine, EngineError> {
+        let engine = Engine::new(&engine_config()).map_err(EngineError::Create)?;
+        let cache = cache_dir.and_then(|fd| match ComponentCache::from_fd(fd, &engine) {
+            Ok(cache) => Some(cache),
+            Err(e) => {
+                tracing::warn!("compiled-policy cache disabled: {e}");
+                None
+            }
+        });
+        PolicyEngine::finish(engine, cache)
+    }
+
+    fn finish(engine: Engine, cache: Option<ComponentCache>) -> Result<PolicyEngine, EngineError> {
+        let mut linker = Linker::new(&engine);
+        crate::runtime::linker::add_to_linker(&mut linker).map_err(EngineError::Link)?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let ticker = spawn_epoch_ticker(&engine, ticker_stop.clone()).map_err(EngineError::Thread)?;
         Ok(PolicyEngine { engine, linker, cache, ticker_stop, ticker: Some(ticker) })
@@ -81,6 +92,27 @@ impl PolicyEngine {
             None => Component::new(&self.engine, bytes),
         }
     }
+}
+
+/// Address space reserved for one linear memory: four times the default
+/// policy budget, so a policy's memory never moves as it grows, and small
+/// enough that the runtime process can live under an address-space limit
+/// (wasmtime's default reserves 4 GiB per memory). Accesses are bounds-checked
+/// in code instead of by guard pages past 4 GiB.
+pub const MEMORY_RESERVATION: u64 = 64 << 20;
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .consume_fuel(true)
+        .epoch_interruption(true)
+        .concurrency_support(false)
+        .memory_reservation(MEMORY_RESERVATION)
+        .memory_guard_size(64 << 10)
+        .memory_reservation_for_growth(0)
+        .cranelift_opt_level(OptLevel::Speed);
+    config
 }
 
 impl Drop for PolicyEngine {
@@ -141,6 +173,19 @@ impl ComponentCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         Ok(ComponentCache { dir: dir.to_path_buf(), dir_fd, engine_key: format!("{:016x}", hasher.finish()) })
+    }
+
+    /// A cache directory handed over open: checked through its descriptor.
+    fn from_fd(dir_fd: OwnedFd, engine: &Engine) -> std::io::Result<ComponentCache> {
+        let meta = std::fs::File::from(dir_fd.try_clone()?).metadata()?;
+        if !meta.is_dir() || !owned_and_private(&meta) {
+            return Err(std::io::Error::other(
+                "the cache directory handed over must be this user's and not writable by others",
+            ));
+        }
+        let mut hasher = DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        Ok(ComponentCache { dir: PathBuf::from("(runtime cache)"), dir_fd, engine_key: format!("{:016x}", hasher.finish()) })
     }
 
     fn get_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {

@@ -1,9 +1,13 @@
-//! A policy file turned into something the host can run: checked to be a
-//! component of this contract's world and version, compiled (or loaded from
-//! the cache), linked against the host's capabilities, with its manifest.
+//! A policy file turned into something that can run, in two steps. The
+//! host reads it ([`PolicyImage::read`]: a component, its manifest, its
+//! digest) and never compiles it; the runtime process compiles it
+//! ([`CompiledPolicy::compile`]: checked to be of this contract's world and
+//! version, compiled or loaded from the cache, linked against the
+//! capabilities).
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use wasmparser::{Encoding, Parser, Payload};
@@ -73,33 +77,56 @@ pub enum LoadError {
     /// The manifest asks for a tunable only the administrator may grant.
     #[error("{0}")]
     NotAllowed(String),
+    /// The runtime process refused the file (its compile, world or link
+    /// check), in its words.
+    #[error("{0}")]
+    InRuntime(String),
+    /// The runtime process could not be reached.
+    #[error("the runtime process: {0}")]
+    Runtime(String),
     /// Disabled in the administrator's config.
     #[error("disabled in the administrator's config")]
     Disabled,
 }
 
-/// A compiled, linked policy with its manifest; instances are made from it.
+/// A policy file as the host holds it: its manifest, where it came from,
+/// its digest and its bytes, for the runtime process to compile.
 pub struct PolicyImage {
     pub manifest: Manifest,
     pub source: PolicySource,
     /// SHA-256 of the component bytes.
     pub digest: String,
-    pub pre: PolicyPre<PolicyState>,
+    pub bytes: Arc<[u8]>,
 }
 
 impl PolicyImage {
-    pub fn load(engine: &PolicyEngine, bytes: &[u8], source: PolicySource) -> Result<PolicyImage, LoadError> {
+    /// Checks that `bytes` are a component and reads its manifest; compiles
+    /// nothing.
+    pub fn read(bytes: &[u8], source: PolicySource) -> Result<PolicyImage, LoadError> {
         check_encoding(bytes)?;
-        let component = engine.compile(bytes).map_err(LoadError::Compile)?;
-        check_world(engine, &component)?;
         let manifest = Manifest::from_component(bytes)?;
-        let instance_pre = engine.linker.instantiate_pre(&component).map_err(LoadError::Link)?;
-        let pre = PolicyPre::new(instance_pre).map_err(LoadError::Link)?;
-        Ok(PolicyImage { manifest, source, digest: hex(&Sha256::digest(bytes)), pre })
+        Ok(PolicyImage { manifest, source, digest: hex(&Sha256::digest(bytes)), bytes: Arc::from(bytes) })
     }
 
     pub fn name(&self) -> &str {
         &self.manifest.policy.name
+    }
+}
+
+/// A policy compiled and linked; instances are made from it.
+pub struct CompiledPolicy {
+    pub pre: PolicyPre<PolicyState>,
+}
+
+impl CompiledPolicy {
+    /// Checks, compiles (or loads from the cache) and links `bytes`.
+    pub fn compile(engine: &PolicyEngine, bytes: &[u8]) -> Result<CompiledPolicy, LoadError> {
+        check_encoding(bytes)?;
+        let component = engine.compile(bytes).map_err(LoadError::Compile)?;
+        check_world(engine, &component)?;
+        let instance_pre = engine.linker.instantiate_pre(&component).map_err(LoadError::Link)?;
+        let pre = PolicyPre::new(instance_pre).map_err(LoadError::Link)?;
+        Ok(CompiledPolicy { pre })
     }
 }
 

@@ -18,7 +18,7 @@ pub const FUEL_PER_CALL: u64 = 100_000_000;
 /// to within one tick), host calls included.
 pub const DEADLINE_TICKS: u64 = 5;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FaultKind {
     /// The guest trapped (panic, `unreachable`, out-of-bounds access, ...).
     Trap,

@@ -1,21 +1,16 @@
-//! What one policy's `Store` holds: its capabilities, an empty WASI context
-//! and its memory cap. Deny by default: the WASI context has no preopened
+//! What one policy's `Store` holds: the link to its host capabilities, an
+//! empty WASI context and its memory cap. Deny by default: the WASI context has no preopened
 //! directories, no environment, no arguments, and its socket check refuses
 //! every address; stdout and stderr go nowhere. Its memories and tables
 //! share one budget.
-
-use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::caps::clock::ClockCap;
-use crate::caps::log::LogCap;
-use crate::caps::state::{PolicyStore, StateCap};
-use crate::caps::sysctl::SysctlCap;
 use crate::caps::system::SystemCap;
-use crate::caps::tcp::TcpCap;
+use crate::runtime::calls::{HostCalls, HostLink};
 
 /// Default budget for one policy: all of its linear memories and tables
 /// together, however many core instances define them.
@@ -41,42 +36,36 @@ pub struct PolicyState {
     wasi: WasiCtx,
     table: ResourceTable,
     pub limits: MemoryCap,
-    pub log: LogCap,
-    pub sysctl: SysctlCap,
-    pub tcp: TcpCap,
+    /// The capabilities that the host answers: log, sysctl, tcp, state.
+    pub link: HostLink,
     pub clock: ClockCap,
     pub system: SystemCap,
-    pub state: StateCap,
 }
 
 impl PolicyState {
-    pub fn new(log: LogCap, sysctl: SysctlCap, clock: ClockCap, memory_limit: usize) -> PolicyState {
-        let tcp = TcpCap::new(&sysctl);
+    pub fn new(calls: Box<dyn HostCalls>, clock: ClockCap, memory_limit: usize) -> PolicyState {
         PolicyState {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
             limits: MemoryCap::new(memory_limit),
-            log,
-            sysctl,
-            tcp,
+            link: HostLink::new(calls),
             clock,
             system: SystemCap,
-            state: StateCap { store: Arc::new(PolicyStore::default()) },
         }
     }
 
-    /// Uses the policy name's shared store instead of a private one.
-    pub fn with_store(mut self, store: Arc<PolicyStore>) -> PolicyState {
-        self.state = StateCap { store };
-        self
-    }
-
     /// The state for a rebuilt instance: a fresh WASI context, resource
-    /// table and memory budget, with the same capabilities (so counters and
-    /// rate limits survive the rebuild) and the same store.
+    /// table and memory budget, with the same link to the host (whose
+    /// capabilities keep their counters, rate limits and store).
     pub fn for_rebuild(self) -> PolicyState {
-        let store = self.state.store.clone();
-        PolicyState::new(self.log, self.sysctl, self.clock, self.limits.limit).with_store(store)
+        PolicyState {
+            wasi: WasiCtx::builder().build(),
+            table: ResourceTable::new(),
+            limits: MemoryCap::new(self.limits.limit),
+            link: self.link,
+            clock: self.clock,
+            system: self.system,
+        }
     }
 }
 

@@ -1,11 +1,15 @@
-//! One thread per policy: it owns the policy's instance, takes event
-//! batches from a bounded queue, and keeps faults contained. A fault fails
-//! one call; the instance is rebuilt from its pre-linked image and
+//! One host thread per policy: it holds the policy's channel to the
+//! runtime process (where the instance runs) and its host capabilities,
+//! takes event batches from a bounded queue, and keeps faults contained. A
+//! fault fails one call; the instance is rebuilt in the runtime and
 //! re-initialised after a back-off that doubles with each fault (1 s, 2 s, ...);
 //! after repeated faults the policy is quarantined (it stays loaded, visible
 //! in status, and gets no more events) so it cannot burn the host's CPU. A
-//! new file (a new digest) starts a fresh worker. Guests never run on the
-//! async reactor.
+//! new file (a new digest) starts a fresh worker. Guests never run in the
+//! host at all. When the runtime process dies, hangs or breaks the
+//! protocol, it is killed and restarted ([`crate::runtime::supervisor`]);
+//! the worker rebuilds its policy in the new one, which is not the policy's
+//! fault, and tells it which namespaces exist, as after a fault.
 //!
 //! Stopping a worker closes its queue: the thread handles every batch
 //! already queued, then ends. So when the router hands a name to a new
@@ -26,18 +30,20 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::actuate::Actuator;
-use crate::caps::clock::ClockCap;
 use crate::caps::log::LogCap;
+use crate::caps::state::StateCap;
 use crate::caps::sysctl::{RequestCounters, SysctlCap};
 use crate::config::PolicySettings;
 use crate::grants::{Arbiter, EffectiveGrant, HostLimits};
 use crate::manifest::event_kind_name;
 use crate::netns::NetnsRegistry;
-use crate::runtime::engine::PolicyEngine;
+use crate::runtime::calls::LocalHost;
+use crate::runtime::channel::{LOAD_DEADLINE, PolicyChannel};
 use crate::runtime::image::{LoadError, PolicyImage};
-use crate::runtime::instance::{Fault, PolicyInstance};
+use crate::runtime::instance::Fault;
+use crate::runtime::protocol::RemoteFault;
 use crate::runtime::quarantine::{QuarantineEntry, QuarantineList};
-use crate::runtime::state::PolicyState;
+use crate::runtime::supervisor::{MAX_BACKOFF, RuntimeProcess};
 use crate::wit::{Event, EventKind, PolicyConfig};
 
 /// Batches a policy may have waiting before new ones count as lost.
@@ -53,15 +59,20 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
 /// How long stopping a policy waits for its thread to finish its queue.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
-/// How long starting a policy waits for its thread to instantiate it and
-/// return from `init`: many times the per-call budget, so only a thread
-/// stuck outside guest code misses it.
+/// How long starting a policy waits for its thread to have it compiled,
+/// instantiated and initialised in the runtime process: past the channel's
+/// own deadlines, so only a thread stuck outside its calls misses it.
 pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
+pub const START_DEADLINE: Duration = LOAD_DEADLINE.saturating_add(INIT_DEADLINE);
+/// How long a policy waits for a runtime process to rebuild it in: past
+/// the longest restart back-off.
+pub const RUNTIME_WAIT: Duration = MAX_BACKOFF.saturating_add(Duration::from_secs(5));
 
 /// What the rest of the host shares with every policy worker.
 #[derive(Clone)]
 pub struct WorkerContext {
-    pub engine: Arc<PolicyEngine>,
+    /// Where policies are compiled and run.
+    pub runtime: Arc<RuntimeProcess>,
     pub arbiter: Arc<Arbiter>,
     pub actuator: Actuator,
     pub registry: Arc<NetnsRegistry>,
@@ -247,8 +258,8 @@ impl PolicyWorker {
             name: image.name().to_string(),
             digest: image.digest.clone(),
             source: image.source.to_string(),
-            engine: ctx.engine.engine.clone(),
-            pre: image.pre.clone(),
+            bytes: image.bytes.clone(),
+            channel: None,
             config,
             grant: grant.clone(),
             ctx: ctx.clone(),
@@ -259,7 +270,7 @@ impl PolicyWorker {
         };
         let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
             .map_err(LoadError::Spawn)?;
-        let subscriptions = match ready_rx.recv_timeout(INIT_DEADLINE) {
+        let subscriptions = match ready_rx.recv_timeout(START_DEADLINE) {
             Ok(Ok(subscriptions)) => subscriptions,
             Ok(Err(error)) => {
                 thread.join_by(Instant::now() + STOP_DEADLINE);
@@ -270,11 +281,11 @@ impl PolicyWorker {
                 // thread finds its queue closed and ends.
                 stats.abandoned.store(true, Ordering::Relaxed);
                 tracing::warn!(event = "policy-abandoned", policy = %image.name(),
-                    waited_ms = millis(INIT_DEADLINE), "policy {} did not finish init within {} ms; \
-                    its thread is left behind", image.name(), millis(INIT_DEADLINE));
+                    waited_ms = millis(START_DEADLINE), "policy {} did not finish init within {} ms; \
+                    its thread is left behind", image.name(), millis(START_DEADLINE));
                 return Err(LoadError::Init(format!(
                     "init did not return within {} ms (stuck in a host call)",
-                    millis(INIT_DEADLINE)
+                    millis(START_DEADLINE)
                 )));
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -394,8 +405,10 @@ struct Runner {
     /// The file's digest and where it came from: what a quarantine records.
     digest: String,
     source: String,
-    engine: wasmtime::Engine,
-    pre: crate::wit::PolicyPre<PolicyState>,
+    /// The file, to load again into a new runtime process.
+    bytes: Arc<[u8]>,
+    /// The channel to the instance in the runtime process, once loaded.
+    channel: Option<PolicyChannel>,
     config: PolicyConfig,
     grant: Arc<EffectiveGrant>,
     ctx: WorkerContext,
@@ -418,35 +431,49 @@ pub fn namespace_announcements(registry: &NetnsRegistry) -> Vec<Event> {
         .collect()
 }
 
-/// What became of a worker after a fault.
+/// Why a call did not return normally.
+enum Failure {
+    /// The policy faulted: its fault, counted toward quarantine.
+    Fault(Fault),
+    /// The runtime process failed the channel (died, hung, sent garbage):
+    /// not the policy's doing.
+    Runtime(String),
+}
+
+impl From<RemoteFault> for Failure {
+    fn from(fault: RemoteFault) -> Failure {
+        Failure::Fault(Fault { kind: fault.kind, detail: fault.detail })
+    }
+}
+
+/// What became of a worker after a failure.
 enum Recovery {
-    Rebuilt(PolicyInstance),
+    Rebuilt,
     /// Parked, for this reason.
     Quarantine(String),
-    /// The queue was closed while backing off.
+    /// The queue was closed (or the daemon is stopping) meanwhile.
     Stopped,
 }
 
 impl Runner {
     fn run(mut self, rx: Receiver<WorkerMsg>, ready: Sender<Result<Vec<EventKind>, LoadError>>) {
         if let Err(error) = drop_thread_capabilities() {
-            // Guest code never runs with a capability left: no policy at all
-            // rather than one on a privileged thread.
+            // The thread answers the policy's host calls: never with a
+            // capability left.
             tracing::error!(policy = %self.name, %error, "the policy is not started");
             let _ = ready.send(Err(LoadError::Init(error)));
             return;
         }
-        let state = self.fresh_state();
-        let mut instance = match self.instantiate_and_init(state) {
-            Ok((instance, subscriptions)) => {
+        let mut host = self.local_host();
+        match self.instantiate_and_init(&mut host) {
+            Ok(subscriptions) => {
                 let _ = ready.send(Ok(subscriptions));
-                instance
             }
             Err(e) => {
                 let _ = ready.send(Err(e));
                 return;
             }
-        };
+        }
         let mut next_tick = self.tick.map(|t| Instant::now() + t);
         loop {
             if self.stats.abandoned.load(Ordering::Relaxed) {
@@ -464,19 +491,16 @@ impl Runner {
                 },
             };
             let outcome = match msg {
-                Some(WorkerMsg::Events(batch)) => self.handle_batch(&mut instance, batch),
+                Some(WorkerMsg::Events(batch)) => self.handle_batch(&mut host, batch),
                 None => {
                     next_tick = self.tick.map(|t| Instant::now() + t);
                     let now = u64::try_from(self.ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-                    instance.on_tick(now)
+                    self.call_tick(&mut host, now)
                 }
             };
-            if let Err(fault) = outcome {
-                match self.recover(instance, fault, &rx) {
-                    Recovery::Rebuilt(rebuilt) => {
-                        instance = rebuilt;
-                        next_tick = self.tick.map(|t| Instant::now() + t);
-                    }
+            if let Err(failure) = outcome {
+                match self.recover(&mut host, failure, &rx) {
+                    Recovery::Rebuilt => next_tick = self.tick.map(|t| Instant::now() + t),
                     Recovery::Quarantine(reason) => return self.park(rx, &reason),
                     Recovery::Stopped => return,
                 }
@@ -484,7 +508,7 @@ impl Runner {
         }
     }
 
-    fn handle_batch(&self, instance: &mut PolicyInstance, mut batch: Vec<Event>) -> Result<(), Fault> {
+    fn handle_batch(&mut self, host: &mut LocalHost, mut batch: Vec<Event>) -> Result<(), Failure> {
         let total = batch.len() as u64;
         let lost = self.stats.lost_unreported.swap(0, Ordering::Relaxed);
         if lost > 0 {
@@ -493,11 +517,11 @@ impl Runner {
         let mut done = 0;
         for chunk in batch.chunks(MAX_BATCH) {
             let handled = chunk.iter().filter(|e| !matches!(e, Event::Lost(_))).count() as u64;
-            if let Err(fault) = instance.on_events(chunk) {
+            if let Err(failure) = self.call_events(host, chunk) {
                 let failed = total - done;
                 self.stats.events_failed.fetch_add(failed, Ordering::Relaxed);
                 self.totals.failed.fetch_add(failed, Ordering::Relaxed);
-                return Err(fault);
+                return Err(failure);
             }
             done += handled;
             self.stats.events_handled.fetch_add(handled, Ordering::Relaxed);
@@ -506,9 +530,41 @@ impl Runner {
         Ok(())
     }
 
-    /// Counts the fault, waits out the back-off and rebuilds the instance;
-    /// or quarantines the policy when it has faulted too often.
-    fn recover(&mut self, broken: PolicyInstance, fault: Fault, rx: &Receiver<WorkerMsg>) -> Recovery {
+    fn call_events(&mut self, host: &mut LocalHost, batch: &[Event]) -> Result<(), Failure> {
+        let kernel = self.ctx.actuator.kernel_epoch();
+        let channel = self.channel.as_mut().ok_or_else(|| Failure::Runtime("no channel".into()))?;
+        match channel.on_events(batch, kernel, host) {
+            Ok(outcome) => outcome.map_err(Failure::from),
+            Err(broken) => Err(self.runtime_failed(broken.to_string())),
+        }
+    }
+
+    fn call_tick(&mut self, host: &mut LocalHost, now: u64) -> Result<(), Failure> {
+        let kernel = self.ctx.actuator.kernel_epoch();
+        let channel = self.channel.as_mut().ok_or_else(|| Failure::Runtime("no channel".into()))?;
+        match channel.on_tick(now, kernel, host) {
+            Ok(outcome) => outcome.map_err(Failure::from),
+            Err(broken) => Err(self.runtime_failed(broken.to_string())),
+        }
+    }
+
+    /// The channel broke: the runtime process that held it is killed (if it
+    /// is not dead already), and the channel dropped.
+    fn runtime_failed(&mut self, why: String) -> Failure {
+        if let Some(channel) = self.channel.take() {
+            self.ctx.runtime.kill(channel.process, &format!("policy {}'s channel: {why}", self.name));
+        }
+        Failure::Runtime(why)
+    }
+
+    /// After a fault: counts it, waits out the back-off and rebuilds the
+    /// instance, or quarantines the policy when it has faulted too often.
+    /// After a runtime failure: rebuilds the policy in the new process.
+    fn recover(&mut self, host: &mut LocalHost, failure: Failure, rx: &Receiver<WorkerMsg>) -> Recovery {
+        let fault = match failure {
+            Failure::Fault(fault) => fault,
+            Failure::Runtime(why) => return self.rebuild_elsewhere(host, &why, rx),
+        };
         let now = Instant::now();
         self.faults.retain(|t| now.duration_since(*t) < QUARANTINE_WINDOW);
         self.faults.push(now);
@@ -539,32 +595,67 @@ impl Runner {
             fault,
             backoff.as_millis()
         );
-        // The poisoned store is dropped; its capabilities carry over.
-        let state = self.reuse_state(broken.into_state());
         if !self.back_off(backoff, rx) {
             return Recovery::Stopped;
         }
-        match self.instantiate_and_init(state) {
-            Ok((mut instance, subscriptions)) => {
-                // The new instance starts with empty memory: tell it again
-                // which namespaces exist, as at its first start, so a policy
-                // that follows them (to find the initial one, say) does not
-                // lose track after a fault.
-                if subscriptions.contains(&EventKind::NamespaceChange) {
-                    let known = namespace_announcements(&self.ctx.registry);
-                    if !known.is_empty()
-                        && let Err(fault) = instance.on_events(&known)
-                    {
-                        return self.recover(instance, fault, rx);
-                    }
-                }
-                Recovery::Rebuilt(instance)
-            }
+        match self.instantiate_and_init(host) {
+            Ok(subscriptions) => self.announce_namespaces(host, &subscriptions, rx),
+            Err(LoadError::Runtime(why)) => self.rebuild_elsewhere(host, &why, rx),
             Err(e) => {
                 *lock(&self.stats.last_fault) = Some("init");
                 tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
                     detail = %e, "policy {} could not be rebuilt: {e}", self.name);
                 Recovery::Quarantine(format!("could not be rebuilt: {e}"))
+            }
+        }
+    }
+
+    /// The new instance starts with empty memory: tell it again which
+    /// namespaces exist, as at its first start, so a policy that follows
+    /// them (to find the initial one, say) does not lose track.
+    fn announce_namespaces(
+        &mut self,
+        host: &mut LocalHost,
+        subscriptions: &[EventKind],
+        rx: &Receiver<WorkerMsg>,
+    ) -> Recovery {
+        if subscriptions.contains(&EventKind::NamespaceChange) {
+            let known = namespace_announcements(&self.ctx.registry);
+            if !known.is_empty()
+                && let Err(failure) = self.call_events(host, &known)
+            {
+                return self.recover(host, failure, rx);
+            }
+        }
+        Recovery::Rebuilt
+    }
+
+    /// Rebuilds the policy in a new runtime process, waiting for one (the
+    /// supervisor restarts it with a back-off); events meanwhile are lost
+    /// and the policy is told.
+    fn rebuild_elsewhere(&mut self, host: &mut LocalHost, why: &str, rx: &Receiver<WorkerMsg>) -> Recovery {
+        tracing::warn!(event = "policy-runtime-lost", policy = %self.name, reason = why,
+            "policy {} lost its runtime process ({why}); it is rebuilt in a new one", self.name);
+        loop {
+            match self.instantiate_and_init(host) {
+                Ok(subscriptions) => {
+                    tracing::info!(event = "policy-rebuilt", policy = %self.name,
+                        "policy {} runs again in runtime process {}", self.name,
+                        self.ctx.runtime.pid().unwrap_or(0));
+                    return self.announce_namespaces(host, &subscriptions, rx);
+                }
+                Err(LoadError::Runtime(why)) => {
+                    tracing::debug!(policy = %self.name, reason = %why, "no runtime process yet");
+                    if !self.back_off(Duration::from_millis(200), rx) {
+                        return Recovery::Stopped;
+                    }
+                }
+                Err(e) => {
+                    *lock(&self.stats.last_fault) = Some("init");
+                    tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init",
+                        detail = %e, "policy {} could not be rebuilt: {e}", self.name);
+                    return Recovery::Quarantine(format!("could not be rebuilt: {e}"));
+                }
             }
         }
     }
@@ -628,13 +719,33 @@ impl Runner {
         }
     }
 
-    fn instantiate_and_init(&mut self, state: PolicyState) -> Result<(PolicyInstance, Vec<EventKind>), LoadError> {
-        let mut instance =
-            PolicyInstance::instantiate(&self.engine, &self.pre, state).map_err(|f| LoadError::Init(f.to_string()))?;
-        let info = match instance.init(&self.config) {
-            Ok(Ok(info)) => info,
-            Ok(Err(message)) => return Err(LoadError::Init(message)),
-            Err(fault) => return Err(LoadError::Init(fault.to_string())),
+    /// Loads the policy into the runtime process (on a new channel when it
+    /// has none), then a fresh instance and its `init`. A runtime that
+    /// cannot be reached or breaks the channel is [`LoadError::Runtime`].
+    fn instantiate_and_init(&mut self, host: &mut LocalHost) -> Result<Vec<EventKind>, LoadError> {
+        if self.channel.is_none() {
+            let mut channel =
+                self.ctx.runtime.open_channel(RUNTIME_WAIT).map_err(|e| LoadError::Runtime(e.to_string()))?;
+            let clock_ms = u64::try_from(self.ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            match channel.load(&self.name, &self.bytes, self.ctx.memory_limit, clock_ms) {
+                Ok(Ok(())) => self.channel = Some(channel),
+                Ok(Err(refused)) => return Err(LoadError::InRuntime(refused)),
+                Err(broken) => {
+                    self.ctx.runtime.kill(channel.process, &format!("loading policy {}: {broken}", self.name));
+                    return Err(LoadError::Runtime(broken.to_string()));
+                }
+            }
+        }
+        let channel = self.channel.as_mut().ok_or_else(|| LoadError::Runtime("no channel".into()))?;
+        let info = match channel.start(&self.config, host) {
+            Ok(Ok(Ok(info))) => info,
+            Ok(Ok(Err(message))) => return Err(LoadError::Init(message)),
+            Ok(Err(fault)) => return Err(LoadError::Init(Failure::from(fault).describe())),
+            Err(broken) => {
+                let why = broken.to_string();
+                self.runtime_failed(why.clone());
+                return Err(LoadError::Runtime(why));
+            }
         };
         for kind in &info.subscriptions {
             if !self.grant.may_subscribe(*kind) {
@@ -642,10 +753,12 @@ impl Runner {
             }
         }
         self.tick = info.tick_ms.map(|ms| Duration::from_millis(u64::from(ms.clamp(TICK_RANGE_MS.0, TICK_RANGE_MS.1))));
-        Ok((instance, info.subscriptions))
+        Ok(info.subscriptions)
     }
 
-    fn fresh_state(&self) -> PolicyState {
+    /// The policy's host capabilities, kept on this thread for its life:
+    /// counters, rate limits and its state store survive every rebuild.
+    fn local_host(&self) -> LocalHost {
         let sysctl = SysctlCap::new(
             self.grant.clone(),
             self.ctx.arbiter.clone(),
@@ -654,12 +767,16 @@ impl Runner {
             self.stats.requests.clone(),
             self.ctx.missing.clone(),
         );
-        PolicyState::new(LogCap::new(&self.name), sysctl, ClockCap { started: self.ctx.started }, self.ctx.memory_limit)
-            .with_store(self.ctx.stores.for_policy(&self.name))
+        LocalHost::new(LogCap::new(&self.name), sysctl, StateCap { store: self.ctx.stores.for_policy(&self.name) })
     }
+}
 
-    fn reuse_state(&self, old: PolicyState) -> PolicyState {
-        old.for_rebuild()
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Failure::Fault(fault) => fault.to_string(),
+            Failure::Runtime(why) => format!("the runtime process: {why}"),
+        }
     }
 }
 

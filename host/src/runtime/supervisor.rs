@@ -1,0 +1,334 @@
+//! The host's hold on the runtime process: starts it confined
+//! ([`crate::sandbox`]) as its own user, hands it one channel per policy,
+//! and when it dies, is killed for hanging or sends garbage, starts another
+//! after a back-off that doubles with each death in a minute (0.1 s, 0.2 s,
+//! ..., at most 30 s). Policies find the new process when their next call
+//! fails, and are rebuilt in it with the state the host kept.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+
+use crate::runtime::channel::{ChannelBroken, PolicyChannel};
+use crate::sandbox::{self, CACHE_FD, CONTROL_FD, Identity};
+
+/// Wait before the first restart; doubled for each further death within
+/// [`DEATH_WINDOW`], up to [`MAX_BACKOFF`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(100);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+pub const DEATH_WINDOW: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot choose the runtime process's user: {0}")]
+    Identity(#[from] sandbox::SandboxError),
+    #[error("cannot prepare the runtime process's cache directory {}: {source}", dir.display())]
+    Cache { dir: PathBuf, source: std::io::Error },
+    #[error("cannot start the runtime process: {0}")]
+    Spawn(std::io::Error),
+    #[error("the runtime process is stopping")]
+    Stopping,
+    #[error("no runtime process within {0} ms")]
+    Unavailable(u64),
+    #[error("the runtime process's channel: {0}")]
+    Channel(#[from] ChannelBroken),
+}
+
+/// How the runtime process is started.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Compiled components, kept by the runtime's user; `None`: compile
+    /// every time.
+    pub cache_dir: Option<PathBuf>,
+    /// Its log lines as JSON (else text), like the daemon's.
+    pub log_json: bool,
+}
+
+/// The running process, as the host sees it.
+struct Live {
+    pid: u32,
+    control: UnixStream,
+    /// Counts processes started: which one a channel leads to.
+    number: u64,
+}
+
+#[derive(Default)]
+struct Slot {
+    live: Option<Live>,
+    started: u64,
+}
+
+pub struct RuntimeProcess {
+    identity: Identity,
+    options: RuntimeOptions,
+    slot: Mutex<Slot>,
+    changed: Condvar,
+    stopping: AtomicBool,
+    restarts: AtomicU64,
+    monitor: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl RuntimeProcess {
+    /// Starts the runtime process and the thread that keeps one running;
+    /// returns once the first one runs.
+    pub fn start(options: RuntimeOptions) -> Result<Arc<RuntimeProcess>, RuntimeError> {
+        let identity = Identity::choose()?;
+        if let Some(dir) = &options.cache_dir {
+            prepare_cache_dir(dir, identity).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?;
+        }
+        let runtime = Arc::new(RuntimeProcess {
+            identity,
+            options,
+            slot: Mutex::default(),
+            changed: Condvar::new(),
+            stopping: AtomicBool::new(false),
+            restarts: AtomicU64::new(0),
+            monitor: Mutex::new(None),
+        });
+        // The process dies with the thread that starts it (its parent-death
+        // signal), so one long-lived thread starts every one of them.
+        let (first_tx, first_rx) = crossbeam_channel::bounded(1);
+        let keeper = runtime.clone();
+        let monitor = std::thread::Builder::new()
+            .name("wasmtune-runtime".into())
+            .spawn(move || keeper.keep_running(first_tx))
+            .map_err(RuntimeError::Spawn)?;
+        *lock(&runtime.monitor) = Some(monitor);
+        match first_rx.recv() {
+            Ok(Ok(())) => Ok(runtime),
+            Ok(Err(error)) => {
+                runtime.stop();
+                Err(error)
+            }
+            Err(_) => Err(RuntimeError::Spawn(std::io::Error::other("the runtime thread ended"))),
+        }
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// The current process's pid, if one runs.
+    pub fn pid(&self) -> Option<u32> {
+        lock(&self.slot).live.as_ref().map(|live| live.pid)
+    }
+
+    /// Processes started after the first.
+    pub fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// A new channel for one policy, waiting up to `wait` for a process
+    /// (one may be restarting).
+    pub fn open_channel(&self, wait: Duration) -> Result<PolicyChannel, RuntimeError> {
+        let deadline = Instant::now() + wait;
+        let mut slot = lock(&self.slot);
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return Err(RuntimeError::Stopping);
+            }
+            if let Some(live) = &slot.live {
+                let (host_end, runtime_end) = UnixStream::pair().map_err(RuntimeError::Spawn)?;
+                let fds = [runtime_end.as_raw_fd()];
+                let sent = sendmsg::<()>(
+                    live.control.as_raw_fd(),
+                    &[std::io::IoSlice::new(b"c")],
+                    &[ControlMessage::ScmRights(&fds)],
+                    MsgFlags::MSG_NOSIGNAL,
+                    None,
+                );
+                match sent {
+                    Ok(_) => {
+                        let number = live.number;
+                        drop(slot);
+                        return Ok(PolicyChannel::open(host_end, number)?);
+                    }
+                    Err(errno) => {
+                        let number = live.number;
+                        drop(slot);
+                        self.kill(number, &format!("its control socket refused a channel: {errno}"));
+                        slot = lock(&self.slot);
+                        continue;
+                    }
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(RuntimeError::Unavailable(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX)));
+            }
+            slot = self.changed.wait_timeout(slot, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    /// Kills process `number` (if it is still the current one) for `why`;
+    /// another is started after the back-off.
+    pub fn kill(&self, number: u64, why: &str) {
+        let slot = lock(&self.slot);
+        let Some(live) = slot.live.as_ref().filter(|live| live.number == number) else { return };
+        tracing::warn!(event = "runtime-killed", pid = live.pid, reason = why,
+            "killing the runtime process {}: {why}; policies are rebuilt in a new one", live.pid);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
+
+    /// Stops the process for good (the daemon is stopping).
+    pub fn stop(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        if let Some(live) = lock(&self.slot).live.as_ref() {
+            let _ = nix::sys::socket::shutdown(live.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        self.changed.notify_all();
+        if let Some(monitor) = lock(&self.monitor).take() {
+            let _ = monitor.join();
+        }
+    }
+
+    /// The monitor thread: starts a process, waits for its end, and starts
+    /// the next after the back-off, until the daemon stops.
+    fn keep_running(&self, first: crossbeam_channel::Sender<Result<(), RuntimeError>>) {
+        let mut first = Some(first);
+        let mut deaths: Vec<Instant> = Vec::new();
+        while !self.stopping.load(Ordering::Relaxed) {
+            let mut child = match self.spawn() {
+                Ok(child) => child,
+                Err(error) => {
+                    if let Some(first) = first.take() {
+                        let _ = first.send(Err(error));
+                        return;
+                    }
+                    tracing::error!(event = "runtime-start-failed", %error, "cannot start the runtime process: {error}");
+                    deaths.push(Instant::now());
+                    self.back_off(&mut deaths);
+                    continue;
+                }
+            };
+            if let Some(first) = first.take() {
+                let _ = first.send(Ok(()));
+            }
+            let status = child.wait();
+            let pid = child.id();
+            lock(&self.slot).live = None;
+            if self.stopping.load(Ordering::Relaxed) {
+                break;
+            }
+            let status = match status {
+                Ok(status) => status.to_string(),
+                Err(error) => error.to_string(),
+            };
+            deaths.push(Instant::now());
+            tracing::warn!(event = "runtime-exited", pid, %status,
+                "the runtime process {pid} ended ({status}); a new one is started and every policy rebuilt in it");
+            self.back_off(&mut deaths);
+        }
+        lock(&self.slot).live = None;
+        self.changed.notify_all();
+    }
+
+    fn back_off(&self, deaths: &mut Vec<Instant>) {
+        let now = Instant::now();
+        deaths.retain(|t| now.duration_since(*t) < DEATH_WINDOW);
+        let doublings = u32::try_from(deaths.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
+        let wait = BACKOFF_BASE.saturating_mul(2u32.saturating_pow(doublings)).min(MAX_BACKOFF);
+        let until = now + wait;
+        let mut slot = lock(&self.slot);
+        while !self.stopping.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            slot = self.changed.wait_timeout(slot, left).unwrap_or_else(PoisonError::into_inner).0;
+        }
+    }
+
+    fn spawn(&self) -> Result<Child, RuntimeError> {
+        let (control, runtime_end) = UnixStream::pair().map_err(RuntimeError::Spawn)?;
+        let cache = match &self.options.cache_dir {
+            Some(dir) => Some(open_dir(dir).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?),
+            None => None,
+        };
+        let mut command = confined_command(self.identity, &runtime_end, cache.as_ref(), &[]);
+        command.arg("runtime").arg("--log-format").arg(if self.options.log_json { "json" } else { "text" });
+        if cache.is_some() {
+            command.arg("--cache-fd").arg(CACHE_FD.to_string());
+        }
+        let child = command.spawn().map_err(RuntimeError::Spawn)?;
+        drop(runtime_end);
+        let mut slot = lock(&self.slot);
+        slot.started += 1;
+        if slot.started > 1 {
+            self.restarts.fetch_add(1, Ordering::Relaxed);
+        }
+        tracing::info!(event = "runtime-started", pid = child.id(), uid = self.identity.uid,
+            "runtime process {} started as uid {}", child.id(), self.identity.uid);
+        slot.live = Some(Live { pid: child.id(), control, number: slot.started });
+        drop(slot);
+        self.changed.notify_all();
+        Ok(child)
+    }
+}
+
+/// This binary, to run as the runtime's user, confined: the control socket
+/// at [`CONTROL_FD`], the cache directory at [`CACHE_FD`], each of `extra`
+/// (descriptor, number) where asked. The caller adds the subcommand.
+pub fn confined_command(
+    identity: Identity,
+    control: &impl AsRawFd,
+    cache: Option<&OwnedFd>,
+    extra: &[(i32, i32)],
+) -> Command {
+    let mut fds = vec![(control.as_raw_fd(), CONTROL_FD)];
+    if let Some(cache) = cache {
+        fds.push((cache.as_raw_fd(), CACHE_FD));
+    }
+    fds.extend_from_slice(extra);
+    let mut command = Command::new("/proc/self/exe");
+    // Dropping root, std also drops every supplementary group.
+    // Its own process group: a terminal's Ctrl-C is for the daemon, which
+    // stops it in order.
+    command.env_clear().stdin(Stdio::null()).uid(identity.uid).gid(identity.gid).process_group(0);
+    // SAFETY: `apply_before_exec` makes only async-signal-safe calls.
+    unsafe {
+        command.pre_exec(move || sandbox::apply_before_exec(&fds));
+    }
+    command
+}
+
+fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
+    use nix::fcntl::OFlag;
+    nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+        .map_err(std::io::Error::from)
+}
+
+/// The cache directory belongs to the runtime's user alone: a file planted
+/// there can at most compromise that unprivileged process, which is the
+/// only one that ever loads from it.
+fn prepare_cache_dir(dir: &Path, identity: Identity) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
+            return Err(std::io::Error::other("not a directory (a symlink is refused)"));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir_all(dir)?,
+    }
+    let fd = open_dir(dir)?;
+    nix::unistd::fchown(&fd, Some(nix::unistd::Uid::from_raw(identity.uid)), Some(nix::unistd::Gid::from_raw(identity.gid)))
+        .map_err(std::io::Error::from)?;
+    std::fs::File::from(fd).set_permissions(std::fs::Permissions::from_mode(0o700))?;
+    // Entries of an earlier owner are left: the runtime refuses to load
+    // any file that is not its own, and recompiles.
+    Ok(())
+}
