@@ -1,12 +1,16 @@
 //! Per-event cost of the host path — decode → route → policy thread → Wasm
 //! call → grant check — against a bare wasmtime call into the same
-//! component, measured side by side in one run. Prints numbers; asserts
-//! nothing. Needs root (the actuator enters network namespaces).
+//! component, measured side by side in one run, two ways: the daemon's
+//! (policies in the confined runtime process, host calls across its
+//! socket) and, for comparison, the same component called on a thread of
+//! this process with the same capabilities (how the daemon ran policies
+//! before the runtime process). Prints numbers; asserts nothing. Needs root
+//! (the actuator enters network namespaces; the runtime takes its own uid).
 //!
 //! `cargo bench -p wasmtune --bench host_path`
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtune::actuate::{Actuator, ActuatorConfig};
@@ -17,11 +21,14 @@ use wasmtune::config::PolicySettings;
 use wasmtune::grants::{Arbiter, EffectiveGrant, HostLimits};
 use wasmtune::netns::NetnsRegistry;
 use wasmtune::router::route;
+use wasmtune::caps::state::StateCap;
+use wasmtune::runtime::calls::LocalHost;
 use wasmtune::runtime::engine::PolicyEngine;
-use wasmtune::runtime::image::{PolicyImage, PolicySource};
+use wasmtune::runtime::image::{CompiledPolicy, PolicyImage, PolicySource};
 use wasmtune::runtime::instance::PolicyInstance;
 use wasmtune::runtime::state::{DEFAULT_MEMORY_LIMIT, PolicyState};
-use wasmtune::runtime::worker::{PolicyWorker, QUEUE_BATCHES, WorkerContext};
+use wasmtune::runtime::supervisor::{RuntimeOptions, RuntimeProcess};
+use wasmtune::runtime::worker::{MAX_BATCH, PolicyWorker, QUEUE_BATCHES, WorkerContext};
 use wasmtune::sysctl::Value;
 use wasmtune::wit::PolicyConfig;
 
@@ -40,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     let engine = Arc::new(PolicyEngine::new(None)?);
     let bytes =
         wasmtune::builtin::bytes_of("tcp-buffer").ok_or_else(|| anyhow::anyhow!("tcp-buffer is not built in"))?;
-    let image = PolicyImage::load(&engine, bytes, PolicySource::Builtin("tcp-buffer"))?;
+    let image = PolicyImage::read(bytes, PolicySource::Builtin("tcp-buffer"))?;
+    let compiled = CompiledPolicy::compile(&engine, bytes)?;
     let limits = HostLimits::detect();
     let grant =
         Arc::new(EffectiveGrant::resolve(&image.manifest, &PolicySettings::default(), &limits).expect("a grant"));
@@ -53,22 +61,23 @@ fn main() -> anyhow::Result<()> {
     };
     let record = tcp_buffer_record(cookie, limit, limit);
 
-    let bare = {
-        let state = PolicyState::new(
+    let local_host = |counters: Arc<RequestCounters>| {
+        LocalHost::new(
             LogCap::new("bench"),
-            SysctlCap::new(
-                grant.clone(),
-                arbiter.clone(),
-                actuator.clone(),
-                registry.clone(),
-                Arc::new(RequestCounters::default()),
-                Arc::default(),
-            ),
+            SysctlCap::new(grant.clone(), arbiter.clone(), actuator.clone(), registry.clone(), counters, Arc::default()),
+            StateCap { store: Arc::default() },
+        )
+    };
+    let in_process = |counters: Arc<RequestCounters>| -> anyhow::Result<PolicyInstance> {
+        let state = PolicyState::new(
+            Box::new(local_host(counters)),
             ClockCap { started: Instant::now() },
             DEFAULT_MEMORY_LIMIT,
         );
-        let mut instance =
-            PolicyInstance::instantiate(&engine.engine, &image.pre, state).map_err(|f| anyhow::anyhow!("{f}"))?;
+        PolicyInstance::instantiate(&engine.engine, &compiled.pre, state).map_err(|f| anyhow::anyhow!("{f}"))
+    };
+    let bare = {
+        let mut instance = in_process(Arc::default())?;
         let _ = instance.init(&PolicyConfig { learning_rate: 4, settings: Vec::new() });
         let n = 200_000;
         best_of(|| {
@@ -91,9 +100,14 @@ fn main() -> anyhow::Result<()> {
         Ok(t.elapsed() / n)
     })?;
 
+    let runtime = RuntimeProcess::start(RuntimeOptions {
+        program: Some(env!("CARGO_BIN_EXE_wasmtune").into()),
+        cache_dir: None,
+        log_json: false,
+    })?;
     let ctx = WorkerContext {
-        engine: engine.clone(),
-        arbiter,
+        runtime: runtime.clone(),
+        arbiter: arbiter.clone(),
         actuator: actuator.clone(),
         registry: registry.clone(),
         limits,
@@ -104,6 +118,47 @@ fn main() -> anyhow::Result<()> {
         missing: Arc::default(),
         quarantine: Arc::default(),
     };
+    // The same component on a thread of this process, fed the same way.
+    let mut earlier = Vec::new();
+    for batch_size in [1usize, 64] {
+        let counters = Arc::new(RequestCounters::default());
+        let mut instance = in_process(counters.clone())?;
+        instance
+            .init(&PolicyConfig { learning_rate: 4, settings: Vec::new() })
+            .map_err(|f| anyhow::anyhow!("{f}"))?
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let handled = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<wasmtune::wit::Event>>(QUEUE_BATCHES);
+        let counted = handled.clone();
+        let thread = std::thread::spawn(move || {
+            for batch in rx {
+                for chunk in batch.chunks(MAX_BATCH) {
+                    if instance.on_events(chunk).is_ok() {
+                        counted.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        });
+        let raw: Vec<Vec<u8>> = (0..batch_size).map(|_| record.clone()).collect();
+        let batches = if batch_size == 1 { 20_000 } else { 1_000 };
+        let per_event = best_of(|| {
+            let before = handled.load(Ordering::Relaxed);
+            let t = Instant::now();
+            for _ in 0..batches {
+                let batch: Vec<_> = raw.iter().filter_map(|r| wasmtune::events::decode(r).ok()).collect();
+                tx.send(batch)?;
+            }
+            let want = before + (batches * batch_size) as u64;
+            while handled.load(Ordering::Relaxed) < want {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            Ok(t.elapsed() / (batches * batch_size) as u32)
+        })?;
+        drop(tx);
+        let _ = thread.join();
+        earlier.push((batch_size, per_event, counters.accepted.load(Ordering::Relaxed)));
+    }
+
     let mut results = Vec::new();
     for batch_size in [1usize, 64] {
         let worker = Arc::new(PolicyWorker::start(&image, &ctx, &PolicySettings::default())?);
@@ -147,13 +202,21 @@ fn main() -> anyhow::Result<()> {
     println!("host path benchmark (tcp-buffer policy, init netns, dry-run actuator), best of {ROUNDS}");
     println!("  bare wasmtime call (on-tick, no work)        {:>9.0} ns/call", bare.as_nanos() as f64);
     println!("  sysctl read through the actuator              {:>9.0} ns/read", read.as_nanos() as f64);
-    for (batch, per_event, lost, accepted, denied) in results {
+    for (batch, per_event, accepted) in earlier {
         println!(
-            "  host path, batches of {batch:>3}                 {:>9.0} ns/event  = {:>6.1} x bare  (lost {lost}, requests accepted {accepted}, denied {denied})",
+            "  in this process, batches of {batch:>3}           {:>9.0} ns/event  = {:>6.1} x bare  (requests accepted {accepted})",
             per_event.as_nanos() as f64,
             per_event.as_nanos() as f64 / bare.as_nanos().max(1) as f64
         );
     }
+    for (batch, per_event, lost, accepted, denied) in results {
+        println!(
+            "  runtime process, batches of {batch:>3}           {:>9.0} ns/event  = {:>6.1} x bare  (lost {lost}, requests accepted {accepted}, denied {denied})",
+            per_event.as_nanos() as f64,
+            per_event.as_nanos() as f64 / bare.as_nanos().max(1) as f64
+        );
+    }
+    runtime.stop();
     actuator.shutdown();
     let _ = actuator_thread.join();
     Ok(())

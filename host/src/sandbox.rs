@@ -266,9 +266,17 @@ fn allow_list() -> Result<BpfProgram, SandboxError> {
         libc::SYS_fchmod,
         libc::SYS_restart_syscall,
         libc::SYS_prlimit64,
+        // The event loop wasmtime-wasi starts for its own sync wrappers:
+        // local objects, nothing outside the process.
+        libc::SYS_epoll_create1,
+        libc::SYS_epoll_ctl,
+        libc::SYS_epoll_pwait,
+        libc::SYS_epoll_pwait2,
+        libc::SYS_eventfd2,
+        libc::SYS_pipe2,
     ];
     #[cfg(target_arch = "x86_64")]
-    let arch_only: &[i64] = &[libc::SYS_poll, libc::SYS_renameat];
+    let arch_only: &[i64] = &[libc::SYS_poll, libc::SYS_renameat, libc::SYS_epoll_wait];
     #[cfg(not(target_arch = "x86_64"))]
     let arch_only: &[i64] = &[];
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
@@ -281,6 +289,9 @@ fn allow_list() -> Result<BpfProgram, SandboxError> {
         SeccompRule::new(conditions).map_err(|e| SandboxError::Filter(e.to_string()))
     };
     rules.insert(libc::SYS_openat, vec![rule(vec![arg(0, CACHE_FD as u64)?])?]);
+    // tokio's signal driver, in that event loop, makes a socket pair: only
+    // a pair of connected local sockets, never one that can reach anything.
+    rules.insert(libc::SYS_socketpair, vec![rule(vec![arg(0, libc::AF_UNIX as u64)?])?]);
     rules.insert(
         libc::SYS_prctl,
         vec![rule(vec![arg(0, libc::PR_SET_NAME as u64)?])?, rule(vec![arg(0, libc::PR_GET_NAME as u64)?])?],

@@ -114,6 +114,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let respect_sysctl_d = read_boot_settings(&config, &actuator);
 
     let runtime = RuntimeProcess::start(RuntimeOptions {
+        program: None,
         cache_dir: Some(paths::component_cache_dir(&opts.state_dir)),
         log_json: opts.log_json,
     })

@@ -45,6 +45,8 @@ pub enum RuntimeError {
 /// How the runtime process is started.
 #[derive(Debug, Clone)]
 pub struct RuntimeOptions {
+    /// The wasmtune binary to run as the runtime; `None`: this one.
+    pub program: Option<PathBuf>,
     /// Compiled components, kept by the runtime's user; `None`: compile
     /// every time.
     pub cache_dir: Option<PathBuf>,
@@ -64,6 +66,10 @@ struct Live {
 struct Slot {
     live: Option<Live>,
     started: u64,
+    /// A kill asked for (the process's number, why), carried out by the
+    /// monitor thread: policy threads hold no capability, and signalling
+    /// another user's process takes `CAP_KILL`.
+    kill: Option<(u64, String)>,
 }
 
 pub struct RuntimeProcess {
@@ -74,6 +80,9 @@ pub struct RuntimeProcess {
     stopping: AtomicBool,
     restarts: AtomicU64,
     monitor: Mutex<Option<JoinHandle<()>>>,
+    /// Written to wake the monitor thread (a kill asked for, or stop).
+    wake: OwnedFd,
+    woken: OwnedFd,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -88,6 +97,8 @@ impl RuntimeProcess {
         if let Some(dir) = &options.cache_dir {
             prepare_cache_dir(dir, identity).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?;
         }
+        let (woken, wake) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+            .map_err(|e| RuntimeError::Spawn(e.into()))?;
         let runtime = Arc::new(RuntimeProcess {
             identity,
             options,
@@ -96,6 +107,8 @@ impl RuntimeProcess {
             stopping: AtomicBool::new(false),
             restarts: AtomicU64::new(0),
             monitor: Mutex::new(None),
+            wake,
+            woken,
         });
         // The process dies with the thread that starts it (its parent-death
         // signal), so one long-lived thread starts every one of them.
@@ -175,21 +188,27 @@ impl RuntimeProcess {
     /// Kills process `number` (if it is still the current one) for `why`;
     /// another is started after the back-off.
     pub fn kill(&self, number: u64, why: &str) {
-        let slot = lock(&self.slot);
-        let Some(live) = slot.live.as_ref().filter(|live| live.number == number) else { return };
-        tracing::warn!(event = "runtime-killed", pid = live.pid, reason = why,
-            "killing the runtime process {}: {why}; policies are rebuilt in a new one", live.pid);
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let mut slot = lock(&self.slot);
+        if slot.live.as_ref().is_some_and(|live| live.number == number) && slot.kill.is_none() {
+            slot.kill = Some((number, why.to_string()));
+            drop(slot);
+            self.wake_monitor();
+        }
+    }
+
+    fn wake_monitor(&self) {
+        // A full pipe already wakes it.
+        let _ = nix::unistd::write(&self.wake, b"k");
     }
 
     /// Stops the process for good (the daemon is stopping).
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
         if let Some(live) = lock(&self.slot).live.as_ref() {
+            // Its control socket closing ends it; the monitor makes sure.
             let _ = nix::sys::socket::shutdown(live.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(live.pid as i32), nix::sys::signal::Signal::SIGKILL);
         }
+        self.wake_monitor();
         self.changed.notify_all();
         if let Some(monitor) = lock(&self.monitor).take() {
             let _ = monitor.join();
@@ -218,7 +237,7 @@ impl RuntimeProcess {
             if let Some(first) = first.take() {
                 let _ = first.send(Ok(()));
             }
-            let status = child.wait();
+            let status = self.wait_or_kill(&mut child);
             let pid = child.id();
             lock(&self.slot).live = None;
             if self.stopping.load(Ordering::Relaxed) {
@@ -235,6 +254,49 @@ impl RuntimeProcess {
         }
         lock(&self.slot).live = None;
         self.changed.notify_all();
+    }
+
+    /// Waits for the process to end, killing it when asked to (or when the
+    /// daemon stops): the process's pidfd and the wake-up pipe, polled
+    /// together, so nothing is polled on a timer.
+    fn wait_or_kill(&self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
+        let pid = child.id();
+        // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        loop {
+            let mut fds = [
+                libc::pollfd { fd: self.woken.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pidfd as i32, events: libc::POLLIN, revents: 0 },
+            ];
+            // Without a pidfd (an old kernel) the process is looked at
+            // every 100 ms instead.
+            let (count, timeout) = if pidfd >= 0 { (2, -1) } else { (1, 100) };
+            // SAFETY: `fds` outlives the call; `count` is within it.
+            unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
+            let mut drained = [0u8; 64];
+            while nix::unistd::read(&self.woken, &mut drained).is_ok_and(|n| n > 0) {}
+            let asked = lock(&self.slot).kill.take();
+            let current = lock(&self.slot).live.as_ref().map(|live| live.number);
+            let why = match asked {
+                Some((number, why)) if Some(number) == current => Some(why),
+                _ if self.stopping.load(Ordering::Relaxed) => Some("the daemon is stopping".to_string()),
+                _ => None,
+            };
+            if let Some(why) = why {
+                if !self.stopping.load(Ordering::Relaxed) {
+                    tracing::warn!(event = "runtime-killed", pid, reason = %why,
+                        "killing the runtime process {pid}: {why}; policies are rebuilt in a new one");
+                }
+                let _ = child.kill();
+            }
+            if let Some(status) = child.try_wait()? {
+                if pidfd >= 0 {
+                    // SAFETY: the descriptor is this function's own.
+                    unsafe { libc::close(pidfd as i32) };
+                }
+                return Ok(status);
+            }
+        }
     }
 
     fn back_off(&self, deaths: &mut Vec<Instant>) {
@@ -259,7 +321,8 @@ impl RuntimeProcess {
             Some(dir) => Some(open_dir(dir).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?),
             None => None,
         };
-        let mut command = confined_command(self.identity, &runtime_end, cache.as_ref(), &[]);
+        let mut command =
+            confined_command(self.options.program.as_deref(), self.identity, &runtime_end, cache.as_ref(), &[]);
         command.arg("runtime").arg("--log-format").arg(if self.options.log_json { "json" } else { "text" });
         if cache.is_some() {
             command.arg("--cache-fd").arg(CACHE_FD.to_string());
@@ -280,10 +343,11 @@ impl RuntimeProcess {
     }
 }
 
-/// This binary, to run as the runtime's user, confined: the control socket
+/// `program` (default: this binary), to run as the runtime's user, confined: the control socket
 /// at [`CONTROL_FD`], the cache directory at [`CACHE_FD`], each of `extra`
 /// (descriptor, number) where asked. The caller adds the subcommand.
 pub fn confined_command(
+    program: Option<&Path>,
     identity: Identity,
     control: &impl AsRawFd,
     cache: Option<&OwnedFd>,
@@ -294,7 +358,7 @@ pub fn confined_command(
         fds.push((cache.as_raw_fd(), CACHE_FD));
     }
     fds.extend_from_slice(extra);
-    let mut command = Command::new("/proc/self/exe");
+    let mut command = Command::new(program.unwrap_or(Path::new("/proc/self/exe")));
     // Dropping root, std also drops every supplementary group.
     // Its own process group: a terminal's Ctrl-C is for the daemon, which
     // stops it in order.

@@ -5,7 +5,8 @@
 //! `wasmtune:policy/policy` world (their shape taken from
 //! `wit_component::dummy_module`); `wit-component` makes each a component,
 //! and a manifest section makes it a policy file. Each is then loaded
-//! ([`PolicyImage::load`]), instantiated and called — `init`, `on-events`,
+//! (compiled as the runtime process does, [`CompiledPolicy::compile`], and
+//! read as the host does, [`PolicyImage::read`]), instantiated and called — `init`, `on-events`,
 //! `on-tick` — the way the policy thread does, with the host's real linker,
 //! capabilities, memory cap, fuel and deadline. Random bytes, random core
 //! modules and built-in policies with bytes changed are loaded too.
@@ -35,12 +36,14 @@ use wasmtune::actuate::{Actuator, ActuatorConfig};
 use wasmtune::caps::clock::ClockCap;
 use wasmtune::caps::log::LogCap;
 use wasmtune::caps::sysctl::{RequestCounters, SysctlCap};
+use wasmtune::caps::state::StateCap;
+use wasmtune::runtime::calls::LocalHost;
 use wasmtune::config::PolicySettings;
 use wasmtune::grants::{Arbiter, EffectiveGrant, HostLimits};
 use wasmtune::manifest::SECTION;
 use wasmtune::netns::NetnsRegistry;
 use wasmtune::runtime::engine::PolicyEngine;
-use wasmtune::runtime::image::{PolicyImage, PolicySource};
+use wasmtune::runtime::image::{CompiledPolicy, PolicyImage, PolicySource};
 use wasmtune::runtime::instance::PolicyInstance;
 use wasmtune::runtime::state::{DEFAULT_MEMORY_LIMIT, PolicyState};
 use wasmtune::wit::{AdminOverride, Event, NamespaceChange, PolicyConfig};
@@ -216,12 +219,13 @@ impl Host {
     /// policy thread would. `what` names the case in failure messages.
     fn exercise(&self, bytes: &[u8], what: &str, tally: &mut Tally) {
         let started = Instant::now();
-        let loaded = PolicyImage::load(&self.engine, bytes, PolicySource::File("random.wasm".into()));
+        let loaded = CompiledPolicy::compile(&self.engine, bytes)
+            .and_then(|compiled| Ok((PolicyImage::read(bytes, PolicySource::File("random.wasm".into()))?, compiled)));
         let took = started.elapsed();
         assert!(took < LOAD_LIMIT, "{what}: loading took {took:?}");
         tally.slowest_load = tally.slowest_load.max(took);
-        let image = match loaded {
-            Ok(image) => image,
+        let (image, compiled) = match loaded {
+            Ok(loaded) => loaded,
             Err(error) => {
                 tally.refused += 1;
                 let why: String = error.to_string().chars().take(140).collect();
@@ -233,7 +237,7 @@ impl Host {
         let Ok(grant) = EffectiveGrant::resolve(&image.manifest, &PolicySettings::default(), &self.limits) else {
             return;
         };
-        let state = PolicyState::new(
+        let host = LocalHost::new(
             LogCap::new("random"),
             SysctlCap::new(
                 Arc::new(grant),
@@ -243,11 +247,11 @@ impl Host {
                 Arc::new(RequestCounters::default()),
                 Arc::default(),
             ),
-            ClockCap { started: Instant::now() },
-            DEFAULT_MEMORY_LIMIT,
+            StateCap { store: Arc::default() },
         );
+        let state = PolicyState::new(Box::new(host), ClockCap { started: Instant::now() }, DEFAULT_MEMORY_LIMIT);
         let instance = timed(tally, what, "instantiation", || {
-            PolicyInstance::instantiate(&self.engine.engine, &image.pre, state).ok()
+            PolicyInstance::instantiate(&self.engine.engine, &compiled.pre, state).ok()
         });
         let Some(mut instance) = instance else { return };
         tally.instantiated += 1;
@@ -349,7 +353,7 @@ fn random_bytes_and_core_modules_are_refused_without_a_panic() {
             continue;
         };
         let module = module.to_bytes();
-        let refused = PolicyImage::load(&host.engine, &module, PolicySource::File("core.wasm".into()));
+        let refused = PolicyImage::read(&module, PolicySource::File("core.wasm".into()));
         assert!(
             matches!(refused, Err(wasmtune::runtime::image::LoadError::CoreModule)),
             "a core module (seed {seed}, case {case}) was not refused as one: {:?}",
