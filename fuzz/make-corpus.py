@@ -4,7 +4,7 @@
 Small, real inputs: ring-buffer records laid out as bpf/wasmtune.h says
 (host byte order: little-endian here), the built-in policies' manifests,
 the configuration examples of docs/, a journal with every record kind,
-control requests and an answer. Run from the repository root:
+control requests and an answer, runtime-process frames. Run from the repository root:
 `python3 fuzz/make-corpus.py`; the files are committed.
 """
 
@@ -158,6 +158,48 @@ def custom_section(name: str, data: bytes) -> bytes:
     return b"\0" + leb(len(body)) + body
 
 
+def varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def pstr(text: str) -> bytes:
+    data = text.encode()
+    return varint(len(data)) + data
+
+
+def frame(body: bytes) -> bytes:
+    return struct.pack("<I", len(body)) + body
+
+
+# Frames from the runtime process, in postcard (host/src/runtime/protocol.rs):
+# enum variants by index, integers as varints, strings and lists length first.
+RUNTIME = {
+    "hello": frame(b"\x00" + varint(1)),
+    "loaded-ok": frame(b"\x01\x00"),
+    "loaded-refused": frame(b"\x01\x01" + pstr("cannot compile: bad")),
+    "done-ok": frame(b"\x03\x00"),
+    "done-fault": frame(b"\x03\x01\x02" + pstr("deadline: interrupted")),
+    "log": frame(b"\x04\x00\x02" + pstr("raising tcp_rmem")),
+    "read": frame(b"\x04\x01" + varint(4026531840) + pstr("net.ipv4.tcp_rmem")),
+    "request-change": frame(
+        b"\x04\x02" + varint(4026531840) + pstr("net.ipv4.tcp_rmem")
+        + b"\x00" + varint(3) + varint(8192) + varint(262144) + varint(12582912)
+        + pstr("need to increase TCP buffer size(s)") + pstr("reason")
+    ),
+    "state-set": frame(b"\x04\x07" + pstr("peers") + varint(3) + b"abc"),
+    "two-frames": frame(b"\x04\x06" + pstr("peers")) + frame(b"\x03\x00"),
+    "too-long": struct.pack("<I", 0xFFFFFFFF) + b"\x03\x00",
+}
+
+
 def write(target: str, name: str, data):
     directory = CORPUS / target
     directory.mkdir(parents=True, exist_ok=True)
@@ -200,6 +242,9 @@ def main():
 
     for name, line in CONTROL.items():
         write("control", name, line)
+
+    for name, data in RUNTIME.items():
+        write("runtime", name, data)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 #
 # Usage: packaging/fuzz.sh [EXECUTIONS [TARGET...]]
 #   EXECUTIONS  inputs per target (-runs), default 10000000
-#   TARGET      events manifest config journal control (default: all)
+#   TARGET      events manifest config journal control runtime (default: all)
 #
 # Environment:
 #   FUZZ_TOOLCHAIN  a toolchain other than the pinned nightly (not recommended)
@@ -26,7 +26,7 @@ set -euo pipefail
 # when it is exactly this build.
 PINNED_NIGHTLY=nightly-2026-05-20
 PINNED_RUSTC="rustc 1.97.0-nightly (e50aa6fba 2026-05-19)"
-ALL_TARGETS=(events manifest config journal control)
+ALL_TARGETS=(events manifest config journal control runtime)
 
 EXECUTIONS=${1:-10000000}
 [[ $# -gt 0 ]] && shift

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use wasmtune::actuate::{Actuator, ActuatorConfig};
 use wasmtune::caps::clock::ClockCap;
 use wasmtune::caps::log::LogCap;
+use wasmtune::caps::state::StateCap;
 use wasmtune::caps::sysctl::{RequestCounters, SysctlCap};
 use wasmtune::config::PolicySettings;
 use wasmtune::grants::{Arbiter, EffectiveGrant, HostLimits};
 use wasmtune::netns::NetnsRegistry;
 use wasmtune::router::route;
-use wasmtune::caps::state::StateCap;
 use wasmtune::runtime::calls::LocalHost;
 use wasmtune::runtime::engine::PolicyEngine;
 use wasmtune::runtime::image::{CompiledPolicy, PolicyImage, PolicySource};
@@ -64,7 +64,14 @@ fn main() -> anyhow::Result<()> {
     let local_host = |counters: Arc<RequestCounters>| {
         LocalHost::new(
             LogCap::new("bench"),
-            SysctlCap::new(grant.clone(), arbiter.clone(), actuator.clone(), registry.clone(), counters, Arc::default()),
+            SysctlCap::new(
+                grant.clone(),
+                arbiter.clone(),
+                actuator.clone(),
+                registry.clone(),
+                counters,
+                Arc::default(),
+            ),
             StateCap { store: Arc::default() },
         )
     };

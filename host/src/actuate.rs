@@ -464,10 +464,8 @@ struct Worker {
 impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
         while let Ok(command) = commands.recv() {
-            let writes = matches!(
-                command,
-                Command::AdminWrite(_) | Command::Rollback { .. } | Command::RollbackPolicy { .. }
-            );
+            let writes =
+                matches!(command, Command::AdminWrite(_) | Command::Rollback { .. } | Command::RollbackPolicy { .. });
             match command {
                 Command::Apply(change) => {
                     self.apply(&change);

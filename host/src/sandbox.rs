@@ -73,8 +73,7 @@ impl Identity {
         FALLBACK_UIDS
             .clone()
             .find(|uid| {
-                !busy.contains(uid)
-                    && matches!(nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)), Ok(None))
+                !busy.contains(uid) && matches!(nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)), Ok(None))
             })
             .map(|uid| Identity { uid, gid: uid, named: false })
             .ok_or(SandboxError::NoUid)
@@ -182,11 +181,11 @@ pub fn confine_self() -> Result<(), SandboxError> {
     }
     let status = std::fs::read_to_string("/proc/self/status").map_err(SandboxError::Status)?;
     let confinement = Confinement::of_status(&status);
-    if confinement.cap_eff.trim_start_matches('0') != "" {
+    if !confinement.cap_eff.trim_start_matches('0').is_empty() {
         return Err(SandboxError::Capabilities(confinement.cap_eff));
     }
     let permitted = status_field(&status, "CapPrm");
-    if permitted.trim_start_matches('0') != "" {
+    if !permitted.trim_start_matches('0').is_empty() {
         return Err(SandboxError::Capabilities(permitted));
     }
     if confinement.no_new_privs != "1" {
@@ -296,7 +295,9 @@ fn allow_list() -> Result<BpfProgram, SandboxError> {
         libc::SYS_prctl,
         vec![rule(vec![arg(0, libc::PR_SET_NAME as u64)?])?, rule(vec![arg(0, libc::PR_GET_NAME as u64)?])?],
     );
-    let arch = std::env::consts::ARCH.try_into().map_err(|e: seccompiler::BackendError| SandboxError::Filter(e.to_string()))?;
+    let arch = std::env::consts::ARCH
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| SandboxError::Filter(e.to_string()))?;
     let filter = SeccompFilter::new(rules, SeccompAction::Errno(libc::EPERM as u32), SeccompAction::Allow, arch)
         .map_err(|e| SandboxError::Filter(e.to_string()))?;
     filter.try_into().map_err(|e: seccompiler::BackendError| SandboxError::Filter(e.to_string()))

@@ -31,6 +31,8 @@ pub struct ControlContext {
     pub state_dir: std::path::PathBuf,
     /// Tunables policies found missing on this kernel.
     pub missing: Arc<crate::missing::MissingTunables>,
+    /// Where policies run.
+    pub runtime: Arc<crate::runtime::supervisor::RuntimeProcess>,
 }
 
 impl ControlContext {
@@ -47,6 +49,7 @@ impl ControlContext {
                 "missing-tunables": self.missing_json(),
                 "peers": peers_json(self.actuator.ledger_state().peers()),
                 "events-lost-upstream": self.policies.upstream_lost(),
+                "runtime": self.runtime_json(),
             })),
             Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
             Request::PolicyEnable { name } => self.set_enabled(name, true),
@@ -55,6 +58,17 @@ impl ControlContext {
             Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
             Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
         }
+    }
+
+    fn runtime_json(&self) -> serde_json::Value {
+        let identity = self.runtime.identity();
+        json!({
+            "pid": self.runtime.pid(),
+            "uid": identity.uid,
+            "gid": identity.gid,
+            "user": if identity.named { crate::sandbox::RUNTIME_USER } else { "(chosen uid)" },
+            "restarts": self.runtime.restarts(),
+        })
     }
 
     fn set_enabled(&self, name: &str, enabled: bool) -> Response {

@@ -50,6 +50,14 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
                 text(&result["uptime-ms"]),
                 text(&result["events-lost-upstream"])
             ));
+            let runtime = &result["runtime"];
+            out.push(format!(
+                "policies run in process {} as uid {} {}, restarted {} time(s)",
+                text(&runtime["pid"]),
+                text(&runtime["uid"]),
+                text(&runtime["user"]),
+                text(&runtime["restarts"])
+            ));
             policies(result, &mut out);
             out.push(String::new());
             out.push(format!(

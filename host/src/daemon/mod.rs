@@ -21,9 +21,9 @@ use crate::grants::{Arbiter, HostLimits};
 use crate::netns::NetnsRegistry;
 use crate::paths;
 use crate::router::{PolicySet, Router};
-use crate::runtime::supervisor::{RuntimeOptions, RuntimeProcess};
 use crate::runtime::quarantine::QuarantineList;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
+use crate::runtime::supervisor::{RuntimeOptions, RuntimeProcess};
 use crate::runtime::worker::WorkerContext;
 use crate::signals::{ProcSignals, ProcSignalsConfig};
 use crate::sysctl_d::BootSettings;
@@ -191,6 +191,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
             dry_run: opts.dry_run,
             state_dir: opts.state_dir.clone(),
             missing,
+            runtime: runtime.clone(),
         },
     );
     let watcher = match DirWatcher::spawn(reconciler) {

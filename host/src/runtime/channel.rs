@@ -9,9 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
 use crate::runtime::calls::{HostCalls, LocalHost};
-use crate::runtime::protocol::{
-    self, FromRuntime, MAX_FROM_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION,
-};
+use crate::runtime::protocol::{self, FromRuntime, MAX_FROM_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION};
 use crate::wit::{Event, PolicyConfig, PolicyInfo};
 
 /// The longest a call may take, host calls included: many times the
@@ -46,7 +44,13 @@ impl PolicyChannel {
     }
 
     /// Compiles `bytes` in the runtime; `Err` inside: the runtime's reason.
-    pub fn load(&mut self, name: &str, bytes: &[u8], memory_limit: usize, clock_ms: u64) -> Result<Result<(), String>, ChannelBroken> {
+    pub fn load(
+        &mut self,
+        name: &str,
+        bytes: &[u8],
+        memory_limit: usize,
+        clock_ms: u64,
+    ) -> Result<Result<(), String>, ChannelBroken> {
         self.send(&ToRuntime::Load {
             name: name.to_string(),
             bytes: Cow::Borrowed(bytes),
@@ -73,13 +77,23 @@ impl PolicyChannel {
     }
 
     /// `on-events`, serving its host calls.
-    pub fn on_events(&mut self, batch: &[Event], kernel: u64, host: &mut LocalHost) -> Result<Result<(), RemoteFault>, ChannelBroken> {
+    pub fn on_events(
+        &mut self,
+        batch: &[Event],
+        kernel: u64,
+        host: &mut LocalHost,
+    ) -> Result<Result<(), RemoteFault>, ChannelBroken> {
         self.send(&ToRuntime::Events { batch: Cow::Borrowed(batch), kernel })?;
         self.serve(host, done)
     }
 
     /// `on-tick`, serving its host calls.
-    pub fn on_tick(&mut self, now: u64, kernel: u64, host: &mut LocalHost) -> Result<Result<(), RemoteFault>, ChannelBroken> {
+    pub fn on_tick(
+        &mut self,
+        now: u64,
+        kernel: u64,
+        host: &mut LocalHost,
+    ) -> Result<Result<(), RemoteFault>, ChannelBroken> {
         self.send(&ToRuntime::Tick { now, kernel })?;
         self.serve(host, done)
     }
@@ -109,9 +123,8 @@ impl PolicyChannel {
             match self.receive(deadline)? {
                 FromRuntime::Call(call) => {
                     let wants_reply = call.wants_reply();
-                    let reply = host
-                        .call(call)
-                        .map_err(|e| ProtocolError::Io(std::io::Error::other(format!("{e:#}"))))?;
+                    let reply =
+                        host.call(call).map_err(|e| ProtocolError::Io(std::io::Error::other(format!("{e:#}"))))?;
                     match (wants_reply, reply) {
                         (true, Some(reply)) => self.send(&ToRuntime::Reply(reply))?,
                         (false, None) => {}

@@ -185,7 +185,11 @@ impl ComponentCache {
         }
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ComponentCache { dir: PathBuf::from("(runtime cache)"), dir_fd, engine_key: format!("{:016x}", hasher.finish()) })
+        Ok(ComponentCache {
+            dir: PathBuf::from("(runtime cache)"),
+            dir_fd,
+            engine_key: format!("{:016x}", hasher.finish()),
+        })
     }
 
     fn get_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {

@@ -19,9 +19,7 @@ use crate::caps::clock::ClockCap;
 use crate::runtime::engine::PolicyEngine;
 use crate::runtime::image::CompiledPolicy;
 use crate::runtime::instance::{Fault, FaultKind, PolicyInstance};
-use crate::runtime::protocol::{
-    self, FromRuntime, MAX_TO_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION,
-};
+use crate::runtime::protocol::{self, FromRuntime, MAX_TO_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION};
 use crate::runtime::remote::RemoteHost;
 use crate::runtime::state::PolicyState;
 use crate::wit::{PolicyConfig, PolicyInfo};
@@ -52,12 +50,11 @@ fn receive_channel(control: &OwnedFd) -> anyhow::Result<Option<UnixStream>> {
         let mut byte = [0u8; 1];
         let mut iov = [IoSliceMut::new(&mut byte)];
         let mut space = nix::cmsg_space!([RawFd; 1]);
-        let message =
-            match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-                Ok(message) => message,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(errno) => return Err(std::io::Error::from(errno).into()),
-            };
+        let message = match recvmsg::<()>(control.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Ok(message) => message,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(errno) => return Err(std::io::Error::from(errno).into()),
+        };
         if message.bytes == 0 {
             return Ok(None);
         }
@@ -150,7 +147,8 @@ impl Serving {
         let Some(compiled) = &self.compiled else {
             return Ok(Err("no policy was loaded on this channel".into()));
         };
-        let link = self.channel.try_clone().map_err(|e| remote(Fault { kind: FaultKind::Trap, detail: e.to_string() }))?;
+        let link =
+            self.channel.try_clone().map_err(|e| remote(Fault { kind: FaultKind::Trap, detail: e.to_string() }))?;
         let state = PolicyState::new(
             Box::new(RemoteHost::new(link, self.kernel.clone())),
             ClockCap { started: self.started },

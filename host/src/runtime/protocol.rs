@@ -58,7 +58,9 @@ pub enum Reply {
 /// The runtime's side of a policy channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromRuntime {
-    Hello { version: u32 },
+    Hello {
+        version: u32,
+    },
     /// The file compiled and linked, or why not (the host shows it as is).
     Loaded(Result<(), String>),
     /// `init` returned (its info or its refusal), or the call faulted.
@@ -73,12 +75,22 @@ pub enum FromRuntime {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HostCall {
     /// No answer.
-    Log { level: Level, message: String },
-    Read { netns: u64, name: String },
+    Log {
+        level: Level,
+        message: String,
+    },
+    Read {
+        netns: u64,
+        name: String,
+    },
     RequestChange(Change),
     AvailableCongestion,
     SetPeer(PeerChange),
-    ClearPeer { netns: u64, peer: IpPrefix, reason: String },
+    ClearPeer {
+        netns: u64,
+        peer: IpPrefix,
+        reason: String,
+    },
     StateGet(String),
     StateSet(String, Vec<u8>),
     /// No answer.

@@ -334,8 +334,14 @@ impl RuntimeProcess {
         if slot.started > 1 {
             self.restarts.fetch_add(1, Ordering::Relaxed);
         }
-        tracing::info!(event = "runtime-started", pid = child.id(), uid = self.identity.uid,
-            "runtime process {} started as uid {}", child.id(), self.identity.uid);
+        tracing::info!(
+            event = "runtime-started",
+            pid = child.id(),
+            uid = self.identity.uid,
+            "runtime process {} started as uid {}",
+            child.id(),
+            self.identity.uid
+        );
         slot.live = Some(Live { pid: child.id(), control, number: slot.started });
         drop(slot);
         self.changed.notify_all();
@@ -359,6 +365,8 @@ pub fn confined_command(
     }
     fds.extend_from_slice(extra);
     let mut command = Command::new(program.unwrap_or(Path::new("/proc/self/exe")));
+    // What `ps` shows: the binary is run through /proc/self/exe.
+    command.arg0("wasmtune-runtime");
     // Dropping root, std also drops every supplementary group.
     // Its own process group: a terminal's Ctrl-C is for the daemon, which
     // stops it in order.
@@ -389,8 +397,12 @@ fn prepare_cache_dir(dir: &Path, identity: Identity) -> std::io::Result<()> {
         Err(_) => std::fs::create_dir_all(dir)?,
     }
     let fd = open_dir(dir)?;
-    nix::unistd::fchown(&fd, Some(nix::unistd::Uid::from_raw(identity.uid)), Some(nix::unistd::Gid::from_raw(identity.gid)))
-        .map_err(std::io::Error::from)?;
+    nix::unistd::fchown(
+        &fd,
+        Some(nix::unistd::Uid::from_raw(identity.uid)),
+        Some(nix::unistd::Gid::from_raw(identity.gid)),
+    )
+    .map_err(std::io::Error::from)?;
     std::fs::File::from(fd).set_permissions(std::fs::Permissions::from_mode(0o700))?;
     // Entries of an earlier owner are left: the runtime refuses to load
     // any file that is not its own, and recompiles.

@@ -20,6 +20,7 @@ mod namespaces;
 mod ownership;
 mod per_destination;
 mod policy_trust;
+mod runtime_process;
 mod signals;
 mod state_handover;
 mod tcp_buffer;

@@ -1,0 +1,182 @@
+//! Policies run in a separate runtime process: its own uid, no
+//! capabilities, no new privileges, a system-call allow-list. Code run in
+//! that same confinement cannot write a sysctl, load BPF or enter a
+//! namespace; and when the process is killed under traffic, the host starts
+//! another, rebuilds every policy in it and tuning goes on.
+
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use wasmtune::runtime::supervisor::confined_command;
+use wasmtune::sandbox::{Confinement, Identity};
+use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+
+use crate::lifecycle;
+
+/// Receiver maximum far below what a veth link needs (96 KiB).
+const BAD_RMEM: &str = "4096 131072 98304";
+
+fn status(socket: &str) -> serde_json::Value {
+    let status = harness::cli_json(&["status", "--json", "--socket", socket]);
+    status["result"].clone()
+}
+
+fn runtime_pid(socket: &str) -> u32 {
+    let result = status(socket);
+    result["runtime"]["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no runtime pid: {result}"))
+}
+
+fn assert_confined(confinement: &Confinement, context: &str) {
+    assert!(!confinement.uid.split(' ').any(|id| id == "0"), "{context}: runs as root: Uid {}", confinement.uid);
+    assert!(confinement.cap_eff.chars().all(|c| c == '0'), "{context}: CapEff {}", confinement.cap_eff);
+    assert_eq!(confinement.no_new_privs, "1", "{context}: NoNewPrivs");
+    assert_eq!(confinement.seccomp, "2", "{context}: Seccomp (2 = filter)");
+}
+
+#[test]
+fn the_runtime_process_is_confined_and_inside_it_sysctl_writes_bpf_and_setns_fail() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let (_sock_dir, socket) = lifecycle::socket_in("runtime-confined");
+    let sock = socket.to_string_lossy().into_owned();
+    let mut daemon = Daemon::builder().control_socket(&socket).start_ready().expect("daemon ready");
+    let pid = runtime_pid(&sock);
+    let confinement = Confinement::of_pid(pid).expect("read the runtime's status");
+    println!("runtime process {pid}: {confinement:?}");
+    assert_confined(&confinement, "the runtime process");
+    let daemon_pid = daemon.pid();
+    assert_ne!(pid, daemon_pid, "policies run in the daemon's own process");
+
+    // The same confinement, the same way, as the same user, running the
+    // self-test instead.
+    let runtime = &status(&sock)["runtime"];
+    let id = |key: &str| {
+        runtime[key].as_u64().and_then(|v| u32::try_from(v).ok()).unwrap_or_else(|| panic!("{key}: {runtime}"))
+    };
+    let identity = Identity { uid: id("uid"), gid: id("gid"), named: false };
+    let (control, _keep) = std::os::unix::net::UnixStream::pair().expect("socket pair");
+    let netns = std::fs::File::open("/proc/self/ns/net").expect("this netns");
+    let bin = harness::wasmtune_bin().expect("the wasmtune binary");
+    let mut command = confined_command(Some(&bin), identity, &control, None, &[(netns.as_raw_fd(), 5)]);
+    command.args(["runtime", "--self-test", "--netns-fd", "5"]).stdout(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("spawn the self-test");
+    let mut out = String::new();
+    child.stdout.take().expect("stdout").read_to_string(&mut out).expect("read the self-test");
+    assert!(child.wait().expect("self-test exits").success(), "self-test failed: {out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+    println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    let inside = Confinement {
+        uid: report["confinement"]["uid"].as_str().unwrap_or_default().to_string(),
+        cap_eff: report["confinement"]["cap_eff"].as_str().unwrap_or_default().to_string(),
+        no_new_privs: report["confinement"]["no_new_privs"].as_str().unwrap_or_default().to_string(),
+        seccomp: report["confinement"]["seccomp"].as_str().unwrap_or_default().to_string(),
+    };
+    assert_confined(&inside, "the self-test");
+    let attempts = report["attempts"].as_object().unwrap_or_else(|| panic!("no attempts: {report}"));
+    for what in [
+        "open /proc/sys/net/ipv4/tcp_rmem for writing",
+        "bpf(BPF_PROG_LOAD)",
+        "setns(CLONE_NEWNET)",
+        "socket(AF_INET)",
+        "ptrace(PTRACE_TRACEME)",
+        "unshare(CLONE_NEWUSER|CLONE_NEWNET)",
+    ] {
+        let error = attempts.get(what).unwrap_or_else(|| panic!("{what} not tried: {report}"));
+        assert!(error.is_string(), "{what} succeeded inside the confinement: {report}");
+    }
+    assert!(daemon.terminate().expect("daemon exits").success());
+    harness::record("runtime_process::confinement", json!({ "runtime": confinement, "self_test": report }))
+        .expect("record figures");
+}
+
+#[test]
+fn a_killed_runtime_process_is_replaced_and_tuning_goes_on_under_traffic() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let _serial = harness::measurement_lock();
+    let bed = BufferBed::new("runtime-kill", Side::Receiver, BAD_RMEM).expect("build the test bed");
+    let (_sock_dir, socket) = lifecycle::socket_in("runtime-kill");
+    let sock = socket.to_string_lossy().into_owned();
+    let daemon = Daemon::builder().netns(bed.tuned_netns()).control_socket(&socket).start().expect("spawn");
+    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let first = runtime_pid(&sock);
+
+    std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| bed.transfer(10));
+        let is_change = bed.matcher("sysctl-change");
+        daemon.wait_for("a first change", Duration::from_secs(8), &is_change).expect("tcp-buffer tunes");
+        let changes_before = bed.lines_about(&daemon.lines(), "sysctl-change").len();
+
+        let killed_at = Instant::now();
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL)
+            .expect("kill -9 the runtime process");
+        let first_pid = first.to_string();
+        daemon
+            .wait_for("the old runtime process's end", Duration::from_secs(10), |line| {
+                line.event() == Some("runtime-exited") && line.field("pid").as_deref() == Some(first_pid.as_str())
+            })
+            .expect("the host sees the runtime process end");
+        let started = daemon
+            .wait_for("a new runtime process", Duration::from_secs(10), |line| {
+                line.event() == Some("runtime-started") && line.field("pid").as_deref() != Some(first_pid.as_str())
+            })
+            .expect("a new runtime process starts");
+        let replaced = killed_at.elapsed();
+        let rebuilt = daemon
+            .wait_for("tcp-buffer rebuilt", Duration::from_secs(15), |line| {
+                line.event() == Some("policy-rebuilt") && line.field("policy").as_deref() == Some("tcp-buffer")
+            })
+            .expect("tcp-buffer is rebuilt in a new runtime process");
+        let recovered = killed_at.elapsed();
+        let second = runtime_pid(&sock);
+        assert_ne!(second, first, "the runtime process was not replaced");
+        assert_confined(&Confinement::of_pid(second).expect("status"), "the new runtime process");
+
+        let more = daemon.wait_for("a change after the kill", Duration::from_secs(15), |line| {
+            is_change(line) && line.at > rebuilt.at
+        });
+        let throughput = traffic.join().expect("traffic thread").expect("bulk transfer");
+        more.expect("tuning goes on after the runtime process was killed");
+        let changes = bed.lines_about(&daemon.lines(), "sysctl-change");
+        let last_new = changes.last().and_then(|l| l.field("new")).unwrap_or_default();
+        assert_eq!(harness::normalize(&last_new), bed.current().expect("read"), "the kernel holds the last change");
+
+        let result = status(&sock);
+        let tcp = result["policies"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["name"] == "tcp-buffer"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no tcp-buffer: {result}"));
+        println!(
+            "killed runtime {first}; runtime {second} started after {} ms ({}), ran tcp-buffer again after {} ms; changes {} before the kill, {} in all; \
+             tcp-buffer events: {tcp}; restarts {}; throughput {:.2} Gbit/s",
+            replaced.as_millis(),
+            started.raw.chars().take(80).collect::<String>(),
+            recovered.as_millis(),
+            changes_before,
+            changes.len(),
+            result["runtime"]["restarts"],
+            throughput.gbit_per_s()
+        );
+        assert!(result["runtime"]["restarts"].as_u64().unwrap_or(0) >= 1, "no restart counted: {result}");
+        harness::record(
+            "runtime_process::kill_under_traffic",
+            json!({
+                "replaced_ms": replaced.as_millis() as u64,
+                "recovered_ms": recovered.as_millis() as u64,
+                "changes_before_kill": changes_before,
+                "changes_in_all": changes.len(),
+                "tcp_buffer": tcp,
+                "throughput": throughput.to_json(),
+            }),
+        )
+        .expect("record figures");
+    });
+}
