@@ -60,6 +60,9 @@ struct Live {
     control: UnixStream,
     /// Counts processes started: which one a channel leads to.
     number: u64,
+    /// Asked to be killed: no new channel goes to it (one sent to a dying
+    /// process may not close until its descriptor is collected).
+    doomed: bool,
 }
 
 #[derive(Default)]
@@ -152,7 +155,7 @@ impl RuntimeProcess {
             if self.stopping.load(Ordering::Relaxed) {
                 return Err(RuntimeError::Stopping);
             }
-            if let Some(live) = &slot.live {
+            if let Some(live) = slot.live.as_ref().filter(|live| !live.doomed) {
                 let (host_end, runtime_end) = UnixStream::pair().map_err(RuntimeError::Spawn)?;
                 let fds = [runtime_end.as_raw_fd()];
                 let sent = sendmsg::<()>(
@@ -189,11 +192,11 @@ impl RuntimeProcess {
     /// another is started after the back-off.
     pub fn kill(&self, number: u64, why: &str) {
         let mut slot = lock(&self.slot);
-        if slot.live.as_ref().is_some_and(|live| live.number == number) && slot.kill.is_none() {
-            slot.kill = Some((number, why.to_string()));
-            drop(slot);
-            self.wake_monitor();
-        }
+        let Some(live) = slot.live.as_mut().filter(|live| live.number == number && !live.doomed) else { return };
+        live.doomed = true;
+        slot.kill = Some((number, why.to_string()));
+        drop(slot);
+        self.wake_monitor();
     }
 
     fn wake_monitor(&self) {
@@ -342,7 +345,7 @@ impl RuntimeProcess {
             child.id(),
             self.identity.uid
         );
-        slot.live = Some(Live { pid: child.id(), control, number: slot.started });
+        slot.live = Some(Live { pid: child.id(), control, number: slot.started, doomed: false });
         drop(slot);
         self.changed.notify_all();
         Ok(child)

@@ -95,14 +95,63 @@ fn the_runtime_process_is_confined_and_inside_it_sysctl_writes_bpf_and_setns_fai
         .expect("record figures");
 }
 
-#[test]
-fn a_killed_runtime_process_is_replaced_and_tuning_goes_on_under_traffic() {
+/// What the test does to the runtime process.
+#[derive(Debug, Clone, Copy)]
+enum Misbehaviour {
+    /// `kill -9`.
+    Dies,
+    /// `kill -STOP`: it stops answering.
+    Hangs,
+    /// Garbage written into its channels, as a compromised process would.
+    SendsGarbage,
+}
+
+/// The runtime process's ends of its policy channels: its sockets but the
+/// control socket.
+fn channel_sockets(pid: u32) -> Vec<i32> {
+    let dir = format!("/proc/{pid}/fd");
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .flatten()
+        .filter_map(|entry| {
+            let fd: i32 = entry.file_name().to_string_lossy().parse().ok()?;
+            let target = std::fs::read_link(entry.path()).ok()?;
+            (fd != wasmtune::sandbox::CONTROL_FD && target.to_string_lossy().starts_with("socket:")).then_some(fd)
+        })
+        .collect()
+}
+
+/// Writes a frame longer than the host accepts, then bytes that decode to
+/// nothing, into every channel of process `pid` (through descriptors taken
+/// from it with `pidfd_getfd`).
+fn write_garbage(pid: u32) -> usize {
+    use std::io::Write;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: plain syscalls; each descriptor returned is new and owned here.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    assert!(pidfd >= 0, "pidfd_open {pid}: {}", std::io::Error::last_os_error());
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
+    let mut written = 0;
+    for fd in channel_sockets(pid) {
+        let stolen = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0) };
+        assert!(stolen >= 0, "pidfd_getfd {pid}/{fd}: {}", std::io::Error::last_os_error());
+        let mut socket = std::os::unix::net::UnixStream::from(unsafe { OwnedFd::from_raw_fd(stolen as i32) });
+        if socket.write_all(&[0xff, 0xff, 0xff, 0x7f, 0xde, 0xad, 0xbe, 0xef]).is_ok() {
+            written += 1;
+        }
+    }
+    written
+}
+
+/// Makes the runtime process misbehave under a bulk transfer; the host must
+/// replace it, rebuild tcp-buffer in the new one and go on tuning.
+fn replaced_under_traffic(label: &str, misbehaviour: Misbehaviour) {
     if harness::skip_without(&Requirement::DAEMON_E2E) {
         return;
     }
     let _serial = harness::measurement_lock();
-    let bed = BufferBed::new("runtime-kill", Side::Receiver, BAD_RMEM).expect("build the test bed");
-    let (_sock_dir, socket) = lifecycle::socket_in("runtime-kill");
+    let bed = BufferBed::new(label, Side::Receiver, BAD_RMEM).expect("build the test bed");
+    let (_sock_dir, socket) = lifecycle::socket_in(label);
     let sock = socket.to_string_lossy().into_owned();
     let daemon = Daemon::builder().netns(bed.tuned_netns()).control_socket(&socket).start().expect("spawn");
     daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
@@ -114,36 +163,53 @@ fn a_killed_runtime_process_is_replaced_and_tuning_goes_on_under_traffic() {
         daemon.wait_for("a first change", Duration::from_secs(8), &is_change).expect("tcp-buffer tunes");
         let changes_before = bed.lines_about(&daemon.lines(), "sysctl-change").len();
 
-        let killed_at = Instant::now();
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL)
-            .expect("kill -9 the runtime process");
+        let pid = nix::unistd::Pid::from_raw(first as i32);
+        let misbehaved_at = Instant::now();
+        match misbehaviour {
+            Misbehaviour::Dies => nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).expect("kill -9"),
+            Misbehaviour::Hangs => nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("kill -STOP"),
+            Misbehaviour::SendsGarbage => assert!(write_garbage(first) > 0, "no channel written"),
+        }
         let first_pid = first.to_string();
+        if !matches!(misbehaviour, Misbehaviour::Dies) {
+            let killed = daemon
+                .wait_for("the host killing the runtime process", Duration::from_secs(10), |line| {
+                    line.event() == Some("runtime-killed") && line.field("pid").as_deref() == Some(first_pid.as_str())
+                })
+                .expect("the host kills a runtime process that hangs or sends garbage");
+            let reason = killed.field("reason").unwrap_or_default();
+            let expected = match misbehaviour {
+                Misbehaviour::Hangs => "no answer within",
+                _ => "over the",
+            };
+            assert!(reason.contains(expected), "killed for {reason:?}, not {expected:?}: {}", killed.raw);
+        }
         daemon
             .wait_for("the old runtime process's end", Duration::from_secs(10), |line| {
                 line.event() == Some("runtime-exited") && line.field("pid").as_deref() == Some(first_pid.as_str())
             })
             .expect("the host sees the runtime process end");
-        let started = daemon
+        daemon
             .wait_for("a new runtime process", Duration::from_secs(10), |line| {
                 line.event() == Some("runtime-started") && line.field("pid").as_deref() != Some(first_pid.as_str())
             })
             .expect("a new runtime process starts");
-        let replaced = killed_at.elapsed();
+        let replaced = misbehaved_at.elapsed();
         let rebuilt = daemon
             .wait_for("tcp-buffer rebuilt", Duration::from_secs(15), |line| {
                 line.event() == Some("policy-rebuilt") && line.field("policy").as_deref() == Some("tcp-buffer")
             })
             .expect("tcp-buffer is rebuilt in a new runtime process");
-        let recovered = killed_at.elapsed();
+        let recovered = misbehaved_at.elapsed();
         let second = runtime_pid(&sock);
         assert_ne!(second, first, "the runtime process was not replaced");
         assert_confined(&Confinement::of_pid(second).expect("status"), "the new runtime process");
 
-        let more = daemon.wait_for("a change after the kill", Duration::from_secs(15), |line| {
+        let more = daemon.wait_for("a change after the runtime came back", Duration::from_secs(15), |line| {
             is_change(line) && line.at > rebuilt.at
         });
         let throughput = traffic.join().expect("traffic thread").expect("bulk transfer");
-        more.expect("tuning goes on after the runtime process was killed");
+        more.expect("tuning goes on in the new runtime process");
         let changes = bed.lines_about(&daemon.lines(), "sysctl-change");
         let last_new = changes.last().and_then(|l| l.field("new")).unwrap_or_default();
         assert_eq!(harness::normalize(&last_new), bed.current().expect("read"), "the kernel holds the last change");
@@ -154,29 +220,48 @@ fn a_killed_runtime_process_is_replaced_and_tuning_goes_on_under_traffic() {
             .and_then(|p| p.iter().find(|p| p["name"] == "tcp-buffer"))
             .cloned()
             .unwrap_or_else(|| panic!("no tcp-buffer: {result}"));
+        assert_eq!(tcp["faults"], 0, "a lost runtime counted as the policy's fault: {tcp}");
+        assert!(result["runtime"]["restarts"].as_u64().unwrap_or(0) >= 1, "no restart counted: {result}");
         println!(
-            "killed runtime {first}; runtime {second} started after {} ms ({}), ran tcp-buffer again after {} ms; changes {} before the kill, {} in all; \
-             tcp-buffer events: {tcp}; restarts {}; throughput {:.2} Gbit/s",
+            "{misbehaviour:?}: runtime {first} replaced by {second} after {} ms, tcp-buffer running again after {} ms; \
+             tcp-buffer events handled {}, failed {}, lost {}; changes {changes_before} before, {} in all; {:.2} Gbit/s",
             replaced.as_millis(),
-            started.raw.chars().take(80).collect::<String>(),
             recovered.as_millis(),
-            changes_before,
+            tcp["events-handled"],
+            tcp["events-failed"],
+            tcp["events-lost"],
             changes.len(),
-            result["runtime"]["restarts"],
             throughput.gbit_per_s()
         );
-        assert!(result["runtime"]["restarts"].as_u64().unwrap_or(0) >= 1, "no restart counted: {result}");
         harness::record(
-            "runtime_process::kill_under_traffic",
+            &format!("runtime_process::{label}"),
             json!({
+                "misbehaviour": format!("{misbehaviour:?}"),
                 "replaced_ms": replaced.as_millis() as u64,
                 "recovered_ms": recovered.as_millis() as u64,
-                "changes_before_kill": changes_before,
+                "events_handled": tcp["events-handled"],
+                "events_failed": tcp["events-failed"],
+                "events_lost": tcp["events-lost"],
+                "changes_before": changes_before,
                 "changes_in_all": changes.len(),
-                "tcp_buffer": tcp,
                 "throughput": throughput.to_json(),
             }),
         )
         .expect("record figures");
     });
+}
+
+#[test]
+fn a_killed_runtime_process_is_replaced_and_tuning_goes_on_under_traffic() {
+    replaced_under_traffic("runtime-kill", Misbehaviour::Dies);
+}
+
+#[test]
+fn a_runtime_process_that_stops_answering_is_killed_and_replaced() {
+    replaced_under_traffic("runtime-hang", Misbehaviour::Hangs);
+}
+
+#[test]
+fn a_runtime_process_that_sends_garbage_is_killed_and_replaced() {
+    replaced_under_traffic("runtime-garbage", Misbehaviour::SendsGarbage);
 }
