@@ -162,14 +162,18 @@ impl RuntimeProcess {
                     live.control.as_raw_fd(),
                     &[std::io::IoSlice::new(b"c")],
                     &[ControlMessage::ScmRights(&fds)],
-                    MsgFlags::MSG_NOSIGNAL,
+                    // Never blocks under the lock: a process that stopped reading is killed.
+                    MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
                     None,
                 );
                 match sent {
                     Ok(_) => {
                         let number = live.number;
                         drop(slot);
-                        return Ok(PolicyChannel::open(host_end, number)?);
+                        return PolicyChannel::open(host_end, number).map_err(|broken| {
+                            self.kill(number, &format!("a new channel: {broken}"));
+                            broken.into()
+                        });
                     }
                     Err(errno) => {
                         let number = live.number;
