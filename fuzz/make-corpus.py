@@ -182,8 +182,9 @@ def frame(body: bytes) -> bytes:
 # Frames from the runtime process, in postcard (host/src/runtime/protocol.rs):
 # enum variants by index, integers as varints, strings and lists length first.
 RUNTIME = {
-    "hello": frame(b"\x00" + varint(1)),
-    "loaded-ok": frame(b"\x01\x00"),
+    "hello": frame(b"\x00" + varint(2) + pstr("e2b34a52dfde9739")),
+    "loaded-from-cache": frame(b"\x01\x00\x00"),
+    "loaded-stored": frame(b"\x01\x00\x01"),
     "loaded-refused": frame(b"\x01\x01" + pstr("cannot compile: bad")),
     "done-ok": frame(b"\x03\x00"),
     "done-fault": frame(b"\x03\x01\x02" + pstr("deadline: interrupted")),

@@ -110,7 +110,6 @@ fn main() -> anyhow::Result<()> {
     let runtime = RuntimeProcess::start(RuntimeOptions {
         program: Some(env!("CARGO_BIN_EXE_wasmtune").into()),
         cache_dir: None,
-        log_json: false,
     })?;
     let ctx = WorkerContext {
         runtime: runtime.clone(),

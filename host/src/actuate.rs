@@ -147,10 +147,11 @@ enum Command {
 type PeerSlot = Arc<RwLock<Option<Arc<PeerMap>>>>;
 
 /// A number that changes whenever sysctl values read before may have
-/// changed: the host wrote one, an administrator did, a namespace went, a
-/// change is still queued. The runtime process keeps the values a policy
-/// read until it changes. Without the administrator-write hook another
-/// process's write would go unseen, so it then changes at every look.
+/// changed: the host wrote one, another process wrote any sysctl, a
+/// namespace was registered or went, a change is still queued. The runtime
+/// process keeps the values a policy read until it changes. Without the
+/// administrator-write hook another process's write would go unseen, so it
+/// then changes at every look.
 #[derive(Debug, Default)]
 pub struct KernelEpoch {
     number: AtomicU64,
@@ -160,6 +161,18 @@ pub struct KernelEpoch {
 impl KernelEpoch {
     fn advance(&self) {
         self.number.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// The number for a call about to start. `settled`: no change is
+    /// queued. `namespaces`: the registry's generation, folded in by
+    /// addition: both only grow, so the sum changes whenever either does.
+    fn look(&self, settled: bool, namespaces: u64) -> u64 {
+        let number = if settled && self.outside_writes_seen.load(Ordering::Relaxed) {
+            self.number.load(Ordering::Acquire)
+        } else {
+            self.number.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        number.wrapping_add(namespaces)
     }
 }
 
@@ -233,17 +246,21 @@ impl Actuator {
     /// The current [`KernelEpoch`] number, for a policy call about to start.
     pub fn kernel_epoch(&self) -> u64 {
         let settled = self.pending.load(Ordering::Acquire) == 0;
-        if settled && self.epoch.outside_writes_seen.load(Ordering::Relaxed) {
-            self.epoch.number.load(Ordering::Acquire)
-        } else {
-            self.epoch.number.fetch_add(1, Ordering::AcqRel) + 1
-        }
+        self.epoch.look(settled, self.registry.generation())
     }
 
     /// Whether the administrator-write hook reports other processes' sysctl
     /// writes, so that values read need not be read again until one comes.
     pub fn set_outside_writes_seen(&self, seen: bool) {
         self.epoch.outside_writes_seen.store(seen, Ordering::Relaxed);
+        self.epoch.advance();
+    }
+
+    /// The administrator-write hook saw another process write a sysctl:
+    /// any sysctl, in any namespace (or one the kernel did not name), since
+    /// a policy may read tunables no policy writes, and the runtime process
+    /// would otherwise keep the value it read before.
+    pub fn note_outside_write(&self) {
         self.epoch.advance();
     }
 
@@ -970,6 +987,24 @@ fn log_failed(change: &SysctlChange, netns: &str, old: Option<&Value>, error: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_kernel_epoch_moves_with_writes_namespaces_and_queued_changes() {
+        let epoch = KernelEpoch::default();
+        epoch.outside_writes_seen.store(true, Ordering::Relaxed);
+        let settled = epoch.look(true, 0);
+        assert_eq!(epoch.look(true, 0), settled, "nothing changed, yet values read must be read again");
+        let registered = epoch.look(true, 1);
+        assert_ne!(registered, settled, "a namespace registered or removed left the epoch");
+        assert_eq!(epoch.look(true, 1), registered);
+        epoch.advance();
+        let written = epoch.look(true, 1);
+        assert_ne!(written, registered, "a write left the epoch");
+        assert_ne!(epoch.look(false, 1), written, "a change still queued left the epoch");
+        epoch.outside_writes_seen.store(false, Ordering::Relaxed);
+        let unseen = epoch.look(true, 1);
+        assert_ne!(epoch.look(true, 1), unseen, "without the write hook every look must be new");
+    }
 
     #[test]
     fn refuses_partial_and_mistyped_writes() {

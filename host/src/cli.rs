@@ -57,9 +57,6 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RuntimeArgs {
-    /// The descriptor of the compiled-component cache directory.
-    #[arg(long)]
-    pub cache_fd: Option<i32>,
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Confine this process as the runtime is, try what it must not be able
@@ -242,7 +239,6 @@ impl RunArgs {
                 OnCrashArg::Adopt => crate::daemon::OnCrash::Adopt,
                 OnCrashArg::Rollback => crate::daemon::OnCrash::Rollback,
             },
-            log_json: matches!(self.log_format, LogFormat::Json),
         }
     }
 }

@@ -149,8 +149,7 @@ fn runtime_process(args: &wasmtune::cli::RuntimeArgs) -> anyhow::Result<ExitCode
     // SAFETY: the daemon opened these descriptors for this process and
     // nothing else in it uses them.
     let control = unsafe { OwnedFd::from_raw_fd(wasmtune::sandbox::CONTROL_FD) };
-    let cache = args.cache_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
-    wasmtune::runtime::process::run(control, cache)?;
+    wasmtune::runtime::process::run(control)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -16,6 +16,7 @@ use std::marker::PhantomData;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,10 @@ pub struct NetnsRegistry {
     /// Serialises scans, so two never race to replace the map.
     scanning: Mutex<()>,
     last_unknown_rescan: Mutex<Option<Instant>>,
+    /// Counts scans that found a namespace come or go, whichever thread
+    /// scanned: the actuator's kernel epoch folds it in, so that what a
+    /// policy read about namespaces is read again after one changed.
+    generation: AtomicU64,
 }
 
 impl NetnsRegistry {
@@ -146,6 +151,7 @@ impl NetnsRegistry {
             known: RwLock::new(HashMap::new()),
             scanning: Mutex::new(()),
             last_unknown_rescan: Mutex::new(None),
+            generation: AtomicU64::new(0),
         };
         registry.refresh()?;
         let known = registry.known.read().unwrap_or_else(PoisonError::into_inner);
@@ -204,7 +210,17 @@ impl NetnsRegistry {
             changes.push(NamespaceTransition { cookie, name: gone.name, created: false, tuned: gone.tuned });
         }
         *known = next;
+        if !changes.is_empty() {
+            // While the map is still locked: no reader sees the new map
+            // with the old generation.
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
         Ok(changes)
+    }
+
+    /// A number that changes whenever a namespace was registered or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The name of a known namespace.

@@ -12,7 +12,10 @@ pub const ADMIN_POLICY_DIR: &str = "/etc/wasmtune/policies";
 /// Public keys whose signatures make a policy file trusted (`keys-dir`).
 pub const DEFAULT_KEYS_DIR: &str = "/etc/wasmtune/keys";
 
-/// Compiled policies, keyed by content and engine; written only by the daemon.
+/// Compiled policies, keyed by content and engine: root's, its files opened
+/// by the daemon and written by the runtime process through the descriptor
+/// handed over. (`cache`, of an earlier layout that gave the directory to
+/// the runtime's user, is no longer read.)
 pub fn component_cache_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("cache")
+    state_dir.join("compiled")
 }

@@ -133,6 +133,7 @@ impl ControlContext {
                         "events-lost": w.stats.events_lost.load(Ordering::Relaxed),
                         "events-failed": w.stats.events_failed.load(Ordering::Relaxed),
                         "faults": w.stats.faults.load(Ordering::Relaxed),
+                        "runtime-failures": w.stats.runtime_failures.load(Ordering::Relaxed),
                         "last-fault": w.stats.last_fault(),
                         "queued-batches": w.queued_batches(),
                         "granted-tunables": w.grant.sysctls.iter()
@@ -151,6 +152,7 @@ impl ControlContext {
                         "events-lost": 0,
                         "events-failed": 0,
                         "faults": 0,
+                        "runtime-failures": 0,
                         "last-fault": Json::Null,
                         "queued-batches": 0,
                         "granted-tunables": Vec::<String>::new(),

@@ -36,6 +36,9 @@ fn policies(result: &Json, out: &mut Vec<String>) {
         if let Some(kind) = p["last-fault"].as_str() {
             out.push(format!("  last fault: {kind}"));
         }
+        if p["runtime-failures"].as_u64().is_some_and(|n| n > 0) {
+            out.push(format!("  runtime process failed during its calls: {}", text(&p["runtime-failures"])));
+        }
     }
 }
 

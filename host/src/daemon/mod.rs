@@ -45,8 +45,6 @@ pub struct RunOptions {
     pub control_socket: PathBuf,
     /// What to do with changes an earlier run left in effect.
     pub on_crash: OnCrash,
-    /// Log lines as JSON (else text); the runtime process logs alike.
-    pub log_json: bool,
 }
 
 /// What to do at start with changes the journal says an earlier run left
@@ -116,7 +114,6 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let runtime = RuntimeProcess::start(RuntimeOptions {
         program: None,
         cache_dir: Some(paths::component_cache_dir(&opts.state_dir)),
-        log_json: opts.log_json,
     })
     .context("cannot start the runtime process")?;
     let arbiter = Arc::new(Arbiter::default());

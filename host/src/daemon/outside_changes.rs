@@ -21,7 +21,9 @@ use crate::wit::{AdminOverride, Event, NamespaceChange};
 /// [`crate::overrides`]), logged with who wrote what and when, and reaches
 /// the policies subscribed to `admin-override`. Writes to tunables no
 /// policy may write are only logged at debug level: nothing of the host's
-/// is at stake.
+/// is at stake. Every write reported, whatever its tunable or namespace,
+/// advances the kernel epoch first: policies may read tunables they may not
+/// write, and the values they read are kept until the epoch changes.
 pub fn admin_write_handler(
     actuator: Actuator,
     arbiter: Arc<Arbiter>,
@@ -29,6 +31,7 @@ pub fn admin_write_handler(
     policies: Arc<PolicySet>,
 ) -> impl FnMut(AdminWrite) + Send + 'static {
     move |write: AdminWrite| {
+        actuator.note_outside_write();
         if write.netns == 0 {
             tracing::debug!(tunable = %write.tunable, pid = write.pid, comm = %write.comm, "a sysctl write whose namespace the kernel did not tell is ignored");
             return;
@@ -185,4 +188,42 @@ pub fn start_cgroup_and_namespaces(
         }
     };
     CgroupAndNamespaces { hooks, namespaces }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actuate::ActuatorConfig;
+
+    #[test]
+    fn every_outside_write_moves_the_kernel_epoch() {
+        let dir = tempfile::tempdir().expect("scratch dir");
+        let registry = Arc::new(NetnsRegistry::discover(&[]).expect("registry"));
+        let (actuator, thread) = Actuator::spawn(ActuatorConfig {
+            dry_run: true,
+            state_dir: dir.path().to_path_buf(),
+            registry: registry.clone(),
+            journal_max_bytes: crate::ledger::COMPACT_AT_BYTES,
+        })
+        .expect("actuator");
+        actuator.set_outside_writes_seen(true);
+        let mut handler = admin_write_handler(actuator.clone(), Arc::default(), registry, Arc::default());
+        let settled = actuator.kernel_epoch();
+        assert_eq!(actuator.kernel_epoch(), settled, "the epoch moves with nothing written");
+        // No policy may write it, and the host does not tune the namespace
+        // (or the kernel did not say which it was): a policy may still read it.
+        for netns in [u64::MAX, 0] {
+            let before = actuator.kernel_epoch();
+            handler(AdminWrite {
+                netns,
+                tunable: "net.core.somaxconn".into(),
+                pid: 1,
+                comm: "sysctl".into(),
+                value: Some("4096".into()),
+            });
+            assert_ne!(actuator.kernel_epoch(), before, "a write in netns {netns} left the epoch as it was");
+        }
+        actuator.shutdown();
+        thread.join().expect("actuator thread");
+    }
 }

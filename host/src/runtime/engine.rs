@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, OptLevel};
 
+use crate::runtime::protocol::{CacheFile, CacheUse};
 use crate::runtime::state::PolicyState;
 
 /// How often the epoch advances; deadlines are counted in these ticks. A
@@ -63,18 +64,63 @@ impl PolicyEngine {
         PolicyEngine::finish(engine, cache)
     }
 
-    /// The runtime process's engine: its cache is a directory it was handed
-    /// open (it cannot reach the path), or none.
-    pub fn with_cache_fd(cache_dir: Option<OwnedFd>) -> Result<PolicyEngine, EngineError> {
+    /// The runtime process's engine: it opens no cache itself; the host
+    /// hands it each cache file ([`PolicyEngine::compile_handed`]).
+    pub fn confined() -> Result<PolicyEngine, EngineError> {
         let engine = Engine::new(&engine_config()).map_err(EngineError::Create)?;
-        let cache = cache_dir.and_then(|fd| match ComponentCache::from_fd(fd, &engine) {
-            Ok(cache) => Some(cache),
-            Err(e) => {
-                tracing::warn!("compiled-policy cache disabled: {e}");
-                None
+        PolicyEngine::finish(engine, None)
+    }
+
+    /// The key compiled components are kept under: wasmtime's version and
+    /// this engine's settings.
+    pub fn engine_key(&self) -> String {
+        engine_key(&self.engine)
+    }
+
+    /// Compiles a component, using the cache file the host handed over:
+    /// loads a compiled one, or writes what it compiled into an empty one.
+    pub fn compile_handed(
+        &self,
+        bytes: &[u8],
+        handed: Option<(CacheFile, OwnedFd)>,
+    ) -> wasmtime::Result<(Component, CacheUse)> {
+        use std::io::{Read, Write};
+        match handed {
+            Some((CacheFile::Compiled, fd)) => {
+                let mut compiled = Vec::new();
+                std::fs::File::from(fd).read_to_end(&mut compiled)?;
+                // SAFETY: the host hands over only a regular file of root's,
+                // private to it, that a runtime process wrote from this
+                // engine's own output under this engine's key (see
+                // `cache_broker`); wasmtime re-checks the header. A file a
+                // compromised runtime wrote compromises at most this
+                // process, which has no more than that one had.
+                match unsafe { Component::deserialize(&self.engine, &compiled) } {
+                    Ok(component) => Ok((component, CacheUse::Loaded)),
+                    Err(e) => {
+                        tracing::warn!("recompiling: the cached compiled policy is unusable: {e:#}");
+                        Ok((Component::new(&self.engine, bytes)?, CacheUse::Unused))
+                    }
+                }
             }
-        });
-        PolicyEngine::finish(engine, cache)
+            Some((CacheFile::Empty, fd)) => {
+                let component = Component::new(&self.engine, bytes)?;
+                let stored = component.serialize().and_then(|serialized| {
+                    let mut file = std::fs::File::from(fd);
+                    file.write_all(&serialized)?;
+                    file.sync_all()?;
+                    Ok(())
+                });
+                match stored {
+                    Ok(()) => Ok((component, CacheUse::Stored)),
+                    Err(e) => {
+                        tracing::warn!("cannot cache the compiled policy: {e:#}");
+                        Ok((component, CacheUse::Unused))
+                    }
+                }
+            }
+            _ => Ok((Component::new(&self.engine, bytes)?, CacheUse::Unused)),
+        }
     }
 
     fn finish(engine: Engine, cache: Option<ComponentCache>) -> Result<PolicyEngine, EngineError> {
@@ -170,26 +216,7 @@ impl ComponentCache {
                 dir.display()
             )));
         }
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ComponentCache { dir: dir.to_path_buf(), dir_fd, engine_key: format!("{:016x}", hasher.finish()) })
-    }
-
-    /// A cache directory handed over open: checked through its descriptor.
-    fn from_fd(dir_fd: OwnedFd, engine: &Engine) -> std::io::Result<ComponentCache> {
-        let meta = std::fs::File::from(dir_fd.try_clone()?).metadata()?;
-        if !meta.is_dir() || !owned_and_private(&meta) {
-            return Err(std::io::Error::other(
-                "the cache directory handed over must be this user's and not writable by others",
-            ));
-        }
-        let mut hasher = DefaultHasher::new();
-        engine.precompile_compatibility_hash().hash(&mut hasher);
-        Ok(ComponentCache {
-            dir: PathBuf::from("(runtime cache)"),
-            dir_fd,
-            engine_key: format!("{:016x}", hasher.finish()),
-        })
+        Ok(ComponentCache { dir: dir.to_path_buf(), dir_fd, engine_key: engine_key(engine) })
     }
 
     fn get_or_compile(&self, engine: &Engine, bytes: &[u8]) -> wasmtime::Result<Component> {
@@ -254,6 +281,12 @@ impl ComponentCache {
         file.sync_all()?;
         nix::fcntl::renameat(&self.dir_fd, tmp.as_str(), &self.dir_fd, name).map_err(std::io::Error::from)
     }
+}
+
+fn engine_key(engine: &Engine) -> String {
+    let mut hasher = DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
 }
 
 pub fn hex(bytes: &[u8]) -> String {

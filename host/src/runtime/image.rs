@@ -6,6 +6,7 @@
 //! capabilities).
 
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use wasmtime::component::types::ComponentItem;
 
 use crate::manifest::{Manifest, ManifestError};
 use crate::runtime::engine::{PolicyEngine, hex};
+use crate::runtime::protocol::{CacheFile, CacheUse};
 use crate::runtime::state::PolicyState;
 use crate::wit::PolicyPre;
 
@@ -123,10 +125,28 @@ impl CompiledPolicy {
     pub fn compile(engine: &PolicyEngine, bytes: &[u8]) -> Result<CompiledPolicy, LoadError> {
         check_encoding(bytes)?;
         let component = engine.compile(bytes).map_err(LoadError::Compile)?;
-        check_world(engine, &component)?;
-        let instance_pre = engine.linker.instantiate_pre(&component).map_err(LoadError::Link)?;
+        CompiledPolicy::link(engine, &component)
+    }
+
+    fn link(engine: &PolicyEngine, component: &wasmtime::component::Component) -> Result<CompiledPolicy, LoadError> {
+        check_world(engine, component)?;
+        let instance_pre = engine.linker.instantiate_pre(component).map_err(LoadError::Link)?;
         let pre = PolicyPre::new(instance_pre).map_err(LoadError::Link)?;
         Ok(CompiledPolicy { pre })
+    }
+}
+
+impl CompiledPolicy {
+    /// In the runtime process: as [`CompiledPolicy::compile`], with the
+    /// cache file the host handed over; says what became of it.
+    pub fn compile_handed(
+        engine: &PolicyEngine,
+        bytes: &[u8],
+        handed: Option<(CacheFile, OwnedFd)>,
+    ) -> Result<(CompiledPolicy, CacheUse), LoadError> {
+        check_encoding(bytes)?;
+        let (component, used) = engine.compile_handed(bytes, handed).map_err(LoadError::Compile)?;
+        Ok((CompiledPolicy::link(engine, &component)?, used))
     }
 }
 

@@ -4,7 +4,8 @@
 //!
 //! In the runtime process:
 //! - [`process`]: its main loop: a channel per policy, served on a thread each.
-//! - [`engine`]: the wasmtime engine, its epoch ticker and the compiled-component cache.
+//! - [`engine`]: the wasmtime engine, its epoch ticker, and compiled components loaded
+//!   from or written to the cache files the host hands over.
 //! - [`image`]: a policy file read by the host ([`image::PolicyImage`]), and
 //!   checked, compiled and linked by the runtime ([`image::CompiledPolicy`]).
 //! - [`state`]: what one policy's `Store` holds: its link to the host and its limits.
@@ -16,6 +17,8 @@
 //!
 //! In the host:
 //! - [`supervisor`]: starts the runtime process confined, restarts it with back-off.
+//! - [`output`]: the runtime's log lines, relayed into the daemon's log, marked as its.
+//! - [`cache_broker`]: opens the compiled-component cache files the runtime may use.
 //! - [`channel`]: the host's end of a policy's channel, with deadlines.
 //! - [`worker`]: the thread that feeds a policy events, answers its calls, rebuilds
 //!   it after a fault or a lost runtime, and quarantines it after repeated faults.
@@ -32,5 +35,7 @@ pub mod state;
 pub mod process;
 pub mod channel;
 pub mod supervisor;
+pub mod output;
+pub mod cache_broker;
 pub mod worker;
 pub mod quarantine;

@@ -19,15 +19,19 @@ use crate::caps::clock::ClockCap;
 use crate::runtime::engine::PolicyEngine;
 use crate::runtime::image::CompiledPolicy;
 use crate::runtime::instance::{Fault, FaultKind, PolicyInstance};
-use crate::runtime::protocol::{self, FromRuntime, MAX_TO_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION};
+use crate::runtime::protocol::{
+    self, CacheFile, FromRuntime, MAX_TO_RUNTIME, ProtocolError, RemoteFault, ToRuntime, VERSION,
+};
 use crate::runtime::remote::RemoteHost;
 use crate::runtime::state::PolicyState;
 use crate::wit::{PolicyConfig, PolicyInfo};
 
 /// Runs the runtime process until the host closes its control socket.
-pub fn run(control: OwnedFd, cache: Option<OwnedFd>) -> anyhow::Result<()> {
+pub fn run(control: OwnedFd) -> anyhow::Result<()> {
+    // Read while files can still be opened: glibc counts CPUs from /sys.
+    crate::machine::remember();
     crate::sandbox::confine_self()?;
-    let engine = Arc::new(PolicyEngine::with_cache_fd(cache)?);
+    let engine = Arc::new(PolicyEngine::confined()?);
     tracing::debug!(pid = std::process::id(), "runtime process ready");
     while let Some(channel) = receive_channel(&control)? {
         let engine = engine.clone();
@@ -103,7 +107,8 @@ impl Serving {
     fn run(mut self) -> Result<(), ProtocolError> {
         match protocol::read_frame::<ToRuntime>(&mut self.channel, MAX_TO_RUNTIME, 0)? {
             ToRuntime::Hello { version } => {
-                protocol::write_frame(&mut self.channel, &FromRuntime::Hello { version: VERSION })?;
+                let engine = self.engine.engine_key();
+                protocol::write_frame(&mut self.channel, &FromRuntime::Hello { version: VERSION, engine })?;
                 if version != VERSION {
                     return Err(ProtocolError::Version(version));
                 }
@@ -117,13 +122,24 @@ impl Serving {
                 Err(error) => return Err(error),
             };
             let answer = match request {
-                ToRuntime::Load { name: _, bytes, memory_limit, clock_ms } => {
+                ToRuntime::Load { name: _, bytes, memory_limit, clock_ms, cache } => {
+                    let handed = match cache {
+                        CacheFile::None => None,
+                        kind => Some((kind, protocol::receive_descriptor(&self.channel)?)),
+                    };
                     self.memory_limit = usize::try_from(memory_limit).unwrap_or(usize::MAX);
                     self.started =
                         Instant::now().checked_sub(Duration::from_millis(clock_ms)).unwrap_or_else(Instant::now);
                     self.instance = None;
-                    let compiled = CompiledPolicy::compile(&self.engine, &bytes);
-                    FromRuntime::Loaded(compiled.map(|c| self.compiled = Some(c)).map_err(|e| e.to_string()))
+                    let compiled = CompiledPolicy::compile_handed(&self.engine, &bytes, handed);
+                    FromRuntime::Loaded(
+                        compiled
+                            .map(|(compiled, used)| {
+                                self.compiled = Some(compiled);
+                                used
+                            })
+                            .map_err(|e| e.to_string()),
+                    )
                 }
                 ToRuntime::Start { config } => FromRuntime::Started(self.start(&config)),
                 ToRuntime::Events { batch, kernel } => {

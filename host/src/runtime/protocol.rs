@@ -21,7 +21,7 @@ use crate::wit::wasmtune::policy::sysctl::Change;
 use crate::wit::{Denial, Event, IpPrefix, PeerChange, PolicyConfig, PolicyInfo, SysctlValue};
 
 /// Bumped on any change to the messages below; both ends say theirs first.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest frame the host sends: a policy file (at most 16 MiB) and room.
 pub const MAX_TO_RUNTIME: usize = 17 << 20;
 /// Largest frame the runtime may send: a state-store value (at most 64 KiB)
@@ -33,8 +33,9 @@ pub const MAX_FROM_RUNTIME: usize = 160 << 10;
 pub enum ToRuntime<'a> {
     /// The first message on every channel.
     Hello { version: u32 },
-    /// Compile and link this component (answered with `Loaded`).
-    Load { name: String, bytes: Cow<'a, [u8]>, memory_limit: u64, clock_ms: u64 },
+    /// Compile and link this component (answered with `Loaded`). When
+    /// `cache` says so, a descriptor follows the frame ([`send_descriptor`]).
+    Load { name: String, bytes: Cow<'a, [u8]>, memory_limit: u64, clock_ms: u64, cache: CacheFile },
     /// A fresh instance, then its `init` (answered with `Started`).
     Start { config: PolicyConfig },
     /// Call `on-events` (answered with `Done`). `kernel` changes whenever
@@ -55,14 +56,40 @@ pub enum Reply {
     StateValue(Option<Vec<u8>>),
 }
 
+/// The compiled-component cache file the host hands over with a `Load`:
+/// the runtime opens no file itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheFile {
+    /// No cache: compile.
+    None,
+    /// This component, compiled before by this engine: load it.
+    Compiled,
+    /// An empty file: compile, and write the compiled component into it.
+    Empty,
+}
+
+/// What the runtime did with the file it was handed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CacheUse {
+    /// Loaded the compiled component from it.
+    Loaded,
+    /// Compiled, and wrote the result into it.
+    Stored,
+    /// Did not use it (none, unusable, or not written): it compiled.
+    Unused,
+}
+
 /// The runtime's side of a policy channel.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum FromRuntime {
     Hello {
         version: u32,
+        /// The engine's compatibility key (wasmtime version and settings):
+        /// compiled files are kept per key.
+        engine: String,
     },
     /// The file compiled and linked, or why not (the host shows it as is).
-    Loaded(Result<(), String>),
+    Loaded(Result<CacheUse, String>),
     /// `init` returned (its info or its refusal), or the call faulted.
     Started(Result<Result<PolicyInfo, String>, RemoteFault>),
     /// `on-events` or `on-tick` returned, or faulted.
@@ -174,6 +201,57 @@ pub fn read_frame<T: for<'de> Deserialize<'de>>(
     decode(&body)
 }
 
+/// Sends one descriptor, on one byte of its own (after the frame it goes
+/// with): a read of frames never takes it by mistake, since the reader
+/// reads exactly a frame's length.
+pub fn send_descriptor(
+    stream: &std::os::unix::net::UnixStream,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), ProtocolError> {
+    use std::os::fd::AsRawFd;
+    let fds = [fd.as_raw_fd()];
+    let control = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(
+        stream.as_raw_fd(),
+        &[std::io::IoSlice::new(b"d")],
+        &control,
+        nix::sys::socket::MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map(drop)
+    .map_err(|errno| ProtocolError::from_io(errno.into()))
+}
+
+/// Receives the descriptor [`send_descriptor`] sent.
+pub fn receive_descriptor(stream: &std::os::unix::net::UnixStream) -> Result<std::os::fd::OwnedFd, ProtocolError> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let message = loop {
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|errno| ProtocolError::from_io(errno.into()))?,
+        }
+    };
+    if message.bytes == 0 {
+        return Err(ProtocolError::Closed);
+    }
+    let mut received = None;
+    for cmsg in message.cmsgs().map_err(|errno| ProtocolError::from_io(errno.into()))? {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            for fd in fds {
+                // SAFETY: the kernel just installed `fd` in this process for
+                // this message; nothing else owns it.
+                let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+                received.get_or_insert(owned);
+            }
+        }
+    }
+    received.ok_or(ProtocolError::Unexpected("a byte without the descriptor it should carry"))
+}
+
 /// Decodes one frame's body; the whole body must be one message.
 pub fn decode<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ProtocolError> {
     match postcard::take_from_bytes(body) {
@@ -238,6 +316,10 @@ mod tests {
                 // A message kind the reader knows, half the time.
                 if bytes.len() > 4 {
                     bytes[4] %= 5;
+                }
+                // And a small first field (a variant or a short length).
+                if bytes.len() > 5 {
+                    bytes[5] %= 4;
                 }
             }
             match read_frame::<FromRuntime>(&mut bytes.as_slice(), MAX_FROM_RUNTIME, 0) {

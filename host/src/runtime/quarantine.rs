@@ -4,8 +4,12 @@
 //! the restart that follows an out-of-memory kill is exactly when it must
 //! not be. The same rule as in memory clears it: a different file of the
 //! policy (any change of digest); so does `wasmtune policy enable NAME`.
+//!
+//! It also keeps, in memory only, which runtime processes already failed a
+//! policy's call ([`QuarantineList::claim_runtime_failure`]), so that one
+//! death is charged to one policy, not to every policy it cut off.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -15,6 +19,10 @@ use crate::state_file::{self, StateFileError};
 
 /// The file, inside the state directory.
 pub const QUARANTINE_FILE: &str = "quarantine.json";
+/// Failed runtime processes remembered; the oldest are forgotten first
+/// (processes are numbered in order, and a channel only ever leads to a
+/// recent one).
+const CLAIMS_KEPT: usize = 64;
 /// The format version written; a newer one is refused rather than misread.
 const FORMAT_VERSION: u32 = 1;
 
@@ -64,6 +72,8 @@ pub struct QuarantineList {
     /// written).
     path: Option<PathBuf>,
     entries: Mutex<BTreeMap<String, QuarantineEntry>>,
+    /// Numbers of the runtime processes whose failure was already reported.
+    failed_runtimes: Mutex<BTreeSet<u64>>,
 }
 
 impl QuarantineList {
@@ -71,13 +81,13 @@ impl QuarantineList {
     pub fn load(state_dir: &Path) -> Result<QuarantineList, QuarantineError> {
         let path = state_dir.join(QUARANTINE_FILE);
         let entries = read_file(&path)?;
-        Ok(QuarantineList { path: Some(path), entries: Mutex::new(entries) })
+        Ok(QuarantineList { path: Some(path), entries: Mutex::new(entries), failed_runtimes: Mutex::default() })
     }
 
     /// The stored list, honoured but never written back (`--dry-run`).
     pub fn load_read_only(state_dir: &Path) -> Result<QuarantineList, QuarantineError> {
         let entries = read_file(&state_dir.join(QUARANTINE_FILE))?;
-        Ok(QuarantineList { path: None, entries: Mutex::new(entries) })
+        Ok(QuarantineList { path: None, entries: Mutex::new(entries), failed_runtimes: Mutex::default() })
     }
 
     /// The entry quarantining the file with this digest, if any.
@@ -117,6 +127,20 @@ impl QuarantineList {
             self.persist(&entries)?;
         }
         Ok(removed)
+    }
+
+    /// Records that runtime process number `process` failed a policy's
+    /// call (or was killed for a reason of the host's). True only for the
+    /// first report: the policy whose call broke first is the one that may
+    /// have caused it; every other channel to that process breaks because
+    /// it died, or because the first policy's worker killed it.
+    pub fn claim_runtime_failure(&self, process: u64) -> bool {
+        let mut failed = self.failed_runtimes.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = failed.insert(process);
+        while failed.len() > CLAIMS_KEPT {
+            failed.pop_first();
+        }
+        first
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, QuarantineEntry>> {
@@ -192,6 +216,19 @@ mod tests {
             .expect("write");
         let error = QuarantineList::load(dir.path()).expect_err("refused").to_string();
         assert!(error.contains("quarantine.json line 3"), "{error}");
+    }
+
+    #[test]
+    fn a_runtime_failure_is_claimed_once_and_old_ones_are_forgotten() {
+        let list = QuarantineList::default();
+        assert!(list.claim_runtime_failure(3), "the first report was not the claim");
+        assert!(!list.claim_runtime_failure(3), "a second channel to the same process was charged too");
+        assert!(list.claim_runtime_failure(4), "the next process was taken as the same");
+        for process in 5..5 + CLAIMS_KEPT as u64 {
+            list.claim_runtime_failure(process);
+        }
+        assert_eq!(list.failed_runtimes.lock().expect("claims").len(), CLAIMS_KEPT);
+        assert!(!list.claim_runtime_failure(4 + CLAIMS_KEPT as u64), "a recent claim was forgotten");
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! until the host says the kernel's values may have changed (the `kernel`
 //! number that comes with every call), so a policy that reads the same
 //! tunable for every event in a batch costs one round trip, not one per
-//! event. A call too large for a frame is refused here, as the host would.
+//! event. Only values are kept, never a denial: a namespace or a tunable
+//! that was missing may be there at the next read. A change the host
+//! accepted drops what was kept of its tunable, so the policy reads its own
+//! write (or the host's reason for not making it) at once. A call too large
+//! for a frame is refused here, as the host would.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -24,7 +28,8 @@ pub struct RemoteHost {
     /// The host's kernel number for the call in progress.
     kernel: Arc<AtomicU64>,
     reads_at: u64,
-    reads: HashMap<(u64, String), Result<SysctlValue, Denial>>,
+    /// Values read at `reads_at`, by namespace and name.
+    reads: HashMap<(u64, String), SysctlValue>,
 }
 
 impl RemoteHost {
@@ -57,17 +62,40 @@ impl RemoteHost {
 
 impl HostCalls for RemoteHost {
     fn call(&mut self, call: HostCall) -> wasmtime::Result<Option<Reply>> {
-        let HostCall::Read { netns, name } = call else { return self.ask(call) };
+        match call {
+            HostCall::Read { netns, name } => self.read(netns, name),
+            HostCall::RequestChange(change) => {
+                let key = (change.netns, change.name.clone());
+                let reply = self.ask(HostCall::RequestChange(change))?;
+                // Accepted means queued: the host applies it after this
+                // call returns, or refuses it then. Either way the value
+                // kept is no longer the one to answer with; a host read
+                // waits for the queued change.
+                if matches!(reply, Some(Reply::Outcome(Ok(())))) {
+                    self.reads.remove(&key);
+                }
+                Ok(reply)
+            }
+            // Per-destination settings are not sysctls: nothing kept changes.
+            call => self.ask(call),
+        }
+    }
+}
+
+impl RemoteHost {
+    /// A sysctl read: the value kept for this kernel epoch, or the host's
+    /// answer, kept only when it is a value.
+    fn read(&mut self, netns: u64, name: String) -> wasmtime::Result<Option<Reply>> {
         let kernel = self.kernel.load(Ordering::Relaxed);
         if kernel != self.reads_at || self.reads.len() >= MAX_CACHED_READS {
             self.reads.clear();
             self.reads_at = kernel;
         }
         if let Some(known) = self.reads.get(&(netns, name.clone())) {
-            return Ok(Some(Reply::Read(known.clone())));
+            return Ok(Some(Reply::Read(Ok(known.clone()))));
         }
         let reply = self.ask(HostCall::Read { netns, name: name.clone() })?;
-        if let Some(Reply::Read(value)) = &reply {
+        if let Some(Reply::Read(Ok(value))) = &reply {
             self.reads.insert((netns, name), value.clone());
         }
         Ok(reply)
@@ -103,5 +131,111 @@ fn too_large(call: &HostCall) -> Reply {
         HostCall::StateGet(_) => Reply::StateValue(None),
         HostCall::AvailableCongestion => Reply::Congestion(Vec::new()),
         _ => Reply::Outcome(Err(denial)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::thread::JoinHandle;
+
+    use super::*;
+    use crate::runtime::protocol::ProtocolError;
+    use crate::wit::wasmtune::policy::sysctl::Change;
+
+    const TUNED: u64 = 7;
+    const GONE: u64 = 9;
+
+    /// The host's end: a namespace `GONE` it does not tune, every read in
+    /// `TUNED` a new value (1, 2, ...), every change accepted but one to
+    /// `net.core.refused`. Returns the reads it was asked, by name.
+    fn fake_host(mut stream: UnixStream) -> JoinHandle<Vec<String>> {
+        std::thread::spawn(move || {
+            let mut asked = Vec::new();
+            loop {
+                let call = match protocol::read_frame::<FromRuntime>(&mut stream, MAX_FROM_RUNTIME, 0) {
+                    Ok(FromRuntime::Call(call)) => call,
+                    Err(ProtocolError::Closed) => return asked,
+                    other => panic!("not a host call: {other:?}"),
+                };
+                let reply = match call {
+                    HostCall::Read { netns: GONE, name } => {
+                        asked.push(name);
+                        Reply::Read(Err(Denial::UnknownNetns(GONE)))
+                    }
+                    HostCall::Read { name, .. } => {
+                        asked.push(name);
+                        Reply::Read(Ok(SysctlValue::Integers(vec![asked.len() as i64])))
+                    }
+                    HostCall::RequestChange(change) if change.name == "net.core.refused" => {
+                        Reply::Outcome(Err(Denial::RateLimited(1000)))
+                    }
+                    HostCall::RequestChange(_) => Reply::Outcome(Ok(())),
+                    other => panic!("not a call this test makes: {other:?}"),
+                };
+                protocol::write_frame(&mut stream, &ToRuntime::Reply(reply)).expect("reply");
+            }
+        })
+    }
+
+    fn read(remote: &mut RemoteHost, netns: u64, name: &str) -> Result<SysctlValue, Denial> {
+        match remote.call(HostCall::Read { netns, name: name.into() }).expect("call") {
+            Some(Reply::Read(value)) => value,
+            other => panic!("not a read: {other:?}"),
+        }
+    }
+
+    fn change(remote: &mut RemoteHost, name: &str) -> Result<(), Denial> {
+        let change = Change {
+            netns: TUNED,
+            name: name.into(),
+            value: SysctlValue::Integers(vec![4096]),
+            scenario: "test".into(),
+            reason: "test".into(),
+        };
+        match remote.call(HostCall::RequestChange(change)).expect("call") {
+            Some(Reply::Outcome(outcome)) => outcome,
+            other => panic!("not an outcome: {other:?}"),
+        }
+    }
+
+    fn remote_and_host() -> (RemoteHost, JoinHandle<Vec<String>>) {
+        let (runtime_end, host_end) = UnixStream::pair().expect("socket pair");
+        (RemoteHost::new(runtime_end, Arc::new(AtomicU64::new(1))), fake_host(host_end))
+    }
+
+    #[test]
+    fn values_are_kept_for_the_epoch_and_denials_never() {
+        let (mut remote, host) = remote_and_host();
+        let one = Ok(SysctlValue::Integers(vec![1]));
+        assert_eq!(read(&mut remote, TUNED, "net.core.somaxconn"), one);
+        assert_eq!(read(&mut remote, TUNED, "net.core.somaxconn"), one, "a value was not kept");
+        assert_eq!(read(&mut remote, GONE, "net.core.somaxconn"), Err(Denial::UnknownNetns(GONE)));
+        assert_eq!(read(&mut remote, GONE, "net.core.somaxconn"), Err(Denial::UnknownNetns(GONE)));
+        remote.kernel.store(2, Ordering::Relaxed);
+        assert_eq!(read(&mut remote, TUNED, "net.core.somaxconn"), Ok(SysctlValue::Integers(vec![4])));
+        drop(remote);
+        let asked = host.join().expect("host");
+        assert_eq!(asked.len(), 4, "a denial was kept, or a value read again in one epoch: {asked:?}");
+    }
+
+    #[test]
+    fn an_accepted_change_drops_the_value_kept_of_its_tunable() {
+        let (mut remote, host) = remote_and_host();
+        assert_eq!(read(&mut remote, TUNED, "net.core.rmem_max"), Ok(SysctlValue::Integers(vec![1])));
+        assert_eq!(read(&mut remote, TUNED, "net.core.refused"), Ok(SysctlValue::Integers(vec![2])));
+        assert_eq!(change(&mut remote, "net.core.rmem_max"), Ok(()));
+        assert_eq!(change(&mut remote, "net.core.refused"), Err(Denial::RateLimited(1000)));
+        assert_eq!(
+            read(&mut remote, TUNED, "net.core.rmem_max"),
+            Ok(SysctlValue::Integers(vec![3])),
+            "the policy does not read its own write"
+        );
+        assert_eq!(
+            read(&mut remote, TUNED, "net.core.refused"),
+            Ok(SysctlValue::Integers(vec![2])),
+            "a refused change dropped the value kept"
+        );
+        drop(remote);
+        assert_eq!(host.join().expect("host"), ["net.core.rmem_max", "net.core.refused", "net.core.rmem_max"]);
     }
 }

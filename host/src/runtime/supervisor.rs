@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
+use crate::runtime::cache_broker::CacheBroker;
 use crate::runtime::channel::{ChannelBroken, PolicyChannel};
-use crate::sandbox::{self, CACHE_FD, CONTROL_FD, Identity};
+use crate::runtime::output::relay_output;
+use crate::sandbox::{self, CONTROL_FD, Identity};
 
 /// Wait before the first restart; doubled for each further death within
 /// [`DEATH_WINDOW`], up to [`MAX_BACKOFF`].
@@ -47,11 +49,9 @@ pub enum RuntimeError {
 pub struct RuntimeOptions {
     /// The wasmtune binary to run as the runtime; `None`: this one.
     pub program: Option<PathBuf>,
-    /// Compiled components, kept by the runtime's user; `None`: compile
-    /// every time.
+    /// Compiled components (see [`CacheBroker`]); `None`: compile every
+    /// time.
     pub cache_dir: Option<PathBuf>,
-    /// Its log lines as JSON (else text), like the daemon's.
-    pub log_json: bool,
 }
 
 /// The running process, as the host sees it.
@@ -78,6 +78,7 @@ struct Slot {
 pub struct RuntimeProcess {
     identity: Identity,
     options: RuntimeOptions,
+    cache: Option<Arc<CacheBroker>>,
     slot: Mutex<Slot>,
     changed: Condvar,
     stopping: AtomicBool,
@@ -97,14 +98,18 @@ impl RuntimeProcess {
     /// returns once the first one runs.
     pub fn start(options: RuntimeOptions) -> Result<Arc<RuntimeProcess>, RuntimeError> {
         let identity = Identity::choose()?;
-        if let Some(dir) = &options.cache_dir {
-            prepare_cache_dir(dir, identity).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?;
-        }
+        let cache = match &options.cache_dir {
+            Some(dir) => Some(Arc::new(
+                CacheBroker::open(dir).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?,
+            )),
+            None => None,
+        };
         let (woken, wake) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
             .map_err(|e| RuntimeError::Spawn(e.into()))?;
         let runtime = Arc::new(RuntimeProcess {
             identity,
             options,
+            cache,
             slot: Mutex::default(),
             changed: Condvar::new(),
             stopping: AtomicBool::new(false),
@@ -141,6 +146,17 @@ impl RuntimeProcess {
         lock(&self.slot).live.as_ref().map(|live| live.pid)
     }
 
+    /// The number of the process that runs and is not being killed (what
+    /// [`PolicyChannel::process`] holds for a channel to it).
+    pub fn current_number(&self) -> Option<u64> {
+        lock(&self.slot).live.as_ref().filter(|live| !live.doomed).map(|live| live.number)
+    }
+
+    /// The number of the process started last, running or not.
+    pub fn last_number(&self) -> u64 {
+        lock(&self.slot).started
+    }
+
     /// Processes started after the first.
     pub fn restarts(&self) -> u64 {
         self.restarts.load(Ordering::Relaxed)
@@ -170,7 +186,7 @@ impl RuntimeProcess {
                     Ok(_) => {
                         let number = live.number;
                         drop(slot);
-                        return PolicyChannel::open(host_end, number).map_err(|broken| {
+                        return PolicyChannel::open(host_end, number, self.cache.clone()).map_err(|broken| {
                             self.kill(number, &format!("a new channel: {broken}"));
                             broken.into()
                         });
@@ -210,13 +226,19 @@ impl RuntimeProcess {
 
     /// Stops the process for good (the daemon is stopping).
     pub fn stop(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
-        if let Some(live) = lock(&self.slot).live.as_ref() {
-            // Its control socket closing ends it; the monitor makes sure.
-            let _ = nix::sys::socket::shutdown(live.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+        {
+            // Set and announced under the lock: a thread between its look
+            // at `stopping` and its wait would miss the wake-up and sleep
+            // out its whole back-off.
+            let slot = lock(&self.slot);
+            self.stopping.store(true, Ordering::Relaxed);
+            if let Some(live) = slot.live.as_ref() {
+                // Its control socket closing ends it; the monitor makes sure.
+                let _ = nix::sys::socket::shutdown(live.control.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+            }
+            self.changed.notify_all();
         }
         self.wake_monitor();
-        self.changed.notify_all();
         if let Some(monitor) = lock(&self.monitor).take() {
             let _ = monitor.join();
         }
@@ -246,9 +268,12 @@ impl RuntimeProcess {
             }
             let status = self.wait_or_kill(&mut child);
             let pid = child.id();
-            lock(&self.slot).live = None;
+            let number = lock(&self.slot).live.take().map(|live| live.number);
             if self.stopping.load(Ordering::Relaxed) {
                 break;
+            }
+            if let (Some(cache), Some(number)) = (&self.cache, number) {
+                cache.forget_process(number);
             }
             let status = match status {
                 Ok(status) => status.to_string(),
@@ -268,16 +293,15 @@ impl RuntimeProcess {
     /// together, so nothing is polled on a timer.
     fn wait_or_kill(&self, child: &mut Child) -> std::io::Result<std::process::ExitStatus> {
         let pid = child.id();
-        // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
-        let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+        let pidfd = pidfd_open(pid);
         loop {
             let mut fds = [
                 libc::pollfd { fd: self.woken.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: pidfd as i32, events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: pidfd.as_ref().map_or(-1, AsRawFd::as_raw_fd), events: libc::POLLIN, revents: 0 },
             ];
-            // Without a pidfd (an old kernel) the process is looked at
-            // every 100 ms instead.
-            let (count, timeout) = if pidfd >= 0 { (2, -1) } else { (1, 100) };
+            // Without a pidfd (a kernel before 5.3) the process is looked
+            // at every 100 ms instead.
+            let (count, timeout) = if pidfd.is_some() { (2, -1) } else { (1, 100) };
             // SAFETY: `fds` outlives the call; `count` is within it.
             unsafe { libc::poll(fds.as_mut_ptr(), count, timeout) };
             let mut drained = [0u8; 64];
@@ -295,12 +319,16 @@ impl RuntimeProcess {
                         "killing the runtime process {pid}: {why}; policies are rebuilt in a new one");
                 }
                 let _ = child.kill();
+                // Its whole process group: it cannot fork, but were a way
+                // found, no child of it outlives it. The group keeps its
+                // number while its leader is not reaped, so this reaches
+                // no other.
+                if let Ok(group) = i32::try_from(pid) {
+                    // SAFETY: a signal to a process group, plain integers.
+                    unsafe { libc::kill(-group, libc::SIGKILL) };
+                }
             }
             if let Some(status) = child.try_wait()? {
-                if pidfd >= 0 {
-                    // SAFETY: the descriptor is this function's own.
-                    unsafe { libc::close(pidfd as i32) };
-                }
                 return Ok(status);
             }
         }
@@ -324,18 +352,15 @@ impl RuntimeProcess {
 
     fn spawn(&self) -> Result<Child, RuntimeError> {
         let (control, runtime_end) = UnixStream::pair().map_err(RuntimeError::Spawn)?;
-        let cache = match &self.options.cache_dir {
-            Some(dir) => Some(open_dir(dir).map_err(|source| RuntimeError::Cache { dir: dir.clone(), source })?),
-            None => None,
-        };
-        let mut command =
-            confined_command(self.options.program.as_deref(), self.identity, &runtime_end, cache.as_ref(), &[]);
-        command.arg("runtime").arg("--log-format").arg(if self.options.log_json { "json" } else { "text" });
-        if cache.is_some() {
-            command.arg("--cache-fd").arg(CACHE_FD.to_string());
-        }
-        let child = command.spawn().map_err(RuntimeError::Spawn)?;
+        let mut command = confined_command(self.options.program.as_deref(), self.identity, &runtime_end, &[]);
+        // Its log lines come to the host, which says which are the
+        // runtime's: it never writes to the daemon's own output.
+        command.arg("runtime").arg("--log-format").arg("json").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(RuntimeError::Spawn)?;
         drop(runtime_end);
+        if let Some(output) = child.stderr.take() {
+            relay_output(output, child.id());
+        }
         let mut slot = lock(&self.slot);
         slot.started += 1;
         if slot.started > 1 {
@@ -356,20 +381,16 @@ impl RuntimeProcess {
     }
 }
 
-/// `program` (default: this binary), to run as the runtime's user, confined: the control socket
-/// at [`CONTROL_FD`], the cache directory at [`CACHE_FD`], each of `extra`
+/// `program` (default: this binary), to run as the runtime's user,
+/// confined: the control socket at [`CONTROL_FD`], each of `extra`
 /// (descriptor, number) where asked. The caller adds the subcommand.
 pub fn confined_command(
     program: Option<&Path>,
     identity: Identity,
     control: &impl AsRawFd,
-    cache: Option<&OwnedFd>,
     extra: &[(i32, i32)],
 ) -> Command {
     let mut fds = vec![(control.as_raw_fd(), CONTROL_FD)];
-    if let Some(cache) = cache {
-        fds.push((cache.as_raw_fd(), CACHE_FD));
-    }
     fds.extend_from_slice(extra);
     let mut command = Command::new(program.unwrap_or(Path::new("/proc/self/exe")));
     // What `ps` shows: the binary is run through /proc/self/exe.
@@ -385,33 +406,13 @@ pub fn confined_command(
     command
 }
 
-fn open_dir(dir: &Path) -> std::io::Result<OwnedFd> {
-    use nix::fcntl::OFlag;
-    nix::fcntl::open(dir, OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-        .map_err(std::io::Error::from)
-}
-
-/// The cache directory belongs to the runtime's user alone: a file planted
-/// there can at most compromise that unprivileged process, which is the
-/// only one that ever loads from it.
-fn prepare_cache_dir(dir: &Path, identity: Identity) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() || !meta.is_dir() => {
-            return Err(std::io::Error::other("not a directory (a symlink is refused)"));
-        }
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir_all(dir)?,
-    }
-    let fd = open_dir(dir)?;
-    nix::unistd::fchown(
-        &fd,
-        Some(nix::unistd::Uid::from_raw(identity.uid)),
-        Some(nix::unistd::Gid::from_raw(identity.gid)),
-    )
-    .map_err(std::io::Error::from)?;
-    std::fs::File::from(fd).set_permissions(std::fs::Permissions::from_mode(0o700))?;
-    // Entries of an earlier owner are left: the runtime refuses to load
-    // any file that is not its own, and recompiles.
-    Ok(())
+/// A descriptor for process `pid` that polls readable when it ends;
+/// `None` on a kernel without `pidfd_open` (before 5.3).
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags, returns a new descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the kernel just made `fd` for this process; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -8,8 +8,11 @@
 //! new file (a new digest) starts a fresh worker. Guests never run in the
 //! host at all. When the runtime process dies, hangs or breaks the
 //! protocol, it is killed and restarted ([`crate::runtime::supervisor`]);
-//! the worker rebuilds its policy in the new one, which is not the policy's
-//! fault, and tells it which namespaces exist, as after a fault.
+//! the worker rebuilds its policy in the new one and tells it which
+//! namespaces exist, as after a fault. A runtime failure is not counted
+//! against the policy, unless it broke this policy's call first: a policy
+//! that keeps crashing or hanging the runtime is quarantined like one that
+//! keeps faulting, but only until the daemon stops (see [`Charges`]).
 //!
 //! Stopping a worker closes its queue: the thread handles every batch
 //! already queued, then ends. So when the router hands a name to a new
@@ -38,12 +41,12 @@ use crate::grants::{Arbiter, EffectiveGrant, HostLimits};
 use crate::manifest::event_kind_name;
 use crate::netns::NetnsRegistry;
 use crate::runtime::calls::LocalHost;
-use crate::runtime::channel::{LOAD_DEADLINE, PolicyChannel};
+use crate::runtime::channel::{CALL_DEADLINE, LOAD_DEADLINE, PolicyChannel};
 use crate::runtime::image::{LoadError, PolicyImage};
 use crate::runtime::instance::Fault;
 use crate::runtime::protocol::RemoteFault;
 use crate::runtime::quarantine::{QuarantineEntry, QuarantineList};
-use crate::runtime::supervisor::{MAX_BACKOFF, RuntimeProcess};
+use crate::runtime::supervisor::{MAX_BACKOFF, RuntimeError, RuntimeProcess};
 use crate::wit::{Event, EventKind, PolicyConfig};
 
 /// Batches a policy may have waiting before new ones count as lost.
@@ -56,17 +59,27 @@ pub const QUARANTINE_WINDOW: Duration = Duration::from_secs(60);
 /// Wait before the first rebuild after a fault; doubled for each further
 /// fault within [`QUARANTINE_WINDOW`].
 pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// Rebuilds tried in one recovery before the policy is left without an
+/// instance until its next event or tick (which starts another recovery):
+/// a runtime that keeps failing costs back-offs, never a deeper stack.
+pub const REBUILD_ATTEMPTS: usize = 5;
 const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
 /// How long stopping a policy waits for its thread to finish its queue.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
-/// How long starting a policy waits for its thread to have it compiled,
-/// instantiated and initialised in the runtime process: past the channel's
-/// own deadlines, so only a thread stuck outside its calls misses it.
-pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
-pub const START_DEADLINE: Duration = LOAD_DEADLINE.saturating_add(INIT_DEADLINE);
 /// How long a policy waits for a runtime process to rebuild it in: past
 /// the longest restart back-off.
 pub const RUNTIME_WAIT: Duration = MAX_BACKOFF.saturating_add(Duration::from_secs(5));
+/// The slack the start of a policy gets past the channel's own deadlines.
+pub const INIT_DEADLINE: Duration = Duration::from_secs(5);
+/// How long starting a policy waits for its thread to have it compiled,
+/// instantiated and initialised in the runtime process: a runtime process
+/// to exist, its hello, the compilation and `init`, each at its own
+/// deadline, and slack; so only a thread stuck outside its calls misses it.
+pub const START_DEADLINE: Duration = RUNTIME_WAIT
+    .saturating_add(CALL_DEADLINE)
+    .saturating_add(LOAD_DEADLINE)
+    .saturating_add(CALL_DEADLINE)
+    .saturating_add(INIT_DEADLINE);
 
 /// What the rest of the host shares with every policy worker.
 #[derive(Clone)]
@@ -99,7 +112,12 @@ pub struct PolicyStats {
     pub events_lost: AtomicU64,
     /// Lost events not yet reported to the policy in a `lost` event.
     lost_unreported: AtomicU64,
+    /// Faults the runtime process reported as the policy's own.
     pub faults: AtomicU64,
+    /// Runtime-process failures during this policy's calls, first on their
+    /// process: counted toward quarantine with the faults, kept apart from
+    /// them since the host cannot tell whose doing they were.
+    pub runtime_failures: AtomicU64,
     pub quarantined: AtomicBool,
     /// Waiting out the back-off before a rebuild; events are lost meanwhile.
     pub backing_off: AtomicBool,
@@ -265,7 +283,7 @@ impl PolicyWorker {
             ctx: ctx.clone(),
             stats: stats.clone(),
             totals: totals.clone(),
-            faults: Vec::new(),
+            charges: Charges::default(),
             tick: None,
         };
         let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
@@ -414,7 +432,7 @@ struct Runner {
     ctx: WorkerContext,
     stats: Arc<PolicyStats>,
     totals: Arc<NameTotals>,
-    faults: Vec<Instant>,
+    charges: Charges,
     tick: Option<Duration>,
 }
 
@@ -433,11 +451,11 @@ pub fn namespace_announcements(registry: &NetnsRegistry) -> Vec<Event> {
 
 /// Why a call did not return normally.
 enum Failure {
-    /// The policy faulted: its fault, counted toward quarantine.
+    /// The policy faulted, as the runtime process reports it: counted
+    /// toward quarantine.
     Fault(Fault),
-    /// The runtime process failed the channel (died, hung, sent garbage):
-    /// not the policy's doing.
-    Runtime(String),
+    /// The runtime process failed the channel (died, hung, sent garbage).
+    Runtime(RuntimeFailure),
 }
 
 impl From<RemoteFault> for Failure {
@@ -446,13 +464,135 @@ impl From<RemoteFault> for Failure {
     }
 }
 
+/// A runtime-process failure, and whether it is charged to the policy.
+struct RuntimeFailure {
+    why: String,
+    /// The process was current when this policy's request went out, and
+    /// this channel was the first to break on it: the policy may have
+    /// caused it (made the runtime exceed a limit, hang, or worse), so it
+    /// counts toward quarantine. Not when the channel was already dead, or
+    /// when another policy's channel broke first (then the process died,
+    /// or was killed, for that one).
+    during_call: bool,
+}
+
+impl RuntimeFailure {
+    /// A failure that is not this policy's: nothing of it was in flight.
+    fn not_charged(why: impl Into<String>) -> Failure {
+        Failure::Runtime(RuntimeFailure { why: why.into(), during_call: false })
+    }
+}
+
+/// Why a (re)build gave no running instance.
+enum BuildError {
+    /// No runtime process to build in yet: wait for one.
+    NoRuntime(String),
+    /// The runtime process failed the channel.
+    Runtime(RuntimeFailure),
+    /// The runtime refused the file, `init` refused or faulted, or the
+    /// policy subscribed to what it may not: the policy's own doing.
+    Refused(LoadError),
+}
+
+impl From<BuildError> for LoadError {
+    fn from(error: BuildError) -> LoadError {
+        match error {
+            BuildError::NoRuntime(why) => LoadError::Runtime(why),
+            BuildError::Runtime(failure) => LoadError::Runtime(failure.why),
+            BuildError::Refused(error) => error,
+        }
+    }
+}
+
+/// What counts toward quarantine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Charge {
+    /// A fault the runtime process reported as the policy's own.
+    Fault,
+    /// The runtime process failed during the policy's call.
+    Runtime,
+}
+
+/// What to do after a charge.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Rebuild after this back-off.
+    Retry(Duration),
+    /// Quarantine; `lasting`: kept across restarts.
+    Quarantine { lasting: bool },
+}
+
+/// The failures charged to a policy within [`QUARANTINE_WINDOW`].
+#[derive(Debug, Default)]
+struct Charges {
+    recent: Vec<(Instant, Charge)>,
+}
+
+impl Charges {
+    /// Counts one at `now`: a back-off that doubles with each charge in the
+    /// window, or quarantine at [`QUARANTINE_AFTER`].
+    fn add(&mut self, now: Instant, charge: Charge) -> Verdict {
+        self.recent.retain(|(at, _)| now.duration_since(*at) < QUARANTINE_WINDOW);
+        self.recent.push((now, charge));
+        if self.recent.len() >= QUARANTINE_AFTER {
+            Verdict::Quarantine { lasting: self.lasting() }
+        } else if charge == Charge::Runtime && self.recent.len() == 1 {
+            // A first runtime failure is rebuilt at once: the supervisor's
+            // own restart back-off already spaces the process's deaths, and
+            // events that come meanwhile would be lost for nothing.
+            Verdict::Retry(Duration::ZERO)
+        } else {
+            Verdict::Retry(backoff_after(self.recent.len()))
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.recent.len()
+    }
+
+    /// Whether a quarantine decided now is kept across restarts: not when
+    /// it rests on runtime failures alone. A compromised runtime process
+    /// can crash or hang itself during any policy's call at will; were that
+    /// kept, it could bar any policy from the host for good.
+    fn lasting(&self) -> bool {
+        self.recent.iter().any(|(_, charge)| *charge == Charge::Fault)
+    }
+}
+
+/// A policy to park.
+struct Quarantine {
+    reason: String,
+    /// Kept across restarts (see [`Charges::lasting`]).
+    lasting: bool,
+}
+
 /// What became of a worker after a failure.
 enum Recovery {
     Rebuilt,
-    /// Parked, for this reason.
-    Quarantine(String),
+    /// Every attempt failed for reasons not the policy's: it has no
+    /// instance until its next event or tick, which starts over.
+    Deferred,
+    Quarantine(Quarantine),
     /// The queue was closed (or the daemon is stopping) meanwhile.
     Stopped,
+}
+
+/// How one rebuild ended.
+enum Rebuild {
+    Running,
+    Failed(Failure),
+    Refused(LoadError),
+    Stopped,
+}
+
+/// The wait before rebuild `attempt` (from 1) after failures that are not
+/// the policy's: none before the first (opening a channel already waits
+/// for the supervisor's restart), then 1 s, 2 s, ...
+fn rebuild_wait(attempt: usize) -> Duration {
+    match attempt {
+        0 | 1 => Duration::ZERO,
+        n => backoff_after(n - 1),
+    }
 }
 
 impl Runner {
@@ -470,7 +610,7 @@ impl Runner {
                 let _ = ready.send(Ok(subscriptions));
             }
             Err(e) => {
-                let _ = ready.send(Err(e));
+                let _ = ready.send(Err(e.into()));
                 return;
             }
         }
@@ -500,8 +640,8 @@ impl Runner {
             };
             if let Err(failure) = outcome {
                 match self.recover(&mut host, failure, &rx) {
-                    Recovery::Rebuilt => next_tick = self.tick.map(|t| Instant::now() + t),
-                    Recovery::Quarantine(reason) => return self.park(rx, &reason),
+                    Recovery::Rebuilt | Recovery::Deferred => next_tick = self.tick.map(|t| Instant::now() + t),
+                    Recovery::Quarantine(quarantine) => return self.park(rx, &quarantine),
                     Recovery::Stopped => return,
                 }
             }
@@ -532,132 +672,184 @@ impl Runner {
 
     fn call_events(&mut self, host: &mut LocalHost, batch: &[Event]) -> Result<(), Failure> {
         let kernel = self.ctx.actuator.kernel_epoch();
-        let channel = self.channel.as_mut().ok_or_else(|| Failure::Runtime("no channel".into()))?;
+        let channel = self.live_channel()?;
         match channel.on_events(batch, kernel, host) {
             Ok(outcome) => outcome.map_err(Failure::from),
-            Err(broken) => Err(self.runtime_failed(broken.to_string())),
+            Err(broken) => Err(Failure::Runtime(self.runtime_failed(broken.to_string()))),
         }
     }
 
     fn call_tick(&mut self, host: &mut LocalHost, now: u64) -> Result<(), Failure> {
         let kernel = self.ctx.actuator.kernel_epoch();
-        let channel = self.channel.as_mut().ok_or_else(|| Failure::Runtime("no channel".into()))?;
+        let channel = self.live_channel()?;
         match channel.on_tick(now, kernel, host) {
             Ok(outcome) => outcome.map_err(Failure::from),
-            Err(broken) => Err(self.runtime_failed(broken.to_string())),
+            Err(broken) => Err(Failure::Runtime(self.runtime_failed(broken.to_string()))),
         }
     }
 
-    /// The channel broke: the runtime process that held it is killed (if it
-    /// is not dead already), and the channel dropped.
-    fn runtime_failed(&mut self, why: String) -> Failure {
-        if let Some(channel) = self.channel.take() {
-            self.ctx.runtime.kill(channel.process, &format!("policy {}'s channel: {why}", self.name));
-        }
-        Failure::Runtime(why)
-    }
-
-    /// After a fault: counts it, waits out the back-off and rebuilds the
-    /// instance, or quarantines the policy when it has faulted too often.
-    /// After a runtime failure: rebuilds the policy in the new process.
-    fn recover(&mut self, host: &mut LocalHost, failure: Failure, rx: &Receiver<WorkerMsg>) -> Recovery {
-        let fault = match failure {
-            Failure::Fault(fault) => fault,
-            Failure::Runtime(why) => return self.rebuild_elsewhere(host, &why, rx),
+    /// The channel, if the process it leads to still runs. One whose
+    /// process died (or was replaced) since the last call is dropped
+    /// without a call: its failure is not this policy's to answer for.
+    fn live_channel(&mut self) -> Result<&mut PolicyChannel, Failure> {
+        let Some(process) = self.channel.as_ref().map(|channel| channel.process) else {
+            return Err(RuntimeFailure::not_charged("no channel"));
         };
-        let now = Instant::now();
-        self.faults.retain(|t| now.duration_since(*t) < QUARANTINE_WINDOW);
-        self.faults.push(now);
-        let total = self.stats.count_fault(fault.kind.as_str());
-        if self.faults.len() >= QUARANTINE_AFTER {
-            tracing::warn!(
-                event = "policy-fault",
-                policy = %self.name,
-                fault = fault.kind.as_str(),
-                faults = total,
-                detail = %fault.detail,
-                "policy {} faulted ({}); the call was abandoned",
-                self.name,
-                fault
-            );
-            return Recovery::Quarantine(fault.to_string());
+        if self.ctx.runtime.current_number() != Some(process) {
+            self.channel = None;
+            return Err(RuntimeFailure::not_charged(format!("runtime process {process} is gone")));
         }
-        let backoff = backoff_after(self.faults.len());
-        tracing::warn!(
-            event = "policy-fault",
-            policy = %self.name,
-            fault = fault.kind.as_str(),
-            faults = total,
-            detail = %fault.detail,
-            backoff_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX),
-            "policy {} faulted ({}); the call was abandoned and the instance is rebuilt in {} ms",
-            self.name,
-            fault,
-            backoff.as_millis()
-        );
-        if !self.back_off(backoff, rx) {
-            return Recovery::Stopped;
-        }
-        match self.instantiate_and_init(host) {
-            Ok(subscriptions) => self.announce_namespaces(host, &subscriptions, rx),
-            Err(LoadError::Runtime(why)) => self.rebuild_elsewhere(host, &why, rx),
-            Err(e) => {
-                *lock(&self.stats.last_fault) = Some("init");
-                tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init", faults = total,
-                    detail = %e, "policy {} could not be rebuilt: {e}", self.name);
-                Recovery::Quarantine(format!("could not be rebuilt: {e}"))
+        self.channel.as_mut().ok_or_else(|| RuntimeFailure::not_charged("no channel"))
+    }
+
+    /// The channel broke during this policy's request: the runtime process
+    /// that held it is killed (if it is not dead already), and the channel
+    /// dropped. Charged to the policy when its channel is the first to
+    /// report that process failing.
+    fn runtime_failed(&mut self, why: String) -> RuntimeFailure {
+        let Some(channel) = self.channel.take() else { return RuntimeFailure { why, during_call: false } };
+        // Claimed before the kill: the channels the kill breaks find it taken.
+        let during_call = self.ctx.quarantine.claim_runtime_failure(channel.process);
+        self.ctx.runtime.kill(channel.process, &format!("policy {}'s channel: {why}", self.name));
+        RuntimeFailure { why, during_call }
+    }
+
+    /// After a failure: counts it when it is charged to the policy, waits
+    /// out the back-off and rebuilds the instance (in a new runtime
+    /// process when the old one failed), or quarantines the policy when it
+    /// has been charged too often. A rebuild that fails is one more
+    /// failure, handled by the same loop, at most [`REBUILD_ATTEMPTS`] times.
+    fn recover(&mut self, host: &mut LocalHost, first: Failure, rx: &Receiver<WorkerMsg>) -> Recovery {
+        let mut failure = first;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            // Every failure is accounted, the last one too: it may be the
+            // charge that quarantines.
+            let wait = match self.account(failure, attempt) {
+                Ok(wait) => wait,
+                Err(quarantine) => return Recovery::Quarantine(quarantine),
+            };
+            if attempt > REBUILD_ATTEMPTS {
+                tracing::warn!(event = "policy-rebuild-deferred", policy = %self.name, attempts = REBUILD_ATTEMPTS,
+                    "policy {} could not be rebuilt in {REBUILD_ATTEMPTS} attempts; it is tried again at its next \
+                     event or tick", self.name);
+                return Recovery::Deferred;
             }
+            if !wait.is_zero() && !self.back_off(wait, rx) {
+                return Recovery::Stopped;
+            }
+            failure = match self.rebuild(host, rx) {
+                Rebuild::Running => return Recovery::Rebuilt,
+                Rebuild::Failed(failure) => failure,
+                Rebuild::Stopped => return Recovery::Stopped,
+                Rebuild::Refused(e) => return self.refused(&e),
+            };
+        }
+    }
+
+    /// A rebuild the policy itself refused (`init` refused or faulted, as
+    /// the runtime reports it): quarantined at once, and kept like a fault
+    /// (see `remember_quarantine`).
+    fn refused(&self, e: &LoadError) -> Recovery {
+        *lock(&self.stats.last_fault) = Some("init");
+        tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init",
+            faults = self.stats.faults.load(Ordering::Relaxed), detail = %e,
+            "policy {} could not be rebuilt: {e}", self.name);
+        Recovery::Quarantine(Quarantine { reason: format!("could not be rebuilt: {e}"), lasting: true })
+    }
+
+    /// Counts and logs one failure; the wait before the next rebuild, or
+    /// the quarantine it leads to.
+    fn account(&mut self, failure: Failure, attempt: usize) -> Result<Duration, Quarantine> {
+        let (charge, kind, detail) = match failure {
+            Failure::Fault(fault) => {
+                self.stats.count_fault(fault.kind.as_str());
+                (Charge::Fault, fault.kind.as_str(), fault.detail)
+            }
+            Failure::Runtime(RuntimeFailure { why, during_call: true }) => {
+                self.stats.runtime_failures.fetch_add(1, Ordering::Relaxed);
+                (Charge::Runtime, "runtime", why)
+            }
+            Failure::Runtime(RuntimeFailure { why, during_call: false }) => {
+                tracing::warn!(event = "policy-runtime-lost", policy = %self.name, reason = %why, attempt,
+                    "policy {} lost its runtime process ({why}); it is rebuilt in a new one", self.name);
+                return Ok(rebuild_wait(attempt));
+            }
+        };
+        let verdict = self.charges.add(Instant::now(), charge);
+        self.log_charge(charge, kind, &detail, &verdict);
+        match verdict {
+            Verdict::Retry(backoff) => Ok(backoff),
+            Verdict::Quarantine { lasting } => Err(Quarantine {
+                reason: match charge {
+                    Charge::Fault => format!("{kind}: {detail}"),
+                    Charge::Runtime => format!("the runtime process failed during its call: {detail}"),
+                },
+                lasting,
+            }),
+        }
+    }
+
+    /// The WARN line of a charged failure: a fault, or a runtime-process
+    /// failure during this policy's call, told apart.
+    fn log_charge(&self, charge: Charge, kind: &'static str, detail: &str, verdict: &Verdict) {
+        let (backoff_ms, then) = match verdict {
+            Verdict::Retry(backoff) => (
+                millis(*backoff),
+                format!("the call was abandoned and the instance is rebuilt in {} ms", millis(*backoff)),
+            ),
+            Verdict::Quarantine { .. } => (0, "the call was abandoned".to_string()),
+        };
+        let faults = self.stats.faults.load(Ordering::Relaxed);
+        let runtime_failures = self.stats.runtime_failures.load(Ordering::Relaxed);
+        match charge {
+            Charge::Fault => tracing::warn!(event = "policy-fault", policy = %self.name, fault = kind, faults,
+                runtime_failures, detail, backoff_ms, "policy {} faulted ({kind}: {detail}); {then}", self.name),
+            Charge::Runtime => tracing::warn!(event = "policy-runtime-failure", policy = %self.name, faults,
+                runtime_failures, reason = detail, backoff_ms,
+                "the runtime process failed during this policy's call (policy {}: {detail}); it counts toward the \
+                 policy's quarantine, as a fault would; {then}", self.name),
+        }
+    }
+
+    /// One rebuild: waits for a runtime process, loads the policy and
+    /// starts a fresh instance, then tells it which namespaces exist.
+    fn rebuild(&mut self, host: &mut LocalHost, rx: &Receiver<WorkerMsg>) -> Rebuild {
+        let subscriptions = loop {
+            match self.instantiate_and_init(host) {
+                Ok(subscriptions) => break subscriptions,
+                // Waiting costs nothing and the queue's closing ends it.
+                Err(BuildError::NoRuntime(why)) => {
+                    tracing::debug!(policy = %self.name, reason = %why, "no runtime process yet");
+                    if !self.back_off(Duration::from_millis(200), rx) {
+                        return Rebuild::Stopped;
+                    }
+                }
+                Err(BuildError::Runtime(failure)) => return Rebuild::Failed(Failure::Runtime(failure)),
+                Err(BuildError::Refused(e)) => return Rebuild::Refused(e),
+            }
+        };
+        tracing::info!(event = "policy-rebuilt", policy = %self.name,
+            "policy {} runs again in runtime process {}", self.name, self.ctx.runtime.pid().unwrap_or(0));
+        match self.announce_namespaces(host, &subscriptions) {
+            Ok(()) => Rebuild::Running,
+            Err(failure) => Rebuild::Failed(failure),
         }
     }
 
     /// The new instance starts with empty memory: tell it again which
     /// namespaces exist, as at its first start, so a policy that follows
     /// them (to find the initial one, say) does not lose track.
-    fn announce_namespaces(
-        &mut self,
-        host: &mut LocalHost,
-        subscriptions: &[EventKind],
-        rx: &Receiver<WorkerMsg>,
-    ) -> Recovery {
-        if subscriptions.contains(&EventKind::NamespaceChange) {
-            let known = namespace_announcements(&self.ctx.registry);
-            if !known.is_empty()
-                && let Err(failure) = self.call_events(host, &known)
-            {
-                return self.recover(host, failure, rx);
-            }
+    fn announce_namespaces(&mut self, host: &mut LocalHost, subscriptions: &[EventKind]) -> Result<(), Failure> {
+        if !subscriptions.contains(&EventKind::NamespaceChange) {
+            return Ok(());
         }
-        Recovery::Rebuilt
-    }
-
-    /// Rebuilds the policy in a new runtime process, waiting for one (the
-    /// supervisor restarts it with a back-off); events meanwhile are lost
-    /// and the policy is told.
-    fn rebuild_elsewhere(&mut self, host: &mut LocalHost, why: &str, rx: &Receiver<WorkerMsg>) -> Recovery {
-        tracing::warn!(event = "policy-runtime-lost", policy = %self.name, reason = why,
-            "policy {} lost its runtime process ({why}); it is rebuilt in a new one", self.name);
-        loop {
-            match self.instantiate_and_init(host) {
-                Ok(subscriptions) => {
-                    tracing::info!(event = "policy-rebuilt", policy = %self.name,
-                        "policy {} runs again in runtime process {}", self.name,
-                        self.ctx.runtime.pid().unwrap_or(0));
-                    return self.announce_namespaces(host, &subscriptions, rx);
-                }
-                Err(LoadError::Runtime(why)) => {
-                    tracing::debug!(policy = %self.name, reason = %why, "no runtime process yet");
-                    if !self.back_off(Duration::from_millis(200), rx) {
-                        return Recovery::Stopped;
-                    }
-                }
-                Err(e) => {
-                    *lock(&self.stats.last_fault) = Some("init");
-                    tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init",
-                        detail = %e, "policy {} could not be rebuilt: {e}", self.name);
-                    return Recovery::Quarantine(format!("could not be rebuilt: {e}"));
-                }
-            }
+        let known = namespace_announcements(&self.ctx.registry);
+        if known.is_empty() {
+            return Ok(());
         }
+        self.call_events(host, &known)
     }
 
     /// Waits `backoff`, counting the events that arrive meanwhile as lost
@@ -688,29 +880,46 @@ impl Runner {
         }
     }
 
-    fn park(&self, rx: Receiver<WorkerMsg>, reason: &str) {
+    fn park(&self, rx: Receiver<WorkerMsg>, quarantine: &Quarantine) {
         self.stats.quarantined.store(true, Ordering::Relaxed);
         let faults = self.stats.faults.load(Ordering::Relaxed);
+        let runtime_failures = self.stats.runtime_failures.load(Ordering::Relaxed);
+        let reason = quarantine.reason.as_str();
+        let later = match quarantine.lasting {
+            true => "nor is this file loaded at later starts",
+            // It rests on runtime-process failures alone (see `Charges::lasting`).
+            false => "until the daemon stops (runtime-process failures alone are not kept across restarts)",
+        };
         tracing::error!(
             event = "policy-quarantined",
             policy = %self.name,
             faults,
+            runtime_failures,
             reason,
-            "policy {} quarantined after {} faults in {} s: it gets no more events, nor is this file loaded \
-             at later starts, until its file changes or `wasmtune policy enable {}`",
+            lasting = quarantine.lasting,
+            "policy {} quarantined after {} failures in {} s: it gets no more events, {later}, \
+             until its file changes or `wasmtune policy enable {}`",
             self.name,
-            self.faults.len(),
+            self.charges.len(),
             QUARANTINE_WINDOW.as_secs(),
             self.name
         );
-        self.remember_quarantine(reason);
+        if quarantine.lasting {
+            self.remember_quarantine(reason);
+        }
         for WorkerMsg::Events(batch) in rx {
             self.totals.add_lost(&self.stats, batch.len() as u64);
         }
     }
 
     /// Keeps the quarantine across restarts: a policy that exhausted the
-    /// host must not come back with the daemon.
+    /// host must not come back with the daemon. What makes a quarantine
+    /// lasting (traps, fuel, deadline, memory, blocked, a refused `init`)
+    /// is reported by the runtime process, which the host cannot check: a
+    /// compromised runtime could have any policy quarantined for good by
+    /// reporting faults it never had, as it could simply not run it. That
+    /// is a denial of service, not a way into the host; `wasmtune policy
+    /// enable` (or a new file) clears it.
     fn remember_quarantine(&self, reason: &str) {
         let entry = QuarantineEntry::new(&self.digest, &self.name, &self.source, reason);
         if let Err(error) = self.ctx.quarantine.insert(entry) {
@@ -720,40 +929,59 @@ impl Runner {
     }
 
     /// Loads the policy into the runtime process (on a new channel when it
-    /// has none), then a fresh instance and its `init`. A runtime that
-    /// cannot be reached or breaks the channel is [`LoadError::Runtime`].
-    fn instantiate_and_init(&mut self, host: &mut LocalHost) -> Result<Vec<EventKind>, LoadError> {
+    /// has none), then a fresh instance and its `init`. A load or `init`
+    /// that breaks the channel is a runtime failure during this policy's
+    /// request; a channel that cannot be opened is not.
+    fn instantiate_and_init(&mut self, host: &mut LocalHost) -> Result<Vec<EventKind>, BuildError> {
         if self.channel.is_none() {
-            let mut channel =
-                self.ctx.runtime.open_channel(RUNTIME_WAIT).map_err(|e| LoadError::Runtime(e.to_string()))?;
-            let clock_ms = u64::try_from(self.ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let mut channel = self.open_channel()?;
+            let clock_ms = millis(self.ctx.started.elapsed());
             match channel.load(&self.name, &self.bytes, self.ctx.memory_limit, clock_ms) {
                 Ok(Ok(())) => self.channel = Some(channel),
-                Ok(Err(refused)) => return Err(LoadError::InRuntime(refused)),
+                Ok(Err(refused)) => return Err(BuildError::Refused(LoadError::InRuntime(refused))),
                 Err(broken) => {
-                    self.ctx.runtime.kill(channel.process, &format!("loading policy {}: {broken}", self.name));
-                    return Err(LoadError::Runtime(broken.to_string()));
+                    // The file being compiled may be what broke it.
+                    self.channel = Some(channel);
+                    let why = format!("loading policy {}: {broken}", self.name);
+                    return Err(BuildError::Runtime(self.runtime_failed(why)));
                 }
             }
         }
-        let channel = self.channel.as_mut().ok_or_else(|| LoadError::Runtime("no channel".into()))?;
+        let channel = self.channel.as_mut().ok_or_else(|| BuildError::NoRuntime("no channel".into()))?;
         let info = match channel.start(&self.config, host) {
             Ok(Ok(Ok(info))) => info,
-            Ok(Ok(Err(message))) => return Err(LoadError::Init(message)),
-            Ok(Err(fault)) => return Err(LoadError::Init(Failure::from(fault).describe())),
-            Err(broken) => {
-                let why = broken.to_string();
-                self.runtime_failed(why.clone());
-                return Err(LoadError::Runtime(why));
+            Ok(Ok(Err(message))) => return Err(BuildError::Refused(LoadError::Init(message))),
+            Ok(Err(fault)) => {
+                let fault = Fault { kind: fault.kind, detail: fault.detail };
+                return Err(BuildError::Refused(LoadError::Init(fault.to_string())));
             }
+            Err(broken) => return Err(BuildError::Runtime(self.runtime_failed(broken.to_string()))),
         };
         for kind in &info.subscriptions {
             if !self.grant.may_subscribe(*kind) {
-                return Err(LoadError::UngrantedSubscription { event: event_kind_name(*kind).to_string() });
+                return Err(BuildError::Refused(LoadError::UngrantedSubscription {
+                    event: event_kind_name(*kind).to_string(),
+                }));
             }
         }
         self.tick = info.tick_ms.map(|ms| Duration::from_millis(u64::from(ms.clamp(TICK_RANGE_MS.0, TICK_RANGE_MS.1))));
         Ok(info.subscriptions)
+    }
+
+    /// A new channel to the runtime process. One whose hello failed had
+    /// its process killed by the supervisor: that death is claimed here, so
+    /// no policy whose call it cut off is charged with it.
+    fn open_channel(&self) -> Result<PolicyChannel, BuildError> {
+        match self.ctx.runtime.open_channel(RUNTIME_WAIT) {
+            Ok(channel) => Ok(channel),
+            Err(error @ RuntimeError::Channel(_)) => {
+                // Dead or not by now, it is still the last one started:
+                // its successor waits out the supervisor's back-off.
+                self.ctx.quarantine.claim_runtime_failure(self.ctx.runtime.last_number());
+                Err(BuildError::Runtime(RuntimeFailure { why: error.to_string(), during_call: false }))
+            }
+            Err(error) => Err(BuildError::NoRuntime(error.to_string())),
+        }
     }
 
     /// The policy's host capabilities, kept on this thread for its life:
@@ -768,15 +996,6 @@ impl Runner {
             self.ctx.missing.clone(),
         );
         LocalHost::new(LogCap::new(&self.name), sysctl, StateCap { store: self.ctx.stores.for_policy(&self.name) })
-    }
-}
-
-impl Failure {
-    fn describe(&self) -> String {
-        match self {
-            Failure::Fault(fault) => fault.to_string(),
-            Failure::Runtime(why) => format!("the runtime process: {why}"),
-        }
     }
 }
 
@@ -836,6 +1055,54 @@ mod tests {
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(200) && waited < Duration::from_secs(2), "waited {waited:?}");
         drop(release);
+    }
+
+    #[test]
+    fn runtime_failures_during_its_calls_quarantine_a_policy_until_the_daemon_stops() {
+        let mut charges = Charges::default();
+        let now = Instant::now();
+        assert_eq!(charges.add(now, Charge::Runtime), Verdict::Retry(Duration::ZERO), "the first: at once");
+        assert_eq!(charges.add(now, Charge::Runtime), Verdict::Retry(Duration::from_secs(2)));
+        assert_eq!(
+            charges.add(now, Charge::Runtime),
+            Verdict::Quarantine { lasting: false },
+            "runtime failures alone either never quarantine or are kept across restarts"
+        );
+    }
+
+    #[test]
+    fn a_fault_of_the_policys_own_makes_the_quarantine_lasting() {
+        let mut charges = Charges::default();
+        let now = Instant::now();
+        charges.add(now, Charge::Runtime);
+        charges.add(now, Charge::Fault);
+        assert_eq!(charges.add(now, Charge::Runtime), Verdict::Quarantine { lasting: true });
+        let mut faults = Charges::default();
+        for _ in 1..QUARANTINE_AFTER {
+            faults.add(now, Charge::Fault);
+        }
+        assert_eq!(faults.add(now, Charge::Fault), Verdict::Quarantine { lasting: true });
+    }
+
+    #[test]
+    fn charges_older_than_the_window_no_longer_count() {
+        let mut charges = Charges::default();
+        let start = Instant::now();
+        charges.add(start, Charge::Runtime);
+        charges.add(start, Charge::Fault);
+        let later = start + QUARANTINE_WINDOW + Duration::from_secs(1);
+        assert_eq!(charges.add(later, Charge::Runtime), Verdict::Retry(BACKOFF_BASE));
+        assert_eq!(charges.len(), 1);
+        assert!(!charges.lasting(), "a fault that left the window still makes a quarantine lasting");
+    }
+
+    #[test]
+    fn rebuilds_after_lost_runtimes_back_off_from_the_second_attempt() {
+        assert_eq!(rebuild_wait(1), Duration::ZERO);
+        assert_eq!(rebuild_wait(2), Duration::from_secs(1));
+        assert_eq!(rebuild_wait(3), Duration::from_secs(2));
+        let total: Duration = (1..=REBUILD_ATTEMPTS).map(rebuild_wait).sum();
+        assert!(total < QUARANTINE_WINDOW, "one recovery waits {total:?}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Policies run in a separate runtime process: its own uid, no
 //! capabilities, no new privileges, a system-call allow-list. Code run in
-//! that same confinement cannot write a sysctl, load BPF or enter a
-//! namespace; and when the process is killed under traffic, the host starts
+//! that same confinement cannot write a sysctl, load BPF, enter a
+//! namespace, start a process or open a path, yet starts threads; and when the process is killed under traffic, the host starts
 //! another, rebuilds every policy in it and tuning goes on.
 
 use std::io::Read;
@@ -63,7 +63,7 @@ fn the_runtime_process_is_confined_and_inside_it_sysctl_writes_bpf_and_setns_fai
     let (control, _keep) = std::os::unix::net::UnixStream::pair().expect("socket pair");
     let netns = std::fs::File::open("/proc/self/ns/net").expect("this netns");
     let bin = harness::wasmtune_bin().expect("the wasmtune binary");
-    let mut command = confined_command(Some(&bin), identity, &control, None, &[(netns.as_raw_fd(), 5)]);
+    let mut command = confined_command(Some(&bin), identity, &control, &[(netns.as_raw_fd(), 5)]);
     command.args(["runtime", "--self-test", "--netns-fd", "5"]).stdout(std::process::Stdio::piped());
     let mut child = command.spawn().expect("spawn the self-test");
     let mut out = String::new();
@@ -86,11 +86,34 @@ fn the_runtime_process_is_confined_and_inside_it_sysctl_writes_bpf_and_setns_fai
         "socket(AF_INET)",
         "ptrace(PTRACE_TRACEME)",
         "unshare(CLONE_NEWUSER|CLONE_NEWNET)",
+        "fork",
+        "clone(CLONE_NEWUSER)",
+        "clone3",
+        "openat(AT_FDCWD, /etc/passwd)",
+        "openat(an open descriptor, /etc/passwd)",
+        "unlinkat(/tmp/...)",
     ] {
         let error = attempts.get(what).unwrap_or_else(|| panic!("{what} not tried: {report}"));
         assert!(error.is_string(), "{what} succeeded inside the confinement: {report}");
     }
+    // glibc starts threads with clone3 and falls back to clone only on ENOSYS.
+    let clone3 = attempts["clone3"].as_str().unwrap_or_default();
+    assert!(clone3.contains("os error 38"), "clone3 must fail with ENOSYS, not {clone3}: {report}");
+    assert!(report["thread"].is_null(), "a thread no longer starts inside the confinement: {report}");
     assert!(daemon.terminate().expect("daemon exits").success());
+    // The cache the runtime wrote through the descriptors it was handed:
+    // root's, private, one entry per built-in policy.
+    let compiled = daemon.state_dir().join("compiled");
+    let entries: Vec<std::fs::Metadata> = std::fs::read_dir(&compiled)
+        .unwrap_or_else(|e| panic!("{}: {e}", compiled.display()))
+        .flatten()
+        .filter_map(|entry| entry.metadata().ok())
+        .collect();
+    assert!(entries.len() >= 7, "{} compiled entries in {}", entries.len(), compiled.display());
+    for meta in &entries {
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!((meta.uid(), meta.mode() & 0o777), (0, 0o600), "a cache entry not root's and private");
+    }
     harness::record("runtime_process::confinement", json!({ "runtime": confinement, "self_test": report }))
         .expect("record figures");
 }
@@ -121,6 +144,14 @@ fn channel_sockets(pid: u32) -> Vec<i32> {
         .collect()
 }
 
+/// Whether this kernel lets a process take another's descriptor
+/// (`pidfd_getfd`, Linux 5.6), which the garbage test needs.
+fn can_take_descriptors() -> bool {
+    // SAFETY: plain integers; -1 is no descriptor, so nothing is taken.
+    let result = unsafe { libc::syscall(libc::SYS_pidfd_getfd, -1, 0, 0) };
+    !(result < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS))
+}
+
 /// Writes a frame longer than the host accepts, then bytes that decode to
 /// nothing, into every channel of process `pid` (through descriptors taken
 /// from it with `pidfd_getfd`).
@@ -147,6 +178,12 @@ fn write_garbage(pid: u32) -> usize {
 /// replace it, rebuild tcp-buffer in the new one and go on tuning.
 fn replaced_under_traffic(label: &str, misbehaviour: Misbehaviour) {
     if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    if matches!(misbehaviour, Misbehaviour::SendsGarbage) && !can_take_descriptors() {
+        println!(
+            "skipped: this kernel has no pidfd_getfd (Linux 5.6), which writing into the runtime's channels needs"
+        );
         return;
     }
     let _serial = harness::measurement_lock();
