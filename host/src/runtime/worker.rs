@@ -1091,7 +1091,8 @@ mod tests {
         charges.add(start, Charge::Runtime);
         charges.add(start, Charge::Fault);
         let later = start + QUARANTINE_WINDOW + Duration::from_secs(1);
-        assert_eq!(charges.add(later, Charge::Runtime), Verdict::Retry(BACKOFF_BASE));
+        // The only charge in the window again: rebuilt at once.
+        assert_eq!(charges.add(later, Charge::Runtime), Verdict::Retry(Duration::ZERO));
         assert_eq!(charges.len(), 1);
         assert!(!charges.lasting(), "a fault that left the window still makes a quarantine lasting");
     }
