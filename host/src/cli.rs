@@ -32,6 +32,9 @@ pub enum Command {
     /// Inspect, sign and verify policy files; the running daemon's policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Start a policy: writes a crate (manifest, a worked example, native
+    /// tests, README) that builds outside this repository.
+    New(NewArgs),
     /// Restore every value changed: through the running daemon when one
     /// answers, else from the journal (after a crash, or to undo tuning).
     Rollback {
@@ -53,6 +56,20 @@ pub enum Command {
     /// the same confinement tried and reported as JSON.
     #[command(hide = true)]
     Runtime(RuntimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The policy's name (a-z, 0-9, '-'), also the crate's and the directory's.
+    pub name: String,
+    /// Where to create the crate's directory.
+    #[arg(long, default_value = ".")]
+    pub dir: PathBuf,
+    /// A local copy of the wasmtune-sdk crate to build against (offline).
+    /// Default: the one the development package installs, if present,
+    /// else `wasmtune-sdk = "0.1"` from the registry.
+    #[arg(long)]
+    pub sdk: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

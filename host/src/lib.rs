@@ -54,4 +54,5 @@ pub mod trust;
 pub mod watcher;
 pub mod control;
 pub mod daemon;
+pub mod scaffold;
 pub mod cli;

@@ -46,6 +46,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         None => wasmtune::daemon::run(cli.run.into_options()).map(|()| ExitCode::SUCCESS),
         Some(Command::Run(args)) => wasmtune::daemon::run(args.into_options()).map(|()| ExitCode::SUCCESS),
         Some(Command::Runtime(args)) => runtime_process(&args),
+        Some(Command::New(args)) => new_policy(&args),
         Some(Command::Support) => {
             let lines = wasmtune::support::probe();
             print!("{}", wasmtune::support::render(&lines));
@@ -135,6 +136,26 @@ fn ask(mut client: ControlClient, q: &QueryArgs, request: &Request) -> anyhow::R
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `wasmtune new NAME`: writes a policy crate and says what to do next.
+fn new_policy(args: &wasmtune::cli::NewArgs) -> anyhow::Result<ExitCode> {
+    use wasmtune::scaffold::{SdkSource, scaffold};
+    let sdk = SdkSource::choose(args.sdk.as_deref())?;
+    let (dir, files) = scaffold(&args.name, &args.dir, &sdk)?;
+    println!("created {} ({} files)", dir.display(), files.len());
+    match &sdk {
+        SdkSource::Path(path) => println!("  SDK: {} (builds offline)", path.display()),
+        SdkSource::Registry => {
+            println!("  SDK: wasmtune-sdk {} from the registry", wasmtune::scaffold::SDK_REQUIREMENT)
+        }
+    }
+    println!("next:");
+    println!("  cd {}", dir.display());
+    println!("  cargo build --release --target wasm32-wasip2   # the component");
+    println!("  cargo test                                     # the decision, natively");
+    println!("  wasmtune policy info target/wasm32-wasip2/release/{}.wasm", args.name.replace('-', "_"));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `wasmtune runtime`: the process the daemon starts to run policies, with

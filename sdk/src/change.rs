@@ -7,7 +7,9 @@ use crate::{Denial, Level, NetnsId, log, sysctl};
 /// One integer sysctl change, with the scenario and reason the host logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
+    /// The sysctl, dotted (`net.ipv4.tcp_rmem`).
     pub name: String,
+    /// Its new value, every field of it.
     pub fields: Vec<i64>,
     /// Short scenario name ("need to increase backlog size").
     pub scenario: String,
@@ -16,6 +18,7 @@ pub struct Change {
 }
 
 impl Change {
+    /// A change of `name` to `fields`, with the scenario and reason logged.
     pub fn new(name: &str, fields: Vec<i64>, scenario: &str, reason: String) -> Change {
         Change { name: name.to_string(), fields, scenario: scenario.to_string(), reason }
     }
@@ -34,6 +37,7 @@ pub struct LogOnce {
 }
 
 impl LogOnce {
+    /// Nothing said yet.
     pub fn new() -> LogOnce {
         LogOnce::default()
     }

@@ -28,6 +28,7 @@ pub struct Correlation {
 }
 
 impl Correlation {
+    /// No samples yet.
     pub fn new() -> Correlation {
         Correlation::default()
     }

@@ -1,9 +1,9 @@
 //! The part of the host that [`Tunables`](crate::Tunables) talks to, as a
 //! trait: the component's imports in production ([`Imports`]), a fake in
-//! native unit tests, so that the bookkeeping around every change can be
-//! tested without a host.
+//! native unit tests ([`crate::testing::FakeHost`], feature `testing`), so
+//! that a policy written against `H: Host` is tested without a host.
 
-use crate::{Change, Denial, InstantMs, Level, NetnsId, SysctlValue, log, sysctl};
+use crate::{Change, Denial, InstantMs, Level, NetnsId, SysctlValue, log, state, sysctl};
 
 /// Reading and changing sysctls, logging and the clock.
 pub trait Host {
@@ -15,6 +15,18 @@ pub trait Host {
     fn log(&mut self, level: Level, message: &str);
     /// The host's monotonic clock, milliseconds ([`crate::now`]).
     fn now(&mut self) -> InstantMs;
+    /// The value the state store holds under `key` ([`state::get`]).
+    fn state_get(&mut self, key: &str) -> Option<Vec<u8>> {
+        state::get(key)
+    }
+    /// Stores `value` under `key` ([`state::set`]).
+    fn state_set(&mut self, key: &str, value: &[u8]) -> Result<(), Denial> {
+        state::set(key, value)
+    }
+    /// Removes `key` from the state store ([`state::delete`]).
+    fn state_delete(&mut self, key: &str) {
+        state::delete(key)
+    }
 }
 
 /// The host as a component sees it: the SDK's imports.

@@ -103,7 +103,9 @@
 //! - Logs are rate-limited and truncated by the host: log decisions, not
 //!   events.
 
-#[allow(clippy::all)]
+#![deny(missing_docs)]
+
+#[allow(clippy::all, missing_docs)]
 pub mod bindings;
 
 pub mod change;
@@ -123,6 +125,8 @@ pub mod state;
 pub mod sysctl;
 pub mod system;
 pub mod tcp;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tunables;
 
 pub use bindings::exports::wasmtune::policy::handler::{Config, Info};

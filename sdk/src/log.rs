@@ -14,22 +14,27 @@ pub fn log(level: Level, message: &str) {
     imports::log(level, message);
 }
 
+/// A `trace` line.
 pub fn trace(message: &str) {
     log(Level::Trace, message);
 }
 
+/// A `debug` line.
 pub fn debug(message: &str) {
     log(Level::Debug, message);
 }
 
+/// An `info` line.
 pub fn info(message: &str) {
     log(Level::Info, message);
 }
 
+/// A `warn` line.
 pub fn warn(message: &str) {
     log(Level::Warn, message);
 }
 
+/// An `error` line.
 pub fn error(message: &str) {
     log(Level::Error, message);
 }

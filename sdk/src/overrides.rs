@@ -13,6 +13,7 @@ pub struct Overrides {
 }
 
 impl Overrides {
+    /// No override known.
     pub fn new() -> Overrides {
         Overrides::default()
     }

@@ -17,6 +17,7 @@ pub struct Settle {
 }
 
 impl Settle {
+    /// Nothing pending.
     pub fn new() -> Settle {
         Settle::default()
     }

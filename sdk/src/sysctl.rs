@@ -38,10 +38,12 @@ impl<T> Tunable<T> {
         }
     }
 
+    /// Whether the tunable does not exist on this kernel.
     pub fn is_missing(&self) -> bool {
         matches!(self, Tunable::Missing(_))
     }
 
+    /// The value changed by `f`, a missing or refused one as it is.
     pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Tunable<U> {
         match self {
             Tunable::Present(value) => Tunable::Present(f(value)),

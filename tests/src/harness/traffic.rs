@@ -21,6 +21,10 @@ pub const DEFAULT_PORT: u16 = 5201;
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a client retries a server that is still busy with the previous run.
 const BUSY_RETRIES: u32 = 10;
+/// How long past its `-t` a client may run before it is taken for hung.
+const CLIENT_GRACE: Duration = Duration::from_secs(30);
+/// Hung clients killed and tried again before the run fails.
+const HANG_RETRIES: u32 = 1;
 
 /// An `iperf3 -s` bound to one address inside a namespace; killed on drop.
 #[derive(Debug)]
@@ -39,10 +43,23 @@ impl IperfServer {
     /// Starts a server on `addr:port` inside `netns` and waits until it listens.
     pub fn start_on(netns: &Netns, addr: Ipv4Addr, port: u16) -> Result<IperfServer, HarnessError> {
         let mut cmd = netns.command("iperf3");
-        cmd.args(["-s", "-B", &addr.to_string(), "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // A run whose client vanished ends after 10 s without data, and a
+        // server stuck anyway starts over after 20 s idle: the next client
+        // is then served, not told "busy" forever.
+        cmd.args([
+            "-s",
+            "-B",
+            &addr.to_string(),
+            "-p",
+            &port.to_string(),
+            "--rcv-timeout",
+            "10000",
+            "--idle-timeout",
+            "20",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let command = describe(&cmd);
         let child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
         let mut server = IperfServer { child, addr, port };
@@ -190,10 +207,22 @@ fn client_command(netns: &Netns, server: &IperfServer, seconds: u32) -> Command 
 /// Retries while the server is still busy finishing a previous run.
 pub fn run_client(netns: &Netns, server: &IperfServer, seconds: u32) -> Result<Throughput, HarnessError> {
     let mut attempt = 0;
+    let mut hung = 0;
     loop {
         let mut cmd = client_command(netns, server, seconds);
         let command = describe(&cmd);
-        let output = cmd.output().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
+        let limit = Duration::from_secs(u64::from(seconds)) + CLIENT_GRACE;
+        let Some(output) = output_within(&mut cmd, limit, &command)? else {
+            // iperf3 can wait forever for the server's results at the end of
+            // a run; one such run is killed and tried again, not the test.
+            hung += 1;
+            eprintln!("`{command}` still running after {limit:?}: killed (hang {hung} of {HANG_RETRIES})");
+            if hung > HANG_RETRIES {
+                return Err(HarnessError::Timeout { what: command, waited: limit });
+            }
+            thread::sleep(Duration::from_millis(300));
+            continue;
+        };
         let report = String::from_utf8_lossy(&output.stdout);
         match Throughput::from_report(&report) {
             Ok(throughput) => return Ok(throughput),
@@ -211,6 +240,41 @@ pub fn run_client(netns: &Netns, server: &IperfServer, seconds: u32) -> Result<T
             }
         }
     }
+}
+
+/// `cmd`'s output, or `None` when it ran past `limit` (it is then killed).
+fn output_within(
+    cmd: &mut Command,
+    limit: Duration,
+    command: &str,
+) -> Result<Option<std::process::Output>, HarnessError> {
+    let mut child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.to_string(), source })?;
+    // Read while it runs, so that a full pipe never stops it.
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(50)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let (stdout, stderr) = (stdout.join().unwrap_or_default(), stderr.join().unwrap_or_default());
+    Ok(status.map(|status| std::process::Output { status, stdout, stderr }))
 }
 
 /// A client running in the background (load while the test watches

@@ -21,6 +21,7 @@ mod ownership;
 mod per_destination;
 mod policy_trust;
 mod runtime_process;
+mod scaffold;
 mod signals;
 mod state_handover;
 mod tcp_buffer;
