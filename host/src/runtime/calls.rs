@@ -5,6 +5,8 @@
 //! runtime socket (`runtime::remote`). The checks themselves live in
 //! [`crate::caps`], once.
 
+use std::time::{Duration, Instant};
+
 use crate::caps::log::LogCap;
 use crate::caps::state::StateCap;
 use crate::caps::sysctl::SysctlCap;
@@ -65,6 +67,10 @@ impl HostCalls for LocalHost {
 /// The guest-facing end: the WIT imports, each turned into a [`HostCall`].
 pub struct HostLink {
     calls: Box<dyn HostCalls>,
+    /// Time spent waiting for the host's answers since the last
+    /// [`HostLink::take_waited`]: the host's time, not the guest's, so the
+    /// call's deadline is moved on by it (see `instance`).
+    waited: Duration,
 }
 
 /// A reply of the wrong kind: the other side is broken or hostile.
@@ -77,11 +83,29 @@ pub struct WrongReply {
 
 impl HostLink {
     pub fn new(calls: Box<dyn HostCalls>) -> HostLink {
-        HostLink { calls }
+        HostLink { calls, waited: Duration::ZERO }
+    }
+
+    /// The time spent waiting for the host since the last take.
+    pub fn take_waited(&mut self) -> Duration {
+        std::mem::take(&mut self.waited)
+    }
+
+    /// Gives back time [`HostLink::take_waited`] took but did not use.
+    pub fn give_back(&mut self, unused: Duration) {
+        self.waited += unused;
+    }
+
+    /// One host call, its time counted as the host's.
+    fn call(&mut self, call: HostCall) -> wasmtime::Result<Option<Reply>> {
+        let started = Instant::now();
+        let reply = self.calls.call(call);
+        self.waited += started.elapsed();
+        reply
     }
 
     fn ask(&mut self, call: HostCall, name: &'static str) -> wasmtime::Result<Reply> {
-        match self.calls.call(call)? {
+        match self.call(call)? {
             Some(reply) => Ok(reply),
             None => Err(WrongReply { call: name, reply: "nothing".into() }.into()),
         }
@@ -107,7 +131,7 @@ fn wrong(call: &'static str, reply: &Reply) -> wasmtime::Error {
 
 impl crate::wit::wasmtune::policy::log::Host for HostLink {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        self.calls.call(HostCall::Log { level, message }).map(|_| ())
+        self.call(HostCall::Log { level, message }).map(|_| ())
     }
 }
 
@@ -154,6 +178,6 @@ impl state::Host for HostLink {
     }
 
     fn delete(&mut self, key: String) -> wasmtime::Result<()> {
-        self.calls.call(HostCall::StateDelete(key)).map(|_| ())
+        self.call(HostCall::StateDelete(key)).map(|_| ())
     }
 }

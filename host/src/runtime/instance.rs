@@ -5,18 +5,25 @@
 //! rebuilds it.
 
 use std::fmt;
+use std::time::Duration;
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::caps::no_blocking::PolicyBlocked;
+use crate::runtime::engine::EPOCH_TICK;
 use crate::runtime::state::{MemoryLimitExceeded, PolicyState};
 use crate::wit::{Event, Policy, PolicyConfig, PolicyInfo, PolicyPre};
 
 /// Fuel for one call: roughly 100 million Wasm instructions.
 pub const FUEL_PER_CALL: u64 = 100_000_000;
 /// Wall-clock budget for one call, in epoch ticks (50 ms each: 250 ms, met
-/// to within one tick), host calls included.
+/// to within one tick): the guest's own time; time spent waiting for the
+/// host's answers moves it on (at most [`MAX_HOST_CREDIT_TICKS`]).
 pub const DEADLINE_TICKS: u64 = 5;
+/// The most a call's deadline moves on for time spent waiting for the host
+/// (2 s, the host's own deadline for a call): a guest cannot stretch a call
+/// without bound by asking the host for slow things.
+pub const MAX_HOST_CREDIT_TICKS: u64 = 40;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FaultKind {
@@ -96,7 +103,7 @@ impl PolicyInstance {
     pub fn instantiate(engine: &Engine, pre: &PolicyPre<PolicyState>, state: PolicyState) -> Result<Self, Fault> {
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(deadline_reached);
         arm(&mut store)?;
         let bindings = pre.instantiate(&mut store).map_err(|e| Fault::from_error(&e))?;
         Ok(PolicyInstance { store, bindings })
@@ -135,5 +142,80 @@ impl PolicyInstance {
 fn arm(store: &mut Store<PolicyState>) -> Result<(), Fault> {
     store.set_fuel(FUEL_PER_CALL).map_err(|e| Fault::from_error(&e))?;
     store.set_epoch_deadline(DEADLINE_TICKS);
+    store.data_mut().link.take_waited();
+    store.data_mut().host_credit_ticks = 0;
     Ok(())
+}
+
+/// At the deadline: the time the guest spent waiting for the host's
+/// answers (a busy actuator, a starved host thread) is the host's, so the
+/// deadline moves on by it, up to [`MAX_HOST_CREDIT_TICKS`] a call; only
+/// the guest's own time ends the call.
+fn deadline_reached(mut store: wasmtime::StoreContextMut<'_, PolicyState>) -> wasmtime::Result<UpdateDeadline> {
+    let state = store.data_mut();
+    let waited = state.link.take_waited();
+    let tick = EPOCH_TICK.as_nanos().max(1);
+    let ticks = u64::try_from(waited.as_nanos() / tick).unwrap_or(u64::MAX);
+    let allowed = ticks.min(MAX_HOST_CREDIT_TICKS.saturating_sub(state.host_credit_ticks));
+    // What is under a tick stays for the next look.
+    let used = Duration::from_nanos(u64::try_from(u128::from(allowed) * tick).unwrap_or(u64::MAX));
+    state.link.give_back(waited.saturating_sub(used));
+    if allowed == 0 {
+        return Ok(UpdateDeadline::Interrupt);
+    }
+    state.host_credit_ticks += allowed;
+    Ok(UpdateDeadline::Continue(allowed))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+    use crate::caps::clock::ClockCap;
+    use crate::runtime::calls::HostCalls;
+    use crate::runtime::engine::PolicyEngine;
+    use crate::runtime::image::CompiledPolicy;
+    use crate::runtime::protocol::{HostCall, Reply};
+    use crate::wit::SysctlValue;
+
+    /// A host that takes 400 ms (more than a call's whole deadline) over
+    /// every answer, as a starved or busy host would.
+    struct SlowHost {
+        answered: usize,
+    }
+
+    impl HostCalls for SlowHost {
+        fn call(&mut self, call: HostCall) -> wasmtime::Result<Option<Reply>> {
+            if !call.wants_reply() {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(400));
+            self.answered += 1;
+            Ok(Some(match call {
+                HostCall::Read { .. } => Reply::Read(Ok(SysctlValue::Integers(vec![4096, 131072, 6291456]))),
+                HostCall::StateGet(_) => Reply::StateValue(None),
+                HostCall::AvailableCongestion => Reply::Congestion(vec!["cubic".into(), "bbr".into()]),
+                _ => Reply::Outcome(Ok(())),
+            }))
+        }
+    }
+
+    #[test]
+    fn time_spent_waiting_for_the_host_is_not_the_guest_s() {
+        let engine = PolicyEngine::new(None).expect("engine");
+        let bytes = crate::builtin::bytes_of("tcp-cong").expect("tcp-cong is built in");
+        let compiled = CompiledPolicy::compile(&engine, bytes).expect("compile");
+        let state =
+            PolicyState::new(Box::new(SlowHost { answered: 0 }), ClockCap { started: Instant::now() }, 16 << 20);
+        let mut instance = PolicyInstance::instantiate(&engine.engine, &compiled.pre, state).expect("instantiate");
+        let started = Instant::now();
+        let info = instance.init(&PolicyConfig { learning_rate: 4, settings: Vec::new() });
+        let took = started.elapsed();
+        // tcp-cong asks the host for the algorithms on offer in its init:
+        // one 400 ms answer, longer than the 250 ms deadline.
+        assert!(took >= Duration::from_millis(400), "the host was not asked ({took:?})");
+        let info = info.unwrap_or_else(|fault| panic!("the host's time ended the guest's call: {fault}"));
+        assert!(info.is_ok(), "{info:?}");
+    }
 }

@@ -40,6 +40,8 @@ pub struct PolicyState {
     pub link: HostLink,
     pub clock: ClockCap,
     pub system: SystemCap,
+    /// Epoch ticks the current call's deadline moved on for host time.
+    pub host_credit_ticks: u64,
 }
 
 impl PolicyState {
@@ -51,6 +53,7 @@ impl PolicyState {
             link: HostLink::new(calls),
             clock,
             system: SystemCap,
+            host_credit_ticks: 0,
         }
     }
 
@@ -65,6 +68,7 @@ impl PolicyState {
             link: self.link,
             clock: self.clock,
             system: self.system,
+            host_credit_ticks: 0,
         }
     }
 }
