@@ -56,7 +56,11 @@ fn locate_or_build() -> Result<PathBuf, String> {
         .arg(workspace.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir())
-        .args(["--package", "wasmtune", "--bin", "wasmtune"]);
+        // Features resolved for the whole workspace, as the suite's own
+        // build resolves them: for the one package they differ (nix,
+        // semver, indexmap, ...), and half the dependency tree, wasmtime
+        // among it, would be compiled a second time (minutes on 2 cores).
+        .args(["--workspace", "--bin", "wasmtune"]);
     match profile.file_name().and_then(|n| n.to_str()) {
         Some("debug") => {}
         Some("release") | None => {
