@@ -13,6 +13,7 @@
 pub mod paths;
 pub mod wit;
 pub mod text;
+pub mod line_budget;
 pub mod peer;
 pub mod admin_write;
 pub mod probe;

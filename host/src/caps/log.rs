@@ -3,8 +3,7 @@
 //! truncated, and rate-limited by a token bucket so that a policy
 //! that floods cannot drown the host's own log or slow it down.
 
-use std::time::Instant;
-
+use crate::line_budget::LineBudget;
 use crate::text::printable;
 use crate::wit::wasmtune::policy::log::{Host, Level};
 
@@ -16,27 +15,16 @@ pub const PER_SECOND: f64 = 5.0;
 
 pub struct LogCap {
     policy: String,
-    tokens: f64,
-    refilled: Instant,
-    suppressed: u64,
+    budget: LineBudget,
 }
 
 impl LogCap {
     pub fn new(policy: &str) -> LogCap {
-        LogCap { policy: policy.to_string(), tokens: BURST, refilled: Instant::now(), suppressed: 0 }
+        LogCap { policy: policy.to_string(), budget: LineBudget::new(BURST, PER_SECOND) }
     }
 
     fn admit(&mut self) -> bool {
-        let now = Instant::now();
-        self.tokens = (self.tokens + now.duration_since(self.refilled).as_secs_f64() * PER_SECOND).min(BURST);
-        self.refilled = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
+        self.budget.admit()
     }
 }
 
@@ -45,10 +33,10 @@ impl Host for LogCap {
         if !self.admit() {
             return Ok(());
         }
-        if self.suppressed > 0 {
-            tracing::warn!(event = "policy-log-suppressed", policy = %self.policy, dropped = self.suppressed,
-                "policy {} logged too fast: {} line(s) dropped", self.policy, self.suppressed);
-            self.suppressed = 0;
+        if self.budget.suppressed > 0 {
+            let dropped = std::mem::take(&mut self.budget.suppressed);
+            tracing::warn!(event = "policy-log-suppressed", policy = %self.policy, dropped,
+                "policy {} logged too fast: {} line(s) dropped", self.policy, dropped);
         }
         let text = printable(&message, MAX_MESSAGE_BYTES);
         let policy = self.policy.as_str();
@@ -72,7 +60,7 @@ mod tests {
         let mut cap = LogCap::new("flood");
         let admitted = (0..10_000).filter(|_| cap.admit()).count();
         assert!(admitted as f64 <= BURST + 1.0, "{admitted}");
-        assert!(cap.suppressed >= 9_000);
+        assert!(cap.budget.suppressed >= 9_000);
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! with `source="runtime"` and its pid, its text with control characters
 //! escaped, cut to a bounded length, and at a bounded rate.
 
+use crate::line_budget::LineBudget;
+use crate::text::printable;
 use std::io::{BufRead, BufReader, Read};
-use std::time::Instant;
 
 /// Longest line relayed; the rest of a longer one is dropped.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -25,7 +26,7 @@ pub fn relay_output(output: impl Read + Send + 'static, pid: u32) {
 
 fn relay(output: impl Read, pid: u32) {
     let mut reader = BufReader::new(output);
-    let mut budget = Budget::new();
+    let mut budget = LineBudget::new(BURST_LINES, LINES_PER_SECOND);
     let mut line = Vec::with_capacity(MAX_LINE_BYTES);
     loop {
         line.clear();
@@ -33,7 +34,7 @@ fn relay(output: impl Read, pid: u32) {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if !budget.take() {
+        if !budget.admit() {
             continue;
         }
         if budget.suppressed > 0 {
@@ -85,7 +86,11 @@ impl Relayed {
         let text = String::from_utf8_lossy(line);
         let Ok(serde_json::Value::Object(mut object)) = serde_json::from_str::<serde_json::Value>(text.trim_end())
         else {
-            return Relayed { level: tracing::Level::WARN, message: escape(text.trim_end()), fields: String::new() };
+            return Relayed {
+                level: tracing::Level::WARN,
+                message: printable(text.trim_end(), MAX_LINE_BYTES),
+                fields: String::new(),
+            };
         };
         let level = match object.remove("level").as_ref().and_then(|v| v.as_str()) {
             Some("ERROR") => tracing::Level::ERROR,
@@ -95,13 +100,16 @@ impl Relayed {
             _ => tracing::Level::TRACE,
         };
         let message = match object.remove("message") {
-            Some(serde_json::Value::String(message)) => escape(&message),
-            Some(other) => escape(&other.to_string()),
+            Some(serde_json::Value::String(message)) => printable(&message, MAX_LINE_BYTES),
+            Some(other) => printable(&other.to_string(), MAX_LINE_BYTES),
             None => String::new(),
         };
         object.remove("timestamp");
-        let fields =
-            if object.is_empty() { String::new() } else { escape(&serde_json::Value::Object(object).to_string()) };
+        let fields = if object.is_empty() {
+            String::new()
+        } else {
+            printable(&serde_json::Value::Object(object).to_string(), MAX_LINE_BYTES)
+        };
         Relayed { level, message, fields }
     }
 }
@@ -119,47 +127,6 @@ fn log_line(line: &Relayed, pid: u32) {
         }
         tracing::Level::TRACE => {
             tracing::trace!(source = "runtime", pid, runtime_fields = %fields, "runtime: {message}")
-        }
-    }
-}
-
-/// Control characters (a newline that would start a forged line, a
-/// terminal escape) written as escapes; everything else as is.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A token bucket of lines.
-struct Budget {
-    tokens: f64,
-    at: Instant,
-    suppressed: u64,
-}
-
-impl Budget {
-    fn new() -> Budget {
-        Budget { tokens: BURST_LINES, at: Instant::now(), suppressed: 0 }
-    }
-
-    fn take(&mut self) -> bool {
-        let now = Instant::now();
-        let earned = now.saturating_duration_since(self.at).as_secs_f64() * LINES_PER_SECOND;
-        self.tokens = (self.tokens + earned).min(BURST_LINES);
-        self.at = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            self.suppressed += 1;
-            false
         }
     }
 }
@@ -197,8 +164,8 @@ mod tests {
 
     #[test]
     fn a_flood_is_cut_to_the_burst_and_the_rate() {
-        let mut budget = Budget::new();
-        let passed = (0..10_000).filter(|_| budget.take()).count();
+        let mut budget = LineBudget::new(BURST_LINES, LINES_PER_SECOND);
+        let passed = (0..10_000).filter(|_| budget.admit()).count();
         // The burst, and what the rate earns while the loop runs.
         assert!(passed >= BURST_LINES as usize && passed < 1_000, "{passed} passed");
         assert!(budget.suppressed > 9_000);

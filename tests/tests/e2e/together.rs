@@ -1,5 +1,6 @@
 //! Tests confined to what they create, run in parallel with anything.
 
+mod host_time;
 mod memory_budget;
 mod no_blocking;
 mod policy_files;
