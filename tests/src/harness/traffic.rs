@@ -43,23 +43,15 @@ impl IperfServer {
     /// Starts a server on `addr:port` inside `netns` and waits until it listens.
     pub fn start_on(netns: &Netns, addr: Ipv4Addr, port: u16) -> Result<IperfServer, HarnessError> {
         let mut cmd = netns.command("iperf3");
+        cmd.args(["-s", "-B", &addr.to_string(), "-p", &port.to_string()]);
         // A run whose client vanished ends after 10 s without data, and a
         // server stuck anyway starts over after 20 s idle: the next client
-        // is then served, not told "busy" forever.
-        cmd.args([
-            "-s",
-            "-B",
-            &addr.to_string(),
-            "-p",
-            &port.to_string(),
-            "--rcv-timeout",
-            "10000",
-            "--idle-timeout",
-            "20",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        // is then served, not told "busy" forever. Older iperf3 builds lack
+        // the options; their servers run without.
+        if iperf3_knows("--rcv-timeout") && iperf3_knows("--idle-timeout") {
+            cmd.args(["--rcv-timeout", "10000", "--idle-timeout", "20"]);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         let command = describe(&cmd);
         let child = cmd.spawn().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;
         let mut server = IperfServer { child, addr, port };
@@ -240,6 +232,19 @@ pub fn run_client(netns: &Netns, server: &IperfServer, seconds: u32) -> Result<T
             }
         }
     }
+}
+
+/// Whether this iperf3 takes `option` (its help lists it); asked once.
+fn iperf3_knows(option: &str) -> bool {
+    static HELP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HELP.get_or_init(|| {
+        Command::new("iperf3")
+            .arg("--help")
+            .output()
+            .map(|out| format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+            .unwrap_or_default()
+    })
+    .contains(option)
 }
 
 /// `cmd`'s output, or `None` when it ran past `limit` (it is then killed).
