@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use wasmtune::actuate::{Actuator, ActuatorConfig};
 use wasmtune::caps::clock::ClockCap;
+use wasmtune::caps::kernel::LiveKernel;
 use wasmtune::caps::log::LogCap;
 use wasmtune::caps::state::StateCap;
 use wasmtune::caps::sysctl::{RequestCounters, SysctlCap};
@@ -67,8 +68,7 @@ fn main() -> anyhow::Result<()> {
             SysctlCap::new(
                 grant.clone(),
                 arbiter.clone(),
-                actuator.clone(),
-                registry.clone(),
+                Arc::new(LiveKernel { actuator: actuator.clone(), registry: registry.clone() }),
                 counters,
                 Arc::default(),
             ),
@@ -76,11 +76,8 @@ fn main() -> anyhow::Result<()> {
         )
     };
     let in_process = |counters: Arc<RequestCounters>| -> anyhow::Result<PolicyInstance> {
-        let state = PolicyState::new(
-            Box::new(local_host(counters)),
-            ClockCap { started: Instant::now() },
-            DEFAULT_MEMORY_LIMIT,
-        );
+        let state =
+            PolicyState::new(Box::new(local_host(counters)), ClockCap::since(Instant::now()), DEFAULT_MEMORY_LIMIT);
         PolicyInstance::instantiate(&engine.engine, &compiled.pre, state).map_err(|f| anyhow::anyhow!("{f}"))
     };
     let bare = {
@@ -123,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         stores: Arc::default(),
         missing: Arc::default(),
         quarantine: Arc::default(),
+        recorder: None,
     };
     // The same component on a thread of this process, fed the same way.
     let mut earlier = Vec::new();

@@ -35,6 +35,9 @@ pub enum Command {
     /// Start a policy: writes a crate (manifest, a worked example, native
     /// tests, README) that builds outside this repository.
     New(NewArgs),
+    /// Replay a recording (`wasmtune run --record`) through one or two
+    /// policies against a simulated kernel, and compare their decisions.
+    Replay(ReplayArgs),
     /// Restore every value changed: through the running daemon when one
     /// answers, else from the journal (after a crash, or to undo tuning).
     Rollback {
@@ -70,6 +73,37 @@ pub struct NewArgs {
     /// else `wasmtune-sdk = "0.1"` from the registry.
     #[arg(long)]
     pub sdk: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// A recording, or a hand-written events file (docs/recording.md).
+    pub file: PathBuf,
+    /// A policy file or `builtin:NAME`; give two to compare them (A, then B).
+    #[arg(long = "policy", value_name = "FILE", required = true, num_args = 1)]
+    pub policies: Vec<String>,
+    #[command(flatten)]
+    pub simulation: SimulationArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `policy test` and `replay` share: the simulated kernel's values and
+/// the administrator's settings.
+#[derive(Debug, Clone, Args)]
+pub struct SimulationArgs {
+    /// A sysctl value the simulated kernel starts with (repeatable), e.g.
+    /// `init:net.ipv4.tcp_rmem=4096 131072 6291456`. Tunables given neither
+    /// here nor in the file do not exist.
+    #[arg(long = "sysctl", value_name = "NETNS:NAME=VALUE")]
+    pub sysctls: Vec<String>,
+    /// The administrator's configuration: the policy's settings and narrowed grants.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// 0 (cautious) to 4 (fast) [default: the configuration's, else 4].
+    #[arg(short = 'r', long, value_parser = parse_learning_rate)]
+    pub learning_rate: Option<LearningRate>,
 }
 
 #[derive(Debug, Args)]
@@ -165,6 +199,27 @@ pub enum PolicyCommand {
         #[arg(long, value_name = "PATH")]
         password_file: Option<PathBuf>,
     },
+    /// Run a policy file against a simulated kernel: the real component,
+    /// runtime and grant checks, events from a file, no root or BPF. Exits
+    /// 1 on a fault or a denied change, 2 on bad input.
+    Test {
+        /// The policy file, or `builtin:NAME`.
+        file: String,
+        /// The events (JSONL: a recording, or written by hand; docs/recording.md).
+        #[arg(long, value_name = "FILE")]
+        events: PathBuf,
+        #[command(flatten)]
+        simulation: SimulationArgs,
+        /// A denied change does not fail the test.
+        #[arg(long)]
+        allow_denials: bool,
+        /// A fault does not fail the test.
+        #[arg(long)]
+        allow_faults: bool,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// The running daemon's policies.
     List(QueryArgs),
     /// Start a policy that is on offer (until the daemon stops).
@@ -226,6 +281,14 @@ pub struct RunArgs {
     /// --rollback): keep them (adopt) or restore the originals first.
     #[arg(long, value_enum, default_value_t = OnCrashArg::Adopt)]
     pub on_crash: OnCrashArg,
+    /// Write every event routed to the policies and every sysctl value they
+    /// read to FILE (JSONL, docs/recording.md), for `wasmtune policy test`
+    /// and `wasmtune replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Past this size the recording is renamed FILE.1 and a new one starts.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::recording::writer::DEFAULT_MAX_BYTES, requires = "record")]
+    pub record_max_bytes: u64,
     /// Log to stderr (accepted for bpftune compatibility; always so).
     #[arg(short = 's', hide = true)]
     pub stderr: bool,
@@ -256,6 +319,8 @@ impl RunArgs {
                 OnCrashArg::Adopt => crate::daemon::OnCrash::Adopt,
                 OnCrashArg::Rollback => crate::daemon::OnCrash::Rollback,
             },
+            record: self.record,
+            record_max_bytes: self.record_max_bytes,
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod sysctl;
 
 // Kernel signals in.
 pub mod events;
+pub mod recording;
 pub mod bpf;
 pub mod signals;
 
@@ -48,6 +49,7 @@ pub mod caps;
 pub mod runtime;
 pub mod builtin;
 pub mod router;
+pub mod simulate;
 
 // Around the data path.
 pub mod support;

@@ -4,16 +4,18 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-use wasmtune::cli::{Cli, Command, LogFormat, OverrideCommand, PolicyCommand, QueryArgs};
+use wasmtune::cli::{Cli, Command, LogFormat, OverrideCommand, PolicyCommand, QueryArgs, ReplayArgs, SimulationArgs};
 use wasmtune::config::{AdminConfig, PolicyDigest};
 use wasmtune::control::{ClientError, ControlClient, Request};
 use wasmtune::runtime::engine::PolicyEngine;
 use wasmtune::runtime::image::{CompiledPolicy, PolicyImage, PolicySource};
+use wasmtune::simulate::{self, PolicyUnderTest, RunSettings};
 use wasmtune::trust::keys::Keyring;
 use wasmtune::trust::sign::Password;
 
@@ -25,7 +27,10 @@ fn main() -> ExitCode {
         None => cli.run.log_format,
         _ => LogFormat::Text,
     };
-    init_logging(format);
+    // A simulation reports everything itself; the daemon's own lines
+    // (a tunable missing "on this kernel") would only mislead there.
+    let simulated = matches!(cli.command, Some(Command::Replay(_)) | Some(Command::Policy(PolicyCommand::Test { .. })));
+    init_logging(format, if simulated { "error" } else { "info" });
     let daemon = matches!(cli.command, None | Some(Command::Run(_)));
     match dispatch(cli) {
         Ok(code) => code,
@@ -57,6 +62,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Some(Command::Policy(PolicyCommand::Info { file, json })) => policy_info(&file, json),
+        Some(Command::Policy(PolicyCommand::Test { file, events, simulation, allow_denials, allow_faults, json })) => {
+            policy_test(&file, &events, &simulation, allow_denials, allow_faults, json)
+        }
+        Some(Command::Replay(args)) => replay(&args),
         Some(Command::Policy(PolicyCommand::Sign { file, key, password_file })) => {
             policy_sign(&file, &key, password_file.as_deref())
         }
@@ -326,8 +335,8 @@ fn policy_verify(
     Ok(if trusted { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("WASMTUNE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+fn init_logging(format: LogFormat, default_level: &str) {
+    let filter = EnvFilter::try_from_env("WASMTUNE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -336,4 +345,114 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
     }
+}
+
+/// Bad input to `policy test` or `replay`: said, exit 2.
+fn input_error(error: impl std::fmt::Display) -> ExitCode {
+    eprintln!("wasmtune: {error}");
+    ExitCode::from(2)
+}
+
+/// The simulated kernel's starting values and the settings of `name`.
+fn simulation_setup(args: &SimulationArgs, name: &str) -> Result<(simulate::StartingValues, RunSettings), String> {
+    let initial = args.sysctls.iter().map(|a| simulate::parse_sysctl_arg(a)).collect::<Result<Vec<_>, _>>()?;
+    let config = match &args.config {
+        Some(path) => AdminConfig::load(path, true).map_err(|e| e.to_string())?,
+        None => AdminConfig::default(),
+    };
+    let learning_rate = args.learning_rate.or(config.learning_rate).map_or(4, |r| r.get());
+    let settings =
+        RunSettings { learning_rate, policy: config.policy(name), limits: wasmtune::grants::HostLimits::detect() };
+    Ok((initial, settings))
+}
+
+fn policy_test(
+    file: &str,
+    events: &Path,
+    args: &SimulationArgs,
+    allow_denials: bool,
+    allow_faults: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let engine = Arc::new(PolicyEngine::new(None)?);
+    let policy = match PolicyUnderTest::load(&engine, file) {
+        Ok(policy) => Arc::new(policy),
+        Err(error) => return Ok(input_error(error)),
+    };
+    let recording = match wasmtune::recording::read_file(events, Default::default()) {
+        Ok(recording) => recording,
+        Err(error) => return Ok(input_error(error)),
+    };
+    let (initial, settings) = match simulation_setup(args, policy.name()) {
+        Ok(setup) => setup,
+        Err(error) => return Ok(input_error(error)),
+    };
+    let report = match simulate::run_recording(engine, policy, &recording, &initial, &settings) {
+        Ok(report) => report,
+        Err(error) => return Ok(input_error(error)),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.text());
+    }
+    let failed = (report.faults > 0 && !allow_faults) || (report.denials > 0 && !allow_denials);
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn replay(args: &ReplayArgs) -> anyhow::Result<ExitCode> {
+    if args.policies.len() > 2 {
+        return Ok(input_error("replay compares at most two policies (--policy A --policy B)"));
+    }
+    let engine = Arc::new(PolicyEngine::new(None)?);
+    let recording = match wasmtune::recording::read_file(&args.file, Default::default()) {
+        Ok(recording) => recording,
+        Err(error) => return Ok(input_error(error)),
+    };
+    let mut reports = Vec::new();
+    for spec in &args.policies {
+        let policy = match PolicyUnderTest::load(&engine, spec) {
+            Ok(policy) => Arc::new(policy),
+            Err(error) => return Ok(input_error(error)),
+        };
+        let (initial, settings) = match simulation_setup(&args.simulation, policy.name()) {
+            Ok(setup) => setup,
+            Err(error) => return Ok(input_error(error)),
+        };
+        match simulate::run_recording(engine.clone(), policy, &recording, &initial, &settings) {
+            Ok(report) => reports.push(report),
+            Err(error) => return Ok(input_error(error)),
+        }
+    }
+    let events: usize = recording
+        .inputs
+        .iter()
+        .map(|i| match &i.input {
+            wasmtune::recording::Input::Events(e) => e.len(),
+            wasmtune::recording::Input::Sysctl { .. } => 0,
+        })
+        .sum();
+    let span = recording.inputs.last().map_or(0, |i| i.at_ms);
+    match reports.as_slice() {
+        [one] if args.json => println!("{}", serde_json::to_string_pretty(one)?),
+        [one] => print!("{}", one.text()),
+        [a, b] => {
+            let comparison = simulate::report::Comparison::new(a, b);
+            if args.json {
+                let out = serde_json::json!({ "recording": args.file, "events": events, "comparison": comparison, "a": a, "b": b });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "replay {}: {} inputs, {events} events over {}.{:03} s",
+                    args.file.display(),
+                    recording.inputs.len(),
+                    span / 1000,
+                    span % 1000
+                );
+                print!("{}", comparison.text(a, b));
+            }
+        }
+        _ => return Ok(input_error("replay needs --policy")),
+    }
+    Ok(ExitCode::SUCCESS)
 }

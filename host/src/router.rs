@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::events::{event_kind, event_netns};
 use crate::netns::NetnsRegistry;
+use crate::recording::writer::Recorder;
 use crate::runtime::worker::{NameTotals, PolicyWorker};
 use crate::wit::{Event, EventKind};
 
@@ -33,9 +34,27 @@ pub struct PolicySet {
     totals: Mutex<BTreeMap<String, Arc<NameTotals>>>,
     /// Events lost before routing, as last reported to the policies.
     upstream_lost: AtomicU64,
+    /// `--record`: every batch routed is written down.
+    recorder: OnceLock<Arc<Recorder>>,
 }
 
 impl PolicySet {
+    /// From now on, every batch routed is also written to `recorder`.
+    pub fn record_to(&self, recorder: Arc<Recorder>) {
+        if self.recorder.set(recorder).is_err() {
+            tracing::warn!("a recording is already being written; the second is ignored");
+        }
+    }
+
+    /// Writes down the events of `batch` that reach the policies (in a
+    /// tuned namespace), whether or not one subscribed: a replayed policy
+    /// may subscribe to more than the live ones.
+    fn record(&self, batch: &[Event], registry: &NetnsRegistry) {
+        let Some(recorder) = self.recorder.get() else { return };
+        let routed: Vec<&Event> = batch.iter().filter(|e| reaches_policies(e, |n| registry.is_tuned(n))).collect();
+        recorder.events(&routed, &|cookie| registry.display_name(cookie));
+    }
+
     /// The counters every version of `name` adds to.
     pub fn totals_for(&self, name: &str) -> Arc<NameTotals> {
         let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
@@ -103,11 +122,7 @@ pub fn route(batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWor
 pub fn split(batch: &[Event], is_tuned: impl Fn(u64) -> bool, subscriptions: &[&[EventKind]]) -> Vec<Vec<Event>> {
     let mut per_subscriber: Vec<Vec<Event>> = vec![Vec::new(); subscriptions.len()];
     for event in batch {
-        let gone = matches!(event, Event::NamespaceChange(change) if !change.created);
-        if let Some(netns) = event_netns(event)
-            && !gone
-            && !is_tuned(netns)
-        {
+        if !reaches_policies(event, &is_tuned) {
             continue;
         }
         let Some(kind) = event_kind(event) else { continue };
@@ -120,6 +135,16 @@ pub fn split(batch: &[Event], is_tuned: impl Fn(u64) -> bool, subscriptions: &[&
     per_subscriber
 }
 
+/// Whether an event is for the policies at all: about a tuned namespace,
+/// or the news that one went away.
+fn reaches_policies(event: &Event, is_tuned: impl Fn(u64) -> bool) -> bool {
+    let gone = matches!(event, Event::NamespaceChange(change) if !change.created);
+    match event_netns(event) {
+        Some(netns) => gone || is_tuned(netns),
+        None => true,
+    }
+}
+
 /// Routes one batch to the running policies (see [`route`]) while no swap
 /// can happen, queueing without blocking.
 pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet) {
@@ -127,6 +152,7 @@ pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet)
         return;
     }
     policies.with_workers(|workers| {
+        policies.record(batch, registry);
         for (worker, events) in workers.iter().zip(route(batch, registry, workers)) {
             if !events.is_empty() {
                 worker.deliver(events);
@@ -163,6 +189,7 @@ impl Router {
                 let lost_now = upstream_lost();
                 policies.with_workers(|workers| {
                     if lost_now > lost_seen {
+                        policies.record(&[Event::Lost(lost_now - lost_seen)], &registry);
                         for worker in workers {
                             worker.note_upstream_loss(lost_now - lost_seen);
                         }
@@ -170,6 +197,7 @@ impl Router {
                     if batch.is_empty() {
                         return;
                     }
+                    policies.record(&batch, &registry);
                     for (worker, events) in workers.iter().zip(route(&batch, &registry, workers)) {
                         if !events.is_empty() {
                             worker.deliver(events);

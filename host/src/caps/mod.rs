@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod denials;
+pub mod kernel;
 pub mod log;
 pub mod no_blocking;
 pub mod state;

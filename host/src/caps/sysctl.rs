@@ -8,13 +8,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use crate::actuate::{ActuateError, Actuator, SysctlChange};
+use crate::actuate::{ActuateError, SysctlChange};
 use crate::caps::denials::DenialLog;
+use crate::caps::kernel::KernelSide;
 use crate::grants::{Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
-use crate::netns::NetnsRegistry;
+use crate::recording::writer::Recorder;
 use crate::sysctl::{SysctlError, Value};
 use crate::text::{self, printable};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
@@ -36,19 +36,19 @@ pub struct SysctlCap {
     pub policy: String,
     pub grant: Arc<EffectiveGrant>,
     pub arbiter: Arc<Arbiter>,
-    pub actuator: Actuator,
-    pub registry: Arc<NetnsRegistry>,
+    pub kernel: Arc<dyn KernelSide>,
     pub counters: Arc<RequestCounters>,
     pub missing: Arc<MissingTunables>,
     denials: DenialLog,
+    /// `--record`: the values read are written down.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl SysctlCap {
     pub fn new(
         grant: Arc<EffectiveGrant>,
         arbiter: Arc<Arbiter>,
-        actuator: Actuator,
-        registry: Arc<NetnsRegistry>,
+        kernel: Arc<dyn KernelSide>,
         counters: Arc<RequestCounters>,
         missing: Arc<MissingTunables>,
     ) -> SysctlCap {
@@ -56,27 +56,43 @@ impl SysctlCap {
             policy: grant.policy.clone(),
             grant,
             arbiter,
-            actuator,
-            registry,
+            kernel,
             counters,
             missing,
             denials: DenialLog::default(),
+            recorder: None,
         }
     }
 
+    /// Writes every value read (and every tunable found missing) to `recorder`.
+    pub fn recording_to(mut self, recorder: Option<Arc<Recorder>>) -> SysctlCap {
+        self.recorder = recorder;
+        self
+    }
+
     fn netns_name(&self, netns: u64) -> String {
-        self.registry.display_name(netns)
+        self.kernel.netns_name(netns)
     }
 
     fn check_netns(&self, netns: u64) -> Result<(), Denial> {
-        if self.registry.is_known_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
+        if self.kernel.is_known_tuned(netns) { Ok(()) } else { Err(Denial::UnknownNetns(netns)) }
     }
 
     /// The kernel's value. A tunable this kernel or namespace does not have
     /// is `unsupported` (a typed outcome the SDK turns into "missing"), and
     /// said once per namespace with what the policy loses.
     fn current(&self, netns: u64, name: &str) -> Result<Value, Denial> {
-        self.actuator.read(netns, name).map_err(|error| {
+        let result = self.kernel.read(netns, name);
+        if let Some(recorder) = &self.recorder {
+            match &result {
+                Ok(value) => recorder.sysctl(&self.netns_name(netns), name, Some(value)),
+                Err(ActuateError::Sysctl { source: SysctlError::DoesNotExist { .. } }) => {
+                    recorder.sysctl(&self.netns_name(netns), name, None);
+                }
+                Err(_) => {}
+            }
+        }
+        result.map_err(|error| {
             if let ActuateError::Sysctl { source: SysctlError::DoesNotExist { .. } } = &error {
                 let purpose = self.grant.sysctls.get(name).and_then(|g| g.purpose.as_deref());
                 self.missing.note(&self.policy, &self.netns_name(netns), name, purpose);
@@ -92,14 +108,14 @@ impl SysctlCap {
         self.grant.check_writable(&change.name)?;
         let current = self.current(change.netns, &change.name)?;
         self.grant.check_change(&change.name, &current, requested)?;
-        if self.actuator.is_overridden(change.netns, &change.name) {
+        if self.kernel.is_overridden(change.netns, &change.name) {
             return Err(Denial::AdminOverride(format!(
                 "the administrator changed {} in netns {}; it is left alone",
                 change.name,
                 self.netns_name(change.netns)
             )));
         }
-        self.arbiter.admit(&self.policy, change.netns, &change.name, Instant::now())?;
+        self.arbiter.admit(&self.policy, change.netns, &change.name, self.kernel.now())?;
         Ok(current)
     }
 
@@ -108,8 +124,8 @@ impl SysctlCap {
         // A name the grant does not declare is the guest's own string: it
         // is rate-limited as one subject, however many names are invented.
         let subject = if self.grant.sysctls.contains_key(tunable) { tunable } else { "(not declared)" };
-        let registry = &self.registry;
-        self.denials.say(&self.policy, subject, denial, || printable(tunable, 128), || registry.display_name(netns));
+        let kernel = &self.kernel;
+        self.denials.say(&self.policy, subject, denial, || printable(tunable, 128), || kernel.netns_name(netns));
     }
 }
 
@@ -133,7 +149,7 @@ impl Host for SysctlCap {
             }
         };
         let tunable = change.name.clone();
-        let queued = self.actuator.submit(SysctlChange {
+        let queued = self.kernel.submit(SysctlChange {
             policy: self.policy.clone(),
             netns: change.netns,
             tunable: change.name,

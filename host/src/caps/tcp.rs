@@ -10,13 +10,12 @@
 //! with sysctl changes and logs each one.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use crate::actuate::{Actuator, PeerEntryChange};
+use crate::actuate::PeerEntryChange;
 use crate::caps::denials::DenialLog;
+use crate::caps::kernel::KernelSide;
 use crate::caps::sysctl::SysctlCap;
 use crate::grants::{Arbiter, EffectiveGrant};
-use crate::netns::NetnsRegistry;
 use crate::peer::{PeerPrefix, PeerSettings, peer_prefix};
 use crate::text;
 use crate::wit::Denial;
@@ -31,8 +30,7 @@ pub struct TcpCap {
     pub policy: String,
     grant: Arc<EffectiveGrant>,
     arbiter: Arc<Arbiter>,
-    actuator: Actuator,
-    registry: Arc<NetnsRegistry>,
+    kernel: Arc<dyn KernelSide>,
     denials: DenialLog,
 }
 
@@ -51,20 +49,19 @@ pub fn peer_tunable(prefix: &PeerPrefix) -> String {
 }
 
 impl TcpCap {
-    /// Shares the sysctl capability's grant, arbiter, actuator and registry.
+    /// Shares the sysctl capability's grant, arbiter and kernel.
     pub fn new(sysctl: &SysctlCap) -> TcpCap {
         TcpCap {
             policy: sysctl.policy.clone(),
             grant: sysctl.grant.clone(),
             arbiter: sysctl.arbiter.clone(),
-            actuator: sysctl.actuator.clone(),
-            registry: sysctl.registry.clone(),
+            kernel: sysctl.kernel.clone(),
             denials: DenialLog::default(),
         }
     }
 
     fn check(&self, netns: u64, prefix: &IpPrefix, settings: Option<&PeerSettings>) -> Result<PeerPrefix, Denial> {
-        if !self.registry.is_known_tuned(netns) {
+        if !self.kernel.is_known_tuned(netns) {
             return Err(Denial::UnknownNetns(netns));
         }
         let prefix = PeerPrefix::new(&prefix.addr, prefix.len).map_err(|e| Denial::InvalidValue(e.to_string()))?;
@@ -74,13 +71,13 @@ impl TcpCap {
                 self.policy
             )));
         };
-        if !self.actuator.has_peer_map() {
+        if !self.kernel.has_peer_map() {
             return Err(Denial::Unsupported("per-destination settings: the sockops program is not attached".into()));
         }
         match settings {
             Some(settings) => {
                 settings.encode().map_err(|e| Denial::InvalidValue(e.to_string()))?;
-                grant.check(&self.policy, &prefix, settings, &available_congestion())?;
+                grant.check(&self.policy, &prefix, settings, &self.kernel.available_congestion())?;
             }
             None if !grant.covers(&prefix) => {
                 return Err(Denial::NotGranted(format!("{} may not configure peers in {prefix}", self.policy)));
@@ -91,7 +88,7 @@ impl TcpCap {
         if settings.is_some() && self.arbiter.owner_of(netns, &tunable).is_none() {
             self.check_new_peer(netns, &prefix)?;
         }
-        self.arbiter.admit(&self.policy, netns, &tunable, Instant::now())?;
+        self.arbiter.admit(&self.policy, netns, &tunable, self.kernel.now())?;
         Ok(prefix)
     }
 
@@ -115,12 +112,12 @@ impl TcpCap {
     /// One line per denial kind per interval: prefixes come from the guest,
     /// so they are not a subject of their own.
     fn log_denial(&mut self, netns: u64, prefix: &IpPrefix, denial: &Denial) {
-        let registry = &self.registry;
+        let kernel = &self.kernel;
         let peer = || {
             PeerPrefix::new(&prefix.addr, prefix.len)
                 .map_or_else(|_| "(invalid prefix)".to_string(), |p| peer_tunable(&p))
         };
-        self.denials.say(&self.policy, "tcp-peer", denial, peer, || registry.display_name(netns));
+        self.denials.say(&self.policy, "tcp-peer", denial, peer, || kernel.netns_name(netns));
     }
 }
 
@@ -165,7 +162,7 @@ fn settings_from_wit(s: &crate::wit::wasmtune::policy::tcp::PeerSettings) -> Pee
 
 impl Host for TcpCap {
     fn available_congestion(&mut self) -> wasmtime::Result<Vec<String>> {
-        Ok(available_congestion())
+        Ok(self.kernel.available_congestion())
     }
 
     fn set_peer(&mut self, change: PeerChange) -> wasmtime::Result<Result<(), Denial>> {
@@ -177,7 +174,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        let queued = self.actuator.submit_peer(PeerEntryChange {
+        let queued = self.kernel.submit_peer(PeerEntryChange {
             policy: self.policy.clone(),
             netns: change.netns,
             prefix,
@@ -196,7 +193,7 @@ impl Host for TcpCap {
                 return Ok(Err(denial));
             }
         };
-        let queued = self.actuator.submit_peer(PeerEntryChange {
+        let queued = self.kernel.submit_peer(PeerEntryChange {
             policy: self.policy.clone(),
             netns,
             prefix,

@@ -20,6 +20,7 @@ use crate::control::{ControlContext, ControlServer};
 use crate::grants::{Arbiter, HostLimits};
 use crate::netns::NetnsRegistry;
 use crate::paths;
+use crate::recording::writer::Recorder;
 use crate::router::{PolicySet, Router};
 use crate::runtime::quarantine::QuarantineList;
 use crate::runtime::state::DEFAULT_MEMORY_LIMIT;
@@ -45,6 +46,10 @@ pub struct RunOptions {
     pub control_socket: PathBuf,
     /// What to do with changes an earlier run left in effect.
     pub on_crash: OnCrash,
+    /// `--record FILE`: events and values read, for `policy test` and `replay`.
+    pub record: Option<PathBuf>,
+    /// The cap on one recording file, past which it rotates.
+    pub record_max_bytes: u64,
 }
 
 /// What to do at start with changes the journal says an earlier run left
@@ -119,6 +124,14 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let arbiter = Arc::new(Arbiter::default());
     let missing = Arc::new(crate::missing::MissingTunables::default());
     let quarantine = Arc::new(load_quarantine(&opts.state_dir, opts.dry_run)?);
+    let recorder = match &opts.record {
+        Some(path) => {
+            let recorder = Recorder::create(path, opts.record_max_bytes).context("cannot start the recording")?;
+            tracing::info!(event = "recording", file = %path.display(), max_bytes = opts.record_max_bytes, "recording every event routed and every value read to {} (rotated past {} bytes)", path.display(), opts.record_max_bytes);
+            Some(Arc::new(recorder))
+        }
+        None => None,
+    };
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         arbiter: arbiter.clone(),
@@ -131,8 +144,12 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         stores: Arc::default(),
         missing: missing.clone(),
         quarantine,
+        recorder: recorder.clone(),
     };
     let policies = Arc::new(PolicySet::default());
+    if let Some(recorder) = recorder {
+        policies.record_to(recorder);
+    }
     let builtins = crate::builtin::load_all();
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, trust, policies.clone());
     // Nothing runs yet, so nothing is retired; stopped all the same.

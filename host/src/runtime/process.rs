@@ -167,7 +167,7 @@ impl Serving {
             self.channel.try_clone().map_err(|e| remote(Fault { kind: FaultKind::Trap, detail: e.to_string() }))?;
         let state = PolicyState::new(
             Box::new(RemoteHost::new(link, self.kernel.clone())),
-            ClockCap { started: self.started },
+            ClockCap::since(self.started),
             self.memory_limit,
         );
         let mut instance = PolicyInstance::instantiate(&self.engine.engine, &compiled.pre, state).map_err(remote)?;

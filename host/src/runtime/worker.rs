@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::actuate::Actuator;
+use crate::caps::kernel::LiveKernel;
 use crate::caps::log::LogCap;
 use crate::caps::state::StateCap;
 use crate::caps::sysctl::{RequestCounters, SysctlCap};
@@ -63,7 +64,7 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(1);
 /// instance until its next event or tick (which starts another recovery):
 /// a runtime that keeps failing costs back-offs, never a deeper stack.
 pub const REBUILD_ATTEMPTS: usize = 5;
-const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
+pub const TICK_RANGE_MS: (u32, u32) = (100, 3_600_000);
 /// How long stopping a policy waits for its thread to finish its queue.
 pub const STOP_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a policy waits for a runtime process to rebuild it in: past
@@ -99,6 +100,8 @@ pub struct WorkerContext {
     pub missing: Arc<crate::missing::MissingTunables>,
     /// Quarantined policy files, kept across restarts.
     pub quarantine: Arc<QuarantineList>,
+    /// `--record`: the sysctl values policies read are written down.
+    pub recorder: Option<Arc<crate::recording::writer::Recorder>>,
 }
 
 /// Counters a worker keeps; read by status, the router and tests.
@@ -990,11 +993,11 @@ impl Runner {
         let sysctl = SysctlCap::new(
             self.grant.clone(),
             self.ctx.arbiter.clone(),
-            self.ctx.actuator.clone(),
-            self.ctx.registry.clone(),
+            Arc::new(LiveKernel { actuator: self.ctx.actuator.clone(), registry: self.ctx.registry.clone() }),
             self.stats.requests.clone(),
             self.ctx.missing.clone(),
-        );
+        )
+        .recording_to(self.ctx.recorder.clone());
         LocalHost::new(LogCap::new(&self.name), sysctl, StateCap { store: self.ctx.stores.for_policy(&self.name) })
     }
 }

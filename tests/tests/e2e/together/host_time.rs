@@ -39,7 +39,7 @@ fn time_spent_waiting_for_the_host_is_not_the_guest_s() {
     let engine = PolicyEngine::new(None).expect("engine");
     let bytes = wasmtune::builtin::bytes_of("tcp-cong").expect("tcp-cong is built in");
     let compiled = CompiledPolicy::compile(&engine, bytes).expect("compile");
-    let state = PolicyState::new(Box::new(SlowHost { answered: 0 }), ClockCap { started: Instant::now() }, 16 << 20);
+    let state = PolicyState::new(Box::new(SlowHost { answered: 0 }), ClockCap::since(Instant::now()), 16 << 20);
     let mut instance = PolicyInstance::instantiate(&engine.engine, &compiled.pre, state).expect("instantiate");
     let started = Instant::now();
     let info = instance.init(&PolicyConfig { learning_rate: 4, settings: Vec::new() });

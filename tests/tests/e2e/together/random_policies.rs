@@ -34,6 +34,7 @@ use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve, WorldId};
 
 use wasmtune::actuate::{Actuator, ActuatorConfig};
 use wasmtune::caps::clock::ClockCap;
+use wasmtune::caps::kernel::LiveKernel;
 use wasmtune::caps::log::LogCap;
 use wasmtune::caps::state::StateCap;
 use wasmtune::caps::sysctl::{RequestCounters, SysctlCap};
@@ -242,14 +243,13 @@ impl Host {
             SysctlCap::new(
                 Arc::new(grant),
                 self.arbiter.clone(),
-                self.actuator.clone(),
-                self.registry.clone(),
+                Arc::new(LiveKernel { actuator: self.actuator.clone(), registry: self.registry.clone() }),
                 Arc::new(RequestCounters::default()),
                 Arc::default(),
             ),
             StateCap { store: Arc::default() },
         );
-        let state = PolicyState::new(Box::new(host), ClockCap { started: Instant::now() }, DEFAULT_MEMORY_LIMIT);
+        let state = PolicyState::new(Box::new(host), ClockCap::since(Instant::now()), DEFAULT_MEMORY_LIMIT);
         let instance = timed(tally, what, "instantiation", || {
             PolicyInstance::instantiate(&self.engine.engine, &compiled.pre, state).ok()
         });
