@@ -163,7 +163,9 @@ fn new_policy(args: &wasmtune::cli::NewArgs) -> anyhow::Result<ExitCode> {
     println!("  cd {}", dir.display());
     println!("  cargo build --release --target wasm32-wasip2   # the component");
     println!("  cargo test                                     # the decision, natively");
-    println!("  wasmtune policy info target/wasm32-wasip2/release/{}.wasm", args.name.replace('-', "_"));
+    let wasm = format!("target/wasm32-wasip2/release/{}.wasm", args.name.replace('-', "_"));
+    println!("  wasmtune policy test {wasm} --events events.jsonl   # the component, simulated kernel");
+    println!("  sudo wasmtune run --dry-run --policy-dir target/wasm32-wasip2/release");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -19,6 +19,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("src/lib.rs", include_str!("../templates/new/src/lib.rs.in")),
     ("tests/decide.rs", include_str!("../templates/new/tests/decide.rs.in")),
     ("README.md", include_str!("../templates/new/README.md.in")),
+    ("events.jsonl", include_str!("../templates/new/events.jsonl.in")),
     (".gitignore", "/target\n"),
 ];
 

@@ -471,6 +471,17 @@ pub fn run_recording(
     settings: &RunSettings,
 ) -> Result<report::RunReport, SimulateError> {
     let kernel = Arc::new(SimulatedKernel::new(recording.namespaces.clone()));
+    // A recording writes a value down when a policy first reads it, which
+    // is after the batch that made it read: the first value of each
+    // tunable is what the kernel held from the start.
+    let mut seeded = std::collections::BTreeSet::new();
+    for input in &recording.inputs {
+        if let Input::Sysctl { netns, name, value } = &input.input
+            && seeded.insert((*netns, name.clone()))
+        {
+            kernel.observe(*netns, name, value.clone());
+        }
+    }
     for (netns, name, value) in initial {
         let cookie = kernel.netns_cookie(netns);
         kernel.observe(cookie, name, Some(value.clone()));

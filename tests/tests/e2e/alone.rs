@@ -20,6 +20,7 @@ mod namespaces;
 mod ownership;
 mod per_destination;
 mod policy_trust;
+mod record_replay;
 mod runtime_process;
 mod scaffold;
 mod signals;

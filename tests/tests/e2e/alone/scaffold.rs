@@ -68,6 +68,38 @@ fn a_scaffolded_policy_builds_outside_the_repository_passes_its_tests_and_tunes(
     let info: serde_json::Value = serde_json::from_str(&info).unwrap_or_else(|e| panic!("not JSON ({e}): {info}"));
     assert_eq!(info["manifest"]["policy"]["name"], NAME, "{info}");
 
+    // The real component against a simulated kernel, on the scaffold's own
+    // events: no root, no BPF; the same run twice gives the same answer.
+    let events = crate_dir.join("events.jsonl");
+    let test = |extra: &[&str]| {
+        let out = Command::new(&bin)
+            .args(["policy", "test"])
+            .arg(&wasm)
+            .arg("--events")
+            .arg(&events)
+            .args(extra)
+            .output()
+            .expect("run wasmtune policy test");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, simulated) = test(&[]);
+    println!("{simulated}");
+    assert_eq!(code, Some(0), "policy test failed:\n{simulated}");
+    assert!(
+        simulated.contains("change  init net.ipv4.tcp_rmem: 4096 131072 6291456 -> 4096 131072 7864320")
+            && simulated.contains("init net.ipv4.tcp_rmem = 4096 131072 9830400"),
+        "two raises by 25 %:\n{simulated}"
+    );
+    assert_eq!(test(&[]).1, simulated, "a simulated run is the same every time");
+    // Narrowed by the administrator, the second raise is out of bounds:
+    // shown, and the test fails.
+    let config = outside.path().join("narrow.toml");
+    std::fs::write(&config, format!("[policies.{NAME}.sysctl.\"net.ipv4.tcp_rmem\"]\nmax = 8000000\n"))
+        .expect("write config");
+    let (code, narrowed) = test(&["--config", &config.to_string_lossy()]);
+    assert_eq!(code, Some(1), "a denied change fails the test:\n{narrowed}");
+    assert!(narrowed.contains("DENIED  init net.ipv4.tcp_rmem: out-of-bounds"), "{narrowed}");
+
     // Loaded from a policy directory, with the built-in that owns tcp_rmem
     // off: the scaffolded policy alone tunes the receiver.
     let policies = tempfile::tempdir().expect("policy directory");

@@ -1,0 +1,165 @@
+//! Record and replay, end to end: a daemon records (`--record`) what
+//! tcp-buffer receives and reads while it tunes a namespace the test made
+//! with real traffic; the recording then replays, with no root or BPF
+//! needed, through tcp-buffer and through a variant of it built from its
+//! source (it raises by two steps instead of one), and the two are
+//! compared side by side. Replaying the policy that ran live must reach
+//! the value it reached live.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+
+/// Receiver maximum far below what a veth link needs (96 KiB).
+const BAD_RMEM: &str = "4096 131072 98304";
+/// The line of tcp-buffer's grow decision the variant changes.
+const ONE_STEP: &str = "let raised = current.max.saturating_add(step);";
+const TWO_STEPS: &str = "let raised = current.max.saturating_add(step.saturating_mul(2));";
+
+fn run(what: &str, command: &mut Command) -> String {
+    let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
+    stdout
+}
+
+/// tcp-buffer's source, copied out of the repository with one decision
+/// changed, built as a crate of its own against the SDK source.
+fn build_variant(root: &Path, dir: &Path) -> std::path::PathBuf {
+    let source = root.join("policies/tcp-buffer");
+    std::fs::create_dir_all(dir.join("src")).expect("variant directory");
+    for entry in std::fs::read_dir(source.join("src")).expect("tcp-buffer source") {
+        let entry = entry.expect("a source file");
+        std::fs::copy(entry.path(), dir.join("src").join(entry.file_name())).expect("copy a source file");
+    }
+    std::fs::copy(source.join("policy.toml"), dir.join("policy.toml")).expect("copy the manifest");
+    let tuner = dir.join("src/tuner.rs");
+    let text = std::fs::read_to_string(&tuner).expect("tuner.rs");
+    assert!(text.contains(ONE_STEP), "tcp-buffer's grow step moved; update this test's variant");
+    std::fs::write(&tuner, text.replace(ONE_STEP, TWO_STEPS)).expect("patch the variant");
+    let sdk = root.join("sdk");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"tcp-buffer-variant\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nwasmtune-sdk = {{ path = {:?} }}\n\n\
+             [workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\npanic = \"abort\"\n",
+            sdk.display().to_string()
+        ),
+    )
+    .expect("variant Cargo.toml");
+    let target_dir = root.join("target/scaffold");
+    run(
+        "cargo build of the variant",
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+            .current_dir(dir)
+            .env("CARGO_TARGET_DIR", &target_dir)
+            .args(["build", "--release", "--target", "wasm32-wasip2"]),
+    );
+    target_dir.join("wasm32-wasip2/release/tcp_buffer_variant.wasm")
+}
+
+#[test]
+fn a_live_recording_replays_through_tcp_buffer_and_a_variant() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bin = harness::wasmtune_bin().expect("the wasmtune binary");
+    let work = tempfile::tempdir().expect("a work directory");
+    let recording = work.path().join("live.jsonl");
+
+    let bed = BufferBed::new("record", Side::Receiver, BAD_RMEM).expect("build the test bed");
+    let netns = bed.tuned_netns().name().to_string();
+    let mut daemon = Daemon::builder()
+        .netns(bed.tuned_netns())
+        .arg("--record")
+        .arg(&recording.to_string_lossy())
+        .start()
+        .expect("spawn the daemon");
+    daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let is_change = bed.matcher("sysctl-change");
+    std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| bed.transfer(6));
+        let change = daemon.wait_for("a change by tcp-buffer", Duration::from_secs(15), &is_change);
+        traffic.join().expect("traffic thread").expect("transfer");
+        change.expect("tcp-buffer raises tcp_rmem");
+    });
+    assert!(daemon.terminate().expect("daemon exits").success());
+    let live: Vec<_> = bed
+        .lines_about(&daemon.lines(), "sysctl-change")
+        .into_iter()
+        .filter(|l| l.field("tunable").as_deref() == Some("net.ipv4.tcp_rmem"))
+        .collect();
+    let live_final = bed.current().expect("read tcp_rmem");
+    assert!(!live.is_empty(), "no live change to compare with");
+
+    let text = std::fs::read_to_string(&recording).expect("the recording");
+    let lines = text.lines().count();
+    let size = text.len();
+    let header: serde_json::Value =
+        serde_json::from_str(text.lines().next().unwrap_or_default()).expect("a JSON header");
+    assert_eq!(header["recording"], 1, "a versioned header first: {header}");
+    assert!(
+        text.contains("\"tcp-buffer-limit\"") && text.contains(&format!("\"netns\":\"{netns}\"")),
+        "events by netns name"
+    );
+    assert!(text.contains("\"value\":[4096,131072,98304]"), "the value read before the first raise");
+
+    let variant = build_variant(&root, &work.path().join("variant"));
+    let replay = |json: bool| {
+        let mut command = Command::new(&bin);
+        command.arg("replay").arg(&recording).args(["--policy", "builtin:tcp-buffer", "--policy"]).arg(&variant);
+        if json {
+            command.arg("--json");
+        }
+        run("wasmtune replay", &mut command)
+    };
+    let shown = replay(false);
+    println!("{shown}");
+    let answer: serde_json::Value = serde_json::from_str(&replay(true)).expect("replay --json is JSON");
+    let final_of = |side: &str| {
+        answer[side]["final_values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["netns"] == netns.as_str() && v["tunable"] == "net.ipv4.tcp_rmem")
+            .and_then(|v| v["value"].as_str())
+            .map(str::to_string)
+    };
+    assert_eq!(
+        final_of("a").as_deref(),
+        Some(live_final.as_str()),
+        "replayed, the live policy reaches the value it reached live"
+    );
+    let changes_a = answer["a"]["changes"].as_u64().unwrap_or(0);
+    let changes_b = answer["b"]["changes"].as_u64().unwrap_or(0);
+    let differing = answer["comparison"]["rows_differing"].as_u64().unwrap_or(0);
+    assert!(changes_b >= 1 && differing >= 1, "the variant decides differently:\n{shown}");
+    let first_b = answer["b"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["happened"].as_array().into_iter().flatten())
+        .find(|h| h["kind"] == "change")
+        .and_then(|h| h["to"].as_str())
+        .map(str::to_string)
+        .unwrap_or_default();
+    assert_eq!(first_b, "4096 131072 147456", "two 25 % steps of 98304 at once:\n{shown}");
+    assert!(shown.contains("they differ at"), "{shown}");
+    println!(
+        "recorded {lines} lines ({size} bytes); live {} changes, replayed A {changes_a}, B {changes_b}; \
+         inputs differing {differing}",
+        live.len()
+    );
+    harness::record(
+        "record_replay::tcp_buffer_and_variant",
+        json!({ "recording_lines": lines, "recording_bytes": size, "live_changes": live.len(),
+                "replay_a_changes": changes_a, "replay_b_changes": changes_b, "inputs_differing": differing }),
+    )
+    .expect("record figures");
+}
