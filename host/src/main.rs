@@ -165,7 +165,7 @@ fn new_policy(args: &wasmtune::cli::NewArgs) -> anyhow::Result<ExitCode> {
     println!("  cargo test                                     # the decision, natively");
     let wasm = format!("target/wasm32-wasip2/release/{}.wasm", args.name.replace('-', "_"));
     println!("  wasmtune policy test {wasm} --events events.jsonl   # the component, simulated kernel");
-    println!("  sudo wasmtune run --dry-run --policy-dir target/wasm32-wasip2/release");
+    println!("  (README.md: then in a daemon that decides but changes nothing)");
     Ok(ExitCode::SUCCESS)
 }
 
