@@ -54,6 +54,7 @@ pub mod simulate;
 // Around the data path.
 pub mod support;
 pub mod trust;
+pub mod dir_events;
 pub mod watcher;
 pub mod control;
 pub mod daemon;

@@ -16,8 +16,10 @@
 //!
 //! Install policies with write-then-rename (`cp x.wasm dir/.x.wasm.tmp && mv
 //! dir/.x.wasm.tmp dir/x.wasm`): files starting with `.` are ignored, and a
-//! change is acted on only after the directory has been quiet for a moment,
-//! so a partial write is never loaded.
+//! rename in, a close after writing or a removal is acted on at once, while
+//! a file still being written holds the reconcile until it closes or the
+//! directory has been quiet for a moment ([`crate::dir_events`]), so a
+//! partial write is never loaded.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
@@ -30,6 +32,7 @@ use sha2::{Digest, Sha256};
 
 use crate::actuate::Actuator;
 use crate::config::{AdminConfig, Origin};
+use crate::dir_events::{Meaning, WriteTracker};
 use crate::grants::Arbiter;
 use crate::router::PolicySet;
 use crate::runtime::engine::hex;
@@ -136,18 +139,6 @@ pub fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     Ok(files)
-}
-
-/// Whether a directory event may change what is on offer. Opens and reads
-/// (the reconcile's own among them) do not: reacting to them would make
-/// every reconcile schedule the next.
-fn changes_the_directory(kind: &notify::EventKind) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match kind {
-        EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other => true,
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-    }
 }
 
 /// Files a root daemon runs must be as trustworthy as the daemon itself.
@@ -765,10 +756,10 @@ pub struct DirWatcher {
 impl DirWatcher {
     pub fn spawn(reconciler: Arc<Mutex<Reconciler>>) -> Result<DirWatcher, notify::Error> {
         use notify::Watcher;
-        let (tx, rx) = crossbeam_channel::unbounded::<()>();
+        let (tx, rx) = crossbeam_channel::unbounded::<notify::Event>();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok_and(|event| changes_the_directory(&event.kind)) {
-                let _ = tx.send(());
+            if let Ok(event) = res {
+                let _ = tx.send(event);
             }
         })?;
         let dirs = reconciler.lock().unwrap_or_else(|p| p.into_inner()).dirs().to_vec();
@@ -786,13 +777,15 @@ impl DirWatcher {
         let thread = std::thread::Builder::new()
             .name("policy-watcher".into())
             .spawn(move || {
+                let mut tracker = WriteTracker::default();
                 loop {
-                    crossbeam_channel::select! {
+                    let first = crossbeam_channel::select! {
                         recv(stopped) -> _ => return,
-                        recv(rx) -> msg => if msg.is_err() { return },
+                        recv(rx) -> msg => match msg { Ok(event) => event, Err(_) => return },
+                    };
+                    if !wait_until_complete(&rx, &mut tracker, first) {
+                        continue;
                     }
-                    // Let the burst settle, then act once.
-                    while rx.recv_timeout(SETTLE).is_ok() {}
                     let retired = reconciler.lock().unwrap_or_else(|p| p.into_inner()).reconcile();
                     retired.stop();
                 }
@@ -808,6 +801,44 @@ impl DirWatcher {
         }
     }
 }
+
+/// After `first`, takes the events that came with it; true when the
+/// directory should be reconciled now. A final change (a rename in, a close
+/// after writing, a removal) with no visible file still being written is
+/// acted on at once; otherwise the directory must be quiet for [`SETTLE`],
+/// or the last file being written must close, first.
+fn wait_until_complete(
+    rx: &crossbeam_channel::Receiver<notify::Event>,
+    tracker: &mut WriteTracker,
+    first: notify::Event,
+) -> bool {
+    let mut meaning = tracker.note(&first);
+    // One rename is several events (from, to, both): take those already here.
+    while let Ok(event) = rx.recv_timeout(COALESCE) {
+        meaning = meaning.max(tracker.note(&event));
+    }
+    match meaning {
+        Meaning::Nothing => return false,
+        Meaning::Final if tracker.quiet() => return true,
+        _ => {}
+    }
+    loop {
+        match rx.recv_timeout(SETTLE) {
+            Ok(event) => {
+                if tracker.note(&event) == Meaning::Final && tracker.quiet() {
+                    return true;
+                }
+            }
+            Err(_) => {
+                tracker.settled();
+                return true;
+            }
+        }
+    }
+}
+
+/// How long the events of one change may straggle in after its first.
+const COALESCE: Duration = Duration::from_millis(2);
 
 /// A policy that follows namespaces learns, before any other event, of those
 /// that existed before it started: later ones arrive as they are created.

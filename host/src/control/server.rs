@@ -18,8 +18,8 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use super::protocol::{Request, Response};
 use super::queries::ControlContext;
 
-/// How often the accept loop looks at the stop flag.
-const POLL: Duration = Duration::from_millis(100);
+/// After a failed accept (out of descriptors, say), the wait before the next.
+const RETRY: Duration = Duration::from_millis(100);
 /// A client must send its request within this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest request line accepted.
@@ -46,6 +46,9 @@ pub enum ServerError {
 pub struct ControlServer {
     path: PathBuf,
     stop: Arc<AtomicBool>,
+    /// Written to on stop: the accept loop sleeps in poll() until a client
+    /// or this, so an idle daemon's control thread never wakes.
+    wake: UnixStream,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -79,12 +82,13 @@ impl ControlServer {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let ctx = Arc::new(ctx);
+        let (wake, woken) = UnixStream::pair().map_err(bind)?;
         let thread = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || accept_loop(&listener, &stopping, &ctx))
+            .spawn(move || accept_loop(&listener, &woken, &stopping, &ctx))
             .map_err(|source| ServerError::Spawn { source })?;
         tracing::info!(socket = %path.display(), "control socket listening on {}", path.display());
-        Ok(ControlServer { path: path.to_path_buf(), stop, thread: Some(thread) })
+        Ok(ControlServer { path: path.to_path_buf(), stop, wake, thread: Some(thread) })
     }
 
     pub fn stop(mut self) {
@@ -93,6 +97,9 @@ impl ControlServer {
 
     fn shutdown(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Err(e) = (&self.wake).write_all(&[1]) {
+            tracing::warn!("cannot wake the control thread to stop it: {e}");
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
             let _ = std::fs::remove_file(&self.path);
@@ -106,8 +113,23 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(listener: &UnixListener, stop: &AtomicBool, ctx: &Arc<ControlContext>) {
+fn accept_loop(listener: &UnixListener, woken: &UnixStream, stop: &AtomicBool, ctx: &Arc<ControlContext>) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
     while !stop.load(Ordering::Relaxed) {
+        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN), PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                tracing::warn!("control socket poll failed: {e}");
+                std::thread::sleep(RETRY);
+                continue;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
         match listener.accept() {
             Ok((stream, _)) => {
                 let ctx = ctx.clone();
@@ -117,10 +139,10 @@ fn accept_loop(listener: &UnixListener, stop: &AtomicBool, ctx: &Arc<ControlCont
                     tracing::warn!("cannot serve a control connection: {e}");
                 }
             }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(POLL),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) => {
                 tracing::warn!("control socket accept failed: {e}");
-                std::thread::sleep(POLL);
+                std::thread::sleep(RETRY);
             }
         }
     }
