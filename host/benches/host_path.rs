@@ -121,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         missing: Arc::default(),
         quarantine: Arc::default(),
         recorder: None,
+        shadows: Arc::default(),
     };
     // The same component on a thread of this process, fed the same way.
     let mut earlier = Vec::new();

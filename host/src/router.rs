@@ -36,9 +36,34 @@ pub struct PolicySet {
     upstream_lost: AtomicU64,
     /// `--record`: every batch routed is written down.
     recorder: OnceLock<Arc<Recorder>>,
+    /// Shadow versions, by policy name: routed like the live ones, never
+    /// part of the running set.
+    shadows: RwLock<BTreeMap<String, Arc<PolicyWorker>>>,
+    /// Numbers the batches routed while a shadow runs.
+    batches: AtomicU64,
 }
 
 impl PolicySet {
+    /// Adds (or replaces) the shadow version of its name.
+    pub fn insert_shadow(&self, worker: PolicyWorker) -> Option<Arc<PolicyWorker>> {
+        let mut shadows = self.shadows.write().unwrap_or_else(|p| p.into_inner());
+        shadows.insert(worker.name.clone(), Arc::new(worker))
+    }
+
+    pub fn remove_shadow(&self, name: &str) -> Option<Arc<PolicyWorker>> {
+        self.shadows.write().unwrap_or_else(|p| p.into_inner()).remove(name)
+    }
+
+    pub fn shadows(&self) -> Vec<Arc<PolicyWorker>> {
+        self.shadows.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Removes every shadow, for stopping.
+    pub fn clear_shadows(&self) -> Vec<Arc<PolicyWorker>> {
+        let mut shadows = self.shadows.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *shadows).into_values().collect()
+    }
+
     /// From now on, every batch routed is also written to `recorder`.
     pub fn record_to(&self, recorder: Arc<Recorder>) {
         if self.recorder.set(recorder).is_err() {
@@ -153,12 +178,37 @@ pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet)
     }
     policies.with_workers(|workers| {
         policies.record(batch, registry);
-        for (worker, events) in workers.iter().zip(route(batch, registry, workers)) {
+        deliver(policies, batch, registry, workers);
+    });
+}
+
+/// Queues one batch's share at every live policy and every shadow. While a
+/// shadow runs, the batch is numbered and its book told, before anyone
+/// gets it, whether the live version of its name got it too.
+fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWorker>]) {
+    let shadows = policies.shadows();
+    let live = route(batch, registry, workers);
+    if shadows.is_empty() {
+        for (worker, events) in workers.iter().zip(live) {
             if !events.is_empty() {
                 worker.deliver(events);
             }
         }
-    });
+        return;
+    }
+    let seq = policies.batches.fetch_add(1, Ordering::Relaxed) + 1;
+    let shadowed = route(batch, registry, &shadows);
+    for (shadow, events) in shadows.iter().zip(&shadowed) {
+        if let Some(book) = shadow.shadow_book.as_ref().filter(|_| !events.is_empty()) {
+            let live_got = workers.iter().zip(&live).any(|(w, e)| w.name == shadow.name && !e.is_empty());
+            book.expect(seq, live_got);
+        }
+    }
+    for (worker, events) in workers.iter().zip(live).chain(shadows.iter().zip(shadowed)) {
+        if !events.is_empty() {
+            worker.deliver_numbered(seq, events);
+        }
+    }
 }
 
 /// The routing thread: kernel batches in, per-policy batches out.
@@ -198,11 +248,7 @@ impl Router {
                         return;
                     }
                     policies.record(&batch, &registry);
-                    for (worker, events) in workers.iter().zip(route(&batch, &registry, workers)) {
-                        if !events.is_empty() {
-                            worker.deliver(events);
-                        }
-                    }
+                    deliver(&policies, &batch, &registry, workers);
                 });
                 lost_seen = lost_seen.max(lost_now);
                 policies.upstream_lost.store(lost_seen, Ordering::Relaxed);

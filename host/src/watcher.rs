@@ -41,6 +41,9 @@ use crate::runtime::quarantine::QuarantineEntry;
 use crate::runtime::worker::{PolicyWorker, WorkerContext, stop_all};
 use crate::trust::{Checked, Trust, Untrusted};
 
+/// The subdirectory of a policy directory that holds shadow versions.
+pub const SHADOW_DIR: &str = "shadow";
+
 /// How long a directory must be quiet before it is reconciled.
 pub const SETTLE: Duration = Duration::from_millis(250);
 
@@ -182,6 +185,8 @@ pub struct Reconciler {
     /// What the last reconcile found on offer, by name; shared with status,
     /// which must not wait for a reconcile (and its compiling) to finish.
     offered: OfferList,
+    /// Shadow files read, by (path, digest).
+    shadow_images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
 }
 
 /// What a reconcile finds on offer under one name.
@@ -228,6 +233,7 @@ impl Reconciler {
             untrusted_reported: HashSet::new(),
             enabled_override: BTreeMap::new(),
             offered: OfferList::default(),
+            shadow_images: HashMap::new(),
         }
     }
 
@@ -327,6 +333,11 @@ impl Reconciler {
     }
 
     fn reconcile_into(&mut self, retired: &mut Retired) {
+        self.reconcile_live(retired);
+        self.reconcile_shadows(retired);
+    }
+
+    fn reconcile_live(&mut self, retired: &mut Retired) {
         let (wanted, keep) = self.wanted();
         for (name, offer) in &wanted {
             if keep.contains(name) {
@@ -420,6 +431,112 @@ impl Reconciler {
             })
             .collect();
         *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = offered;
+    }
+
+    /// The shadow versions equal to the files in each directory's
+    /// `shadow/`: started beside the live version of their name (or alone),
+    /// stopped when their file goes, replaced when it changes. A shadow
+    /// needs no enabling (it changes nothing), but its file passes every
+    /// check a policy file passes, and its grant is narrowed as the live
+    /// version's is.
+    fn reconcile_shadows(&mut self, retired: &mut Retired) {
+        let mut wanted: BTreeMap<String, Arc<PolicyImage>> = BTreeMap::new();
+        let mut seen = HashSet::new();
+        for dir in self.dirs.clone() {
+            let dir = dir.join(SHADOW_DIR);
+            let Ok(files) = policy_files(&dir) else { continue };
+            for path in files {
+                if let Some(image) = self.shadow_image(&dir, &path) {
+                    seen.insert((path.clone(), image.digest.clone()));
+                    wanted.insert(image.name().to_string(), image);
+                }
+            }
+        }
+        self.shadow_images.retain(|key, _| seen.contains(key));
+        for shadow in self.policies.shadows() {
+            let name = shadow.name.clone();
+            if wanted.get(&name).is_some_and(|image| image.digest == shadow.digest) {
+                continue;
+            }
+            if let Some(old) = self.policies.remove_shadow(&name) {
+                self.ctx.shadows.remove(&name);
+                let counts = old.shadow_book.as_ref().map(|b| b.counts()).unwrap_or_default();
+                tracing::info!(event = "shadow-stopped", policy = %name, source = %old.source,
+                    decisions = counts.decisions, agreements = counts.agreements, disagreements = counts.disagreements,
+                    "shadow of {name} from {} stopped: {} decisions, {} agreed with the live version, {} did not",
+                    old.source, counts.decisions, counts.agreements, counts.disagreements);
+                retired.superseded(old);
+            }
+        }
+        for (name, image) in wanted {
+            if self.policies.shadows().iter().any(|s| s.name == name) {
+                continue;
+            }
+            let mut settings = self.settings_for(&name, Origin::File);
+            settings.enabled = None;
+            let book = Arc::new(crate::caps::shadow::ShadowBook::new(&name));
+            self.ctx.shadows.insert(book.clone());
+            match PolicyWorker::start_shadow(&image, &self.ctx, &settings, book) {
+                Ok(worker) => {
+                    announce_namespaces(&worker, &self.ctx.registry);
+                    let beside =
+                        if self.policies.get(&name).is_some() { "beside the live version" } else { "alone, as advice" };
+                    tracing::info!(event = "shadow-started", policy = %name, source = %image.source,
+                        "shadow of {name} {} from {} runs {beside}: its changes are logged, never made",
+                        image.manifest.policy.version, image.source);
+                    self.policies.insert_shadow(worker);
+                }
+                Err(e) => {
+                    self.ctx.shadows.remove(&name);
+                    self.report(&image.source, &image.digest, &format!("as a shadow: {e}"), false);
+                }
+            }
+        }
+    }
+
+    /// A shadow file read and checked as a policy file is (ownership, size,
+    /// trust, manifest, grant); `None` when gone or refused (said once).
+    fn shadow_image(&mut self, dir: &Path, path: &Path) -> Option<Arc<PolicyImage>> {
+        let source = PolicySource::File(path.to_path_buf());
+        let bytes = match read_policy_file(dir, path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return None,
+            Err(refused) => {
+                self.report(&source, "unread", &format!("refused: {refused}"), false);
+                return None;
+            }
+        };
+        let digest = hex(&Sha256::digest(&bytes));
+        let key = (path.to_path_buf(), digest.clone());
+        if let Some(image) = self.shadow_images.get(&key) {
+            return Some(image.clone());
+        }
+        if self.reported.contains(&key) {
+            return None;
+        }
+        let mut checked = Checked::default();
+        let file_name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        if !self.trusted(&file_name, &source, &bytes, &digest, &mut checked) {
+            return None;
+        }
+        let image = match PolicyImage::read(&bytes, source.clone()) {
+            Ok(image) => image,
+            Err(e) => {
+                self.report(&source, &digest, &e.to_string(), false);
+                return None;
+            }
+        };
+        if !self.trusted(image.name(), &source, &bytes, &digest, &mut checked) {
+            return None;
+        }
+        let settings = self.settings_for(image.name(), Origin::File);
+        if let Err(refused) = crate::grants::EffectiveGrant::resolve(&image.manifest, &settings, &self.ctx.limits) {
+            self.report(&source, &digest, &refused.to_string(), false);
+            return None;
+        }
+        let image = Arc::new(image);
+        self.shadow_images.insert(key, image.clone());
+        Some(image)
     }
 
     /// Built-ins overlaid by each directory's files in order, by policy name;
@@ -762,7 +879,9 @@ impl DirWatcher {
                 let _ = tx.send(event);
             }
         })?;
-        let dirs = reconciler.lock().unwrap_or_else(|p| p.into_inner()).dirs().to_vec();
+        let mut dirs = reconciler.lock().unwrap_or_else(|p| p.into_inner()).dirs().to_vec();
+        let shadow_dirs: Vec<PathBuf> = dirs.iter().map(|d| d.join(SHADOW_DIR)).filter(|d| d.is_dir()).collect();
+        dirs.extend(shadow_dirs);
         for dir in &dirs {
             if !dir.is_dir() {
                 tracing::info!(dir = %dir.display(), "policy directory {} does not exist; not watched", dir.display());

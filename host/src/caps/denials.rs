@@ -22,9 +22,16 @@ pub struct DenialLog {
     last: HashMap<(String, &'static str), Instant>,
     /// Denials not logged since the last line of the same kind.
     unsaid: HashMap<&'static str, u64>,
+    /// `shadow-denied` for a shadow version's refusals; else `denied`.
+    event: Option<&'static str>,
 }
 
 impl DenialLog {
+    /// The log of a shadow version: its lines are `shadow-denied`.
+    pub fn for_shadow() -> DenialLog {
+        DenialLog { event: Some("shadow-denied"), ..DenialLog::default() }
+    }
+
     /// Whether a denial of `kind` about `subject` should be logged now; if
     /// so, also how many were left unsaid before it.
     pub fn admit(&mut self, subject: &str, kind: &'static str, now: Instant) -> Option<u64> {
@@ -62,7 +69,7 @@ impl DenialLog {
         let detail = grants::denial_detail(denial);
         let tunable = tunable();
         tracing::warn!(
-            event = "denied",
+            event = self.event.unwrap_or("denied"),
             policy = %policy,
             tunable = %tunable,
             netns = %netns(),

@@ -6,6 +6,7 @@ pub mod denials;
 pub mod kernel;
 pub mod log;
 pub mod no_blocking;
+pub mod shadow;
 pub mod state;
 pub mod sysctl;
 pub mod system;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::actuate::{ActuateError, SysctlChange};
 use crate::caps::denials::DenialLog;
 use crate::caps::kernel::KernelSide;
+use crate::caps::shadow::Decision;
 use crate::grants::{Arbiter, EffectiveGrant};
 use crate::missing::MissingTunables;
 use crate::recording::writer::Recorder;
@@ -19,6 +20,10 @@ use crate::sysctl::{SysctlError, Value};
 use crate::text::{self, printable};
 use crate::wit::wasmtune::policy::sysctl::{Change as RequestedChange, Host};
 use crate::wit::{Denial, SysctlValue};
+
+/// Accepted changes kept between two batches for comparison; a policy past
+/// the change budget cannot have more.
+const MAX_DECIDED: usize = 1024;
 
 /// When the actuator's queue is full: retry after this long.
 pub const QUEUE_FULL_RETRY_MS: u32 = 100;
@@ -42,6 +47,10 @@ pub struct SysctlCap {
     denials: DenialLog,
     /// `--record`: the values read are written down.
     recorder: Option<Arc<Recorder>>,
+    /// A shadow version's: its refusals are logged as `shadow-denied`.
+    pub shadow: bool,
+    /// Changes accepted since the last [`SysctlCap::take_decided`].
+    decided: Vec<Decision>,
 }
 
 impl SysctlCap {
@@ -61,7 +70,24 @@ impl SysctlCap {
             missing,
             denials: DenialLog::default(),
             recorder: None,
+            shadow: false,
+            decided: Vec::new(),
         }
+    }
+
+    /// The capability of a shadow version: refusals are `shadow-denied`
+    /// (its kernel side, a [`crate::caps::shadow::ShadowKernel`], drops
+    /// what it accepts).
+    pub fn as_shadow(mut self) -> SysctlCap {
+        self.denials = DenialLog::for_shadow();
+        self.shadow = true;
+        self
+    }
+
+    /// The changes accepted since the last call (for comparing a shadow
+    /// with the live version, batch by batch).
+    pub fn take_decided(&mut self) -> Vec<Decision> {
+        std::mem::take(&mut self.decided)
     }
 
     /// Writes every value read (and every tunable found missing) to `recorder`.
@@ -149,7 +175,8 @@ impl Host for SysctlCap {
             }
         };
         let tunable = change.name.clone();
-        let queued = self.kernel.submit(SysctlChange {
+        let netns = change.netns;
+        let submitted = SysctlChange {
             policy: self.policy.clone(),
             netns: change.netns,
             tunable: change.name,
@@ -157,13 +184,18 @@ impl Host for SysctlCap {
             checked_against: Some(checked_against),
             scenario: text::scenario(&change.scenario),
             reason: text::reason(&change.reason),
-        });
+        };
+        let decision = Decision::of(&submitted, self.netns_name(netns));
+        let queued = self.kernel.submit(submitted);
         if !queued {
             let denial = Denial::RateLimited(QUEUE_FULL_RETRY_MS);
             self.record_denial(change.netns, &tunable, &denial);
             return Ok(Err(denial));
         }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if self.decided.len() < MAX_DECIDED {
+            self.decided.push(decision);
+        }
         Ok(Ok(()))
     }
 }

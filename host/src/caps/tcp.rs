@@ -56,7 +56,7 @@ impl TcpCap {
             grant: sysctl.grant.clone(),
             arbiter: sysctl.arbiter.clone(),
             kernel: sysctl.kernel.clone(),
-            denials: DenialLog::default(),
+            denials: if sysctl.shadow { DenialLog::for_shadow() } else { DenialLog::default() },
         }
     }
 

@@ -50,6 +50,7 @@ impl ControlContext {
                 "peers": peers_json(self.actuator.ledger_state().peers()),
                 "events-lost-upstream": self.policies.upstream_lost(),
                 "runtime": self.runtime_json(),
+                "shadows": self.shadows_json(),
             })),
             Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
             Request::PolicyEnable { name } => self.set_enabled(name, true),
@@ -93,6 +94,35 @@ impl ControlContext {
     }
 
     /// Every policy on offer or running, by name.
+    /// Each shadow version: what it decided, and how often the live version
+    /// of its name decided the same on the same batch.
+    fn shadows_json(&self) -> Json {
+        let list: Vec<Json> = self
+            .policies
+            .shadows()
+            .iter()
+            .map(|w| {
+                let counts = w.shadow_book.as_ref().map(|b| b.counts()).unwrap_or_default();
+                json!({
+                    "name": w.name,
+                    "version": w.version,
+                    "source": w.source.to_string(),
+                    "digest": w.digest,
+                    "state": w.stats.state(),
+                    "live": self.policies.get(&w.name).is_some(),
+                    "events-handled": w.stats.events_handled.load(Ordering::Relaxed),
+                    "faults": w.stats.faults.load(Ordering::Relaxed),
+                    "decisions": counts.decisions,
+                    "agreements": counts.agreements,
+                    "disagreements": counts.disagreements,
+                    "changes-dropped": counts.changes,
+                    "last-differences": counts.last_differences,
+                })
+            })
+            .collect();
+        Json::Array(list)
+    }
+
     fn policies_json(&self) -> Json {
         let offered = self.offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let owners = self.arbiter.owners();

@@ -42,6 +42,36 @@ fn policies(result: &Json, out: &mut Vec<String>) {
     }
 }
 
+fn shadows(result: &Json, out: &mut Vec<String>) {
+    let list = result["shadows"].as_array().into_iter().flatten();
+    for s in list {
+        let beside = if s["live"].as_bool() == Some(true) { "beside the live version" } else { "alone" };
+        out.push(format!(
+            "shadow {} {} ({beside}, {}): {} decisions, {} agreed, {} differed, {} changes dropped; {}",
+            text(&s["name"]),
+            text(&s["version"]),
+            text(&s["state"]),
+            text(&s["decisions"]),
+            text(&s["agreements"]),
+            text(&s["disagreements"]),
+            text(&s["changes-dropped"]),
+            text(&s["source"]),
+        ));
+        for d in s["last-differences"].as_array().into_iter().flatten() {
+            let side = |key: &str| {
+                let list: Vec<String> = d[key]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|c| format!("{} {} -> {}", text(&c["netns"]), text(&c["tunable"]), text(&c["value"])))
+                    .collect();
+                if list.is_empty() { "nothing".to_string() } else { list.join(", ") }
+            };
+            out.push(format!("  batch {}: shadow {} | live {}", text(&d["batch"]), side("shadow"), side("live")));
+        }
+    }
+}
+
 /// The lines to print for the answer to `request`.
 pub fn lines(request: &Request, result: &Json) -> Vec<String> {
     let mut out = Vec::new();
@@ -62,6 +92,7 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
                 text(&runtime["restarts"])
             ));
             policies(result, &mut out);
+            shadows(result, &mut out);
             out.push(String::new());
             out.push(format!(
                 "{:<10} {:<28} {:<28} {:<28} {}",

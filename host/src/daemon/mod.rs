@@ -145,6 +145,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         missing: missing.clone(),
         quarantine,
         recorder: recorder.clone(),
+        shadows: Arc::default(),
     };
     let policies = Arc::new(PolicySet::default());
     if let Some(recorder) = recorder {
@@ -254,6 +255,7 @@ impl Running {
         }
         // One shared deadline: a policy stuck in a call cannot hold up the
         // rollback and the summary.
+        crate::runtime::worker::stop_all(&self.policies.clear_shadows());
         crate::runtime::worker::stop_all(&self.policies.clear());
         self.runtime.stop();
         if rollback {

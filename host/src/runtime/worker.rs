@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::actuate::Actuator;
-use crate::caps::kernel::LiveKernel;
+use crate::caps::kernel::{KernelSide, LiveKernel};
 use crate::caps::log::LogCap;
+use crate::caps::shadow::{ShadowBook, ShadowBooks, ShadowKernel};
 use crate::caps::state::StateCap;
 use crate::caps::sysctl::{RequestCounters, SysctlCap};
 use crate::config::PolicySettings;
@@ -100,6 +101,8 @@ pub struct WorkerContext {
     pub missing: Arc<crate::missing::MissingTunables>,
     /// Quarantined policy files, kept across restarts.
     pub quarantine: Arc<QuarantineList>,
+    /// The shadow versions' books, by policy name.
+    pub shadows: Arc<ShadowBooks>,
     /// `--record`: the sysctl values policies read are written down.
     pub recorder: Option<Arc<crate::recording::writer::Recorder>>,
 }
@@ -187,7 +190,8 @@ impl NameTotals {
 }
 
 enum WorkerMsg {
-    Events(Vec<Event>),
+    /// A batch, and its routing number (0: not compared with a shadow).
+    Events(u64, Vec<Event>),
 }
 
 /// A running policy.
@@ -208,6 +212,8 @@ pub struct PolicyWorker {
     tx: Mutex<Option<Sender<WorkerMsg>>>,
     /// Taken when the thread is joined or left behind.
     thread: Mutex<Option<WorkerThread>>,
+    /// A shadow version's book (`None` for a live policy).
+    pub shadow_book: Option<Arc<ShadowBook>>,
 }
 
 /// A policy's thread and a way to wait for its end with a deadline (std's
@@ -261,6 +267,27 @@ impl PolicyWorker {
         settings: &PolicySettings,
         totals: Arc<NameTotals>,
     ) -> Result<PolicyWorker, LoadError> {
+        PolicyWorker::start_inner(image, ctx, settings, totals, None)
+    }
+
+    /// A shadow version of `image`'s name: the same checks, nothing changed
+    /// ([`crate::caps::shadow`]).
+    pub fn start_shadow(
+        image: &PolicyImage,
+        ctx: &WorkerContext,
+        settings: &PolicySettings,
+        book: Arc<ShadowBook>,
+    ) -> Result<PolicyWorker, LoadError> {
+        PolicyWorker::start_inner(image, ctx, settings, Arc::default(), Some(book))
+    }
+
+    fn start_inner(
+        image: &PolicyImage,
+        ctx: &WorkerContext,
+        settings: &PolicySettings,
+        totals: Arc<NameTotals>,
+        shadow: Option<Arc<ShadowBook>>,
+    ) -> Result<PolicyWorker, LoadError> {
         if settings.enabled == Some(false) {
             return Err(LoadError::Disabled);
         }
@@ -288,6 +315,7 @@ impl PolicyWorker {
             totals: totals.clone(),
             charges: Charges::default(),
             tick: None,
+            shadow: shadow.clone().map(|book| (book, Arc::new(Arbiter::default()))),
         };
         let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
             .map_err(LoadError::Spawn)?;
@@ -327,6 +355,7 @@ impl PolicyWorker {
             rollback_on_unload: settings.rollback_on_unload,
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            shadow_book: shadow,
         })
     }
 
@@ -337,6 +366,12 @@ impl PolicyWorker {
     /// Queues a batch without ever blocking; a full queue or a quarantined
     /// policy counts the events as lost.
     pub fn deliver(&self, batch: Vec<Event>) {
+        self.deliver_numbered(0, batch);
+    }
+
+    /// [`PolicyWorker::deliver`], with the routing number a shadow and the
+    /// live version are compared by.
+    pub fn deliver_numbered(&self, seq: u64, batch: Vec<Event>) {
         let n = batch.len() as u64;
         self.totals.routed.fetch_add(n, Ordering::Relaxed);
         if self.stats.quarantined.load(Ordering::Relaxed) {
@@ -348,7 +383,7 @@ impl PolicyWorker {
             self.totals.add_lost(&self.stats, n);
             return;
         };
-        match tx.try_send(WorkerMsg::Events(batch)) {
+        match tx.try_send(WorkerMsg::Events(seq, batch)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.totals.add_lost(&self.stats, n);
@@ -437,6 +472,9 @@ struct Runner {
     totals: Arc<NameTotals>,
     charges: Charges,
     tick: Option<Duration>,
+    /// Set for a shadow version: its book, and its own arbiter (a shadow
+    /// owns nothing the live policies could be refused for).
+    shadow: Option<(Arc<ShadowBook>, Arc<Arbiter>)>,
 }
 
 /// One `namespace-change` (created) per namespace the host tunes: what a
@@ -634,7 +672,13 @@ impl Runner {
                 },
             };
             let outcome = match msg {
-                Some(WorkerMsg::Events(batch)) => self.handle_batch(&mut host, batch),
+                Some(WorkerMsg::Events(seq, batch)) => {
+                    // What ticks and rebuilds asked for is not this batch's.
+                    host.sysctl.take_decided();
+                    let outcome = self.handle_batch(&mut host, batch);
+                    self.report_decisions(&mut host, seq);
+                    outcome
+                }
                 None => {
                     next_tick = self.tick.map(|t| Instant::now() + t);
                     let now = u64::try_from(self.ctx.started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -862,7 +906,7 @@ impl Runner {
         let until = Instant::now() + backoff;
         let open = loop {
             match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
-                Ok(WorkerMsg::Events(batch)) => {
+                Ok(WorkerMsg::Events(_, batch)) => {
                     let n = batch.len() as u64;
                     self.totals.add_lost(&self.stats, n);
                     self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
@@ -878,7 +922,7 @@ impl Runner {
     /// The thread was left behind after a stuck call: whatever is still
     /// queued is lost, never handed to the guest.
     fn discard_queue(&self, rx: &Receiver<WorkerMsg>) {
-        for WorkerMsg::Events(batch) in rx.try_iter() {
+        for WorkerMsg::Events(_, batch) in rx.try_iter() {
             self.totals.add_lost(&self.stats, batch.len() as u64);
         }
     }
@@ -910,7 +954,7 @@ impl Runner {
         if quarantine.lasting {
             self.remember_quarantine(reason);
         }
-        for WorkerMsg::Events(batch) in rx {
+        for WorkerMsg::Events(_, batch) in rx {
             self.totals.add_lost(&self.stats, batch.len() as u64);
         }
     }
@@ -990,15 +1034,47 @@ impl Runner {
     /// The policy's host capabilities, kept on this thread for its life:
     /// counters, rate limits and its state store survive every rebuild.
     fn local_host(&self) -> LocalHost {
+        let live: Arc<dyn KernelSide> =
+            Arc::new(LiveKernel { actuator: self.ctx.actuator.clone(), registry: self.ctx.registry.clone() });
+        if let Some((_, arbiter)) = &self.shadow {
+            // Reads the live values, changes nothing, keeps its own state.
+            let sysctl = SysctlCap::new(
+                self.grant.clone(),
+                arbiter.clone(),
+                Arc::new(ShadowKernel { live }),
+                self.stats.requests.clone(),
+                self.ctx.missing.clone(),
+            )
+            .as_shadow();
+            let log = LogCap::new(&format!("{} (shadow)", self.name));
+            return LocalHost::new(log, sysctl, StateCap { store: Arc::default() });
+        }
         let sysctl = SysctlCap::new(
             self.grant.clone(),
             self.ctx.arbiter.clone(),
-            Arc::new(LiveKernel { actuator: self.ctx.actuator.clone(), registry: self.ctx.registry.clone() }),
+            live,
             self.stats.requests.clone(),
             self.ctx.missing.clone(),
         )
         .recording_to(self.ctx.recorder.clone());
         LocalHost::new(LogCap::new(&self.name), sysctl, StateCap { store: self.ctx.stores.for_policy(&self.name) })
+    }
+
+    /// What the last batch's calls asked for, handed to the shadow book of
+    /// this name (as the shadow's, or as the live version's).
+    fn report_decisions(&self, host: &mut LocalHost, seq: u64) {
+        let decided = host.sysctl.take_decided();
+        if seq == 0 {
+            return;
+        }
+        match &self.shadow {
+            Some((book, _)) => book.shadow_done(seq, decided),
+            None => {
+                if let Some(book) = self.ctx.shadows.get(&self.name) {
+                    book.live_done(seq, decided);
+                }
+            }
+        }
     }
 }
 

@@ -23,6 +23,7 @@ mod policy_trust;
 mod record_replay;
 mod runtime_process;
 mod scaffold;
+mod shadow;
 mod signals;
 mod state_handover;
 mod tcp_buffer;

@@ -199,3 +199,44 @@ pub fn fd_targets(pid: u32) -> Vec<String> {
     targets.sort();
     targets
 }
+
+/// The line of tcp-buffer's grow decision the variant changes.
+pub const ONE_STEP: &str = "let raised = current.max.saturating_add(step);";
+pub const TWO_STEPS: &str = "let raised = current.max.saturating_add(step.saturating_mul(2));";
+
+/// tcp-buffer's source, copied out of the repository with one decision
+/// changed, built as a crate of its own against the SDK source.
+pub fn build_tcp_buffer_variant(dir: &Path) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let source = root.join("policies/tcp-buffer");
+    std::fs::create_dir_all(dir.join("src")).expect("variant directory");
+    for entry in std::fs::read_dir(source.join("src")).expect("tcp-buffer source") {
+        let entry = entry.expect("a source file");
+        std::fs::copy(entry.path(), dir.join("src").join(entry.file_name())).expect("copy a source file");
+    }
+    std::fs::copy(source.join("policy.toml"), dir.join("policy.toml")).expect("copy the manifest");
+    let tuner = dir.join("src/tuner.rs");
+    let text = std::fs::read_to_string(&tuner).expect("tuner.rs");
+    assert!(text.contains(ONE_STEP), "tcp-buffer's grow step moved; update this test's variant");
+    std::fs::write(&tuner, text.replace(ONE_STEP, TWO_STEPS)).expect("patch the variant");
+    let sdk = root.join("sdk");
+    std::fs::write(
+        dir.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"tcp-buffer-variant\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nwasmtune-sdk = {{ path = {:?} }}\n\n\
+             [workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\npanic = \"abort\"\n",
+            sdk.display().to_string()
+        ),
+    )
+    .expect("variant Cargo.toml");
+    let target_dir = root.join("target/scaffold");
+    let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .output()
+        .expect("run cargo build of the variant");
+    assert!(out.status.success(), "cargo build of the variant failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    target_dir.join("wasm32-wasip2/release/tcp_buffer_variant.wasm")
+}

@@ -6,7 +6,7 @@
 //! compared side by side. Replaying the policy that ran live must reach
 //! the value it reached live.
 
-use std::path::Path;
+use crate::lifecycle;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,10 +15,6 @@ use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requiremen
 
 /// Receiver maximum far below what a veth link needs (96 KiB).
 const BAD_RMEM: &str = "4096 131072 98304";
-/// The line of tcp-buffer's grow decision the variant changes.
-const ONE_STEP: &str = "let raised = current.max.saturating_add(step);";
-const TWO_STEPS: &str = "let raised = current.max.saturating_add(step.saturating_mul(2));";
-
 fn run(what: &str, command: &mut Command) -> String {
     let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -27,48 +23,11 @@ fn run(what: &str, command: &mut Command) -> String {
     stdout
 }
 
-/// tcp-buffer's source, copied out of the repository with one decision
-/// changed, built as a crate of its own against the SDK source.
-fn build_variant(root: &Path, dir: &Path) -> std::path::PathBuf {
-    let source = root.join("policies/tcp-buffer");
-    std::fs::create_dir_all(dir.join("src")).expect("variant directory");
-    for entry in std::fs::read_dir(source.join("src")).expect("tcp-buffer source") {
-        let entry = entry.expect("a source file");
-        std::fs::copy(entry.path(), dir.join("src").join(entry.file_name())).expect("copy a source file");
-    }
-    std::fs::copy(source.join("policy.toml"), dir.join("policy.toml")).expect("copy the manifest");
-    let tuner = dir.join("src/tuner.rs");
-    let text = std::fs::read_to_string(&tuner).expect("tuner.rs");
-    assert!(text.contains(ONE_STEP), "tcp-buffer's grow step moved; update this test's variant");
-    std::fs::write(&tuner, text.replace(ONE_STEP, TWO_STEPS)).expect("patch the variant");
-    let sdk = root.join("sdk");
-    std::fs::write(
-        dir.join("Cargo.toml"),
-        format!(
-            "[package]\nname = \"tcp-buffer-variant\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
-             [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nwasmtune-sdk = {{ path = {:?} }}\n\n\
-             [workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\npanic = \"abort\"\n",
-            sdk.display().to_string()
-        ),
-    )
-    .expect("variant Cargo.toml");
-    let target_dir = root.join("target/scaffold");
-    run(
-        "cargo build of the variant",
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
-            .current_dir(dir)
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--release", "--target", "wasm32-wasip2"]),
-    );
-    target_dir.join("wasm32-wasip2/release/tcp_buffer_variant.wasm")
-}
-
 #[test]
 fn a_live_recording_replays_through_tcp_buffer_and_a_variant() {
     if harness::skip_without(&Requirement::DAEMON_E2E) {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let bin = harness::wasmtune_bin().expect("the wasmtune binary");
     let work = tempfile::tempdir().expect("a work directory");
     let recording = work.path().join("live.jsonl");
@@ -110,7 +69,7 @@ fn a_live_recording_replays_through_tcp_buffer_and_a_variant() {
     );
     assert!(text.contains("\"value\":[4096,131072,98304]"), "the value read before the first raise");
 
-    let variant = build_variant(&root, &work.path().join("variant"));
+    let variant = lifecycle::build_tcp_buffer_variant(&work.path().join("variant"));
     let replay = |json: bool| {
         let mut command = Command::new(&bin);
         command.arg("replay").arg(&recording).args(["--policy", "builtin:tcp-buffer", "--policy"]).arg(&variant);
