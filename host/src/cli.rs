@@ -220,6 +220,18 @@ pub enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Run FILE as a shadow of the live policy of its name (or alone):
+    /// the same events and checks, its changes logged, never made.
+    Shadow {
+        /// The policy file.
+        #[arg(required_unless_present = "stop", conflicts_with = "stop")]
+        file: Option<PathBuf>,
+        /// Stop the shadow of this policy instead.
+        #[arg(long, value_name = "NAME")]
+        stop: Option<String>,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
     /// The running daemon's policies.
     List(QueryArgs),
     /// Start a policy that is on offer (until the daemon stops).

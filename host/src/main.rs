@@ -77,6 +77,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Policy(PolicyCommand::List(q))) => query(&q, &Request::PolicyList),
         Some(Command::Policy(PolicyCommand::Enable { name, query: q })) => query(&q, &Request::PolicyEnable { name }),
+        Some(Command::Policy(PolicyCommand::Shadow { file, stop, query: q })) => {
+            let request = match (file, stop) {
+                (_, Some(name)) => Request::ShadowStop { name },
+                (Some(file), None) => {
+                    let file = std::path::absolute(&file).with_context(|| format!("{}", file.display()))?;
+                    Request::ShadowStart { file: file.to_string_lossy().into_owned() }
+                }
+                (None, None) => anyhow::bail!("give a policy file, or --stop NAME"),
+            };
+            query(&q, &request)
+        }
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
         Some(Command::Status(q)) => query(&q, &Request::Status),
         Some(Command::Summary(q)) => query(&q, &Request::Summary),

@@ -187,6 +187,8 @@ pub struct Reconciler {
     offered: OfferList,
     /// Shadow files read, by (path, digest).
     shadow_images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
+    /// Shadows started with `wasmtune policy shadow FILE`, by policy name.
+    shadow_files: BTreeMap<String, PathBuf>,
 }
 
 /// What a reconcile finds on offer under one name.
@@ -234,6 +236,7 @@ impl Reconciler {
             enabled_override: BTreeMap::new(),
             offered: OfferList::default(),
             shadow_images: HashMap::new(),
+            shadow_files: BTreeMap::new(),
         }
     }
 
@@ -452,6 +455,13 @@ impl Reconciler {
                 }
             }
         }
+        for path in self.shadow_files.clone().into_values() {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            if let Some(image) = self.shadow_image(&dir, &path) {
+                seen.insert((path.clone(), image.digest.clone()));
+                wanted.insert(image.name().to_string(), image);
+            }
+        }
         self.shadow_images.retain(|key, _| seen.contains(key));
         for shadow in self.policies.shadows() {
             let name = shadow.name.clone();
@@ -492,6 +502,37 @@ impl Reconciler {
                 }
             }
         }
+    }
+
+    /// `wasmtune policy shadow FILE`: FILE, checked as a policy file is,
+    /// runs as the shadow of its policy name until `--stop` or the daemon
+    /// stops. Its name, and what was retired (a shadow it replaced).
+    pub fn shadow_file(&mut self, path: &Path) -> Result<(String, Retired), String> {
+        let path = std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let image = self
+            .shadow_image(&dir, &path)
+            .ok_or_else(|| format!("{} cannot run as a shadow; see the daemon's log for why", path.display()))?;
+        let name = image.name().to_string();
+        self.shadow_files.insert(name.clone(), path);
+        let mut retired = self.retired();
+        self.reconcile_shadows(&mut retired);
+        Ok((name, retired))
+    }
+
+    /// `wasmtune policy shadow --stop NAME`.
+    pub fn stop_shadow(&mut self, name: &str) -> Result<Retired, String> {
+        if self.shadow_files.remove(name).is_none() {
+            return Err(match self.policies.shadows().iter().find(|s| s.name == name) {
+                Some(shadow) => {
+                    format!("the shadow of {name} runs from {}: remove that file to stop it", shadow.source)
+                }
+                None => format!("no shadow of {name} runs"),
+            });
+        }
+        let mut retired = self.retired();
+        self.reconcile_shadows(&mut retired);
+        Ok(retired)
     }
 
     /// A shadow file read and checked as a policy file is (ownership, size,

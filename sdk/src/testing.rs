@@ -3,9 +3,10 @@
 //! lacks), the grant's bounds, a clock the test moves and a state store,
 //! and records every request with what became of it, and every log line.
 //! It checks what the real host checks first (granted, in bounds, the
-//! namespace known, the tunable present, the arity) and, like the real
-//! host, applies accepted changes only when the call is over:
-//! [`FakeHost::apply`].
+//! namespace known, the tunable present, the arity), then refuses what the
+//! test says the host's last checks refuse ([`FakeHost::refuse`]: the
+//! administrator's override, the rate limit) and, like the real host,
+//! applies accepted changes only when the call is over: [`FakeHost::apply`].
 //!
 //! ```
 //! use wasmtune_sdk::testing::FakeHost;
@@ -41,6 +42,7 @@ pub struct FakeHost {
     sysctls: BTreeMap<(NetnsId, String), Vec<i64>>,
     missing: BTreeSet<String>,
     grants: BTreeMap<String, Bounds>,
+    refusals: BTreeMap<String, Denial>,
     queued: Vec<(NetnsId, String, Vec<i64>)>,
     requests: Vec<Requested>,
     logs: Vec<(Level, String)>,
@@ -73,6 +75,24 @@ impl FakeHost {
     pub fn grant(mut self, name: &str, min: i64, max: i64) -> FakeHost {
         self.grants.insert(name.to_string(), Bounds { min, max });
         self
+    }
+
+    /// With every request for `name` that passes the other checks refused
+    /// with `denial`, in every namespace: what the host's last checks answer
+    /// when the administrator has taken the tunable over (`admin-override`)
+    /// or it was changed too recently (`rate-limited`).
+    pub fn refuse(mut self, name: &str, denial: Denial) -> FakeHost {
+        self.set_refusal(name, Some(denial));
+        self
+    }
+
+    /// Refuses requests for `name` with `denial` from now on, as
+    /// [`FakeHost::refuse`], or (`None`) no longer.
+    pub fn set_refusal(&mut self, name: &str, denial: Option<Denial>) {
+        match denial {
+            Some(denial) => self.refusals.insert(name.to_string(), denial),
+            None => self.refusals.remove(name),
+        };
     }
 
     /// Sets a value as another process would (the administrator, the kernel).
@@ -152,7 +172,10 @@ impl FakeHost {
         if moved_out {
             return Err(Denial::OutOfBounds(*bounds));
         }
-        Ok(())
+        match self.refusals.get(name) {
+            Some(denial) => Err(denial.clone()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -228,6 +251,25 @@ mod tests {
         assert!(matches!(host.request(1, &other), Err(Denial::NotGranted(_))));
         assert_eq!(host.accepted().count(), 1);
         assert_eq!(host.denials().count(), 4);
+    }
+
+    #[test]
+    fn a_refusal_comes_after_the_other_checks_and_can_be_lifted() {
+        let overridden = Denial::AdminOverride("written by pid 42".into());
+        let mut host = FakeHost::new()
+            .sysctl(1, RMEM, &[4096, 131072, 6291456])
+            .grant(RMEM, 4096, 8 << 20)
+            .refuse(RMEM, overridden.clone());
+        assert!(matches!(host.request(1, &change(vec![4096, 131072, 1 << 30])), Err(Denial::OutOfBounds(_))));
+        assert_eq!(host.request(1, &change(vec![4096, 131072, 7864320])), Err(overridden));
+        host.set_refusal(RMEM, Some(Denial::RateLimited(40)));
+        assert_eq!(host.request(1, &change(vec![4096, 131072, 7864320])), Err(Denial::RateLimited(40)));
+        host.apply();
+        assert_eq!(host.value(1, RMEM), Some(&[4096, 131072, 6291456][..]), "nothing refused is applied");
+        host.set_refusal(RMEM, None);
+        assert!(host.request(1, &change(vec![4096, 131072, 7864320])).is_ok());
+        assert_eq!(host.requests().len(), 4);
+        assert_eq!(host.denials().count(), 3);
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         netns: Option<String>,
     },
+    /// Run a policy file as a shadow beside the live version of its name.
+    ShadowStart { file: String },
+    /// Stop a shadow started with `shadow-start`.
+    ShadowStop { name: String },
 }
 
 impl Request {

@@ -58,6 +58,8 @@ impl ControlContext {
             Request::Summary => Response::ok(summary_json(&self.actuator.summary())),
             Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
             Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
+            Request::ShadowStart { file } => self.shadow_start(file),
+            Request::ShadowStop { name } => self.shadow_stop(name),
         }
     }
 
@@ -89,11 +91,37 @@ impl ControlContext {
         }
     }
 
+    fn shadow_start(&self, file: &str) -> Response {
+        let started = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).shadow_file(std::path::Path::new(file));
+        match started {
+            Ok((name, retired)) => {
+                retired.stop();
+                let running = self.policies.shadows().iter().any(|s| s.name == name);
+                if running {
+                    Response::ok(json!({ "name": name, "file": file, "running": true }))
+                } else {
+                    Response::error(format!("the shadow of {name} did not start; see the daemon's log"))
+                }
+            }
+            Err(why) => Response::error(why),
+        }
+    }
+
+    fn shadow_stop(&self, name: &str) -> Response {
+        let stopped = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).stop_shadow(name);
+        match stopped {
+            Ok(retired) => {
+                retired.stop();
+                Response::ok(json!({ "name": name, "running": false }))
+            }
+            Err(why) => Response::error(why),
+        }
+    }
+
     fn netns_name(&self, cookie: u64) -> String {
         self.registry.display_name(cookie)
     }
 
-    /// Every policy on offer or running, by name.
     /// Each shadow version: what it decided, and how often the live version
     /// of its name decided the same on the same batch.
     fn shadows_json(&self) -> Json {
@@ -123,6 +151,7 @@ impl ControlContext {
         Json::Array(list)
     }
 
+    /// Every policy on offer or running, by name.
     fn policies_json(&self) -> Json {
         let offered = self.offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let owners = self.arbiter.owners();

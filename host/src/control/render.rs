@@ -159,6 +159,11 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
             }
         }
         Request::PolicyList => policies(result, &mut out),
+        Request::ShadowStart { file } => out.push(format!(
+            "shadow of {} running from {file}: its changes are logged as shadow-change, never made",
+            text(&result["name"])
+        )),
+        Request::ShadowStop { name } => out.push(format!("shadow of {name} stopped")),
         Request::PolicyEnable { name } | Request::PolicyDisable { name } => {
             let enabled = result["enabled"].as_bool().unwrap_or(false);
             let running = result["running"].as_bool().unwrap_or(false);

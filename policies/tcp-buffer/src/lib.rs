@@ -50,28 +50,13 @@ pub mod policy;
 pub mod syn;
 pub mod tuner;
 
-use wasmtune_sdk::{Config, Event, Imports, Info, Level, Policy, log};
+use wasmtune_sdk::{Config, Event, Imports, Info, Policy};
 
 use crate::policy::{Host, TcpBuffer};
 
 impl Host for Imports {
     fn memory_cap_pages(&mut self) -> u64 {
         wasmtune_sdk::system::memory_cap_pages()
-    }
-
-    fn load(&mut self, key: &str) -> Option<Vec<u8>> {
-        wasmtune_sdk::state::get(key)
-    }
-
-    fn store(&mut self, key: &str, value: Option<&[u8]>) {
-        match value {
-            Some(value) => {
-                if let Err(denial) = wasmtune_sdk::state::set(key, value) {
-                    log::log(Level::Warn, &format!("cannot keep {key} across restarts: {}", denial.explain()));
-                }
-            }
-            None => wasmtune_sdk::state::delete(key),
-        }
     }
 }
 

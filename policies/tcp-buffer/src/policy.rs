@@ -37,15 +37,31 @@ pub const TUNABLES: [&str; 9] = [
     syn::SYNCOOKIES,
 ];
 
-/// What the policy needs from the host beyond sysctls, logs and the clock:
-/// the SDK's imports in the component, a recording fake in unit tests.
+/// What the policy needs from the host beyond sysctls, logs, the clock and
+/// the state store: the SDK's imports in the component, the SDK's fake in
+/// unit tests.
 pub trait Host: wasmtune_sdk::Host {
     /// A quarter of RAM in pages: the most `tcp_mem` may reach.
     fn memory_cap_pages(&mut self) -> u64;
+
     /// The host's state store, kept across instance rebuilds: what `key`
-    /// holds, and setting (`Some`) or removing (`None`) it.
-    fn load(&mut self, key: &str) -> Option<Vec<u8>>;
-    fn store(&mut self, key: &str, value: Option<&[u8]>);
+    /// holds.
+    fn load(&mut self, key: &str) -> Option<Vec<u8>> {
+        self.state_get(key)
+    }
+
+    /// Sets (`Some`) or removes (`None`) `key` in the state store. A full
+    /// store costs only the memory of a rebuild, so it is said, not fatal.
+    fn store(&mut self, key: &str, value: Option<&[u8]>) {
+        match value {
+            Some(value) => {
+                if let Err(denial) = self.state_set(key, value) {
+                    self.log(Level::Warn, &format!("cannot keep {key} across restarts: {}", denial.explain()));
+                }
+            }
+            None => self.state_delete(key),
+        }
+    }
 }
 
 /// State-store key of a namespace's low-memory mode.
@@ -304,117 +320,46 @@ impl<H: Host> TcpBuffer<H> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-    use wasmtune_sdk::{AdminRelease, Bounds, IpAddr, SysctlValue};
+    use wasmtune_sdk::testing::FakeHost;
+    use wasmtune_sdk::{AdminRelease, IpAddr};
+
+    use crate::memory::{TCP_RMEM, TCP_WMEM};
 
     const NETNS: NetnsId = 4026532000;
 
-    /// A host that checks requests the way the real one does for this
-    /// policy's manifest (field 2 only, within `min..=max`) and applies
-    /// accepted ones when [`FakeHost::apply`] says the call returned.
-    struct FakeHost {
-        sysctls: HashMap<(NetnsId, String), Vec<i64>>,
-        bounds: (i64, i64),
-        /// Narrower bounds for some tunables, as an administrator's grant.
-        named_bounds: HashMap<String, (i64, i64)>,
-        refuse: Option<Denial>,
-        /// Tunables this kernel does not have.
-        unsupported: Vec<String>,
-        queued: Vec<(NetnsId, String, Vec<i64>)>,
-        requests: Vec<(String, Vec<i64>, String, String)>,
-        logs: Vec<(Level, String)>,
-        clock: InstantMs,
-        store: HashMap<String, Vec<u8>>,
-    }
-
-    impl FakeHost {
-        fn new(rmem: [i64; 3], moderate: i64) -> FakeHost {
-            let mut sysctls = HashMap::new();
-            sysctls.insert((NETNS, "net.ipv4.tcp_rmem".to_string()), rmem.to_vec());
-            sysctls.insert((NETNS, "net.ipv4.tcp_wmem".to_string()), vec![4096, 16384, 4194304]);
-            sysctls.insert((NETNS, MODERATE_RCVBUF.to_string()), vec![moderate]);
-            FakeHost {
-                sysctls,
-                bounds: (4096, tuner::GRANT_MAX),
-                named_bounds: HashMap::new(),
-                refuse: None,
-                unsupported: vec![],
-                queued: vec![],
-                requests: vec![],
-                logs: vec![],
-                clock: 0,
-                store: HashMap::new(),
-            }
-        }
-
-        fn apply(&mut self) {
-            for (netns, name, value) in self.queued.drain(..) {
-                self.sysctls.insert((netns, name), value);
-            }
-        }
-
-        fn value(&self, name: &str) -> Vec<i64> {
-            self.sysctls[&(NETNS, name.to_string())].clone()
-        }
-    }
-
-    impl wasmtune_sdk::Host for FakeHost {
-        fn read(&mut self, netns: NetnsId, name: &str) -> Result<SysctlValue, Denial> {
-            if self.unsupported.iter().any(|missing| missing == name) {
-                return Err(Denial::Unsupported(format!("{name} does not exist on this kernel")));
-            }
-            self.sysctls
-                .get(&(netns, name.to_string()))
-                .cloned()
-                .map(SysctlValue::Integers)
-                .ok_or(Denial::UnknownNetns(netns))
-        }
-
-        fn request(&mut self, netns: NetnsId, change: &Change) -> Result<(), Denial> {
-            let Change { name, fields, scenario, reason } = change;
-            self.requests.push((name.clone(), fields.clone(), scenario.clone(), reason.clone()));
-            if let Some(denial) = self.refuse.clone() {
-                return Err(denial);
-            }
-            let (min, max) = if name == MODERATE_RCVBUF {
-                (1, 1)
-            } else {
-                self.named_bounds.get(name).copied().unwrap_or(self.bounds)
-            };
-            let old = self.sysctls.get(&(netns, name.clone())).cloned().ok_or(Denial::UnknownNetns(netns))?;
-            for (o, n) in old.iter().zip(fields) {
-                if o != n && (*n < min || *n > max) {
-                    return Err(Denial::OutOfBounds(Bounds { min, max }));
-                }
-            }
-            self.queued.push((netns, name.clone(), fields.clone()));
-            Ok(())
-        }
-
-        fn log(&mut self, level: Level, message: &str) {
-            self.logs.push((level, message.to_string()));
-        }
-
-        fn now(&mut self) -> InstantMs {
-            self.clock
-        }
-    }
-
     impl Host for FakeHost {
+        /// A machine with 16 GiB of 4 KiB pages: a cap no test reaches.
         fn memory_cap_pages(&mut self) -> u64 {
             1 << 20
         }
+    }
 
-        fn load(&mut self, key: &str) -> Option<Vec<u8>> {
-            self.store.get(key).cloned()
-        }
+    /// Every tunable granted within `min..=max`, except that auto-tuning
+    /// may only be turned on.
+    fn granted(min: i64, max: i64) -> FakeHost {
+        TUNABLES.iter().fold(FakeHost::new(), |host, name| match *name {
+            MODERATE_RCVBUF => host.grant(name, 1, 1),
+            _ => host.grant(name, min, max),
+        })
+    }
 
-        fn store(&mut self, key: &str, value: Option<&[u8]>) {
-            match value {
-                Some(value) => self.store.insert(key.to_string(), value.to_vec()),
-                None => self.store.remove(key),
-            };
-        }
+    /// [`granted`], with `NETNS` holding `rmem`, the kernel's default
+    /// `tcp_wmem` and `moderate` auto-tuning.
+    fn host_within(min: i64, max: i64, rmem: [i64; 3], moderate: i64) -> FakeHost {
+        let mut host = granted(min, max);
+        host.set_sysctl(NETNS, TCP_RMEM, &rmem);
+        host.set_sysctl(NETNS, TCP_WMEM, &[4096, 16384, 4194304]);
+        host.set_sysctl(NETNS, MODERATE_RCVBUF, &[moderate]);
+        host
+    }
+
+    fn host(rmem: [i64; 3], moderate: i64) -> FakeHost {
+        host_within(4096, tuner::GRANT_MAX, rmem, moderate)
+    }
+
+    /// The names requested so far, in order.
+    fn requested(policy: &mut TcpBuffer<FakeHost>) -> Vec<String> {
+        policy.host().requests().iter().map(|r| r.change.name.clone()).collect()
     }
 
     fn event(direction: BufferDirection, buffer: u32, limit: u32) -> Event {
@@ -441,37 +386,36 @@ mod tests {
             policy.handle(e);
         }
         policy.host().apply();
-        policy.host().clock += 200;
+        policy.host().advance(200);
     }
 
     #[test]
     fn a_batch_of_hits_raises_once_and_enables_autotuning() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 0), 4);
         batch(&mut policy, &[receive(98304, 98304), receive(98000, 98304), receive(98304, 98304)]);
-        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
-        assert_eq!(policy.host().value(MODERATE_RCVBUF), vec![1]);
-        let requests: Vec<&str> = policy.host().requests.iter().map(|(name, ..)| name.as_str()).collect();
-        assert_eq!(requests, ["net.ipv4.tcp_rmem", MODERATE_RCVBUF]);
-        assert_eq!(policy.host().requests[0].2, tuner::SCENARIO_RAISE);
-        assert_eq!(policy.host().requests[1].2, SCENARIO_AUTOTUNING);
+        assert_eq!(policy.host().value(NETNS, "net.ipv4.tcp_rmem"), Some(&[4096, 65536, 122880][..]));
+        assert_eq!(policy.host().value(NETNS, MODERATE_RCVBUF), Some(&[1][..]));
+        assert_eq!(requested(&mut policy), ["net.ipv4.tcp_rmem", MODERATE_RCVBUF]);
+        assert_eq!(policy.host().requests()[0].change.scenario, tuner::SCENARIO_RAISE);
+        assert_eq!(policy.host().requests()[1].change.scenario, SCENARIO_AUTOTUNING);
         assert!(
-            policy.host().logs.is_empty(),
+            policy.host().logs().is_empty(),
             "a raise is explained by its reason, not a log line: {:?}",
-            policy.host().logs
+            policy.host().logs()
         );
 
         // The next batch still carries sockets limited by the old value.
         batch(&mut policy, &[receive(98304, 98304)]);
-        assert_eq!(policy.host().requests.len(), 2);
+        assert_eq!(policy.host().requests().len(), 2);
         // Sockets reaching the new limit raise it again; auto-tuning is on.
         batch(&mut policy, &[receive(122880, 122880)]);
-        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 153600]);
-        assert_eq!(policy.host().requests.len(), 3);
+        assert_eq!(policy.host().value(NETNS, "net.ipv4.tcp_rmem"), Some(&[4096, 65536, 153600][..]));
+        assert_eq!(policy.host().requests().len(), 3);
     }
 
     #[test]
     fn an_admin_override_stops_that_tunable_only() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 1), 4);
         let taken = wasmtune_sdk::AdminOverride {
             netns: NETNS,
             sysctl: "net.ipv4.tcp_rmem".into(),
@@ -479,25 +423,27 @@ mod tests {
             comm: "sysctl".into(),
         };
         batch(&mut policy, &[Event::AdminOverride(taken)]);
-        assert!(policy.host().logs[0].1.contains("sysctl (42) changed net.ipv4.tcp_rmem"), "{:?}", policy.host().logs);
+        assert!(
+            policy.host().logs()[0].1.contains("sysctl (42) changed net.ipv4.tcp_rmem"),
+            "{:?}",
+            policy.host().logs()
+        );
         batch(&mut policy, &[receive(98304, 98304), event(BufferDirection::Send, 4194304, 4194304)]);
-        let requested: Vec<&str> = policy.host().requests.iter().map(|(name, ..)| name.as_str()).collect();
-        assert_eq!(requested, ["net.ipv4.tcp_wmem"], "rmem is the administrator's now");
+        assert_eq!(requested(&mut policy), ["net.ipv4.tcp_wmem"], "rmem is the administrator's now");
     }
 
     #[test]
     fn memory_pressure_raises_tcp_mem_through_the_host() {
-        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        let mut host = host_within(1, tuner::GRANT_MAX, [4096, 65536, 98304], 1);
         for (name, value) in [
-            (memory::TCP_MEM, vec![1000, 2000, 4000]),
-            (memory::NO_METRICS_SAVE, vec![0]),
-            (memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
-            (memory::HIGH_ORDER_ALLOC_DISABLE, vec![0]),
-            (memory::MAX_SYN_BACKLOG, vec![1024]),
+            (memory::TCP_MEM, &[1000, 2000, 4000][..]),
+            (memory::NO_METRICS_SAVE, &[0]),
+            (memory::NO_SSTHRESH_METRICS_SAVE, &[0]),
+            (memory::HIGH_ORDER_ALLOC_DISABLE, &[0]),
+            (memory::MAX_SYN_BACKLOG, &[1024]),
         ] {
-            host.sysctls.insert((NETNS, name.to_string()), value);
+            host.set_sysctl(NETNS, name, value);
         }
-        host.bounds = (1, tuner::GRANT_MAX);
         let mut policy = TcpBuffer::new(host, 4);
         let pressure = MemoryPressure {
             netns: NETNS,
@@ -507,28 +453,27 @@ mod tests {
             limits: (1000, 2000, 4000),
         };
         batch(&mut policy, &[Event::MemoryPressure(pressure)]);
-        assert_eq!(policy.host().value(memory::TCP_MEM), vec![1250, 2500, 5000]);
-        assert_eq!(policy.host().requests[0].2, memory::SCENARIO_PRESSURE);
+        assert_eq!(policy.host().value(NETNS, memory::TCP_MEM), Some(&[1250, 2500, 5000][..]));
+        assert_eq!(policy.host().requests()[0].change.scenario, memory::SCENARIO_PRESSURE);
         // UDP pressure is udp-buffer's business.
         batch(&mut policy, &[Event::MemoryPressure(MemoryPressure { protocol: Protocol::Udp, ..pressure })]);
-        assert_eq!(policy.host().requests.len(), 1);
+        assert_eq!(policy.host().requests().len(), 1);
     }
 
     #[test]
     fn exhaustion_at_the_administrator_cap_enters_low_memory_mode_where_each_tunable_lives() {
         const INIT: NetnsId = 4026531840;
-        let mut host = FakeHost::new([4096, 131072, 6291456], 1);
+        // The administrator's grant narrows tcp_mem to 200 pages.
+        let mut host = host_within(0, tuner::GRANT_MAX, [4096, 131072, 6291456], 1).grant(memory::TCP_MEM, 1, 200);
         for (netns, name, value) in [
-            (INIT, memory::TCP_MEM, vec![32, 64, 128]),
-            (INIT, memory::HIGH_ORDER_ALLOC_DISABLE, vec![0]),
-            (NETNS, memory::NO_METRICS_SAVE, vec![0]),
-            (NETNS, memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
-            (NETNS, memory::MAX_SYN_BACKLOG, vec![1024]),
+            (INIT, memory::TCP_MEM, &[32, 64, 128][..]),
+            (INIT, memory::HIGH_ORDER_ALLOC_DISABLE, &[0]),
+            (NETNS, memory::NO_METRICS_SAVE, &[0]),
+            (NETNS, memory::NO_SSTHRESH_METRICS_SAVE, &[0]),
+            (NETNS, memory::MAX_SYN_BACKLOG, &[1024]),
         ] {
-            host.sysctls.insert((netns, name.to_string()), value);
+            host.set_sysctl(netns, name, value);
         }
-        host.bounds = (0, tuner::GRANT_MAX);
-        host.named_bounds.insert(memory::TCP_MEM.to_string(), (1, 200));
         let mut policy = TcpBuffer::new(host, 4);
         let init = wasmtune_sdk::NamespaceChange { netns: INIT, name: "init".into(), created: true };
         let memory = |level, pages| {
@@ -541,70 +486,69 @@ mod tests {
             })
         };
         batch(&mut policy, &[Event::NamespaceChange(init), memory(MemoryLevel::Pressure, 100)]);
-        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 160]);
+        assert_eq!(policy.host().value(INIT, memory::TCP_MEM), Some(&[40, 80, 160][..]));
         batch(&mut policy, &[memory(MemoryLevel::Exhausted, 160)]);
-        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
+        assert_eq!(policy.host().value(INIT, memory::TCP_MEM), Some(&[40, 80, 200][..]));
         // 250 is refused: 200 is the cap, and exhaustion there is low memory.
         batch(&mut policy, &[memory(MemoryLevel::Exhausted, 200)]);
-        assert_eq!(policy.host().sysctls[&(INIT, memory::TCP_MEM.to_string())], vec![40, 80, 200]);
-        assert_eq!(policy.host().sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![1]);
-        assert_eq!(policy.host().value(memory::NO_METRICS_SAVE), vec![1]);
-        assert_eq!(policy.host().value(memory::NO_SSTHRESH_METRICS_SAVE), vec![1]);
-        assert_eq!(policy.host().value(memory::MAX_SYN_BACKLOG), vec![768]);
-        assert_eq!(policy.host().value(memory::TCP_RMEM), vec![4096, 131072, 4718592]);
+        assert_eq!(policy.host().value(INIT, memory::TCP_MEM), Some(&[40, 80, 200][..]));
+        assert_eq!(policy.host().value(INIT, memory::HIGH_ORDER_ALLOC_DISABLE), Some(&[1][..]));
+        assert_eq!(policy.host().value(NETNS, memory::NO_METRICS_SAVE), Some(&[1][..]));
+        assert_eq!(policy.host().value(NETNS, memory::NO_SSTHRESH_METRICS_SAVE), Some(&[1][..]));
+        assert_eq!(policy.host().value(NETNS, memory::MAX_SYN_BACKLOG), Some(&[768][..]));
+        assert_eq!(policy.host().value(NETNS, memory::TCP_RMEM), Some(&[4096, 131072, 4718592][..]));
         let low: Vec<&str> = policy
             .host()
-            .requests
+            .requests()
             .iter()
-            .filter(|(.., scenario, _)| scenario == memory::SCENARIO_LOW_MEMORY)
-            .map(|(name, ..)| name.as_str())
+            .filter(|r| r.change.scenario == memory::SCENARIO_LOW_MEMORY)
+            .map(|r| r.change.name.as_str())
             .collect();
         assert_eq!(low.len(), 6, "{low:?}");
         assert!(
-            !policy.host().logs.iter().any(|(level, _)| *level == Level::Warn),
+            !policy.host().logs().iter().any(|(level, _)| *level == Level::Warn),
             "nothing asked of a namespace without the tunable: {:?}",
-            policy.host().logs
+            policy.host().logs()
         );
         // A rebuilt instance (after a fault) starts from the host's store.
         let mut policy = TcpBuffer::new(policy.into_host(), 4);
         batch(&mut policy, &[memory(MemoryLevel::Relieved, 20)]);
-        assert_eq!(policy.host().sysctls[&(INIT, memory::HIGH_ORDER_ALLOC_DISABLE.to_string())], vec![0]);
-        assert_eq!(policy.host().value(memory::NO_METRICS_SAVE), vec![0]);
-        assert_eq!(policy.host().value(memory::NO_SSTHRESH_METRICS_SAVE), vec![0]);
-        assert_eq!(policy.host().value(memory::MAX_SYN_BACKLOG), vec![1024]);
+        assert_eq!(policy.host().value(INIT, memory::HIGH_ORDER_ALLOC_DISABLE), Some(&[0][..]));
+        assert_eq!(policy.host().value(NETNS, memory::NO_METRICS_SAVE), Some(&[0][..]));
+        assert_eq!(policy.host().value(NETNS, memory::NO_SSTHRESH_METRICS_SAVE), Some(&[0][..]));
+        assert_eq!(policy.host().value(NETNS, memory::MAX_SYN_BACKLOG), Some(&[1024][..]));
     }
 
     #[test]
     fn send_hits_raise_tcp_wmem_and_leave_autotuning_alone() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 0), 4);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 0), 4);
         batch(&mut policy, &[event(BufferDirection::Send, 4194304, 4194304)]);
-        assert_eq!(policy.host().value("net.ipv4.tcp_wmem"), vec![4096, 16384, 5242880]);
-        assert_eq!(policy.host().value(MODERATE_RCVBUF), vec![0]);
-        assert_eq!(policy.host().requests.len(), 1);
+        assert_eq!(policy.host().value(NETNS, "net.ipv4.tcp_wmem"), Some(&[4096, 16384, 5242880][..]));
+        assert_eq!(policy.host().value(NETNS, MODERATE_RCVBUF), Some(&[0][..]));
+        assert_eq!(policy.host().requests().len(), 1);
     }
 
     #[test]
     fn an_administrator_cap_is_retried_once_then_reported_once() {
-        let mut host = FakeHost::new([4096, 65536, 6_000_000], 1);
-        host.bounds = (4096, 7_000_000);
-        let mut policy = TcpBuffer::new(host, 4);
+        let mut policy = TcpBuffer::new(host_within(4096, 7_000_000, [4096, 65536, 6_000_000], 1), 4);
         batch(&mut policy, &[receive(6_000_000, 6_000_000)]);
-        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 7_000_000]);
-        let retried: Vec<i64> = policy.host().requests.iter().map(|(_, v, ..)| v[2]).collect();
+        assert_eq!(policy.host().value(NETNS, "net.ipv4.tcp_rmem"), Some(&[4096, 65536, 7_000_000][..]));
+        let retried: Vec<i64> = policy.host().requests().iter().map(|r| r.change.fields[2]).collect();
         assert_eq!(retried, [7_500_000, 7_000_000]);
         assert!(
-            policy.host().requests[1]
-                .3
+            policy.host().requests()[1]
+                .change
+                .reason
                 .ends_with("limited to 7000000 bytes, the highest the administrator and host allow")
         );
 
         for _ in 0..3 {
             batch(&mut policy, &[receive(7_000_000, 7_000_000)]);
         }
-        assert_eq!(policy.host().requests.len(), 2, "no requests past the learned cap");
-        assert_eq!(policy.host().logs.len(), 1, "{:?}", policy.host().logs);
+        assert_eq!(policy.host().requests().len(), 2, "no requests past the learned cap");
+        assert_eq!(policy.host().logs().len(), 1, "{:?}", policy.host().logs());
         assert_eq!(
-            policy.host().logs[0],
+            policy.host().logs()[0],
             (
                 Level::Info,
                 format!(
@@ -616,26 +560,23 @@ mod tests {
 
     #[test]
     fn a_cap_found_by_denial_is_reported_once() {
-        let mut host = FakeHost::new([4096, 65536, 7_000_000], 1);
-        host.bounds = (4096, 7_000_000);
-        let mut policy = TcpBuffer::new(host, 4);
+        let mut policy = TcpBuffer::new(host_within(4096, 7_000_000, [4096, 65536, 7_000_000], 1), 4);
         batch(&mut policy, &[receive(7_000_000, 7_000_000), receive(7_000_000, 7_000_000)]);
-        assert_eq!(policy.host().requests.len(), 1, "the second event knows the cap");
-        assert_eq!(policy.host().logs.len(), 1);
-        assert!(policy.host().logs[0].1.contains("at its cap of 7000000 bytes"));
+        assert_eq!(policy.host().requests().len(), 1, "the second event knows the cap");
+        assert_eq!(policy.host().logs().len(), 1);
+        assert!(policy.host().logs()[0].1.contains("at its cap of 7000000 bytes"));
     }
 
     #[test]
     fn denials_are_logged_once_per_kind_and_namespace() {
-        let mut host = FakeHost::new([4096, 65536, 98304], 1);
-        host.refuse = Some(Denial::AdminOverride("net.ipv4.tcp_rmem written by pid 42".into()));
-        let mut policy = TcpBuffer::new(host, 4);
+        let overridden = Denial::AdminOverride("net.ipv4.tcp_rmem written by pid 42".into());
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 1).refuse(TCP_RMEM, overridden), 4);
         for _ in 0..5 {
             batch(&mut policy, &[receive(98304, 98304)]);
         }
-        assert_eq!(policy.host().requests.len(), 5, "nothing pending after a refusal");
+        assert_eq!(policy.host().requests().len(), 5, "nothing pending after a refusal");
         assert_eq!(
-            policy.host().logs,
+            policy.host().logs(),
             [(
                 Level::Info,
                 format!(
@@ -643,53 +584,52 @@ mod tests {
                 )
             )]
         );
-        policy.host().refuse = Some(Denial::RateLimited(40));
+        policy.host().set_refusal(TCP_RMEM, Some(Denial::RateLimited(40)));
         batch(&mut policy, &[receive(98304, 98304)]);
         batch(&mut policy, &[receive(98304, 98304)]);
-        assert_eq!(policy.host().logs.len(), 2);
-        assert_eq!(policy.host().logs[1].0, Level::Debug);
+        assert_eq!(policy.host().logs().len(), 2);
+        assert_eq!(policy.host().logs()[1].0, Level::Debug);
     }
 
     #[test]
     fn an_unreadable_tunable_is_reported_once_and_never_requested() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
-        policy.host().sysctls.clear();
+        // Granted, but nothing readable: the namespace is not tuned.
+        let mut policy = TcpBuffer::new(granted(4096, tuner::GRANT_MAX), 4);
         batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
-        assert!(policy.host().requests.is_empty());
-        assert_eq!(policy.host().logs.len(), 1);
-        assert!(policy.host().logs[0].1.contains("is not tuned by this host"), "{:?}", policy.host().logs);
+        assert!(policy.host().requests().is_empty());
+        assert_eq!(policy.host().logs().len(), 1);
+        assert!(policy.host().logs()[0].1.contains("is not tuned by this host"), "{:?}", policy.host().logs());
     }
 
     #[test]
     fn a_malformed_value_is_left_alone() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
-        policy.host().sysctls.insert((NETNS, "net.ipv4.tcp_rmem".into()), vec![4096, 98304]);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 1), 4);
+        policy.host().set_sysctl(NETNS, TCP_RMEM, &[4096, 98304]);
         batch(&mut policy, &[receive(98304, 98304), receive(98304, 98304)]);
-        assert!(policy.host().requests.is_empty());
-        assert_eq!(policy.host().logs.len(), 1);
-        assert!(policy.host().logs[0].1.contains("holds 2 integer(s) here, not 3"), "{:?}", policy.host().logs);
+        assert!(policy.host().requests().is_empty());
+        assert_eq!(policy.host().logs().len(), 1);
+        assert!(policy.host().logs()[0].1.contains("holds 2 integer(s) here, not 3"), "{:?}", policy.host().logs());
     }
 
     #[test]
     fn lost_events_change_nothing() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 1), 4);
         batch(&mut policy, &[Event::Lost(12)]);
-        assert!(policy.host().requests.is_empty() && policy.host().logs.is_empty());
+        assert!(policy.host().requests().is_empty() && policy.host().logs().is_empty());
     }
 
     #[test]
     fn memory_pressure_raises_tcp_mem_on_a_kernel_without_high_order_alloc_disable() {
-        let mut host = FakeHost::new([4096, 65536, 98304], 1);
+        let mut host =
+            host_within(1, tuner::GRANT_MAX, [4096, 65536, 98304], 1).missing(memory::HIGH_ORDER_ALLOC_DISABLE);
         for (name, value) in [
-            (memory::TCP_MEM, vec![1000, 2000, 4000]),
-            (memory::NO_METRICS_SAVE, vec![0]),
-            (memory::NO_SSTHRESH_METRICS_SAVE, vec![0]),
-            (memory::MAX_SYN_BACKLOG, vec![1024]),
+            (memory::TCP_MEM, &[1000, 2000, 4000][..]),
+            (memory::NO_METRICS_SAVE, &[0]),
+            (memory::NO_SSTHRESH_METRICS_SAVE, &[0]),
+            (memory::MAX_SYN_BACKLOG, &[1024]),
         ] {
-            host.sysctls.insert((NETNS, name.to_string()), value);
+            host.set_sysctl(NETNS, name, value);
         }
-        host.unsupported.push(memory::HIGH_ORDER_ALLOC_DISABLE.to_string());
-        host.bounds = (1, tuner::GRANT_MAX);
         let mut policy = TcpBuffer::new(host, 4);
         let pressure = |level| {
             Event::MemoryPressure(MemoryPressure {
@@ -701,19 +641,17 @@ mod tests {
             })
         };
         batch(&mut policy, &[pressure(MemoryLevel::Pressure)]);
-        assert_eq!(policy.host().value(memory::TCP_MEM), vec![1250, 2500, 5000]);
+        assert_eq!(policy.host().value(NETNS, memory::TCP_MEM), Some(&[1250, 2500, 5000][..]));
         assert!(
-            !policy.host().logs.iter().any(|(level, _)| *level == Level::Warn),
+            !policy.host().logs().iter().any(|(level, _)| *level == Level::Warn),
             "the host says what is missing: {:?}",
-            policy.host().logs
+            policy.host().logs()
         );
     }
 
     #[test]
     fn a_syn_flood_turns_cookies_on_when_the_backlog_is_unreadable() {
-        let mut host = FakeHost::new([4096, 65536, 98304], 1);
-        host.sysctls.insert((NETNS, syn::SYNCOOKIES.to_string()), vec![0]);
-        host.bounds = (0, tuner::GRANT_MAX);
+        let host = host_within(0, tuner::GRANT_MAX, [4096, 65536, 98304], 1).sysctl(NETNS, syn::SYNCOOKIES, &[0]);
         let mut policy = TcpBuffer::new(host, 4);
         let flood = SynOverflow {
             netns: NETNS,
@@ -724,12 +662,26 @@ mod tests {
             established: 0,
         };
         batch(&mut policy, &[Event::SynOverflow(flood)]);
-        assert_eq!(policy.host().value(syn::SYNCOOKIES), vec![1]);
+        assert_eq!(policy.host().value(NETNS, syn::SYNCOOKIES), Some(&[1][..]));
+    }
+
+    #[test]
+    fn a_full_state_store_is_said_and_not_fatal() {
+        let mut host = FakeHost::new();
+        host.store("low-memory/1", Some(&vec![0; wasmtune_sdk::state::QUOTA_BYTES]));
+        assert_eq!(host.load("low-memory/1"), None);
+        assert_eq!(host.logs().len(), 1);
+        assert_eq!(host.logs()[0].0, Level::Warn);
+        assert!(host.logs()[0].1.starts_with("cannot keep low-memory/1 across restarts"), "{:?}", host.logs());
+        host.store("low-memory/1", Some(b"low"));
+        assert_eq!(host.stored("low-memory/1"), Some(&b"low"[..]));
+        host.store("low-memory/1", None);
+        assert_eq!(host.load("low-memory/1"), None);
     }
 
     #[test]
     fn a_released_tunable_is_tuned_again() {
-        let mut policy = TcpBuffer::new(FakeHost::new([4096, 65536, 98304], 1), 4);
+        let mut policy = TcpBuffer::new(host([4096, 65536, 98304], 1), 4);
         let taken = wasmtune_sdk::AdminOverride {
             netns: NETNS,
             sysctl: "net.ipv4.tcp_rmem".into(),
@@ -737,10 +689,10 @@ mod tests {
             comm: "sysctl".into(),
         };
         batch(&mut policy, &[Event::AdminOverride(taken), receive(98304, 98304)]);
-        assert!(policy.host().requests.is_empty());
+        assert!(policy.host().requests().is_empty());
         let released = AdminRelease { netns: NETNS, sysctl: "net.ipv4.tcp_rmem".into() };
         batch(&mut policy, &[Event::AdminRelease(released), receive(98304, 98304)]);
-        assert_eq!(policy.host().value("net.ipv4.tcp_rmem"), vec![4096, 65536, 122880]);
-        assert!(policy.host().logs[1].1.contains("handed net.ipv4.tcp_rmem in netns"), "{:?}", policy.host().logs);
+        assert_eq!(policy.host().value(NETNS, "net.ipv4.tcp_rmem"), Some(&[4096, 65536, 122880][..]));
+        assert!(policy.host().logs()[1].1.contains("handed net.ipv4.tcp_rmem in netns"), "{:?}", policy.host().logs());
     }
 }

@@ -115,3 +115,40 @@ fn a_shadow_logs_what_it_would_change_and_changes_nothing() {
     )
     .expect("record figures");
 }
+
+#[test]
+fn a_shadow_starts_and_stops_from_the_command_line() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let files = harness::scratch_dir("shadow-cli").expect("a directory for the file");
+    let file = files.path().join("candidate.wasm");
+    std::fs::write(&file, lifecycle::tcp_buffer_variant(u64::from(std::process::id()) + 7)).expect("write the file");
+    let policies = harness::scratch_dir("shadow-cli-policies").expect("policy directory");
+    let bed = BufferBed::new("shcli", Side::Receiver, BAD_RMEM).expect("test bed");
+    let (_sock_dir, socket) = lifecycle::socket_in("shadow-cli");
+    let mut daemon = Daemon::builder()
+        .netns(bed.tuned_netns())
+        .policy_dir(policies.path())
+        .control_socket(&socket)
+        .start_ready()
+        .expect("daemon ready");
+    let socket_arg = socket.to_string_lossy().into_owned();
+    let file_arg = file.to_string_lossy().into_owned();
+    let (ok, out, err) = harness::cli(&["policy", "shadow", &file_arg, "--socket", &socket_arg]);
+    assert!(ok, "policy shadow failed: {out}{err}");
+    assert!(out.contains("shadow of tcp-buffer running"), "{out}");
+    let status = lifecycle::result(&socket, &Request::Status);
+    assert_eq!(status["shadows"][0]["name"], "tcp-buffer", "{status}");
+    assert_eq!(status["shadows"][0]["live"], true, "{status}");
+    let (ok, out, err) = harness::cli(&["policy", "shadow", "--stop", "tcp-buffer", "--socket", &socket_arg]);
+    assert!(ok, "policy shadow --stop failed: {out}{err}");
+    let status = lifecycle::result(&socket, &Request::Status);
+    assert_eq!(status["shadows"], json!([]), "{status}");
+    let (ok, _, err) = harness::cli(&["policy", "shadow", "--stop", "tcp-buffer", "--socket", &socket_arg]);
+    assert!(!ok && err.contains("no shadow of tcp-buffer runs"), "{err}");
+    let (ok, _, err) = harness::cli(&["policy", "shadow", "/nonexistent/x.wasm", "--socket", &socket_arg]);
+    assert!(!ok && err.contains("cannot run as a shadow"), "{err}");
+    assert!(daemon.terminate().expect("daemon exits").success());
+    assert!(daemon.lines().iter().any(|l| l.is_event("shadow-stopped")), "the stop is logged");
+}
