@@ -59,6 +59,22 @@ pub enum Command {
     /// the same confinement tried and reported as JSON.
     #[command(hide = true)]
     Runtime(RuntimeArgs),
+    /// For packages: write the man page wasmtune(8) or the shell
+    /// completions, generated from this command line.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+        /// The directory to write into (it must exist).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    Man,
+    Completions,
 }
 
 #[derive(Debug, Args)]

@@ -60,3 +60,4 @@ pub mod control;
 pub mod daemon;
 pub mod scaffold;
 pub mod cli;
+pub mod generate;

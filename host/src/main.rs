@@ -52,6 +52,16 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Run(args)) => wasmtune::daemon::run(args.into_options()).map(|()| ExitCode::SUCCESS),
         Some(Command::Runtime(args)) => runtime_process(&args),
         Some(Command::New(args)) => new_policy(&args),
+        Some(Command::Generate { what, out }) => {
+            let written = match what {
+                wasmtune::cli::Generated::Man => vec![wasmtune::generate::man_into(&out)?],
+                wasmtune::cli::Generated::Completions => wasmtune::generate::completions_into(&out)?,
+            };
+            for path in written {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Support) => {
             let lines = wasmtune::support::probe();
             print!("{}", wasmtune::support::render(&lines));
