@@ -13,12 +13,11 @@
 //! every later one at the new: each is handled once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use crate::events::{event_kind, event_netns};
 use crate::netns::NetnsRegistry;
@@ -213,7 +212,8 @@ fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, work
 
 /// The routing thread: kernel batches in, per-policy batches out.
 pub struct Router {
-    stop: Arc<AtomicBool>,
+    /// Dropped (or sent on) to stop: the thread sleeps until a batch or this.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -226,15 +226,18 @@ impl Router {
         registry: Arc<NetnsRegistry>,
         policies: Arc<PolicySet>,
     ) -> std::io::Result<Router> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
+        let (stop, stopping) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new().name("router".into()).spawn(move || {
             let mut lost_seen = 0;
-            while !stopping.load(Ordering::Relaxed) {
-                let batch = match events.recv_timeout(Duration::from_millis(100)) {
-                    Ok(batch) => batch,
-                    Err(RecvTimeoutError::Timeout) => Vec::new(),
-                    Err(RecvTimeoutError::Disconnected) => break,
+            loop {
+                // Losses before routing come with batches (a full ring or
+                // channel means events are waiting): nothing to do between them.
+                let batch = crossbeam_channel::select! {
+                    recv(stopping) -> _ => break,
+                    recv(events) -> batch => match batch {
+                        Ok(batch) => batch,
+                        Err(_) => break,
+                    },
                 };
                 let lost_now = upstream_lost();
                 policies.with_workers(|workers| {
@@ -254,7 +257,7 @@ impl Router {
                 policies.upstream_lost.store(lost_seen, Ordering::Relaxed);
             }
         })?;
-        Ok(Router { stop, thread: Some(thread) })
+        Ok(Router { stop: Some(stop), thread: Some(thread) })
     }
 
     pub fn stop(mut self) {
@@ -262,7 +265,8 @@ impl Router {
     }
 
     fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        // Dropping the sender ends the select.
+        self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -279,6 +283,7 @@ impl Drop for Router {
 mod tests {
     use super::*;
     use crate::wit::{AdminOverride, NamespaceChange};
+    use std::time::Duration;
 
     const TUNED: u64 = 1;
     const OTHER: u64 = 2;

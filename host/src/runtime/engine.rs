@@ -7,8 +7,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -164,9 +164,39 @@ fn engine_config() -> Config {
 impl Drop for PolicyEngine {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
+        // Under the lock, so the ticker cannot miss it between its check and its wait.
+        drop(CALLS.count.lock().unwrap_or_else(PoisonError::into_inner));
+        CALLS.changed.notify_all();
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Guest calls running in this process. The epoch ticker runs only while
+/// there is one: an idle daemon's runtime process never wakes for it.
+static CALLS: CallsInFlight = CallsInFlight { count: Mutex::new(0), changed: Condvar::new() };
+
+struct CallsInFlight {
+    count: Mutex<usize>,
+    changed: Condvar,
+}
+
+/// Held for the length of a guest call (instantiation included): the
+/// deadline's ticks are counted only meanwhile.
+pub struct CallInFlight(());
+
+/// Marks a guest call as running until the guard drops.
+pub fn call_in_flight() -> CallInFlight {
+    *CALLS.count.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+    CALLS.changed.notify_all();
+    CallInFlight(())
+}
+
+impl Drop for CallInFlight {
+    fn drop(&mut self) {
+        let mut count = CALLS.count.lock().unwrap_or_else(PoisonError::into_inner);
+        *count = count.saturating_sub(1);
     }
 }
 
@@ -174,6 +204,12 @@ fn spawn_epoch_ticker(engine: &Engine, stop: Arc<AtomicBool>) -> std::io::Result
     let weak = engine.weak();
     std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
+            {
+                let mut count = CALLS.count.lock().unwrap_or_else(PoisonError::into_inner);
+                while *count == 0 && !stop.load(Ordering::Relaxed) {
+                    count = CALLS.changed.wait(count).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
             std::thread::sleep(EPOCH_TICK);
             match weak.upgrade() {
                 Some(engine) => engine.increment_epoch(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use wasmtime::{Engine, Store, Trap, UpdateDeadline};
 
 use crate::caps::no_blocking::PolicyBlocked;
-use crate::runtime::engine::EPOCH_TICK;
+use crate::runtime::engine::{EPOCH_TICK, call_in_flight};
 use crate::runtime::state::{MemoryLimitExceeded, PolicyState};
 use crate::wit::{Event, Policy, PolicyConfig, PolicyInfo, PolicyPre};
 
@@ -101,6 +101,7 @@ pub struct PolicyInstance {
 
 impl PolicyInstance {
     pub fn instantiate(engine: &Engine, pre: &PolicyPre<PolicyState>, state: PolicyState) -> Result<Self, Fault> {
+        let _ticking = call_in_flight();
         let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_callback(deadline_reached);
@@ -110,11 +111,13 @@ impl PolicyInstance {
     }
 
     pub fn init(&mut self, config: &PolicyConfig) -> Result<Result<PolicyInfo, String>, Fault> {
+        let _ticking = call_in_flight();
         arm(&mut self.store)?;
         self.bindings.wasmtune_policy_handler().call_init(&mut self.store, config).map_err(|e| Fault::from_error(&e))
     }
 
     pub fn on_events(&mut self, batch: &[Event]) -> Result<(), Fault> {
+        let _ticking = call_in_flight();
         arm(&mut self.store)?;
         self.bindings
             .wasmtune_policy_handler()
@@ -123,6 +126,7 @@ impl PolicyInstance {
     }
 
     pub fn on_tick(&mut self, now: u64) -> Result<(), Fault> {
+        let _ticking = call_in_flight();
         arm(&mut self.store)?;
         self.bindings.wasmtune_policy_handler().call_on_tick(&mut self.store, now).map_err(|e| Fault::from_error(&e))
     }

@@ -114,6 +114,9 @@ pub struct CgroupHooks {
     peers: Option<Arc<PeerMap>>,
     walked_sockets: Option<(usize, usize)>,
     stop: Arc<AtomicBool>,
+    /// Written to on stop: the thread sleeps in poll() until a sysctl write
+    /// (the ring buffer wakes it) or this.
+    wake: std::os::unix::net::UnixStream,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -131,10 +134,11 @@ impl CgroupHooks {
             std::fs::File::open(&root).map_err(|source| CgroupError::OpenRoot { path: root.clone(), source })?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let (wake, woken) = std::os::unix::net::UnixStream::pair().map_err(|source| CgroupError::Spawn { source })?;
         let (ready_tx, ready) = crossbeam_channel::bounded(1);
         let thread = std::thread::Builder::new()
             .name("wasmtune-cgroup".into())
-            .spawn(move || run(config, cgroup, stopping, ready_tx, on_admin_write, events))
+            .spawn(move || run(config, cgroup, (stopping, woken), ready_tx, on_admin_write, events))
             .map_err(|source| CgroupError::Spawn { source })?;
         let started = match ready.recv() {
             Ok(started) => started,
@@ -165,6 +169,7 @@ impl CgroupHooks {
             peers: started.peers.map(|map| Arc::new(PeerMap::new(map))),
             walked_sockets: started.walk.map(|w| (w.sockets, w.namespaces)),
             stop,
+            wake,
             thread: Some(thread),
         })
     }
@@ -191,6 +196,9 @@ impl CgroupHooks {
 impl Drop for CgroupHooks {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Err(error) = std::io::Write::write_all(&mut &self.wake, &[1]) {
+            tracing::warn!(%error, "cannot wake the cgroup BPF thread to stop it");
+        }
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -220,7 +228,7 @@ struct Attached {
 fn run(
     config: CgroupConfig,
     cgroup: std::fs::File,
-    stop: Arc<AtomicBool>,
+    (stop, woken): (Arc<AtomicBool>, std::os::unix::net::UnixStream),
     ready: Sender<Started>,
     on_admin_write: impl FnMut(AdminWrite) + Send + 'static,
     events: Sender<Vec<Event>>,
@@ -262,7 +270,7 @@ fn run(
     if ready.send(Started { hooks, peers, walk }).is_err() {
         return;
     }
-    drain_admin_writes(ring.as_ref(), &stop, config.poll_interval);
+    drain_admin_writes(ring.as_ref(), &stop, &woken, config.poll_interval);
     drop(ring);
     drop(links);
 }
@@ -341,16 +349,40 @@ fn attach_sysctl_watch<'skel>(
 }
 
 /// Hands every administrator write to its callback until told to stop.
-fn drain_admin_writes(ring: Option<&libbpf_rs::RingBuffer<'_>>, stop: &AtomicBool, poll_interval: Duration) {
+/// Sleeps until the kernel has sysctl writes (the program submits with a
+/// wake-up: they are rare, and an administrator's write must be seen at
+/// once) or the stop; an idle daemon's thread never wakes.
+fn drain_admin_writes(
+    ring: Option<&libbpf_rs::RingBuffer<'_>>,
+    stop: &AtomicBool,
+    woken: &std::os::unix::net::UnixStream,
+    retry: Duration,
+) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::{AsFd, BorrowedFd};
     while !stop.load(Ordering::Relaxed) {
-        match ring {
-            Some(ring) => {
-                if let Err(error) = ring.poll(poll_interval) {
-                    tracing::debug!(%error, "polling the sysctl-write ring buffer failed");
-                    std::thread::sleep(poll_interval);
-                }
+        // SAFETY: the ring buffer's epoll descriptor lives as long as `ring`,
+        // which outlives this borrow.
+        let epoll = ring.map(|r| unsafe { BorrowedFd::borrow_raw(r.epoll_fd()) });
+        let mut fds = vec![PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
+        if let Some(epoll) = epoll {
+            fds.push(PollFd::new(epoll, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(error) => {
+                tracing::debug!(%error, "waiting for sysctl writes failed");
+                std::thread::sleep(retry);
             }
-            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(ring) = ring
+            && let Err(error) = ring.consume()
+        {
+            tracing::debug!(%error, "reading the sysctl-write ring buffer failed");
+            std::thread::sleep(retry);
         }
     }
 }
