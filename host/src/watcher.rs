@@ -535,19 +535,27 @@ impl Reconciler {
         Ok(retired)
     }
 
+    /// A policy file's bytes, read through the file checks, and its digest;
+    /// `None` when gone or refused (said once).
+    fn read_file(&mut self, dir: &Path, path: &Path) -> Option<(PolicySource, Vec<u8>, String)> {
+        let source = PolicySource::File(path.to_path_buf());
+        match read_policy_file(dir, path) {
+            Ok(Some(bytes)) => {
+                let digest = hex(&Sha256::digest(&bytes));
+                Some((source, bytes, digest))
+            }
+            Ok(None) => None,
+            Err(refused) => {
+                self.report(&source, "unread", &format!("refused: {refused}"), false);
+                None
+            }
+        }
+    }
+
     /// A shadow file read and checked as a policy file is (ownership, size,
     /// trust, manifest, grant); `None` when gone or refused (said once).
     fn shadow_image(&mut self, dir: &Path, path: &Path) -> Option<Arc<PolicyImage>> {
-        let source = PolicySource::File(path.to_path_buf());
-        let bytes = match read_policy_file(dir, path) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(refused) => {
-                self.report(&source, "unread", &format!("refused: {refused}"), false);
-                return None;
-            }
-        };
-        let digest = hex(&Sha256::digest(&bytes));
+        let (source, bytes, digest) = self.read_file(dir, path)?;
         let key = (path.to_path_buf(), digest.clone());
         if let Some(image) = self.shadow_images.get(&key) {
             return Some(image.clone());
@@ -626,16 +634,7 @@ impl Reconciler {
     /// run, its manifest alone when the administrator has not enabled it.
     /// `None` when it is gone or refused (reported once).
     fn image_for(&mut self, dir: &Path, path: &Path) -> Option<(String, OnOffer)> {
-        let source = PolicySource::File(path.to_path_buf());
-        let bytes = match read_policy_file(dir, path) {
-            Ok(Some(bytes)) => bytes,
-            Ok(None) => return None,
-            Err(refused) => {
-                self.report(&source, "unread", &format!("refused: {refused}"), false);
-                return None;
-            }
-        };
-        let digest = hex(&Sha256::digest(&bytes));
+        let (source, bytes, digest) = self.read_file(dir, path)?;
         // Trusted before anything parses these bytes, under the name the
         // file gives itself (`NAME.wasm`); under its manifest's below.
         let mut checked = Checked::default();

@@ -17,7 +17,7 @@ pub(crate) fn describe(cmd: &Command) -> String {
 
 /// Runs `cmd` to completion and returns its standard output; a non-zero exit
 /// is an error carrying its standard error.
-pub(crate) fn run(cmd: &mut Command) -> Result<String, HarnessError> {
+pub fn run(cmd: &mut Command) -> Result<String, HarnessError> {
     let command = describe(cmd);
     let output =
         cmd.stdin(Stdio::null()).output().map_err(|source| HarnessError::Spawn { command: command.clone(), source })?;

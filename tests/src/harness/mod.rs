@@ -38,6 +38,7 @@ mod veth;
 
 pub use bed::{BufferBed, Side};
 pub use capture::{LogCapture, LogLine, Stream};
+pub use command::run as run_command;
 pub use daemon::{
     Daemon, DaemonBuilder, READY_TIMEOUT, cli, cli_json, journal_records, wasmtune_bin, wasmtune_command,
 };

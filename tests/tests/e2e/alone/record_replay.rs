@@ -16,11 +16,7 @@ use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requiremen
 /// Receiver maximum far below what a veth link needs (96 KiB).
 const BAD_RMEM: &str = "4096 131072 98304";
 fn run(what: &str, command: &mut Command) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
-    stdout
+    harness::run_command(command).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 #[test]

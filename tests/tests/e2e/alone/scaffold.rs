@@ -16,11 +16,7 @@ const BAD_RMEM: &str = "4096 131072 98304";
 const NAME: &str = "grow-rmem";
 
 fn run(what: &str, command: &mut Command) -> String {
-    let out = command.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{what} failed:\n{stdout}\n{stderr}");
-    stdout
+    harness::run_command(command).unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 fn cargo(crate_dir: &Path, target_dir: &Path) -> Command {
