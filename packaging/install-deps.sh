@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what building and testing wasmtune needs on a Debian-like
 # machine, and only what is missing: the C/BPF toolchain and network tools
-# from apt, the wasm32-wasip2 target, rustfmt, clippy and cargo-nextest.
+# from apt, the wasm32-wasip2 target, rustfmt, clippy, cargo-nextest and
+# wit-bindgen's C generator (for the policy written in C, policies/c/).
 # Idempotent; run as root.
 set -euo pipefail
 
+# lld: wasm-ld, the linker clang's wasm32 target uses (policies in C).
 APT_PACKAGES=(
-    clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool
+    clang llvm lld libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool
     iproute2 iperf3 nftables ethtool
 )
 
@@ -91,6 +93,17 @@ else
         say "cargo install cargo-nextest --locked (building from source)"
         cargo install cargo-nextest --locked
     fi
+fi
+
+# wit-bindgen's C generator, pinned to the wit-bindgen the SDK uses. Built
+# with the C generator only; another version already installed is left
+# alone (policies/c/*/build.sh says which one it ran).
+WIT_BINDGEN_VERSION=0.61.1
+if command -v wit-bindgen >/dev/null; then
+    say "wit-bindgen present: $(wit-bindgen --version)"
+else
+    say "cargo install wit-bindgen-cli ${WIT_BINDGEN_VERSION} --locked (C generator only)"
+    cargo install wit-bindgen-cli --version "${WIT_BINDGEN_VERSION}" --locked --no-default-features --features c
 fi
 
 say "done"

@@ -8,6 +8,7 @@ mod admin_override;
 mod admin_rules;
 mod bad_files;
 mod bpf_events;
+mod c_policy;
 mod churn;
 mod control;
 mod crash;
