@@ -394,6 +394,33 @@ impl AdminConfig {
 mod tests {
     use super::*;
 
+    /// The file packages install as /etc/wasmtune/config.toml: as shipped it
+    /// is the default configuration; with every key uncommented it still
+    /// parses, and the values it shows are the defaults the daemon uses.
+    #[test]
+    fn the_packaged_configuration_shows_the_defaults() {
+        let shipped = include_str!("../../packaging/config.toml");
+        let path = Path::new("packaging/config.toml");
+        let as_shipped = AdminConfig::parse(shipped, path).expect("parses as shipped");
+        assert!(as_shipped.learning_rate.is_none() && as_shipped.policies.is_empty(), "everything commented out");
+        let uncommented: Vec<&str> = shipped
+            .lines()
+            .map(|line| match line.strip_prefix('#') {
+                Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
+                _ => line,
+            })
+            .collect();
+        let shown = AdminConfig::parse(&uncommented.join("\n"), path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(shown.learning_rate, Some(LearningRate(4)));
+        assert_eq!(shown.respect_sysctl_d, Some(true));
+        assert_eq!(shown.enable_policy_files, Some(false));
+        assert_eq!(shown.journal_max_bytes, Some(crate::ledger::COMPACT_AT_BYTES));
+        assert_eq!(shown.keys_dir().to_str(), Some(crate::paths::DEFAULT_KEYS_DIR));
+        let tcp_buffer = shown.policy("tcp-buffer");
+        assert_eq!(tcp_buffer.enabled, Some(true));
+        assert!(!tcp_buffer.replace_builtin && !tcp_buffer.rollback_on_unload);
+    }
+
     #[test]
     fn the_near_limit_shift_is_the_sdks_step_shift() {
         for rate in 0..=LearningRate::MAX {

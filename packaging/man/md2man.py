@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Turns the tuner pages in docs/tuners/*.md into man pages wasmtune-NAME.7.
+"""Turns the tuner pages in docs/tuners/*.md into man pages wasmtune-NAME.7,
+and docs/configuration.md into wasmtune.toml.5.
 
 Handles the Markdown those pages use: one `#` title, `##` sections,
 paragraphs, `-` lists, pipe tables, fenced code and inline `code`/**bold**.
@@ -28,19 +29,28 @@ def inline(text: str) -> str:
     return text.replace("−", "\\-")
 
 
-def convert(name: str, markdown: str) -> str:
+def convert(name: str, markdown: str, section: int = 7, manual: str = "wasmtune tuners", page: str = "") -> str:
+    page = page or f"wasmtune-{name}"
     lines = markdown.splitlines()
-    out = [f'.TH WASMTUNE-{name.upper()} 7 "" "wasmtune" "wasmtune tuners"']
+    out = [f'.TH {escape(page.upper())} {section} "" "wasmtune" "{manual}"']
     summary = []
     i = 0
     while i < len(lines) and not lines[i].startswith("# "):
         i += 1
     i += 1
-    while i < len(lines) and not lines[i].startswith("## "):
-        if lines[i].strip():
-            summary.append(lines[i].strip())
+    while i < len(lines) and not lines[i].strip():
         i += 1
-    out += [".SH NAME", f"wasmtune-{name} \\- {inline(' '.join(summary))}"]
+    # The first paragraph names the page; anything else before the first
+    # section is its description.
+    while i < len(lines) and lines[i].strip() and not lines[i].startswith(("## ", "```")):
+        summary.append(lines[i].strip())
+        i += 1
+    out += [".SH NAME", f"{escape(page)} \\- {inline(' '.join(summary))}"]
+    rest = i
+    while rest < len(lines) and not lines[rest].strip():
+        rest += 1
+    if rest < len(lines) and not lines[rest].startswith("## "):
+        out.append(".SH DESCRIPTION")
     paragraph = []
 
     def flush():
@@ -50,7 +60,10 @@ def convert(name: str, markdown: str) -> str:
 
     while i < len(lines):
         line = lines[i]
-        if line.startswith("## "):
+        if line.startswith("### "):
+            flush()
+            out.append(f".SS {escape(line[4:].strip())}")
+        elif line.startswith("## "):
             flush()
             out.append(f".SH {escape(line[3:].strip().upper())}")
         elif line.startswith("```"):
@@ -101,6 +114,10 @@ def main() -> int:
         target = TARGET / f"wasmtune-{page.stem}.7"
         target.write_text(convert(page.stem, page.read_text()))
         print(target.relative_to(ROOT))
+    config = ROOT / "docs" / "configuration.md"
+    target = TARGET / "wasmtune.toml.5"
+    target.write_text(convert("toml", config.read_text(), 5, "wasmtune configuration", "wasmtune.toml"))
+    print(target.relative_to(ROOT))
     return 0
 
 
