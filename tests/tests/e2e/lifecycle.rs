@@ -240,3 +240,40 @@ pub fn build_tcp_buffer_variant(dir: &Path) -> std::path::PathBuf {
     assert!(out.status.success(), "cargo build of the variant failed:\n{}", String::from_utf8_lossy(&out.stderr));
     target_dir.join("wasm32-wasip2/release/tcp_buffer_variant.wasm")
 }
+
+/// A receiver maximum far below what a veth link needs (96 KiB).
+pub const TINY_RMEM: &str = "4096 131072 98304";
+
+/// Loads `wasm` as the policy file of `name` into a daemon over a new
+/// namespace whose `tcp_rmem` is [`TINY_RMEM`], with the built-in
+/// tcp-buffer (which owns `tcp_rmem`) off, and pushes traffic until the
+/// policy's first change, which must be its own and say why. Returns the
+/// policy directory (keep it: the daemon watches it), the bed and the
+/// daemon, still running, for what the caller checks next.
+pub fn tune_with_policy_file(wasm: &Path, name: &str, label: &str) -> (tempfile::TempDir, harness::BufferBed, Daemon) {
+    use harness::{BufferBed, READY_TIMEOUT, Side};
+    let policies = tempfile::tempdir().expect("policy directory");
+    std::fs::copy(wasm, policies.path().join(format!("{name}.wasm"))).expect("install the policy");
+    let bed = BufferBed::new(label, Side::Receiver, TINY_RMEM).expect("build the test bed");
+    let daemon = Daemon::builder()
+        .netns(bed.tuned_netns())
+        .policy_dir(policies.path())
+        .enable_policy_files()
+        .config("[policies.tcp-buffer]\nenabled = false\n")
+        .start()
+        .expect("spawn the daemon");
+    let ready = daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
+    let running = ready.field("policies").unwrap_or_default();
+    assert!(running.split(',').any(|p| p.trim() == name), "{name} not running: {}", ready.raw);
+    let is_change = bed.matcher("sysctl-change");
+    std::thread::scope(|scope| {
+        let traffic = scope.spawn(|| bed.transfer(6));
+        let change = daemon.wait_for(&format!("a change by {name}"), Duration::from_secs(15), &is_change);
+        traffic.join().expect("traffic thread").expect("transfer");
+        let change = change.unwrap_or_else(|e| panic!("{name} raises tcp_rmem: {e}"));
+        assert_eq!(change.field("policy").as_deref(), Some(name), "{}", change.raw);
+        let reason = change.field("reason").unwrap_or_default();
+        assert!(reason.contains("receive buffers reach tcp_rmem[2]"), "{}", change.raw);
+    });
+    (policies, bed, daemon)
+}

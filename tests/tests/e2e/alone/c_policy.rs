@@ -5,15 +5,15 @@
 //! another name), and, loaded from a policy directory into a daemon, raises
 //! a namespace's `tcp_rmem[2]` when real traffic fills receive buffers.
 
+use crate::lifecycle;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
-use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, Requirement};
 
-/// Receiver maximum far below what a veth link needs (96 KiB).
-const BAD_RMEM: &str = "4096 131072 98304";
 const BAD_MAX: u64 = 98304;
 const NAME: &str = "grow-rmem-c";
 
@@ -61,30 +61,8 @@ fn a_policy_written_in_c_builds_from_its_script_and_tunes() {
     assert_eq!(info["contract"], "wasmtune:policy/handler@0.1.0", "{info}");
 
     // Loaded from a policy directory, with the built-in that owns tcp_rmem
-    // off: the C policy alone tunes the receiver.
-    let policies = tempfile::tempdir().expect("policy directory");
-    std::fs::copy(&wasm, policies.path().join(format!("{NAME}.wasm"))).expect("install the policy");
-    let bed = BufferBed::new("c-policy", Side::Receiver, BAD_RMEM).expect("build the test bed");
-    let mut daemon = Daemon::builder()
-        .netns(bed.tuned_netns())
-        .policy_dir(policies.path())
-        .enable_policy_files()
-        .config("[policies.tcp-buffer]\nenabled = false\n")
-        .start()
-        .expect("spawn the daemon");
-    let ready = daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
-    let running = ready.field("policies").unwrap_or_default();
-    assert!(running.split(',').any(|p| p.trim() == NAME), "{NAME} not running: {}", ready.raw);
-    let is_change = bed.matcher("sysctl-change");
-    std::thread::scope(|scope| {
-        let traffic = scope.spawn(|| bed.transfer(6));
-        let change = daemon.wait_for("a change by the C policy", Duration::from_secs(15), &is_change);
-        traffic.join().expect("traffic thread").expect("transfer");
-        let change = change.expect("the C policy raises tcp_rmem");
-        assert_eq!(change.field("policy").as_deref(), Some(NAME), "{}", change.raw);
-        let reason = change.field("reason").unwrap_or_default();
-        assert!(reason.contains("receive buffers reach tcp_rmem[2]"), "{}", change.raw);
-    });
+    // off: the policy alone tunes the receiver.
+    let (_policies, bed, mut daemon) = lifecycle::tune_with_policy_file(&wasm, NAME, "c-policy");
     let changes = bed.lines_about(&daemon.lines(), "sysctl-change");
     assert!(changes.iter().all(|l| l.field_is("policy", NAME)), "a change by another policy: {changes:?}");
     let last = changes.last().and_then(|l| l.field("new")).unwrap_or_default();

@@ -4,15 +4,15 @@
 //! host, no root or kernel), is accepted by `policy info`, and, loaded from
 //! a policy directory into a daemon, tunes a namespace the test made.
 
+use crate::lifecycle;
+
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
-use wasmtune_tests::harness::{self, BufferBed, Daemon, READY_TIMEOUT, Requirement, Side};
+use wasmtune_tests::harness::{self, Requirement};
 
-/// Receiver maximum far below what a veth link needs (96 KiB).
-const BAD_RMEM: &str = "4096 131072 98304";
 const NAME: &str = "grow-rmem";
 
 fn run(what: &str, command: &mut Command) -> String {
@@ -97,30 +97,8 @@ fn a_scaffolded_policy_builds_outside_the_repository_passes_its_tests_and_tunes(
     assert!(narrowed.contains("DENIED  init net.ipv4.tcp_rmem: out-of-bounds"), "{narrowed}");
 
     // Loaded from a policy directory, with the built-in that owns tcp_rmem
-    // off: the scaffolded policy alone tunes the receiver.
-    let policies = tempfile::tempdir().expect("policy directory");
-    std::fs::copy(&wasm, policies.path().join(format!("{NAME}.wasm"))).expect("install the policy");
-    let bed = BufferBed::new("scaffold", Side::Receiver, BAD_RMEM).expect("build the test bed");
-    let mut daemon = Daemon::builder()
-        .netns(bed.tuned_netns())
-        .policy_dir(policies.path())
-        .enable_policy_files()
-        .config("[policies.tcp-buffer]\nenabled = false\n")
-        .start()
-        .expect("spawn the daemon");
-    let ready = daemon.wait_for_event("ready", READY_TIMEOUT).expect("daemon ready");
-    let running = ready.field("policies").unwrap_or_default();
-    assert!(running.split(',').any(|p| p.trim() == NAME), "{NAME} not running: {}", ready.raw);
-    let is_change = bed.matcher("sysctl-change");
-    std::thread::scope(|scope| {
-        let traffic = scope.spawn(|| bed.transfer(6));
-        let change = daemon.wait_for("a change by the scaffolded policy", Duration::from_secs(15), &is_change);
-        traffic.join().expect("traffic thread").expect("transfer");
-        let change = change.expect("the scaffolded policy raises tcp_rmem");
-        assert_eq!(change.field("policy").as_deref(), Some(NAME), "{}", change.raw);
-        let reason = change.field("reason").unwrap_or_default();
-        assert!(reason.contains("receive buffers reach tcp_rmem[2]"), "{}", change.raw);
-    });
+    // off: the policy alone tunes the receiver.
+    let (_policies, bed, mut daemon) = lifecycle::tune_with_policy_file(&wasm, NAME, "scaffold");
     let changes = bed.lines_about(&daemon.lines(), "sysctl-change");
     let last = changes.last().and_then(|l| l.field("new")).unwrap_or_default();
     assert_eq!(harness::normalize(&last), bed.current().expect("read tcp_rmem"), "the kernel holds the last change");
