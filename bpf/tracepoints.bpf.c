@@ -87,14 +87,15 @@ struct {
 	__uint(max_entries, EVENTS_RING_BYTES);
 } events SEC(".maps");
 
-/* Records are posted without waking user space, which drains the ring on a
- * timer (few wake-ups: each can preempt the traffic watched). A ring over a
- * quarter full wakes it at once, so a burst cannot overflow the ring between
- * two drains. */
+/* Records are posted with the kernel's adaptive notification: only the
+ * first record after user space has drained the ring wakes it, which then
+ * lets records gather for a drain interval (one wake-up per drain at most;
+ * each can preempt the traffic watched, and an idle ring wakes nobody). A
+ * ring over a quarter full wakes it at once, so a burst cannot overflow the
+ * ring before the next drain. */
 static __always_inline __u64 post_flags(void)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP
-										     : BPF_RB_NO_WAKEUP;
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) > EVENTS_RING_BYTES / 4 ? BPF_RB_FORCE_WAKEUP : 0;
 }
 
 /* Reserve failures (ring full), one counter per CPU; index 0 only. */

@@ -10,6 +10,7 @@ set -euo pipefail
 APT_PACKAGES=(
     clang llvm lld libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool
     iproute2 iperf3 nftables ethtool
+    prometheus
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -135,12 +135,31 @@ enum Command {
     Peer(PeerEntryChange),
     AdminWrite(AdminWrite),
     NamespaceGone(u64),
-    Read { netns: u64, tunable: String, reply: Sender<Result<Value, ActuateError>> },
-    Summary { reply: Sender<Summary> },
-    Rollback { reply: Sender<RollbackReport> },
-    RollbackPolicy { policy: String, reply: Sender<RollbackReport> },
-    State { reply: Sender<DerivedState> },
-    Shutdown { done: Sender<()> },
+    Read {
+        netns: u64,
+        tunable: String,
+        reply: Sender<Result<Value, ActuateError>>,
+    },
+    Summary {
+        reply: Sender<Summary>,
+    },
+    Rollback {
+        reply: Sender<RollbackReport>,
+    },
+    RollbackPolicy {
+        policy: String,
+        reply: Sender<RollbackReport>,
+    },
+    State {
+        reply: Sender<DerivedState>,
+    },
+    /// Answered when the thread gets to it: it makes progress.
+    Ping {
+        reply: Sender<()>,
+    },
+    Shutdown {
+        done: Sender<()>,
+    },
 }
 
 /// The per-destination map, once the sockops program runs.
@@ -449,6 +468,13 @@ impl Actuator {
         DerivedState::default()
     }
 
+    /// Whether the thread gets through what was submitted before and
+    /// answers by `deadline`.
+    pub fn answers_by(&self, deadline: Instant) -> bool {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.commands.send(Command::Ping { reply }).is_ok() && answer.recv_deadline(deadline).is_ok()
+    }
+
     /// Applies every change submitted before, then stops the thread.
     pub fn shutdown(self) {
         let (done, finished) = crossbeam_channel::bounded(1);
@@ -514,6 +540,9 @@ impl Worker {
                     let mut report = roll_back_matching(&mut self.ledger, &access, self.dry_run, Some(&policy));
                     report.peers_removed = peers_removed;
                     let _ = reply.send(report);
+                }
+                Command::Ping { reply } => {
+                    let _ = reply.send(());
                 }
                 Command::State { reply } => {
                     let state = if self.dry_run { &self.plan } else { self.ledger.state() };
@@ -601,7 +630,10 @@ impl Worker {
             return log_change("sysctl-would-change", change, &netns, &old);
         }
         match self.write_journaled(change, &netns, &old) {
-            Ok(()) => log_change("sysctl-change", change, &netns, &old),
+            Ok(()) => {
+                crate::metrics::global().changed(&change.policy, &change.tunable);
+                log_change("sysctl-change", change, &netns, &old)
+            }
             Err(error) => log_failed(change, &netns, Some(&old), &error),
         }
     }

@@ -29,6 +29,14 @@ pub enum Command {
     Run(RunArgs),
     /// Probe what this kernel supports, hook by hook (exit 0 fully, 1 partly, 2 not at all).
     Support,
+    /// Check a configuration file as the daemon would read it, without
+    /// starting anything (exit 0 when it would be taken, 1 with the file,
+    /// line, column and field when not). The service runs it before start
+    /// and reload.
+    CheckConfig {
+        /// The file [default: /etc/wasmtune/config.toml, which may be absent].
+        file: Option<PathBuf>,
+    },
     /// Inspect, sign and verify policy files; the running daemon's policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -48,6 +56,9 @@ pub enum Command {
     },
     /// The running daemon's policies, tunables and overrides.
     Status(QueryArgs),
+    /// The running daemon's Prometheus metrics, as `GET /metrics` serves
+    /// them (text format 0.0.4; docs/metrics.md).
+    Metrics(QueryArgs),
     /// The changes in effect, as the exit summary prints them.
     Summary(QueryArgs),
     /// The administrator's tunables: those another process wrote, or a
@@ -272,8 +283,13 @@ pub enum OnCrashArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
+    /// Lines of text with key=value fields.
     Text,
+    /// One JSON object per line.
     Json,
+    /// Native journal entries, every field a journal field (the default
+    /// when standard error is the journal, as under systemd).
+    Journal,
 }
 
 #[derive(Debug, Args)]
@@ -297,8 +313,10 @@ pub struct RunArgs {
     /// 0 (cautious: 1.6 % steps) to 4 (fast: 25 % steps) [default: 4].
     #[arg(short = 'r', long, value_parser = parse_learning_rate)]
     pub learning_rate: Option<LearningRate>,
-    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    /// How log lines are written [default: journal when standard error is
+    /// the journal (as under systemd), text otherwise].
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
     /// Tune only this network namespace (repeatable): a name under /run/netns, or `init`.
     #[arg(long = "netns", value_name = "NAME")]
     pub netns: Vec<String>,
@@ -317,6 +335,10 @@ pub struct RunArgs {
     /// Past this size the recording is renamed FILE.1 and a new one starts.
     #[arg(long, value_name = "BYTES", default_value_t = crate::recording::writer::DEFAULT_MAX_BYTES, requires = "record")]
     pub record_max_bytes: u64,
+    /// Serve Prometheus metrics at http://ADDR/metrics, e.g. 127.0.0.1:9560
+    /// [default: the configuration's metrics.listen, else none].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
     /// Log to stderr (accepted for bpftune compatibility; always so).
     #[arg(short = 's', hide = true)]
     pub stderr: bool,
@@ -349,6 +371,7 @@ impl RunArgs {
             },
             record: self.record,
             record_max_bytes: self.record_max_bytes,
+            metrics: self.metrics,
         }
     }
 }

@@ -40,6 +40,8 @@ pub struct AdminConfig {
     /// The trusted public keys (minisign `.pub` files); default
     /// `/etc/wasmtune/keys`. Read only when some signature is required.
     pub keys_dir: Option<Spanned<PathBuf>>,
+    /// The Prometheus endpoint (`docs/metrics.md`); off when absent.
+    pub metrics: Option<MetricsSettings>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
     /// The file this was read from, to place errors found after parsing.
@@ -53,6 +55,31 @@ pub struct AdminConfig {
 struct ConfigSource {
     path: PathBuf,
     text: String,
+}
+
+/// `[metrics]`: where `GET /metrics` is served; the command line's
+/// `--metrics` wins.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct MetricsSettings {
+    /// An address and port, such as `127.0.0.1:9560`; no endpoint when absent.
+    pub listen: Option<ListenAddr>,
+}
+
+/// A socket address, validated while parsing so that a bad one is reported
+/// with its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map(ListenAddr).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an address and port, such as \"127.0.0.1:9560\" or \"[::1]:9560\""
+            ))
+        })
+    }
 }
 
 /// A journal bound below this would compact at nearly every change.
@@ -72,7 +99,7 @@ pub enum Origin {
 }
 
 /// What the administrator says about one policy, by its manifest name.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PolicySettings {
     /// Whether it runs; when absent, built-ins run and files do not (unless
@@ -154,7 +181,7 @@ impl<'de> Deserialize<'de> for PolicyDigest {
 
 /// Narrows one granted sysctl: the effective range is the intersection with
 /// the manifest's; `deny` removes the grant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SysctlNarrowing {
     pub min: Option<i64>,
@@ -173,7 +200,7 @@ pub struct SysctlNarrowing {
 /// the manifest's (a list with the manifest's list, prefixes so that a peer
 /// must fall in both, bounds with bounds); an absent field leaves the
 /// manifest's as it is. Nothing here can widen a grant.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TcpNarrowing {
     /// The algorithms it may choose, of those the manifest grants.
@@ -191,7 +218,7 @@ pub struct TcpNarrowing {
 }
 
 /// Bounds intersected with the manifest's range.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoundsNarrowing {
     pub min: Option<u32>,
@@ -414,11 +441,24 @@ mod tests {
         assert_eq!(shown.learning_rate, Some(LearningRate(4)));
         assert_eq!(shown.respect_sysctl_d, Some(true));
         assert_eq!(shown.enable_policy_files, Some(false));
-        assert_eq!(shown.journal_max_bytes, Some(crate::ledger::COMPACT_AT_BYTES));
+        // The ledger compacts at 8 MiB (`ledger::COMPACT_AT_BYTES`, declared after this module).
+        assert_eq!(shown.journal_max_bytes, Some(8 << 20));
         assert_eq!(shown.keys_dir().to_str(), Some(crate::paths::DEFAULT_KEYS_DIR));
         let tcp_buffer = shown.policy("tcp-buffer");
         assert_eq!(tcp_buffer.enabled, Some(true));
         assert!(!tcp_buffer.replace_builtin && !tcp_buffer.rollback_on_unload);
+        assert!(shown.metrics.is_some_and(|m| m.listen.is_none()), "no metrics endpoint unless asked for");
+    }
+
+    #[test]
+    fn the_metrics_address_is_checked_where_it_is_written() {
+        let c = parse("[metrics]\nlisten = \"127.0.0.1:9560\"\n").expect("valid");
+        assert_eq!(c.metrics.and_then(|m| m.listen).map(|a| a.0.to_string()).as_deref(), Some("127.0.0.1:9560"));
+        let err = parse("\n[metrics]\nlisten = \"localhost\"\n").expect_err("no port").to_string();
+        assert!(err.starts_with("/etc/wasmtune/config.toml: line 3, column 10 (`listen = \"localhost\"`)"), "{err}");
+        assert!(err.contains("is not an address and port"), "{err}");
+        let err = parse("[metrics]\nport = 9560\n").expect_err("unknown key").to_string();
+        assert!(err.contains("unknown field `port`"), "{err}");
     }
 
     #[test]

@@ -42,6 +42,8 @@ pub mod state_file;
 pub mod overrides;
 pub mod missing;
 pub mod ledger;
+// What the stages from here on count, and the exposition of it.
+pub mod metrics;
 pub mod actuate;
 
 // Policies: their capabilities, where they run, what reaches them.
@@ -61,3 +63,4 @@ pub mod daemon;
 pub mod scaffold;
 pub mod cli;
 pub mod generate;
+pub mod journald;

@@ -21,10 +21,13 @@ use wasmtune::trust::sign::Password;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let daemon_format = |asked: Option<LogFormat>| {
+        asked.unwrap_or(if wasmtune::journald::stderr_is_journal() { LogFormat::Journal } else { LogFormat::Text })
+    };
     let format = match &cli.command {
-        Some(Command::Run(args)) => args.log_format,
+        Some(Command::Run(args)) => daemon_format(args.log_format),
         Some(Command::Runtime(args)) => args.log_format,
-        None => cli.run.log_format,
+        None => daemon_format(cli.run.log_format),
         _ => LogFormat::Text,
     };
     // A simulation reports everything itself; the daemon's own lines
@@ -62,6 +65,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::CheckConfig { file }) => check_config(file.as_deref()),
         Some(Command::Support) => {
             let lines = wasmtune::support::probe();
             print!("{}", wasmtune::support::render(&lines));
@@ -100,6 +104,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
         Some(Command::Status(q)) => query(&q, &Request::Status),
+        Some(Command::Metrics(q)) => query(&q, &Request::Metrics),
         Some(Command::Summary(q)) => query(&q, &Request::Summary),
         Some(Command::Override(OverrideCommand::Clear { tunable, netns, query: q })) => {
             query(&q, &Request::OverrideClear { tunable, netns })
@@ -163,6 +168,30 @@ fn ask(mut client: ControlClient, q: &QueryArgs, request: &Request) -> anyhow::R
             if !q.json {
                 eprintln!("wasmtune: {}", error.unwrap_or_else(|| "the daemon refused the request".into()));
             }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `wasmtune check-config [FILE]`: reads FILE as `run` would (syntax,
+/// every key and value, the keys signatures need) and says what it found.
+fn check_config(file: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let path = file.map_or_else(|| PathBuf::from(wasmtune::paths::DEFAULT_CONFIG), Path::to_path_buf);
+    let checked = AdminConfig::load(&path, file.is_some()).and_then(|config| {
+        wasmtune::trust::Trust::from_config(&config)?;
+        Ok(config)
+    });
+    match checked {
+        Ok(_) if file.is_none() && !path.exists() => {
+            println!("{}: absent; every default applies", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(config) => {
+            println!("{}: ok ({} policy section(s))", path.display(), config.policies.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("wasmtune: {error}");
             Ok(ExitCode::FAILURE)
         }
     }
@@ -367,6 +396,21 @@ fn init_logging(format: LogFormat, default_level: &str) {
     match format {
         LogFormat::Text => builder.with_target(false).init(),
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).with_span_list(false).init(),
+        LogFormat::Journal => match wasmtune::journald::JournaldLayer::connect() {
+            Ok(journal) => {
+                use tracing_subscriber::layer::SubscriberExt;
+                use tracing_subscriber::util::SubscriberInitExt;
+                let filter = EnvFilter::try_from_env("WASMTUNE_LOG").unwrap_or_else(|_| EnvFilter::new(default_level));
+                tracing_subscriber::registry().with(filter).with(journal).init();
+            }
+            Err(e) => {
+                builder.with_target(false).init();
+                tracing::warn!(
+                    "cannot log to the journal at {}: {e}; logging text to stderr",
+                    wasmtune::journald::JOURNAL_SOCKET
+                );
+            }
+        },
     }
 }
 

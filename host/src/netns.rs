@@ -483,7 +483,8 @@ impl Drop for NetnsGuard {
 /// a `/run/netns` made after start-up). Each scan that finds a change calls
 /// `on_change` on the watcher's thread.
 pub struct NetnsWatcher {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the thread.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     _inotify: Option<notify::RecommendedWatcher>,
 }
@@ -495,8 +496,6 @@ impl NetnsWatcher {
         mut on_change: impl FnMut(&[NamespaceTransition]) + Send + 'static,
     ) -> std::io::Result<NetnsWatcher> {
         use notify::Watcher;
-        use std::sync::atomic::{AtomicBool, Ordering};
-
         let (kick, kicked) = crossbeam_channel::bounded::<()>(1);
         let inotify = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             // Only names coming and going matter. Opening or listing
@@ -515,21 +514,24 @@ impl NetnsWatcher {
         .and_then(|mut watcher| {
             watcher.watch(Path::new(RUN_NETNS_DIR), notify::RecursiveMode::NonRecursive).ok().map(|()| watcher)
         });
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
-        let stopping = stop.clone();
-        let tick = rescan.min(Duration::from_millis(200));
+        // Without inotify its sender is gone: the rescans alone find names.
+        let kicked = if inotify.is_some() { kicked } else { crossbeam_channel::never() };
+        let (stop, stopping) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new().name("netns-watcher".into()).spawn(move || {
-            let mut last_scan = Instant::now();
-            while !stopping.load(Ordering::Relaxed) {
-                let woken = kicked.recv_timeout(tick).is_ok();
-                if !woken && last_scan.elapsed() < rescan {
-                    continue;
-                }
+            // Sleeps until a name comes or goes in /run/netns, the next
+            // rescan (namespaces held only by processes) or the stop.
+            let mut next_scan = Instant::now() + rescan;
+            loop {
+                let woken = crossbeam_channel::select! {
+                    recv(kicked) -> kick => kick.is_ok(),
+                    recv(stopping) -> _ => return,
+                    default(next_scan.saturating_duration_since(Instant::now())) => false,
+                };
                 if woken {
                     // `ip netns add` creates the file before mounting the namespace on it.
                     std::thread::sleep(Duration::from_millis(50));
                 }
-                last_scan = Instant::now();
+                next_scan = Instant::now() + rescan;
                 match registry.refresh_changes() {
                     Ok(changes) if !changes.is_empty() => on_change(&changes),
                     Ok(_) => {}
@@ -537,7 +539,7 @@ impl NetnsWatcher {
                 }
             }
         })?;
-        Ok(NetnsWatcher { stop, thread: Some(thread), _inotify: inotify })
+        Ok(NetnsWatcher { stop: Some(stop), thread: Some(thread), _inotify: inotify })
     }
 
     /// Stops the thread (also done on drop).
@@ -546,7 +548,8 @@ impl NetnsWatcher {
 
 impl Drop for NetnsWatcher {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Dropping the sender ends the thread's wait.
+        self.stop.take();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

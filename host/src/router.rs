@@ -185,6 +185,7 @@ pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet)
 /// shadow runs, the batch is numbered and its book told, before anyone
 /// gets it, whether the live version of its name got it too.
 fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWorker>]) {
+    crate::metrics::global().events(batch);
     let shadows = policies.shadows();
     let live = route(batch, registry, workers);
     if shadows.is_empty() {
@@ -214,6 +215,8 @@ fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, work
 pub struct Router {
     /// Dropped (or sent on) to stop: the thread sleeps until a batch or this.
     stop: Option<crossbeam_channel::Sender<()>>,
+    /// Pings, answered between batches.
+    pings: crossbeam_channel::Sender<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -227,6 +230,7 @@ impl Router {
         policies: Arc<PolicySet>,
     ) -> std::io::Result<Router> {
         let (stop, stopping) = crossbeam_channel::bounded::<()>(1);
+        let (pings, pinged) = crossbeam_channel::unbounded::<crossbeam_channel::Sender<()>>();
         let thread = std::thread::Builder::new().name("router".into()).spawn(move || {
             let mut lost_seen = 0;
             loop {
@@ -234,6 +238,12 @@ impl Router {
                 // channel means events are waiting): nothing to do between them.
                 let batch = crossbeam_channel::select! {
                     recv(stopping) -> _ => break,
+                    recv(pinged) -> reply => {
+                        if let Ok(reply) = reply {
+                            let _ = reply.send(());
+                        }
+                        continue;
+                    }
                     recv(events) -> batch => match batch {
                         Ok(batch) => batch,
                         Err(_) => break,
@@ -257,7 +267,12 @@ impl Router {
                 policies.upstream_lost.store(lost_seen, Ordering::Relaxed);
             }
         })?;
-        Ok(Router { stop: Some(stop), thread: Some(thread) })
+        Ok(Router { stop: Some(stop), pings, thread: Some(thread) })
+    }
+
+    /// A handle that asks the thread whether it makes progress.
+    pub fn pinger(&self) -> RouterPinger {
+        RouterPinger(self.pings.clone())
     }
 
     pub fn stop(mut self) {
@@ -270,6 +285,18 @@ impl Router {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// Asks the routing thread to answer between batches.
+#[derive(Clone)]
+pub struct RouterPinger(crossbeam_channel::Sender<crossbeam_channel::Sender<()>>);
+
+impl RouterPinger {
+    /// Whether the thread is between batches, or gets there, by `deadline`.
+    pub fn answers_by(&self, deadline: std::time::Instant) -> bool {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.0.send(reply).is_ok() && answer.recv_deadline(deadline).is_ok()
     }
 }
 

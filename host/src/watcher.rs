@@ -189,6 +189,9 @@ pub struct Reconciler {
     shadow_images: HashMap<(PathBuf, String), Arc<PolicyImage>>,
     /// Shadows started with `wasmtune policy shadow FILE`, by policy name.
     shadow_files: BTreeMap<String, PathBuf>,
+    /// Running policies to start again although their file is the same:
+    /// a reload changed their settings.
+    restart: HashSet<String>,
 }
 
 /// What a reconcile finds on offer under one name.
@@ -237,7 +240,49 @@ impl Reconciler {
             offered: OfferList::default(),
             shadow_images: HashMap::new(),
             shadow_files: BTreeMap::new(),
+            restart: HashSet::new(),
         }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AdminConfig {
+        &self.config
+    }
+
+    /// Puts a new configuration in force: policies whose settings changed
+    /// start again with them (a hot swap, state handed over), the rest as
+    /// any reconcile decides, with verdicts on files said afresh. The
+    /// caller stops what was retired once the lock is released; the names
+    /// restarted come back with it.
+    pub fn reload(&mut self, config: AdminConfig, trust: Trust) -> (Retired, Vec<String>) {
+        let restart: Vec<String> = self
+            .policies
+            .snapshot()
+            .iter()
+            .filter(|w| {
+                let origin = self.origin_of(&w.name, &w.source);
+                self.settings_for(&w.name, origin) != {
+                    let mut new = config.settings_for(&w.name, origin);
+                    if let Some(enabled) = self.enabled_override.get(&w.name) {
+                        new.enabled = Some(*enabled);
+                    }
+                    new
+                }
+            })
+            .map(|w| w.name.clone())
+            .collect();
+        self.config = config;
+        self.trust = trust;
+        self.reported.clear();
+        self.not_enabled_reported.clear();
+        self.untrusted_reported.clear();
+        self.quarantine_reported.clear();
+        self.restart = restart.iter().cloned().collect();
+        let retired = self.reconcile();
+        self.restart.clear();
+        // Those now disabled were unloaded instead, and said so.
+        let restarted = restart.into_iter().filter(|name| self.policies.get(name).is_some()).collect();
+        (retired, restarted)
     }
 
     /// The policies on offer at the last reconcile, kept up to date.
@@ -365,7 +410,9 @@ impl Reconciler {
                 }
                 continue;
             }
-            if running.as_ref().is_some_and(|w| w.digest == image.digest && w.source == image.source) {
+            if running.as_ref().is_some_and(|w| w.digest == image.digest && w.source == image.source)
+                && !self.restart.contains(name)
+            {
                 continue;
             }
             if let Some(entry) = self.ctx.quarantine.get(&image.digest) {

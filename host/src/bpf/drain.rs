@@ -2,33 +2,35 @@
 //! (none of which may leave the thread that made them), drains the ring on a
 //! timer and hands decoded batches to the channel without ever blocking.
 //!
-//! The programs post without waking user space, so `RingBuffer::poll`
-//! mostly serves as the timer; every tick ends with a `consume`, which reads
-//! whatever is there regardless of wakeups (level-triggered, so no record
-//! can be stranded the way an edge-triggered reactor strands them).
+//! The programs wake user space only for the first record after a drain
+//! (the kernel's adaptive notification) or when the ring fills up, so an
+//! idle daemon's thread sleeps until traffic comes. Once woken it lets a
+//! drain interval's worth of records gather and takes them in one
+//! `consume`, which reads whatever is there: one wake-up per drain at most,
+//! as with a timer, and none at all without events.
 
 use std::cell::RefCell;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Sender, TrySendError};
 use libbpf_rs::{MapHandle, RingBuffer, RingBufferBuilder};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 
 use super::loader;
 use super::relief::Relief;
 use super::{BpfConfig, BpfError, HookStatus};
 use crate::wit::Event;
 
-/// The longest the thread sleeps before looking at the stop flag.
-const STOP_CHECK: Duration = Duration::from_millis(100);
-
 /// State the thread shares with its [`super::KernelSource`].
 #[derive(Debug, Default)]
 pub(super) struct Shared {
-    /// Set to make the thread detach everything and return.
+    /// Set to make the thread detach everything and return (then the
+    /// thread is woken through its socket).
     pub stop: AtomicBool,
     /// Events dropped because the channel was full.
     pub dropped_full_channel: AtomicU64,
@@ -52,6 +54,7 @@ pub(super) struct Started {
 pub(super) fn run(
     config: BpfConfig,
     shared: Arc<Shared>,
+    woken: UnixStream,
     ready: Sender<Result<Started, BpfError>>,
     events: Sender<Vec<Event>>,
 ) {
@@ -77,7 +80,7 @@ pub(super) fn run(
     if ready.send(Ok(started)).is_err() {
         return;
     }
-    drain_until_stopped(&config, &ring, &batch, &relief, &events, &shared);
+    drain_until_stopped(&config, &ring, &batch, &relief, &events, (&shared, &woken));
     // What the kernel posted before the stop still goes out.
     drain(&ring, &batch, &events, &shared);
     drop(ring);
@@ -124,32 +127,31 @@ fn handles(loaded: &loader::Loaded<'_>) -> Result<Started, BpfError> {
     Ok(Started { hooks: loaded.hooks.clone(), lost_map, suppressed_map, programs })
 }
 
-/// The drain loop: polls (mostly as a timer), drains every
-/// `drain_interval`, checks for relieved memory pressure every
-/// `relief_check_interval`, until `shared.stop` is set.
+/// The drain loop: sleeps until the ring has records (or, while some
+/// namespace is under memory pressure, until the next relief check), lets
+/// `drain_interval` pass since the last drain so records come in batches,
+/// drains, and goes back to sleep, until `shared.stop` is set.
 fn drain_until_stopped(
     config: &BpfConfig,
     ring: &RingBuffer<'_>,
     batch: &RefCell<Vec<Event>>,
     relief: &RefCell<Relief>,
     events: &Sender<Vec<Event>>,
-    shared: &Shared,
+    (shared, woken): (&Shared, &UnixStream),
 ) {
-    let tick = config.drain_interval.min(STOP_CHECK);
     let mut last_drain = Instant::now();
     let mut last_relief_check = Instant::now();
-    let mut poll_failed = false;
     while !shared.stop.load(Ordering::Relaxed) {
-        if let Err(e) = ring.poll(tick)
-            && e.kind() != libbpf_rs::ErrorKind::Interrupted
-        {
-            if !poll_failed {
-                tracing::warn!(error = %e, "polling the BPF ring buffer failed; draining on the timer alone");
-                poll_failed = true;
-            }
-            std::thread::sleep(tick);
+        let relief_due = relief.borrow().waiting().then(|| last_relief_check + config.relief_check_interval);
+        let records = wait(ring, woken, relief_due);
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
         }
-        if last_drain.elapsed() >= config.drain_interval {
+        if records {
+            let batch_ends = last_drain + config.drain_interval;
+            if sleep_until(woken, batch_ends) == Woken::Stop {
+                return;
+            }
             last_drain = Instant::now();
             drain(ring, batch, events, shared);
         }
@@ -160,6 +162,52 @@ fn drain_until_stopped(
                 batch.borrow_mut().extend(relieved);
                 drain(ring, batch, events, shared);
             }
+        }
+    }
+}
+
+/// Whether a sleep ended at its time or because the thread is told to stop.
+#[derive(Debug, PartialEq, Eq)]
+enum Woken {
+    Time,
+    Stop,
+}
+
+/// Sleeps until the ring has records, the stop socket is written or
+/// closed, or `until`; whether the ring has records. A failed wait is
+/// taken as records, so the caller drains on its interval instead of
+/// stranding them.
+fn wait(ring: &RingBuffer<'_>, woken: &UnixStream, until: Option<Instant>) -> bool {
+    // SAFETY: the ring buffer's epoll descriptor lives as long as `ring`,
+    // which outlives this borrow.
+    let epoll = unsafe { BorrowedFd::borrow_raw(ring.epoll_fd()) };
+    let mut fds = [PollFd::new(woken.as_fd(), PollFlags::POLLIN), PollFd::new(epoll, PollFlags::POLLIN)];
+    match poll(&mut fds, timeout_until(until)) {
+        Ok(_) => fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN)),
+        Err(nix::errno::Errno::EINTR) => false,
+        Err(error) => {
+            tracing::debug!(%error, "waiting for the BPF ring buffer failed; draining on the interval");
+            true
+        }
+    }
+}
+
+/// Sleeps until `until` unless the stop socket is written or closed first.
+fn sleep_until(woken: &UnixStream, until: Instant) -> Woken {
+    let mut fds = [PollFd::new(woken.as_fd(), PollFlags::POLLIN)];
+    match poll(&mut fds, timeout_until(Some(until))) {
+        Ok(n) if n > 0 => Woken::Stop,
+        _ => Woken::Time,
+    }
+}
+
+/// `until` as a poll timeout: none for `None`, at least 0, at most ~24 days.
+fn timeout_until(until: Option<Instant>) -> PollTimeout {
+    match until {
+        None => PollTimeout::NONE,
+        Some(until) => {
+            let ms = until.saturating_duration_since(Instant::now()).as_millis();
+            PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
         }
     }
 }

@@ -240,6 +240,8 @@ pub struct KernelSource {
     suppressed_seen: AtomicU64,
     programs: Vec<(&'static str, OwnedFd)>,
     shared: Arc<drain::Shared>,
+    /// Written to wake the thread, which sleeps until records or this.
+    wake: std::os::unix::net::UnixStream,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -259,9 +261,11 @@ impl KernelSource {
         let shared = Arc::new(drain::Shared::default());
         let thread_shared = Arc::clone(&shared);
         let sender = events_tx.clone();
+        let (wake, woken) =
+            std::os::unix::net::UnixStream::pair().map_err(|source| BpfError::SpawnThread { source })?;
         let thread = std::thread::Builder::new()
             .name("wasmtune-bpf".to_string())
-            .spawn(move || drain::run(config, thread_shared, ready_tx, events_tx))
+            .spawn(move || drain::run(config, thread_shared, woken, ready_tx, events_tx))
             .map_err(|source| BpfError::SpawnThread { source })?;
         let started = match ready.recv() {
             Ok(Ok(started)) => started,
@@ -284,6 +288,7 @@ impl KernelSource {
             suppressed_seen: AtomicU64::new(0),
             programs: started.programs,
             shared,
+            wake,
             thread: Some(thread),
         })
     }
@@ -359,6 +364,9 @@ fn read_per_cpu_sum(map: &MapHandle, name: &str) -> Option<u64> {
 impl Drop for KernelSource {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
+        if let Err(error) = std::io::Write::write_all(&mut &self.wake, &[1]) {
+            tracing::warn!(%error, "cannot wake the BPF thread to stop it");
+        }
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {

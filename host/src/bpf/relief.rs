@@ -37,6 +37,12 @@ impl Relief {
         }
     }
 
+    /// Whether some namespace is under pressure, so relief must be checked
+    /// for on a timer.
+    pub fn waiting(&self) -> bool {
+        !self.pressured.is_empty()
+    }
+
     /// `relieved` events for the namespaces whose protocol is back below
     /// pressure; they are forgotten until the next pressure event.
     pub fn check(&mut self) -> Vec<Event> {

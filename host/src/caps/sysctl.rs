@@ -149,7 +149,11 @@ impl SysctlCap {
         self.counters.denied.fetch_add(1, Ordering::Relaxed);
         // A name the grant does not declare is the guest's own string: it
         // is rate-limited as one subject, however many names are invented.
-        let subject = if self.grant.sysctls.contains_key(tunable) { tunable } else { "(not declared)" };
+        let subject =
+            if self.grant.sysctls.contains_key(tunable) { tunable } else { crate::metrics::counters::NOT_DECLARED };
+        if !self.shadow {
+            crate::metrics::global().denied(&self.policy, subject, crate::grants::denial_kind(denial));
+        }
         let kernel = &self.kernel;
         self.denials.say(&self.policy, subject, denial, || printable(tunable, 128), || kernel.netns_name(netns));
     }
@@ -193,6 +197,9 @@ impl Host for SysctlCap {
             return Ok(Err(denial));
         }
         self.counters.accepted.fetch_add(1, Ordering::Relaxed);
+        if !self.shadow {
+            crate::metrics::global().decided(&self.policy, &tunable);
+        }
         if self.decided.len() < MAX_DECIDED {
             self.decided.push(decision);
         }

@@ -13,6 +13,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum Request {
     /// Policies, tunables and overrides.
     Status,
+    /// The Prometheus exposition (text format 0.0.4), as `GET /metrics`
+    /// serves it: `{"text": "..."}`.
+    Metrics,
     /// Policies only.
     PolicyList,
     /// Run a policy that is on offer, until the daemon stops.

@@ -17,7 +17,8 @@ use crate::netns::NetnsRegistry;
 use crate::router::PolicySet;
 use crate::watcher::{OfferList, Reconciler};
 
-/// What the control socket answers from.
+/// What the control socket answers from; a clone answers from the same state.
+#[derive(Clone)]
 pub struct ControlContext {
     pub policies: Arc<PolicySet>,
     pub offered: OfferList,
@@ -38,7 +39,28 @@ pub struct ControlContext {
 impl ControlContext {
     pub fn answer(&self, request: &Request) -> Response {
         match request {
-            Request::Status => Response::ok(json!({
+            Request::Status => Response::ok(self.status_json()),
+            Request::Metrics => Response::ok(json!({ "text": self.metrics_text(crate::metrics::Format::Text) })),
+            Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
+            Request::PolicyEnable { name } => self.set_enabled(name, true),
+            Request::PolicyDisable { name } => self.set_enabled(name, false),
+            Request::Summary => Response::ok(summary_json(&self.actuator.summary())),
+            Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
+            Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
+            Request::ShadowStart { file } => self.shadow_start(file),
+            Request::ShadowStop { name } => self.shadow_stop(name),
+        }
+    }
+
+    /// The Prometheus exposition: the live counters, this daemon's status
+    /// and the hooks' run counters (`docs/metrics.md`).
+    pub fn metrics_text(&self, format: crate::metrics::Format) -> String {
+        let hooks = crate::metrics::hooks::run_stats();
+        crate::metrics::render(format, &self.status_json(), crate::metrics::global(), hooks.as_deref())
+    }
+
+    fn status_json(&self) -> Json {
+        json!({
                 "pid": std::process::id(),
                 "uptime-ms": u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "dry-run": self.dry_run,
@@ -51,16 +73,7 @@ impl ControlContext {
                 "events-lost-upstream": self.policies.upstream_lost(),
                 "runtime": self.runtime_json(),
                 "shadows": self.shadows_json(),
-            })),
-            Request::PolicyList => Response::ok(json!({ "policies": self.policies_json() })),
-            Request::PolicyEnable { name } => self.set_enabled(name, true),
-            Request::PolicyDisable { name } => self.set_enabled(name, false),
-            Request::Summary => Response::ok(summary_json(&self.actuator.summary())),
-            Request::Rollback => Response::ok(rollback_json(&self.actuator.rollback())),
-            Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
-            Request::ShadowStart { file } => self.shadow_start(file),
-            Request::ShadowStop { name } => self.shadow_stop(name),
-        }
+        })
     }
 
     fn runtime_json(&self) -> serde_json::Value {

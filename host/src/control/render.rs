@@ -189,6 +189,7 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
         Request::Summary | Request::Rollback => {
             out.extend(result["lines"].as_array().into_iter().flatten().map(text));
         }
+        Request::Metrics => out.extend(result["text"].as_str().unwrap_or("").lines().map(str::to_string)),
     }
     out
 }

@@ -3,6 +3,8 @@
 //! then stops in reverse order, rolls back when asked, and prints the summary.
 
 mod outside_changes;
+mod reload;
+mod service_manager;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use crate::bpf::{BpfConfig, HookState, KernelSource};
 use crate::config::{AdminConfig, LearningRate};
 use crate::control::{ControlContext, ControlServer};
 use crate::grants::{Arbiter, HostLimits};
+use crate::metrics::MetricsServer;
 use crate::netns::NetnsRegistry;
 use crate::paths;
 use crate::recording::writer::Recorder;
@@ -50,6 +53,8 @@ pub struct RunOptions {
     pub record: Option<PathBuf>,
     /// The cap on one recording file, past which it rotates.
     pub record_max_bytes: u64,
+    /// `--metrics ADDR`: serve `GET /metrics` there (else the configuration's).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What to do at start with changes the journal says an earlier run left
@@ -65,10 +70,32 @@ pub enum OnCrash {
 }
 
 pub fn run(opts: RunOptions) -> anyhow::Result<()> {
-    let signals = ShutdownSignals::install()?;
+    let mut signals = DaemonSignals::install()?;
     let running = start(&opts)?;
-    let signal = signals.wait();
-    tracing::info!("{signal} received: stopping");
+    service_manager::ready(&running.status_line());
+    let watchdog = service_manager::Watchdog::start(service_manager::Liveness {
+        actuator: running.actuator.clone(),
+        router: running.router.pinger(),
+        policies: running.policies.clone(),
+    });
+    let stop_signal = loop {
+        match signals.wait() {
+            DaemonSignal::Reload => {
+                service_manager::reloading();
+                let status = match reload::reload(&opts, &running.reconciler) {
+                    true => running.status_line(),
+                    false => format!("{}; the last reload was refused (see the log)", running.status_line()),
+                };
+                service_manager::ready(&status);
+            }
+            DaemonSignal::Stop(name) => break name,
+        }
+    };
+    tracing::info!("{stop_signal} received: stopping");
+    service_manager::stopping(&format!("{stop_signal} received: stopping"));
+    if let Some(watchdog) = watchdog {
+        watchdog.stop();
+    }
     running.stop(opts.rollback);
     Ok(())
 }
@@ -85,7 +112,14 @@ struct Running {
     outside: CgroupAndNamespaces,
     router: Router,
     control: Option<ControlServer>,
+    /// Shared with the directory watcher and the control socket; reloads
+    /// go through it too.
+    reconciler: Arc<Mutex<Reconciler>>,
     watcher: Option<DirWatcher>,
+    /// For the status line the service manager shows.
+    registry: Arc<NetnsRegistry>,
+    dry_run: bool,
+    metrics: Option<MetricsServer>,
 }
 
 /// Starts the data path from the actuator up: the journal and the
@@ -99,6 +133,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     // them would refuse every file, so the daemon does not start.
     let trust = crate::trust::Trust::from_config(&config)?;
     let rate = opts.learning_rate.or(config.learning_rate).unwrap_or(LearningRate::DEFAULT);
+    let metrics_addr = opts.metrics.or_else(|| config.metrics.as_ref().and_then(|m| m.listen).map(|a| a.0));
 
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -160,6 +195,9 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     let reconciler = Arc::new(Mutex::new(reconciler));
 
     let kernel = start_kernel_source(rate);
+    if let Some(kernel) = &kernel {
+        crate::metrics::hooks::watch(kernel);
+    }
     let (events_tx, events_rx) = match &kernel {
         Some(kernel) => (kernel.event_sender(), kernel.events().clone()),
         None => crossbeam_channel::bounded(BpfConfig::default().channel_capacity),
@@ -193,29 +231,29 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         )
         .context("cannot start the router thread")?
     };
-    let control = start_control(
-        &opts.control_socket,
-        ControlContext {
-            policies: policies.clone(),
-            offered,
-            reconciler: reconciler.clone(),
-            actuator: actuator.clone(),
-            arbiter,
-            registry: registry.clone(),
-            started,
-            dry_run: opts.dry_run,
-            state_dir: opts.state_dir.clone(),
-            missing,
-            runtime: runtime.clone(),
-        },
-    );
-    let watcher = match DirWatcher::spawn(reconciler) {
+    let control_ctx = ControlContext {
+        policies: policies.clone(),
+        offered,
+        reconciler: reconciler.clone(),
+        actuator: actuator.clone(),
+        arbiter,
+        registry: registry.clone(),
+        started,
+        dry_run: opts.dry_run,
+        state_dir: opts.state_dir.clone(),
+        missing,
+        runtime: runtime.clone(),
+    };
+    let metrics_ctx = metrics_addr.map(|addr| (addr, control_ctx.clone()));
+    let control = start_control(&opts.control_socket, control_ctx);
+    let watcher = match DirWatcher::spawn(reconciler.clone()) {
         Ok(w) => Some(w),
         Err(e) => {
             tracing::warn!("policy directories are not watched: {e}");
             None
         }
     };
+    let metrics = metrics_ctx.and_then(|(addr, ctx)| start_metrics(addr, ctx));
     say_ready(&policies, &registry, kernel.as_deref(), rate, opts.dry_run);
     Ok(Running {
         actuator,
@@ -227,16 +265,38 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         outside,
         router,
         control,
+        reconciler,
         watcher,
+        registry: registry.clone(),
+        dry_run: opts.dry_run,
+        metrics,
     })
 }
 
 impl Running {
+    /// What runs, for `systemctl status`: policies, namespaces, hooks.
+    fn status_line(&self) -> String {
+        let attached = self
+            .kernel
+            .as_ref()
+            .map_or(0, |k| k.hooks().iter().filter(|h| matches!(h.state, HookState::Attached)).count());
+        format!(
+            "tuning: {} policies, {} network namespaces, {attached}/{} kernel hooks attached{}",
+            self.policies.names().len(),
+            self.registry.list().len(),
+            crate::bpf::HOOKS.len(),
+            if self.dry_run { " (dry run: nothing is changed)" } else { "" }
+        )
+    }
+
     /// Stops what [`start`] started, in reverse: nothing is fed once what
     /// feeds it has stopped, and the event sources and the namespace
     /// watcher stop before the actuator they tell. Rolls back when asked,
     /// then says the summary.
     fn stop(self, rollback: bool) {
+        if let Some(metrics) = self.metrics {
+            metrics.stop();
+        }
         if let Some(w) = self.watcher {
             w.stop();
         }
@@ -315,6 +375,19 @@ fn start_control(socket: &Path, ctx: ControlContext) -> Option<ControlServer> {
             tracing::warn!(
                 "no control socket, so `wasmtune status` and the other queries cannot reach this daemon: {e}"
             );
+            None
+        }
+    }
+}
+
+/// `GET /metrics`, when asked for. Like the control socket, the daemon
+/// tunes without it rather than not at all.
+fn start_metrics(addr: std::net::SocketAddr, ctx: ControlContext) -> Option<MetricsServer> {
+    let source: crate::metrics::http::Source = Arc::new(move |format| ctx.metrics_text(format));
+    match MetricsServer::start(addr, source) {
+        Ok(server) => Some(server),
+        Err(error) => {
+            tracing::warn!(event = "metrics-unavailable", %error, "no metrics endpoint: {error}");
             None
         }
     }
@@ -412,40 +485,51 @@ fn recover_earlier_run(actuator: &Actuator, on_crash: OnCrash, dry_run: bool) {
     }
 }
 
-/// Blocks until SIGINT or SIGTERM; returns the signal's name.
-/// SIGINT and SIGTERM, caught from the very start of `run`: a signal that
-/// arrives while the daemon is still starting is kept and acted on once it
-/// is up, instead of killing it half-started (the default action).
-struct ShutdownSignals {
+/// What a signal asks of the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DaemonSignal {
+    /// SIGHUP: re-read the configuration, rescan the policy directories.
+    Reload,
+    /// SIGINT or SIGTERM, by name.
+    Stop(&'static str),
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from the very start of `run`: a
+/// signal that arrives while the daemon is still starting is kept and acted
+/// on once it is up, instead of killing it half-started (the default action).
+struct DaemonSignals {
     runtime: tokio::runtime::Runtime,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
-impl ShutdownSignals {
-    fn install() -> anyhow::Result<ShutdownSignals> {
+impl DaemonSignals {
+    fn install() -> anyhow::Result<DaemonSignals> {
         use tokio::signal::unix::{SignalKind, signal};
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("cannot start the signal runtime")?;
-        let (term, int) = {
+        let (term, int, hup) = {
             let _inside = runtime.enter();
             (
                 signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
                 signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+                signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
             )
         };
-        Ok(ShutdownSignals { runtime, term, int })
+        Ok(DaemonSignals { runtime, term, int, hup })
     }
 
-    /// Blocks until SIGINT or SIGTERM; returns the signal's name.
-    fn wait(mut self) -> &'static str {
-        let (term, int) = (&mut self.term, &mut self.int);
+    /// Blocks until one of the signals comes.
+    fn wait(&mut self) -> DaemonSignal {
+        let (term, int, hup) = (&mut self.term, &mut self.int, &mut self.hup);
         self.runtime.block_on(async {
             tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
+                _ = term.recv() => DaemonSignal::Stop("SIGTERM"),
+                _ = int.recv() => DaemonSignal::Stop("SIGINT"),
+                _ = hup.recv() => DaemonSignal::Reload,
             }
         })
     }

@@ -113,24 +113,24 @@ impl PolicyChannel {
         })
     }
 
-    /// `on-events`, serving its host calls.
+    /// `on-events`, serving its host calls; the fuel it used.
     pub fn on_events(
         &mut self,
         batch: &[Event],
         kernel: u64,
         host: &mut LocalHost,
-    ) -> Result<Result<(), RemoteFault>, ChannelBroken> {
+    ) -> Result<Result<u64, RemoteFault>, ChannelBroken> {
         self.send(&ToRuntime::Events { batch: Cow::Borrowed(batch), kernel }, Instant::now() + CALL_DEADLINE)?;
         self.serve(host, done)
     }
 
-    /// `on-tick`, serving its host calls.
+    /// `on-tick`, serving its host calls; the fuel it used.
     pub fn on_tick(
         &mut self,
         now: u64,
         kernel: u64,
         host: &mut LocalHost,
-    ) -> Result<Result<(), RemoteFault>, ChannelBroken> {
+    ) -> Result<Result<u64, RemoteFault>, ChannelBroken> {
         self.send(&ToRuntime::Tick { now, kernel }, Instant::now() + CALL_DEADLINE)?;
         self.serve(host, done)
     }
@@ -177,7 +177,7 @@ impl PolicyChannel {
     }
 }
 
-fn done(answer: FromRuntime) -> Option<Result<(), RemoteFault>> {
+fn done(answer: FromRuntime) -> Option<Result<u64, RemoteFault>> {
     match answer {
         FromRuntime::Done(result) => Some(result),
         _ => None,
@@ -230,7 +230,7 @@ mod tests {
     #[test]
     fn a_frame_trickled_byte_by_byte_misses_the_deadline() {
         let (host, mut runtime) = UnixStream::pair().expect("socket pair");
-        let frame = protocol::encode_frame(&FromRuntime::Done(Ok(()))).expect("encode");
+        let frame = protocol::encode_frame(&FromRuntime::Done(Ok(0))).expect("encode");
         let writer = std::thread::spawn(move || {
             for byte in frame.iter().chain([0u8; 16].iter()) {
                 if runtime.write_all(&[*byte]).is_err() {

@@ -178,15 +178,19 @@ impl Serving {
         Ok(info)
     }
 
-    /// One call into the instance; a fault leaves it for the host to rebuild.
-    fn call(&mut self, f: impl FnOnce(&mut PolicyInstance) -> Result<(), Fault>) -> Result<(), RemoteFault> {
+    /// One call into the instance, and the fuel it used; a fault leaves it
+    /// for the host to rebuild.
+    fn call(&mut self, f: impl FnOnce(&mut PolicyInstance) -> Result<(), Fault>) -> Result<u64, RemoteFault> {
         let Some(instance) = self.instance.as_mut() else {
             return Err(RemoteFault { kind: FaultKind::Trap, detail: "the policy is not started".into() });
         };
-        f(instance).map_err(|fault| {
-            self.instance = None;
-            remote(fault)
-        })
+        match f(instance) {
+            Ok(()) => Ok(crate::runtime::instance::FUEL_PER_CALL.saturating_sub(instance.fuel_left())),
+            Err(fault) => {
+                self.instance = None;
+                Err(remote(fault))
+            }
+        }
     }
 }
 

@@ -21,7 +21,7 @@ use crate::wit::wasmtune::policy::sysctl::Change;
 use crate::wit::{Denial, Event, IpPrefix, PeerChange, PolicyConfig, PolicyInfo, SysctlValue};
 
 /// Bumped on any change to the messages below; both ends say theirs first.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest frame the host sends: a policy file (at most 16 MiB) and room.
 pub const MAX_TO_RUNTIME: usize = 17 << 20;
 /// Largest frame the runtime may send: a state-store value (at most 64 KiB)
@@ -92,8 +92,8 @@ pub enum FromRuntime {
     Loaded(Result<CacheUse, String>),
     /// `init` returned (its info or its refusal), or the call faulted.
     Started(Result<Result<PolicyInfo, String>, RemoteFault>),
-    /// `on-events` or `on-tick` returned, or faulted.
-    Done(Result<(), RemoteFault>),
+    /// `on-events` or `on-tick` returned (with the fuel it used), or faulted.
+    Done(Result<u64, RemoteFault>),
     /// The guest called the host, mid-call.
     Call(HostCall),
 }

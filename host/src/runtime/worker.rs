@@ -192,6 +192,8 @@ impl NameTotals {
 enum WorkerMsg {
     /// A batch, and its routing number (0: not compared with a shadow).
     Events(u64, Vec<Event>),
+    /// Answered as soon as the thread takes it: the thread makes progress.
+    Ping(Sender<()>),
 }
 
 /// A running policy.
@@ -389,6 +391,18 @@ impl PolicyWorker {
                 self.totals.add_lost(&self.stats, n);
                 self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// Whether the thread takes a message from its queue by `deadline`
+    /// (a stopped worker counts as answering: it is not stuck).
+    pub fn answers_by(&self, deadline: Instant) -> bool {
+        let Some(tx) = lock(&self.tx).as_ref().cloned() else { return true };
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        match tx.send_deadline(WorkerMsg::Ping(reply), deadline) {
+            Ok(()) => answer.recv_deadline(deadline).is_ok(),
+            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => true,
+            Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => false,
         }
     }
 
@@ -672,6 +686,10 @@ impl Runner {
                 },
             };
             let outcome = match msg {
+                Some(WorkerMsg::Ping(reply)) => {
+                    let _ = reply.send(());
+                    Ok(())
+                }
                 Some(WorkerMsg::Events(seq, batch)) => {
                     // What ticks and rebuilds asked for is not this batch's.
                     host.sysctl.take_decided();
@@ -721,7 +739,7 @@ impl Runner {
         let kernel = self.ctx.actuator.kernel_epoch();
         let channel = self.live_channel()?;
         match channel.on_events(batch, kernel, host) {
-            Ok(outcome) => outcome.map_err(Failure::from),
+            Ok(outcome) => outcome.map(|fuel| self.count_fuel(fuel)).map_err(Failure::from),
             Err(broken) => Err(Failure::Runtime(self.runtime_failed(broken.to_string()))),
         }
     }
@@ -730,8 +748,15 @@ impl Runner {
         let kernel = self.ctx.actuator.kernel_epoch();
         let channel = self.live_channel()?;
         match channel.on_tick(now, kernel, host) {
-            Ok(outcome) => outcome.map_err(Failure::from),
+            Ok(outcome) => outcome.map(|fuel| self.count_fuel(fuel)).map_err(Failure::from),
             Err(broken) => Err(Failure::Runtime(self.runtime_failed(broken.to_string()))),
+        }
+    }
+
+    /// A shadow's calls are not the policy's: its fuel is not counted.
+    fn count_fuel(&self, fuel: u64) {
+        if self.shadow.is_none() {
+            crate::metrics::global().fuel_used(&self.name, fuel);
         }
     }
 
@@ -800,6 +825,9 @@ impl Runner {
     /// (see `remember_quarantine`).
     fn refused(&self, e: &LoadError) -> Recovery {
         *lock(&self.stats.last_fault) = Some("init");
+        if self.shadow.is_none() {
+            crate::metrics::global().fault(&self.name, "init");
+        }
         tracing::warn!(event = "policy-fault", policy = %self.name, fault = "init",
             faults = self.stats.faults.load(Ordering::Relaxed), detail = %e,
             "policy {} could not be rebuilt: {e}", self.name);
@@ -824,6 +852,9 @@ impl Runner {
                 return Ok(rebuild_wait(attempt));
             }
         };
+        if self.shadow.is_none() {
+            crate::metrics::global().fault(&self.name, kind);
+        }
         let verdict = self.charges.add(Instant::now(), charge);
         self.log_charge(charge, kind, &detail, &verdict);
         match verdict {
@@ -911,6 +942,9 @@ impl Runner {
                     self.totals.add_lost(&self.stats, n);
                     self.stats.lost_unreported.fetch_add(n, Ordering::Relaxed);
                 }
+                Ok(WorkerMsg::Ping(reply)) => {
+                    let _ = reply.send(());
+                }
                 Err(RecvTimeoutError::Timeout) => break true,
                 Err(RecvTimeoutError::Disconnected) => break false,
             }
@@ -922,13 +956,16 @@ impl Runner {
     /// The thread was left behind after a stuck call: whatever is still
     /// queued is lost, never handed to the guest.
     fn discard_queue(&self, rx: &Receiver<WorkerMsg>) {
-        for WorkerMsg::Events(_, batch) in rx.try_iter() {
-            self.totals.add_lost(&self.stats, batch.len() as u64);
+        for msg in rx.try_iter() {
+            self.discard(msg);
         }
     }
 
     fn park(&self, rx: Receiver<WorkerMsg>, quarantine: &Quarantine) {
         self.stats.quarantined.store(true, Ordering::Relaxed);
+        if self.shadow.is_none() {
+            crate::metrics::global().quarantined(&self.name);
+        }
         let faults = self.stats.faults.load(Ordering::Relaxed);
         let runtime_failures = self.stats.runtime_failures.load(Ordering::Relaxed);
         let reason = quarantine.reason.as_str();
@@ -954,8 +991,19 @@ impl Runner {
         if quarantine.lasting {
             self.remember_quarantine(reason);
         }
-        for WorkerMsg::Events(_, batch) in rx {
-            self.totals.add_lost(&self.stats, batch.len() as u64);
+        for msg in rx {
+            self.discard(msg);
+        }
+    }
+
+    /// A message for a thread that runs the policy no more: events are
+    /// lost, a ping is still answered (the thread is not stuck).
+    fn discard(&self, msg: WorkerMsg) {
+        match msg {
+            WorkerMsg::Events(_, batch) => self.totals.add_lost(&self.stats, batch.len() as u64),
+            WorkerMsg::Ping(reply) => {
+                let _ = reply.send(());
+            }
         }
     }
 

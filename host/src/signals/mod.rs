@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -75,7 +75,6 @@ pub enum ProcSignalsError {
 /// Shared between the poller and its handle.
 #[derive(Debug, Default)]
 struct Shared {
-    stop: AtomicBool,
     /// Events dropped because the channel was full.
     dropped: AtomicU64,
 }
@@ -83,6 +82,8 @@ struct Shared {
 /// The running poller; dropping it stops the thread.
 pub struct ProcSignals {
     shared: Arc<Shared>,
+    /// Dropped to stop the thread, which sleeps until its next poll or this.
+    stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -103,11 +104,12 @@ impl ProcSignals {
         }
         let shared = Arc::new(Shared::default());
         let thread_shared = Arc::clone(&shared);
+        let (stop, stopping) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
             .name("wasmtune-proc".to_string())
-            .spawn(move || run(config, registry, events, thread_shared))
+            .spawn(move || run(config, registry, events, (thread_shared, stopping)))
             .map_err(|source| ProcSignalsError::SpawnThread { source })?;
-        Ok(ProcSignals { shared, thread: Some(thread) })
+        Ok(ProcSignals { shared, stop: Some(stop), thread: Some(thread) })
     }
 
     /// Events dropped because the channel was full. Never decreases.
@@ -121,7 +123,8 @@ impl ProcSignals {
 
 impl Drop for ProcSignals {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
+        // Dropping the sender wakes the thread's wait.
+        self.stop.take();
         if let Some(thread) = self.thread.take()
             && thread.join().is_err()
         {
@@ -254,7 +257,12 @@ struct Poller {
     namespaces: HashMap<u64, NamespaceFiles>,
 }
 
-fn run(config: ProcSignalsConfig, registry: Arc<NetnsRegistry>, events: Sender<Vec<Event>>, shared: Arc<Shared>) {
+fn run(
+    config: ProcSignalsConfig,
+    registry: Arc<NetnsRegistry>,
+    events: Sender<Vec<Event>>,
+    (shared, stopping): (Arc<Shared>, crossbeam_channel::Receiver<()>),
+) {
     let mut poller = Poller {
         own_cookie: crate::netns::current_cookie().ok(),
         softnet: File::open("/proc/net/softnet_stat").ok(),
@@ -263,13 +271,12 @@ fn run(config: ProcSignalsConfig, registry: Arc<NetnsRegistry>, events: Sender<V
         config,
         registry,
     };
-    let tick = poller.config.interval.min(Duration::from_millis(250));
     let mut next = Instant::now();
-    while !shared.stop.load(Ordering::Relaxed) {
-        if Instant::now() < next {
-            std::thread::sleep(tick.min(next.saturating_duration_since(Instant::now())));
-            continue;
-        }
+    // One wake-up per poll: the thread sleeps until the next one is due or
+    // its handle is dropped (the channel disconnects).
+    while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+        stopping.recv_timeout(next.saturating_duration_since(Instant::now()))
+    {
         next = Instant::now() + poller.config.interval;
         let batch = poller.poll();
         if batch.is_empty() {

@@ -144,6 +144,7 @@ pub struct DaemonBuilder {
     deny_bpf: bool,
     enable_policy_files: bool,
     replace_builtins: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl DaemonBuilder {
@@ -208,6 +209,13 @@ impl DaemonBuilder {
         self
     }
 
+    /// An environment variable for the daemon (e.g. `NOTIFY_SOCKET`, to
+    /// stand in for the service manager).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Answer control requests on `socket` (a path of the test's own; the
     /// default one may belong to another daemon).
     pub fn control_socket(self, socket: &Path) -> Self {
@@ -257,6 +265,7 @@ impl DaemonBuilder {
             cmd.arg("--policy-dir").arg(dir);
         }
         cmd.args(&self.extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         if self.deny_bpf {
             // SAFETY: the closure only calls prctl, async-signal-safe.
             unsafe {
@@ -264,7 +273,7 @@ impl DaemonBuilder {
             }
         }
         let capture = LogCapture::spawn("wasmtune", cmd)?;
-        Ok(Daemon { capture, state_dir, _scratch: scratch })
+        Ok(Daemon { capture, state_dir, config, _scratch: scratch })
     }
 }
 
@@ -301,6 +310,7 @@ fn administrator_config(text: &str, enable_files: bool, replace: &[String]) -> R
 pub struct Daemon {
     capture: LogCapture,
     state_dir: PathBuf,
+    config: PathBuf,
     _scratch: TempDir,
 }
 
@@ -313,6 +323,12 @@ impl Daemon {
     /// The journal directory passed with `--state-dir`.
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The file passed with `--config`, which a test may rewrite before a
+    /// reload (SIGHUP).
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// SIGTERM and wait for a clean exit (its rollback and summary included).
