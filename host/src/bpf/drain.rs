@@ -82,7 +82,7 @@ pub(super) fn run(
     }
     drain_until_stopped(&config, &ring, &batch, &relief, &events, (&shared, &woken));
     // What the kernel posted before the stop still goes out.
-    drain(&ring, &batch, &events, &shared);
+    let _ = drain(&ring, &batch, &events, &shared);
     drop(ring);
     drop(loaded);
 }
@@ -141,9 +141,15 @@ fn drain_until_stopped(
 ) {
     let mut last_drain = Instant::now();
     let mut last_relief_check = Instant::now();
+    // While records keep coming, the thread drains on the interval without
+    // waiting for the ring (one wake-up per drain); once a drain finds
+    // nothing it sleeps until the ring wakes it.
+    let mut flowing = false;
     while !shared.stop.load(Ordering::Relaxed) {
-        let relief_due = relief.borrow().waiting().then(|| last_relief_check + config.relief_check_interval);
-        let records = wait(ring, woken, relief_due);
+        let records = flowing || {
+            let relief_due = relief.borrow().waiting().then(|| last_relief_check + config.relief_check_interval);
+            wait(ring, woken, relief_due)
+        };
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
@@ -153,14 +159,14 @@ fn drain_until_stopped(
                 return;
             }
             last_drain = Instant::now();
-            drain(ring, batch, events, shared);
+            flowing = drain(ring, batch, events, shared) > 0;
         }
         if last_relief_check.elapsed() >= config.relief_check_interval {
             last_relief_check = Instant::now();
             let relieved = relief.borrow_mut().check();
             if !relieved.is_empty() {
                 batch.borrow_mut().extend(relieved);
-                drain(ring, batch, events, shared);
+                let _ = drain(ring, batch, events, shared);
             }
         }
     }
@@ -212,13 +218,15 @@ fn timeout_until(until: Option<Instant>) -> PollTimeout {
     }
 }
 
-fn drain(ring: &RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec<Event>>, shared: &Shared) {
+/// Takes every record there is and sends them on as one batch; how many.
+fn drain(ring: &RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec<Event>>, shared: &Shared) -> usize {
     if let Err(e) = ring.consume() {
         tracing::debug!(error = %e, "consuming the BPF ring buffer failed");
     }
     let taken = std::mem::take(&mut *batch.borrow_mut());
+    let count = taken.len();
     if taken.is_empty() {
-        return;
+        return 0;
     }
     match events.try_send(taken) {
         Ok(()) => {}
@@ -226,6 +234,7 @@ fn drain(ring: &RingBuffer<'_>, batch: &RefCell<Vec<Event>>, events: &Sender<Vec
             shared.dropped_full_channel.fetch_add(dropped.len() as u64, Ordering::Relaxed);
         }
     }
+    count
 }
 
 /// Counts a record that did not decode; warns about the first only, since a
