@@ -307,6 +307,9 @@ mod tests {
             .expect("a descriptor");
         // SAFETY: the descriptor was just received and is owned here.
         let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        // The descriptor shares the sender's file offset, at the end:
+        // journald reads from the start, as this does.
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(0)).expect("rewind");
         let mut text = String::new();
         std::io::Read::read_to_string(&mut file, &mut text).expect("read the memory file");
         assert!(text.contains(&format!("BLOB={big}\n")), "the whole value arrived");
