@@ -23,6 +23,14 @@
  *   Minimum kernel: 5.2 (cgroup/sysctl); the table's namespace is read with
  *   bpf_probe_read_kernel through the context's kernel layout
  *   (struct bpf_sysctl_kern, CO-RE) and needs the net_cookie (5.7).
+ *
+ * sysctl_watch_writes_pidns
+ *   The same, loaded instead when the host runs in a pid namespace of its
+ *   own (a container): the host's writes are told by its thread-group id in
+ *   that namespace (bpf_get_ns_current_pid_tgid). Minimum kernel: 6.10
+ *   (that helper in cgroup programs); before, the host falls back to the
+ *   first program and says that its own writes there look like another
+ *   process's.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
@@ -34,6 +42,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the host before load: its own thread-group id, whose writes are its own. */
 const volatile __u32 host_tgid = 0;
+/* Set by the host before load when it runs in a pid namespace of its own (a
+ * container): that namespace's device and inode, in which host_tgid is its
+ * thread-group id. */
+const volatile __u64 host_pidns_dev = 0;
+const volatile __u64 host_pidns_ino = 0;
 
 const volatile struct wasmtune_sysctl_write sysctl_write_layout = {};
 
@@ -73,18 +86,12 @@ static __always_inline __u64 table_netns_cookie(struct bpf_sysctl *ctx)
 	return BPF_CORE_READ(net, net_cookie);
 }
 
-SEC("cgroup/sysctl")
-int sysctl_watch_writes(struct bpf_sysctl *ctx)
+/* Posts one record for a write to net.* by `tgid` (as the initial pid
+ * namespace numbers it). */
+static __always_inline int post_write(struct bpf_sysctl *ctx, __u32 tgid)
 {
 	struct wasmtune_sysctl_write *rec;
-	__u32 tgid;
 	long len;
-
-	if (!ctx->write)
-		return 1;
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	if (tgid == host_tgid)
-		return 1;
 
 	rec = bpf_ringbuf_reserve(&sysctl_writes, sizeof(*rec), 0);
 	if (!rec) {
@@ -111,4 +118,33 @@ int sysctl_watch_writes(struct bpf_sysctl *ctx)
 	rec->value_len = len > 0 && len <= sizeof(rec->value) ? len : 0;
 	bpf_ringbuf_submit(rec, 0);
 	return 1;
+}
+
+SEC("cgroup/sysctl")
+int sysctl_watch_writes(struct bpf_sysctl *ctx)
+{
+	__u32 tgid;
+
+	if (!ctx->write)
+		return 1;
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	if (tgid == host_tgid)
+		return 1;
+	return post_write(ctx, tgid);
+}
+
+/* The same, for a host in a pid namespace of its own, whose thread-group id
+ * the initial namespace numbers differently: its writes are recognised by
+ * its id in its own namespace (cgroup programs may ask since Linux 6.10;
+ * the host loads this one only where it needs it). */
+SEC("cgroup/sysctl")
+int sysctl_watch_writes_pidns(struct bpf_sysctl *ctx)
+{
+	struct bpf_pidns_info own = {};
+
+	if (!ctx->write)
+		return 1;
+	if (!bpf_get_ns_current_pid_tgid(host_pidns_dev, host_pidns_ino, &own, sizeof(own)) && own.tgid == host_tgid)
+		return 1;
+	return post_write(ctx, bpf_get_current_pid_tgid() >> 32);
 }

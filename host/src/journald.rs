@@ -194,12 +194,12 @@ fn put_field(entry: &mut Vec<u8>, name: &str, value: &str) {
 /// to `DEVICE:INODE` of the stream it connected, which a redirected stderr
 /// no longer matches.
 pub fn stderr_is_journal() -> bool {
-    use std::os::unix::fs::MetadataExt;
+    use std::os::fd::AsFd;
     let Some(stream) = std::env::var_os("JOURNAL_STREAM") else { return false };
-    let Ok(stderr) = std::fs::File::options().write(true).open("/proc/self/fd/2").and_then(|f| f.metadata()) else {
-        return false;
-    };
-    stream_matches(&stream.to_string_lossy(), stderr.dev(), stderr.ino())
+    // fstat, not a path: the journal's stream is a socket, which
+    // /proc/self/fd/2 cannot open.
+    let Ok(stderr) = nix::sys::stat::fstat(std::io::stderr().as_fd()) else { return false };
+    stream_matches(&stream.to_string_lossy(), stderr.st_dev, stderr.st_ino)
 }
 
 fn stream_matches(journal_stream: &str, dev: u64, ino: u64) -> bool {

@@ -249,15 +249,17 @@ fn run(
     }
 
     let mut watch_storage = MaybeUninit::<OpenObject>::uninit();
-    let watch = SysctlWatchSkelBuilder::default()
-        .open(&mut watch_storage)
-        .and_then(|mut open| {
-            if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-                rodata.host_tgid = std::process::id();
-            }
-            open.load()
-        })
-        .map_err(|e| format!("load: {e}"));
+    let mut fallback_storage = MaybeUninit::<OpenObject>::uninit();
+    let own_pid_namespace = own_pid_namespace();
+    let watch = match own_pid_namespace {
+        None => load_sysctl_watch(&mut watch_storage, None),
+        Some(pidns) => load_sysctl_watch(&mut watch_storage, Some(pidns)).or_else(|error| {
+            tracing::warn!(%error, "this daemon runs in a pid namespace of its own and this kernel cannot tell \
+                its sysctl writes from another process's there (Linux 6.10 can): each change it makes is also \
+                taken for an administrator's write");
+            load_sysctl_watch(&mut fallback_storage, None)
+        }),
+    };
     let ring = match &watch {
         Ok(skel) => attach_sysctl_watch(skel, &cgroup, on_admin_write, &mut attached),
         Err(reason) => {
@@ -313,13 +315,54 @@ fn attach_sockops(
 
 /// The cgroup/sysctl program and the ring buffer its writes arrive on,
 /// each handed to `on_admin_write`.
+/// The device and inode of this process's pid namespace when it is not the
+/// initial one (a container), in which the kernel numbers the daemon's
+/// thread group differently from the way its programs see it by default.
+fn own_pid_namespace() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    /// The initial pid namespace's inode (PROC_PID_INIT_INO), fixed by the kernel.
+    const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+    let ns = std::fs::metadata("/proc/self/ns/pid").ok()?;
+    (ns.ino() != INITIAL_PID_NAMESPACE).then(|| (ns.dev(), ns.ino()))
+}
+
+/// Opens and loads the sysctl-write program: the one that tells the
+/// daemon's writes by its id in `pidns` when given, else the one that
+/// tells them by its id in the initial namespace.
+fn load_sysctl_watch(
+    storage: &mut MaybeUninit<OpenObject>,
+    pidns: Option<(u64, u64)>,
+) -> Result<generated_sysctl_watch::SysctlWatchSkel<'_>, String> {
+    let mut open = SysctlWatchSkelBuilder::default().open(storage).map_err(|e| format!("open: {e}"))?;
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        rodata.host_tgid = std::process::id();
+        if let Some((dev, ino)) = pidns {
+            rodata.host_pidns_dev = dev;
+            rodata.host_pidns_ino = ino;
+        }
+    }
+    let (wanted, unwanted) = match pidns {
+        Some(_) => (&mut open.progs.sysctl_watch_writes_pidns, &mut open.progs.sysctl_watch_writes),
+        None => (&mut open.progs.sysctl_watch_writes, &mut open.progs.sysctl_watch_writes_pidns),
+    };
+    wanted.set_autoload(true);
+    unwanted.set_autoload(false);
+    open.load().map_err(|e| format!("load: {e}"))
+}
+
 fn attach_sysctl_watch<'skel>(
     skel: &'skel generated_sysctl_watch::SysctlWatchSkel<'_>,
     cgroup: &std::fs::File,
     mut on_admin_write: impl FnMut(AdminWrite) + 'skel,
     attached: &mut Attached,
 ) -> Option<libbpf_rs::RingBuffer<'skel>> {
-    let link = match skel.progs.sysctl_watch_writes.attach_cgroup(cgroup.as_raw_fd()) {
+    // The one `load_sysctl_watch` loaded.
+    let program = if skel.progs.sysctl_watch_writes_pidns.autoload() {
+        &skel.progs.sysctl_watch_writes_pidns
+    } else {
+        &skel.progs.sysctl_watch_writes
+    };
+    let link = match program.attach_cgroup(cgroup.as_raw_fd()) {
         Ok(link) => link,
         Err(e) => {
             attached.hooks.push(failed(SYSCTL_HOOK, format!("attach to the cgroup-v2 root: {e}")));
