@@ -154,12 +154,16 @@ fn drain_until_stopped(
             return;
         }
         if records {
-            let batch_ends = last_drain + config.drain_interval;
+            // Woken from idle, the first records wait a whole interval for
+            // the rest of their batch, as on a timer.
+            let batch_ends = if flowing { last_drain } else { Instant::now() } + config.drain_interval;
             if sleep_until(woken, batch_ends) == Woken::Stop {
                 return;
             }
-            last_drain = Instant::now();
             flowing = drain(ring, batch, events, shared) > 0;
+            // Counted from the end of the drain, as a timer re-armed after
+            // the work would: batches stay at least an interval apart.
+            last_drain = Instant::now();
         }
         if last_relief_check.elapsed() >= config.relief_check_interval {
             last_relief_check = Instant::now();
@@ -207,12 +211,15 @@ fn sleep_until(woken: &UnixStream, until: Instant) -> Woken {
     }
 }
 
-/// `until` as a poll timeout: none for `None`, at least 0, at most ~24 days.
+/// `until` as a poll timeout: none for `None`, at least 0, at most ~24 days,
+/// never shorter than the time left.
 fn timeout_until(until: Option<Instant>) -> PollTimeout {
     match until {
         None => PollTimeout::NONE,
         Some(until) => {
-            let ms = until.saturating_duration_since(Instant::now()).as_millis();
+            // Rounded up: poll(2) counts whole milliseconds, and a sleep cut
+            // short would put two batches closer than the drain interval.
+            let ms = until.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
             PollTimeout::try_from(ms.min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX)
         }
     }
