@@ -32,6 +32,11 @@ pub enum Record {
         time: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         boot_id: Option<String>,
+        /// When the kernel started (milliseconds since the Unix epoch): the
+        /// same boot when the ids differ only because a container fakes its
+        /// own for some mount namespaces and not others.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        booted_at: Option<u64>,
     },
     /// A policy's change is about to be written.
     Intent(Intent),
@@ -68,6 +73,8 @@ pub struct Snapshot {
     /// When it was taken (milliseconds since the Unix epoch).
     pub time: u64,
     pub boot_id: Option<String>,
+    #[serde(default)]
+    pub booted_at: Option<u64>,
     pub session_pid: Option<u32>,
     pub max_seq: u64,
     pub voided_by_reboot: usize,
@@ -146,7 +153,12 @@ impl Record {
 
     /// The session-start record of this process, now.
     pub fn session_start() -> Record {
-        Record::SessionStart { pid: std::process::id(), time: now_ms(), boot_id: current_boot_id() }
+        Record::SessionStart {
+            pid: std::process::id(),
+            time: now_ms(),
+            boot_id: current_boot_id(),
+            booted_at: current_boot_time_ms(),
+        }
     }
 }
 
@@ -156,6 +168,20 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+/// When the kernel started, in milliseconds since the Unix epoch: the wall
+/// clock less the time since boot. It moves with the wall clock (NTP), so it
+/// is compared with a margin.
+pub fn current_boot_time_ms() -> Option<u64> {
+    let mut since_boot = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes one timespec into a live one.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut since_boot) } != 0 {
+        return None;
+    }
+    let since_boot_ms =
+        u64::try_from(since_boot.tv_sec).ok()?.checked_mul(1000)? + u64::try_from(since_boot.tv_nsec).ok()? / 1_000_000;
+    now_ms().checked_sub(since_boot_ms).filter(|&t| t > 0)
 }
 
 /// This boot's identifier, if the kernel offers one.
@@ -187,6 +213,13 @@ mod tests {
         assert!(line.starts_with(r#"{"kind":"intent","seq":1,"#), "{line}");
         assert!(line.contains(r#""old":{"integers":[4096,131072,6291456]}"#), "{line}");
         assert_eq!(serde_json::from_str::<Record>(&line).expect("decode"), intent);
+    }
+
+    #[test]
+    fn reads_when_the_kernel_started() {
+        let first = current_boot_time_ms().expect("boot time");
+        let again = current_boot_time_ms().expect("boot time");
+        assert!(first < now_ms() && first.abs_diff(again) < 50, "{first} {again}");
     }
 
     #[test]

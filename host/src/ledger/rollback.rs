@@ -706,6 +706,7 @@ mod tests {
             Snapshot {
                 time: 0,
                 boot_id: rng.chance(50).then(|| rng.pick(BOOTS).into()),
+                booted_at: None,
                 session_pid: Some(7),
                 max_seq: seq(rng),
                 voided_by_reboot: rng.below(3),
@@ -737,9 +738,12 @@ mod tests {
                 12 | 13 => Record::RollbackIntent(rollback_intent(rng)),
                 14 => Record::RolledBack { seq: seq(rng), time: 1 },
                 15 => Record::RollbackComplete { time: 1 },
-                16 | 17 => {
-                    Record::SessionStart { pid: 7, time: 0, boot_id: rng.chance(70).then(|| rng.pick(BOOTS).into()) }
-                }
+                16 | 17 => Record::SessionStart {
+                    pid: 7,
+                    time: 0,
+                    boot_id: rng.chance(70).then(|| rng.pick(BOOTS).into()),
+                    booted_at: None,
+                },
                 _ => Record::Snapshot(Box::new(snapshot(rng))),
             }
         }

@@ -34,6 +34,16 @@ enum Pending {
     Restore(RollbackIntent),
 }
 
+/// How far apart two readings of the kernel's start time may be and still
+/// name one boot: the wall clock they derive from is stepped by NTP, and a
+/// reboot takes longer than this.
+const BOOT_TIME_SLACK_MS: u64 = 10_000;
+
+/// Whether two start times (when both are known) name the same boot.
+fn same_boot_time(previous: Option<u64>, current: Option<u64>) -> bool {
+    matches!((previous, current), (Some(a), Some(b)) if a.abs_diff(b) <= BOOT_TIME_SLACK_MS)
+}
+
 /// The fold of the journal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DerivedState {
@@ -41,6 +51,7 @@ pub struct DerivedState {
     scenarios: BTreeMap<String, u32>,
     pending: HashMap<u64, Pending>,
     boot_id: Option<String>,
+    booted_at: Option<u64>,
     max_seq: u64,
     /// Tunables whose changes a reboot undid (counted when the state resets).
     voided_by_reboot: usize,
@@ -69,17 +80,21 @@ impl DerivedState {
             self.max_seq = self.max_seq.max(seq);
         }
         match record {
-            Record::SessionStart { boot_id, pid, .. } => {
+            Record::SessionStart { boot_id, pid, booted_at, .. } => {
                 self.end_peer_entries();
                 self.session_pid = Some(*pid);
                 if let (Some(previous), Some(current)) = (&self.boot_id, boot_id)
                     && previous != current
+                    && !same_boot_time(self.booted_at, *booted_at)
                 {
                     self.voided_by_reboot += self.tunables.values().filter(|t| t.is_changed()).count();
                     self.reset();
                 }
                 if boot_id.is_some() {
                     self.boot_id.clone_from(boot_id);
+                }
+                if booted_at.is_some() {
+                    self.booted_at = *booted_at;
                 }
             }
             Record::Intent(intent) => {
@@ -173,6 +188,7 @@ impl DerivedState {
         Snapshot {
             time,
             boot_id: self.boot_id.clone(),
+            booted_at: self.booted_at,
             session_pid: self.session_pid,
             max_seq: self.max_seq,
             voided_by_reboot: self.voided_by_reboot,
@@ -200,6 +216,7 @@ impl DerivedState {
             scenarios: snapshot.scenarios.clone(),
             pending,
             boot_id: snapshot.boot_id.clone(),
+            booted_at: snapshot.booted_at,
             max_seq: snapshot.max_seq,
             voided_by_reboot: snapshot.voided_by_reboot,
             peers: snapshot.peers.iter().map(|p| ((p.netns.clone(), p.peer.clone()), p.clone())).collect(),
@@ -379,7 +396,7 @@ pub(crate) mod tests {
     }
 
     fn session(boot: &str) -> Record {
-        Record::SessionStart { pid: 1, time: 0, boot_id: Some(boot.into()) }
+        Record::SessionStart { pid: 1, time: 0, boot_id: Some(boot.into()), booted_at: None }
     }
 
     const RMEM: &str = "net.ipv4.tcp_rmem";
@@ -513,6 +530,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn ids_that_differ_at_one_boot_time_are_one_boot() {
+        // A container that fakes its boot id for some mount namespaces only.
+        let at = |boot: &str, booted_at: u64| Record::SessionStart {
+            pid: 1,
+            time: 0,
+            boot_id: Some(boot.into()),
+            booted_at: Some(booted_at),
+        };
+        let records = [
+            at("host", 1_000_000),
+            intent(1, "init", RMEM, ints(&[1]), ints(&[2]), GROW),
+            applied(1),
+            at("fake", 1_003_000),
+        ];
+        let state = DerivedState::from_records(&records);
+        assert_eq!(state.changed().len(), 1, "the same boot, 3 s of clock apart");
+        assert_eq!(state.voided_by_reboot(), 0);
+        let mut rebooted = records.to_vec();
+        rebooted.push(at("after", 1_100_000));
+        assert!(DerivedState::from_records(&rebooted).changed().is_empty(), "another id and start time: a reboot");
+    }
+
+    #[test]
     fn undoes_the_most_recent_change_first() {
         let records = [
             intent(1, "a", RMEM, ints(&[1]), ints(&[2]), GROW),
@@ -542,7 +582,7 @@ pub(crate) mod tests {
     #[test]
     fn peer_entries_live_until_the_next_session_and_then_are_ended() {
         let mut records = vec![
-            Record::SessionStart { pid: 7, time: 0, boot_id: Some("b1".into()) },
+            Record::SessionStart { pid: 7, time: 0, boot_id: Some("b1".into()), booted_at: None },
             peer_intent(1, "10.0.0.2/32", Some("reno")),
             applied(1),
             peer_intent(2, "10.0.0.3/32", Some("bbr")),
@@ -560,7 +600,7 @@ pub(crate) mod tests {
         assert_eq!((entry.pid, entry.confirmed, entry.time), (Some(7), true, 11));
         assert!(state.changed().is_empty() && state.unresolved().is_empty(), "no sysctl to restore or settle");
 
-        records.push(Record::SessionStart { pid: 8, time: 100, boot_id: Some("b1".into()) });
+        records.push(Record::SessionStart { pid: 8, time: 100, boot_id: Some("b1".into()), booted_at: None });
         let state = DerivedState::from_records(&records);
         assert_eq!(state.peers().count(), 0, "the map went with process 7");
         let ended: Vec<(&str, bool)> = state.peers_ended().iter().map(|p| (p.peer.as_str(), p.confirmed)).collect();

@@ -296,7 +296,7 @@ mod tests {
     fn lists_per_destination_settings_and_the_nearest_route_equivalent() {
         use crate::ledger::state::tests::peer_intent;
         let records = [
-            Record::SessionStart { pid: 7, time: 0, boot_id: None },
+            Record::SessionStart { pid: 7, time: 0, boot_id: None, booted_at: None },
             peer_intent(1, "10.0.0.2/32", Some("reno")),
             applied(1),
         ];
