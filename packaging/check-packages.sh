@@ -410,7 +410,7 @@ if ((booted)); then
         python3 -c 'import json,sys; e=json.loads(sys.argv[1]); [print("  %s=%s" % (k, e.get(k))) for k in ("MESSAGE_ID","TUNABLE","OLD","NEW","SCENARIO")]' \
             "${entry}" | indent
         local now
-        now=$(in_container sysctl -n net.ipv4.tcp_rmem | tr -s '[:space:]' ' ')
+        now=$(in_container sysctl -n net.ipv4.tcp_rmem | awk '{$1 = $1; print}')
         echo "tcp_rmem now ${now} (was ${TINY_RMEM})" | indent
         [[ ${now} != "${TINY_RMEM}" ]]
     }
@@ -455,7 +455,7 @@ if ((booted)); then
         [[ $(in_container systemctl is-active wasmtune || true) != active ]]
         # The tuner is gone, so is its tuning.
         local after
-        after=$(in_container sysctl -n net.ipv4.tcp_rmem | tr -s '[:space:]' ' ')
+        after=$(in_container sysctl -n net.ipv4.tcp_rmem | awk '{$1 = $1; print}')
         echo "tcp_rmem after removal: ${after}" | indent
         [[ ${after} == "${TINY_RMEM}" ]]
         # Removal keeps the state directory; only purge deletes it.
@@ -589,7 +589,7 @@ mounts = {m["mountPath"] for m in main["volumeMounts"]}
 for path in ("/sys/kernel/btf", "/sys/fs/cgroup", "/var/lib/wasmtune", "/etc/wasmtune/policies"):
     assert path in mounts, path
 caps = set(main["securityContext"]["capabilities"]["add"])
-assert caps == {"SYS_ADMIN", "NET_ADMIN", "SETUID", "SETGID", "KILL"}, caps
+assert caps == {"SYS_ADMIN", "SETUID", "SETGID", "KILL"}, caps
 print("host namespaces, metrics port and annotations, mounts and capabilities as documented")
 ' "${manifest}" | indent
     # The packaged binary, unpacked: check-config reads the file and stops.

@@ -4,7 +4,7 @@
 # daemon can tune under stays on. Usage: packaging/check-unit.sh [MAX]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-MAX=${1:-2.2}
+MAX=${1:-2.0}
 UNIT=packaging/systemd/wasmtune.service
 
 if ! command -v systemd-analyze >/dev/null; then
