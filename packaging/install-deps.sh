@@ -7,10 +7,15 @@
 set -euo pipefail
 
 # lld: wasm-ld, the linker clang's wasm32 target uses (policies in C).
+# prometheus: the metrics test's scraper (and promtool). systemd:
+# systemd-analyze for the unit's score, and systemd-journald for the journal
+# test; e2fsprogs and util-linux: the file system the watchdog test freezes
+# (mkfs.ext4, fsfreeze) and the mount namespace of the journal test.
 APT_PACKAGES=(
     clang llvm lld libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool
     iproute2 iperf3 nftables ethtool
     prometheus
+    systemd e2fsprogs util-linux
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
