@@ -6,8 +6,9 @@
 //! the reassembly failure rate rises together with the threshold
 //! (correlation above 0.75), more memory only feeds a fragment flood: the
 //! threshold is lowered a step instead, never below its value when first
-//! seen. And when 8 raises in a row leave memory full with most fragments
-//! still failing, more memory is not helping either (a flood of fragments
+//! seen. And when raises in a row have grown the threshold twelvefold and
+//! still leave memory full with most fragments failing, more memory is not
+//! helping either (a flood of fragments
 //! that never complete fills each raise at once): the threshold goes back to
 //! its first value and stays there until reassembly mostly succeeds. The
 //! decision is the pure [`tuner`] module.

@@ -13,10 +13,14 @@ pub const IPV4_HIGH_THRESH: &str = "net.ipv4.ipfrag_high_thresh";
 pub const IPV6_HIGH_THRESH: &str = "net.ipv6.ip6frag_high_thresh";
 /// Reassembly memory is kernel memory that cannot be swapped: 64 MiB at most.
 pub const CAP: u64 = 64 << 20;
-/// Raises in a row after which reassembly still fails for at least half of
-/// the fragments: more memory is not helping, which is what a flood of
-/// fragments that never complete looks like (each raise is filled at once).
-pub const FUTILE_RAISES: u32 = 8;
+/// How far raises in a row may grow the threshold while reassembly still
+/// fails for at least half of the fragments. Past it, more memory is not
+/// helping, which is what a flood of fragments that never complete looks
+/// like (each raise is filled at once). A growth factor rather than a count
+/// of raises, so that the learning rate does not change how much memory a
+/// flood is given; ×12 leaves a legitimate burst that needs ×6 before its
+/// first datagram completes a margin of two.
+pub const FUTILE_GROWTH: u64 = 12;
 
 pub const SCENARIO_RAISE: &str = "need to increase IP fragmentation high threshold";
 pub const SCENARIO_SHRINK: &str = "IP fragment reassembly failures rise with the threshold";
@@ -50,8 +54,9 @@ pub struct Lane {
     threshold_vs_failures: Correlation,
     /// The threshold when first seen: shrinking stops there.
     baseline: Option<u64>,
-    /// Raises in a row followed by memory still full and most fragments failing.
-    futile_raises: u32,
+    /// The threshold when raises followed by memory still full and most
+    /// fragments failing began; `None` once reassembly mostly succeeds.
+    futile_since: Option<u64>,
     /// After futile raises: no raise until reassembly mostly succeeds again.
     holding: bool,
 }
@@ -84,23 +89,23 @@ impl Lane {
         let mostly_failing =
             event.reassembly_requests > 0 && event.reassembly_failures * 2 >= event.reassembly_requests;
         if !mostly_failing {
-            self.futile_raises = 0;
+            self.futile_since = None;
             self.holding = false;
         }
         if !rate::nearly_full(event.bytes, current, rate) || self.holding {
             return None;
         }
         if mostly_failing {
-            self.futile_raises += 1;
-        }
-        if self.futile_raises > FUTILE_RAISES {
-            self.futile_raises = 0;
-            self.holding = true;
-            let reason = format!(
-                "{FUTILE_RAISES} raises in a row and reassembly still fails ({} of {} fragments), with memory full at {current} bytes: more memory only feeds fragments that never complete, which looks like a fragment flood; lowering {name} back to {floor} and not raising it until reassembly mostly succeeds",
-                event.reassembly_failures, event.reassembly_requests
-            );
-            return (current > floor).then(|| Change::new(name, vec![floor as i64], SCENARIO_SHRINK, reason));
+            let since = *self.futile_since.get_or_insert(current);
+            if current >= since.saturating_mul(FUTILE_GROWTH) {
+                self.futile_since = None;
+                self.holding = true;
+                let reason = format!(
+                    "raises took {name} from {since} to {current} bytes (x{FUTILE_GROWTH} or more) and reassembly still fails ({} of {} fragments), with memory full: more memory only feeds fragments that never complete, which looks like a fragment flood; lowering {name} back to {floor} and not raising it until reassembly mostly succeeds",
+                    event.reassembly_failures, event.reassembly_requests
+                );
+                return (current > floor).then(|| Change::new(name, vec![floor as i64], SCENARIO_SHRINK, reason));
+            }
         }
         let new = rate::raise(current, rate, CAP)?;
         let reason = format!(
@@ -168,11 +173,12 @@ mod tests {
     fn raises_that_never_help_fall_back_to_the_start_and_hold() {
         let mut lane = Lane::default();
         let mut threshold = 256u64 << 10;
-        for _ in 0..FUTILE_RAISES {
+        while threshold < (256 << 10) * FUTILE_GROWTH {
             let change = lane.decide(&memory(threshold, 900, 1000), threshold as i64, 4).expect("raise");
             assert_eq!(change.scenario, SCENARIO_RAISE);
             threshold = change.fields[0] as u64;
         }
+        assert!(threshold < (256 << 10) * FUTILE_GROWTH * 5 / 4, "one step past the growth at most: {threshold}");
         let change = lane.decide(&memory(threshold, 900, 1000), threshold as i64, 4).expect("back");
         assert_eq!(change.scenario, SCENARIO_SHRINK);
         assert_eq!(change.fields, vec![256 << 10]);
