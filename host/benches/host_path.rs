@@ -122,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         quarantine: Arc::default(),
         recorder: None,
         shadows: Arc::default(),
+        canaries: Arc::default(),
     };
     // The same component on a thread of this process, fed the same way.
     let mut earlier = Vec::new();

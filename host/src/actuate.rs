@@ -146,6 +146,12 @@ enum Command {
     Rollback {
         reply: Sender<RollbackReport>,
     },
+    /// Undoes what a canary changed (see [`canary_rollback`]).
+    RollbackCanary {
+        policy: String,
+        why: String,
+        reply: Sender<CanaryRollback>,
+    },
     RollbackPolicy {
         policy: String,
         reply: Sender<RollbackReport>,
@@ -246,6 +252,7 @@ impl Actuator {
             epoch: epoch.clone(),
             peers: peers.clone(),
             peer_entries: BTreeMap::new(),
+            displaced: BTreeMap::new(),
             dry_run: config.dry_run,
             registry: config.registry.clone(),
             ledger,
@@ -443,6 +450,22 @@ impl Actuator {
         RollbackReport::default()
     }
 
+    /// Undoes what the canary of `policy` changed: each sysctl back to the
+    /// value before its run of changes, each per-destination entry back to
+    /// the one it replaced (or removed), journaled and logged as the
+    /// current version's, saying `why`.
+    pub fn rollback_canary(&self, policy: &str, why: &str) -> CanaryRollback {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let command = Command::RollbackCanary { policy: policy.to_string(), why: why.to_string(), reply };
+        if self.commands.send(command).is_ok()
+            && let Ok(report) = answer.recv()
+        {
+            return report;
+        }
+        tracing::error!(policy, "the actuator has stopped; the canary of {policy} is not undone");
+        CanaryRollback::default()
+    }
+
     /// Restores the values whose last change `policy` made (see
     /// [`crate::ledger::rollback`]); other policies' changes stay.
     pub fn rollback_policy(&self, policy: &str) -> RollbackReport {
@@ -490,6 +513,9 @@ struct Worker {
     peers: PeerSlot,
     /// Per-destination entries this daemon put in the map, for rollback.
     peer_entries: BTreeMap<(u64, PeerPrefix), String>,
+    /// The entry (owner, settings) each entry replaced when its owner
+    /// differed: what undoing a canary's entry puts back.
+    displaced: BTreeMap<(u64, PeerPrefix), (String, PeerSettings)>,
     dry_run: bool,
     registry: Arc<NetnsRegistry>,
     ledger: Ledger,
@@ -504,11 +530,19 @@ struct Worker {
     epoch: Arc<KernelEpoch>,
 }
 
+mod canary_rollback;
+pub use canary_rollback::CanaryRollback;
+
 impl Worker {
     fn run(mut self, commands: Receiver<Command>) {
         while let Ok(command) = commands.recv() {
-            let writes =
-                matches!(command, Command::AdminWrite(_) | Command::Rollback { .. } | Command::RollbackPolicy { .. });
+            let writes = matches!(
+                command,
+                Command::AdminWrite(_)
+                    | Command::Rollback { .. }
+                    | Command::RollbackPolicy { .. }
+                    | Command::RollbackCanary { .. }
+            );
             match command {
                 Command::Apply(change) => {
                     self.apply(&change);
@@ -533,6 +567,9 @@ impl Worker {
                         roll_back(&mut self.ledger, &NamespaceAccess::Registry(&self.registry), self.dry_run);
                     report.peers_removed = peers_removed;
                     let _ = reply.send(report);
+                }
+                Command::RollbackCanary { policy, why, reply } => {
+                    let _ = reply.send(self.roll_back_canary(&policy, &why));
                 }
                 Command::RollbackPolicy { policy, reply } => {
                     let peers_removed = if self.dry_run { Vec::new() } else { self.clear_peers(Some(&policy)) };
@@ -712,6 +749,7 @@ impl Worker {
         let peer = change.prefix.to_string();
         let settings = change.settings.as_ref().map_or_else(|| "(cleared)".to_string(), PeerSettings::to_string);
         let map = self.peers.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let replaced = self.ledger.state().peer(&netns, &peer).map(|entry| entry.settings.clone());
         let result = match (&map, self.dry_run) {
             (_, true) => {
                 let intent = self.peer_intent(change, &netns, self.plan.max_seq() + 1);
@@ -738,8 +776,18 @@ impl Worker {
         }
         let key = (change.netns, change.prefix);
         match change.settings {
-            Some(_) => self.peer_entries.insert(key, change.policy.clone()),
-            None => self.peer_entries.remove(&key),
+            Some(_) => {
+                if let (Some(owner), Some(settings)) = (self.peer_entries.get(&key), replaced)
+                    && *owner != change.policy
+                {
+                    self.displaced.insert(key, (owner.clone(), settings));
+                }
+                self.peer_entries.insert(key, change.policy.clone())
+            }
+            None => {
+                self.displaced.remove(&key);
+                self.peer_entries.remove(&key)
+            }
         };
         let event = if self.dry_run { "peer-would-change" } else { "peer-change" };
         tracing::info!(

@@ -259,6 +259,53 @@ pub enum PolicyCommand {
         #[command(flatten)]
         query: QueryArgs,
     },
+    /// Run FILE as the canary of the policy of its name: it acts only in
+    /// the namespaces or for the peers given, the current version keeps
+    /// everything else, and it is reverted on its own if its health there
+    /// regresses (docs/policy-lifecycle.md).
+    Canary {
+        /// The policy file.
+        file: PathBuf,
+        /// A namespace the canary takes over (repeat for more).
+        #[arg(long = "netns", value_name = "NAME", required_unless_present = "prefixes", conflicts_with = "prefixes")]
+        netns: Vec<String>,
+        /// A peer prefix whose per-destination settings the canary takes over (repeat for more).
+        #[arg(long = "prefix", value_name = "CIDR")]
+        prefixes: Vec<String>,
+        /// What it is judged by: throughput, delivery-rate, retransmits, srtt or drops [default: throughput].
+        #[arg(long)]
+        metric: Option<String>,
+        /// How much worse, as a fraction, reverts it [default: 0.2].
+        #[arg(long)]
+        margin: Option<f64>,
+        /// Seconds of samples judged [default: 60].
+        #[arg(long = "window", value_name = "SECONDS")]
+        window_seconds: Option<u64>,
+        /// Compared with its own scope before it started (baseline) or with
+        /// everything outside its scope (control) [default: baseline].
+        #[arg(long)]
+        compare: Option<String>,
+        /// Connections needed on each side before judging [default: 5].
+        #[arg(long)]
+        min_connections: Option<usize>,
+        /// Connections that moved fewer bytes are not judged [default: 262144].
+        #[arg(long)]
+        min_bytes: Option<u64>,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+    /// Make the canary of NAME the version of NAME everywhere (a hot swap).
+    Promote {
+        name: String,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
+    /// End the canary of NAME, rolling back what it changed.
+    Abort {
+        name: String,
+        #[command(flatten)]
+        query: QueryArgs,
+    },
     /// The running daemon's policies.
     List(QueryArgs),
     /// Start a policy that is on offer (until the daemon stops).

@@ -44,6 +44,10 @@ pub struct AdminConfig {
     pub metrics: Option<MetricsSettings>,
     #[serde(default)]
     pub policies: BTreeMap<String, PolicySettings>,
+    /// Canary versions, by policy name (`docs/policy-lifecycle.md`): kept
+    /// here, they come back after a restart.
+    #[serde(default)]
+    pub canary: BTreeMap<String, CanaryConfig>,
     /// The file this was read from, to place errors found after parsing.
     #[serde(skip)]
     source: ConfigSource,
@@ -79,6 +83,52 @@ impl<'de> Deserialize<'de> for ListenAddr {
                 "{text:?} is not an address and port, such as \"127.0.0.1:9560\" or \"[::1]:9560\""
             ))
         })
+    }
+}
+
+/// `[canary.NAME]`: a file that runs as the canary of policy NAME in a
+/// scope, judged as the health keys say; or, with `promote = true`, as the
+/// version of NAME everywhere.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CanaryConfig {
+    pub file: PathBuf,
+    #[serde(default)]
+    pub netns: Vec<String>,
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    pub metric: Option<String>,
+    pub margin: Option<f64>,
+    pub window_seconds: Option<u64>,
+    pub compare: Option<String>,
+    pub min_connections: Option<usize>,
+    pub min_bytes: Option<u64>,
+    #[serde(default)]
+    pub promote: bool,
+}
+
+impl CanaryConfig {
+    /// Its scope and how it is judged; the error names the field.
+    pub fn resolve(
+        &self,
+    ) -> Result<(crate::canary::scope::CanaryScope, crate::canary::health::HealthSettings), (String, String)> {
+        if !self.file.is_absolute() {
+            return Err(("file".into(), format!("{} is not an absolute path", self.file.display())));
+        }
+        let scope = crate::canary::scope::CanaryScope::parse(&self.netns, &self.prefixes).map_err(|e| {
+            let field = if self.prefixes.is_empty() { "netns" } else { "prefixes" };
+            (field.to_string(), e.to_string())
+        })?;
+        let request = crate::canary::health::HealthRequest {
+            metric: self.metric.clone(),
+            margin: self.margin,
+            window_seconds: self.window_seconds,
+            compare: self.compare.clone(),
+            min_connections: self.min_connections,
+            min_bytes: self.min_bytes,
+        };
+        let health = request.resolve(&scope).map_err(|(field, problem)| (field.to_string(), problem))?;
+        Ok((scope, health))
     }
 }
 
@@ -355,6 +405,13 @@ impl AdminConfig {
                     });
                 }
             }
+        }
+        for (policy, canary) in &config.canary {
+            canary.resolve().map_err(|(field, problem)| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                field: format!("canary.{policy}.{field}"),
+                problem,
+            })?;
         }
         for (policy, settings) in &config.policies {
             if let Some(tcp) = &settings.tcp {

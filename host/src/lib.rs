@@ -32,6 +32,7 @@ pub mod bpf;
 pub mod signals;
 
 // What policies may do.
+pub mod canary;
 pub mod manifest;
 pub mod config;
 pub mod grants;

@@ -103,6 +103,31 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             query(&q, &request)
         }
         Some(Command::Policy(PolicyCommand::Disable { name, query: q })) => query(&q, &Request::PolicyDisable { name }),
+        Some(Command::Policy(PolicyCommand::Canary {
+            file,
+            netns,
+            prefixes,
+            metric,
+            margin,
+            window_seconds,
+            compare,
+            min_connections,
+            min_bytes,
+            query: q,
+        })) => {
+            let file = std::path::absolute(&file).with_context(|| format!("{}", file.display()))?;
+            let health = wasmtune::canary::health::HealthRequest {
+                metric,
+                margin,
+                window_seconds,
+                compare,
+                min_connections,
+                min_bytes,
+            };
+            query(&q, &Request::CanaryStart { file: file.to_string_lossy().into_owned(), netns, prefixes, health })
+        }
+        Some(Command::Policy(PolicyCommand::Promote { name, query: q })) => query(&q, &Request::CanaryPromote { name }),
+        Some(Command::Policy(PolicyCommand::Abort { name, query: q })) => query(&q, &Request::CanaryAbort { name }),
         Some(Command::Status(q)) => query(&q, &Request::Status),
         Some(Command::Metrics(q)) => query(&q, &Request::Metrics),
         Some(Command::Summary(q)) => query(&q, &Request::Summary),

@@ -19,6 +19,8 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::Receiver;
 
+use crate::canary::health::{HealthSettings, Observations};
+use crate::canary::scope::CanaryScope;
 use crate::events::{event_kind, event_netns};
 use crate::netns::NetnsRegistry;
 use crate::recording::writer::Recorder;
@@ -40,6 +42,80 @@ pub struct PolicySet {
     shadows: RwLock<BTreeMap<String, Arc<PolicyWorker>>>,
     /// Numbers the batches routed while a shadow runs.
     batches: AtomicU64,
+    /// Canary versions, by policy name: each gets the events of its scope,
+    /// and the current version of its name no longer does.
+    canaries: RwLock<BTreeMap<String, Arc<Canary>>>,
+    /// What the canaries are judged by, kept for every tuned namespace so
+    /// that a canary has a baseline from before it started.
+    observations: Mutex<Observations>,
+    /// Told when a canary starts (the judge sleeps while none runs).
+    canary_signal: OnceLock<crossbeam_channel::Sender<()>>,
+}
+
+/// A canary version and what it is held to.
+pub struct Canary {
+    pub worker: Arc<PolicyWorker>,
+    pub scope: CanaryScope,
+    pub health: HealthSettings,
+    pub started: std::time::Instant,
+    /// Declared in the configuration (it comes back after a restart), or
+    /// started from the command line.
+    pub declared: bool,
+    /// The judge's last verdict, for status.
+    pub verdict: Mutex<Option<crate::canary::health::Verdict>>,
+}
+
+impl PolicySet {
+    /// Adds (or replaces) the canary of its name.
+    pub fn insert_canary(&self, canary: Canary) -> Option<Arc<Canary>> {
+        let mut canaries = self.canaries.write().unwrap_or_else(|p| p.into_inner());
+        let replaced = canaries.insert(canary.worker.name.clone(), Arc::new(canary));
+        if let Some(signal) = self.canary_signal.get() {
+            let _ = signal.try_send(());
+        }
+        replaced
+    }
+
+    /// A channel told whenever a canary starts (for one listener: the judge).
+    pub fn canary_started(&self) -> crossbeam_channel::Receiver<()> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.canary_signal.set(tx).is_err() {
+            tracing::warn!("a second canary judge would never be told; the first is");
+        }
+        rx
+    }
+
+    pub fn remove_canary(&self, name: &str) -> Option<Arc<Canary>> {
+        self.canaries.write().unwrap_or_else(|p| p.into_inner()).remove(name)
+    }
+
+    pub fn canary(&self, name: &str) -> Option<Arc<Canary>> {
+        self.canaries.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+    }
+
+    pub fn canaries(&self) -> Vec<Arc<Canary>> {
+        self.canaries.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+
+    /// Removes every canary, for stopping.
+    pub fn clear_canaries(&self) -> Vec<Arc<Canary>> {
+        let mut canaries = self.canaries.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *canaries).into_values().collect()
+    }
+
+    /// Runs `f` on what the host has seen lately (for judging canaries).
+    pub fn with_observations<T>(&self, f: impl FnOnce(&Observations) -> T) -> T {
+        f(&self.observations.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn observe(&self, batch: &[Event], registry: &NetnsRegistry) {
+        let now = std::time::Instant::now();
+        let name = |cookie: u64| registry.display_name(cookie);
+        let mut observations = self.observations.lock().unwrap_or_else(|p| p.into_inner());
+        for event in batch.iter().filter(|e| reaches_policies(e, |n| registry.is_tuned(n))) {
+            observations.observe(event, &name, now);
+        }
+    }
 }
 
 impl PolicySet {
@@ -186,8 +262,13 @@ pub fn dispatch(batch: &[Event], registry: &NetnsRegistry, policies: &PolicySet)
 /// gets it, whether the live version of its name got it too.
 fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, workers: &[Arc<PolicyWorker>]) {
     crate::metrics::global().events(batch);
+    policies.observe(batch, registry);
     let shadows = policies.shadows();
-    let live = route(batch, registry, workers);
+    let mut live = route(batch, registry, workers);
+    let canaries = policies.canaries();
+    if !canaries.is_empty() {
+        deliver_to_canaries(batch, registry, workers, &mut live, &canaries);
+    }
     if shadows.is_empty() {
         for (worker, events) in workers.iter().zip(live) {
             if !events.is_empty() {
@@ -207,6 +288,35 @@ fn deliver(policies: &PolicySet, batch: &[Event], registry: &NetnsRegistry, work
     for (worker, events) in workers.iter().zip(live).chain(shadows.iter().zip(shadowed)) {
         if !events.is_empty() {
             worker.deliver_numbered(seq, events);
+        }
+    }
+}
+
+/// A namespace canary takes its namespaces' events from the current version
+/// of its name; a peer canary gets every event its name gets (connection
+/// summaries of other peers are what it learns the network from), and the
+/// capabilities hold each side to its peers.
+fn deliver_to_canaries(
+    batch: &[Event],
+    registry: &NetnsRegistry,
+    workers: &[Arc<PolicyWorker>],
+    live: &mut [Vec<Event>],
+    canaries: &[Arc<Canary>],
+) {
+    let in_scope = |scope: &CanaryScope, event: &Event| {
+        event_netns(event).is_some_and(|netns| scope.owns_netns(&registry.display_name(netns)))
+    };
+    let canary_workers: Vec<Arc<PolicyWorker>> = canaries.iter().map(|c| c.worker.clone()).collect();
+    let routed = route(batch, registry, &canary_workers);
+    for (canary, mut events) in canaries.iter().zip(routed) {
+        if let CanaryScope::Netns(_) = canary.scope {
+            events.retain(|e| event_netns(e).is_none() || in_scope(&canary.scope, e));
+            if let Some(i) = workers.iter().position(|w| w.name == canary.worker.name) {
+                live[i].retain(|e| !in_scope(&canary.scope, e));
+            }
+        }
+        if !events.is_empty() {
+            canary.worker.deliver(events);
         }
     }
 }

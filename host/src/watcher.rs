@@ -158,6 +158,9 @@ pub fn check_file(dir: &Path, path: &Path) -> Result<(), FileRefused> {
     check_metadata(&meta)
 }
 
+mod canary;
+pub use canary::{CanaryRequest, Ending, RevertedCanary};
+
 /// Reconciles running policies with the built-ins and directories.
 pub struct Reconciler {
     builtins: Vec<Arc<PolicyImage>>,
@@ -192,6 +195,11 @@ pub struct Reconciler {
     /// Running policies to start again although their file is the same:
     /// a reload changed their settings.
     restart: HashSet<String>,
+    /// Canary files promoted to be the version of their name everywhere.
+    promoted: BTreeMap<String, PathBuf>,
+    /// What each canary was asked to be, by policy name.
+    canary_requests: BTreeMap<String, canary::CanaryRequest>,
+    reverted_canaries: canary::RevertedCanaries,
 }
 
 /// What a reconcile finds on offer under one name.
@@ -241,6 +249,9 @@ impl Reconciler {
             shadow_images: HashMap::new(),
             shadow_files: BTreeMap::new(),
             restart: HashSet::new(),
+            promoted: BTreeMap::new(),
+            canary_requests: BTreeMap::new(),
+            reverted_canaries: canary::RevertedCanaries::default(),
         }
     }
 
@@ -381,8 +392,10 @@ impl Reconciler {
     }
 
     fn reconcile_into(&mut self, retired: &mut Retired) {
+        self.reconcile_declared_promotions();
         self.reconcile_live(retired);
         self.reconcile_shadows(retired);
+        self.reconcile_declared_canaries();
     }
 
     fn reconcile_live(&mut self, retired: &mut Retired) {
@@ -667,6 +680,18 @@ impl Reconciler {
             }
         }
         self.images.retain(|key, _| seen.contains(key));
+        // A promoted canary is the version of its name, wherever it lies.
+        for (name, path) in self.promoted.clone() {
+            let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+            match self.shadow_image(&dir, &path) {
+                Some(image) if image.name() == name => {
+                    wanted.insert(name, OnOffer::Ready(image));
+                }
+                Some(image) => tracing::warn!(policy = %name, "promoted file {} is policy {} now, not {name}; \
+                    the version of {name} stays as the directories offer it", path.display(), image.name()),
+                None => {}
+            }
+        }
         let keep = self
             .policies
             .snapshot()

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::actuate::{ActuateError, Actuator, PeerEntryChange, SysctlChange};
 use crate::netns::NetnsRegistry;
+use crate::peer::PeerPrefix;
 use crate::sysctl::Value;
 
 pub trait KernelSide: Send + Sync {
@@ -33,6 +34,12 @@ pub trait KernelSide: Send + Sync {
     fn available_congestion(&self) -> Vec<String>;
     /// The time rate limits and change budgets are counted in.
     fn now(&self) -> Instant;
+    /// Why a change in `netns` (of `peer`'s per-destination settings, or of
+    /// a sysctl when `None`) is not this side's while a canary of its
+    /// policy runs ([`crate::caps::canary`]); `None` when it is.
+    fn scope_refusal(&self, _netns: u64, _peer: Option<&PeerPrefix>) -> Option<String> {
+        None
+    }
 }
 
 /// The running kernel, through the daemon's actuator and namespace registry.

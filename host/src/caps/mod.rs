@@ -1,6 +1,7 @@
 //! Host capabilities, one module and one WIT import each, with its checks.
 //! They are linked in one auditable list, [`crate::runtime::linker`].
 
+pub mod canary;
 pub mod clock;
 pub mod denials;
 pub mod kernel;

@@ -132,6 +132,9 @@ impl SysctlCap {
     fn check_change(&self, change: &RequestedChange, requested: &Value) -> Result<Value, Denial> {
         self.check_netns(change.netns)?;
         self.grant.check_writable(&change.name)?;
+        if let Some(why) = self.kernel.scope_refusal(change.netns, None) {
+            return Err(Denial::NotGranted(why));
+        }
         let current = self.current(change.netns, &change.name)?;
         self.grant.check_change(&change.name, &current, requested)?;
         if self.kernel.is_overridden(change.netns, &change.name) {

@@ -84,6 +84,9 @@ impl TcpCap {
             }
             None => {}
         }
+        if let Some(why) = self.kernel.scope_refusal(netns, Some(&prefix)) {
+            return Err(Denial::NotGranted(why));
+        }
         let tunable = peer_tunable(&prefix);
         if settings.is_some() && self.arbiter.owner_of(netns, &tunable).is_none() {
             self.check_new_peer(netns, &prefix)?;

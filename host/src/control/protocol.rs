@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One request, told apart by its `command`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Request {
     /// Policies, tunables and overrides.
@@ -37,6 +37,21 @@ pub enum Request {
     ShadowStart { file: String },
     /// Stop a shadow started with `shadow-start`.
     ShadowStop { name: String },
+    /// Run a policy file as the canary of its name in a scope: namespaces
+    /// or peer prefixes; judged as `health` says (defaults when absent).
+    CanaryStart {
+        file: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        netns: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        prefixes: Vec<String>,
+        #[serde(default)]
+        health: crate::canary::health::HealthRequest,
+    },
+    /// Make the canary of `name` its version everywhere.
+    CanaryPromote { name: String },
+    /// End the canary of `name`, rolling back what it changed.
+    CanaryAbort { name: String },
 }
 
 impl Request {

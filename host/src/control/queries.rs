@@ -49,6 +49,9 @@ impl ControlContext {
             Request::OverrideClear { tunable, netns } => self.clear_override(tunable, netns.as_deref()),
             Request::ShadowStart { file } => self.shadow_start(file),
             Request::ShadowStop { name } => self.shadow_stop(name),
+            Request::CanaryStart { file, netns, prefixes, health } => self.canary_start(file, netns, prefixes, health),
+            Request::CanaryPromote { name } => self.canary_promote(name),
+            Request::CanaryAbort { name } => self.canary_abort(name),
         }
     }
 
@@ -73,6 +76,7 @@ impl ControlContext {
                 "events-lost-upstream": self.policies.upstream_lost(),
                 "runtime": self.runtime_json(),
                 "shadows": self.shadows_json(),
+                "canaries": self.canaries_json(),
         })
     }
 
@@ -129,6 +133,104 @@ impl ControlContext {
             }
             Err(why) => Response::error(why),
         }
+    }
+
+    fn canary_start(
+        &self,
+        file: &str,
+        netns: &[String],
+        prefixes: &[String],
+        health: &crate::canary::health::HealthRequest,
+    ) -> Response {
+        let scope = match crate::canary::scope::CanaryScope::parse(netns, prefixes) {
+            Ok(scope) => scope,
+            Err(e) => return Response::error(e.to_string()),
+        };
+        let health = match health.resolve(&scope) {
+            Ok(health) => health,
+            Err((field, problem)) => return Response::error(format!("--{field}: {problem}")),
+        };
+        let request = crate::watcher::CanaryRequest {
+            file: std::path::PathBuf::from(file),
+            scope: scope.clone(),
+            health,
+            declared: false,
+        };
+        let started = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).start_canary(request);
+        match started {
+            Ok(name) => Response::ok(json!({ "name": name, "file": file, "scope": scope.to_string() })),
+            Err(why) => Response::error(why),
+        }
+    }
+
+    fn canary_promote(&self, name: &str) -> Response {
+        let promoted = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).promote_canary(name);
+        match promoted {
+            Ok(retired) => {
+                retired.stop();
+                let version = self.policies.get(name).map(|w| w.version.clone());
+                Response::ok(json!({ "name": name, "promoted": true, "version": version }))
+            }
+            Err(why) => Response::error(why),
+        }
+    }
+
+    fn canary_abort(&self, name: &str) -> Response {
+        let ended = self.reconciler.lock().unwrap_or_else(|p| p.into_inner()).end_canary(
+            name,
+            crate::watcher::Ending::Aborted,
+            "aborted by the administrator",
+        );
+        match ended {
+            Ok(undone) => Response::ok(json!({ "name": name, "undone": undone, "said": undone.describe() })),
+            Err(why) => Response::error(why),
+        }
+    }
+
+    /// Each canary: its scope, how it is judged and the last verdict; then
+    /// the files reverted for their health.
+    fn canaries_json(&self) -> Json {
+        let running: Vec<Json> = self
+            .policies
+            .canaries()
+            .iter()
+            .map(|c| {
+                let w = &c.worker;
+                let verdict = c.verdict.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                json!({
+                    "name": w.name,
+                    "version": w.version,
+                    "source": w.source.to_string(),
+                    "digest": w.digest,
+                    "state": w.stats.state(),
+                    "scope": c.scope.to_string(),
+                    "declared": c.declared,
+                    "running-ms": u64::try_from(c.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    "metric": c.health.metric,
+                    "margin": c.health.margin,
+                    "window-s": c.health.window.as_secs(),
+                    "compare": c.health.compare,
+                    "min-connections": c.health.min_connections,
+                    "events-handled": w.stats.events_handled.load(Ordering::Relaxed),
+                    "changes-accepted": w.stats.requests.accepted.load(Ordering::Relaxed),
+                    "changes-denied": w.stats.requests.denied.load(Ordering::Relaxed),
+                    "faults": w.stats.faults.load(Ordering::Relaxed),
+                    "verdict": verdict,
+                })
+            })
+            .collect();
+        let reverted: Vec<Json> = self
+            .reconciler
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reverted_canaries()
+            .into_iter()
+            .map(|(name, r)| {
+                json!({ "name": name, "state": "reverted", "source": r.source, "digest": r.digest,
+                "time": r.time, "why": r.why })
+            })
+            .collect();
+        json!({ "running": running, "reverted": reverted })
     }
 
     fn netns_name(&self, cookie: u64) -> String {

@@ -72,6 +72,48 @@ fn shadows(result: &Json, out: &mut Vec<String>) {
     }
 }
 
+fn canaries(result: &Json, out: &mut Vec<String>) {
+    for c in result["canaries"]["running"].as_array().into_iter().flatten() {
+        out.push(format!(
+            "canary {} {} in {} ({}, {} s): {} change(s), {} denied, {} fault(s); judged by {} (margin {}, {} over {} s); {}",
+            text(&c["name"]),
+            text(&c["version"]),
+            text(&c["scope"]),
+            text(&c["state"]),
+            c["running-ms"].as_u64().unwrap_or(0) / 1000,
+            text(&c["changes-accepted"]),
+            text(&c["changes-denied"]),
+            text(&c["faults"]),
+            text(&c["metric"]),
+            text(&c["margin"]),
+            text(&c["compare"]),
+            text(&c["window-s"]),
+            text(&c["source"]),
+        ));
+        let verdict = &c["verdict"];
+        let said = match verdict["verdict"].as_str() {
+            Some("waiting") => format!(
+                "waiting: {} canary and {} reference connection(s), {} needed",
+                text(&verdict["canary-samples"]),
+                text(&verdict["reference-samples"]),
+                text(&verdict["needed"])
+            ),
+            Some(kind) => format!(
+                "{kind}: {} {} against {} ({:+.0} %)",
+                text(&verdict["metric"]),
+                text(&verdict["canary"]),
+                text(&verdict["reference"]),
+                verdict["change"].as_f64().unwrap_or(0.0) * 100.0
+            ),
+            None => "not judged yet".to_string(),
+        };
+        out.push(format!("  health {said}"));
+    }
+    for r in result["canaries"]["reverted"].as_array().into_iter().flatten() {
+        out.push(format!("canary {} reverted: {} ({})", text(&r["name"]), text(&r["why"]), text(&r["source"])));
+    }
+}
+
 /// The lines to print for the answer to `request`.
 pub fn lines(request: &Request, result: &Json) -> Vec<String> {
     let mut out = Vec::new();
@@ -93,6 +135,7 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
             ));
             policies(result, &mut out);
             shadows(result, &mut out);
+            canaries(result, &mut out);
             out.push(String::new());
             out.push(format!(
                 "{:<10} {:<28} {:<28} {:<28} {}",
@@ -164,6 +207,15 @@ pub fn lines(request: &Request, result: &Json) -> Vec<String> {
             text(&result["name"])
         )),
         Request::ShadowStop { name } => out.push(format!("shadow of {name} stopped")),
+        Request::CanaryStart { file, .. } => out.push(format!(
+            "canary of {} running from {file} in {}: it acts there only, and is reverted on a regression",
+            text(&result["name"]),
+            text(&result["scope"])
+        )),
+        Request::CanaryPromote { name } => {
+            out.push(format!("canary of {name} promoted: version {} runs everywhere", text(&result["version"])))
+        }
+        Request::CanaryAbort { name } => out.push(format!("canary of {name} aborted: {}", text(&result["said"]))),
         Request::PolicyEnable { name } | Request::PolicyDisable { name } => {
             let enabled = result["enabled"].as_bool().unwrap_or(false);
             let running = result["running"].as_bool().unwrap_or(false);

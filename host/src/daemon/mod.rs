@@ -2,6 +2,7 @@
 //! policies, BPF, router, directory watcher — runs until SIGINT or SIGTERM,
 //! then stops in reverse order, rolls back when asked, and prints the summary.
 
+mod canary_judge;
 mod outside_changes;
 mod reload;
 mod service_manager;
@@ -120,6 +121,7 @@ struct Running {
     registry: Arc<NetnsRegistry>,
     dry_run: bool,
     metrics: Option<MetricsServer>,
+    judge: Option<canary_judge::CanaryJudge>,
 }
 
 /// Starts the data path from the actuator up: the journal and the
@@ -181,6 +183,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         quarantine,
         recorder: recorder.clone(),
         shadows: Arc::default(),
+        canaries: Arc::default(),
     };
     let policies = Arc::new(PolicySet::default());
     if let Some(recorder) = recorder {
@@ -188,6 +191,9 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
     }
     let builtins = crate::builtin::load_all();
     let mut reconciler = Reconciler::new(builtins, opts.policy_dirs.clone(), ctx, config, trust, policies.clone());
+    if !opts.dry_run {
+        reconciler.keep_reverted_canaries_in(&opts.state_dir);
+    }
     // Nothing runs yet, so nothing is retired; stopped all the same.
     reconciler.reconcile().stop();
     let offered = reconciler.offered();
@@ -254,6 +260,13 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         }
     };
     let metrics = metrics_ctx.and_then(|(addr, ctx)| start_metrics(addr, ctx));
+    let judge = match canary_judge::CanaryJudge::spawn(policies.clone(), reconciler.clone()) {
+        Ok(judge) => Some(judge),
+        Err(e) => {
+            tracing::warn!("canaries are not judged (no automatic revert): {e}");
+            None
+        }
+    };
     say_ready(&policies, &registry, kernel.as_deref(), rate, opts.dry_run);
     Ok(Running {
         actuator,
@@ -270,6 +283,7 @@ fn start(opts: &RunOptions) -> anyhow::Result<Running> {
         registry: registry.clone(),
         dry_run: opts.dry_run,
         metrics,
+        judge,
     })
 }
 
@@ -297,6 +311,9 @@ impl Running {
         if let Some(metrics) = self.metrics {
             metrics.stop();
         }
+        if let Some(judge) = self.judge {
+            judge.stop();
+        }
         if let Some(w) = self.watcher {
             w.stop();
         }
@@ -316,6 +333,8 @@ impl Running {
         // One shared deadline: a policy stuck in a call cannot hold up the
         // rollback and the summary.
         crate::runtime::worker::stop_all(&self.policies.clear_shadows());
+        let canaries: Vec<_> = self.policies.clear_canaries().iter().map(|c| c.worker.clone()).collect();
+        crate::runtime::worker::stop_all(&canaries);
         crate::runtime::worker::stop_all(&self.policies.clear());
         self.runtime.stop();
         if rollback {

@@ -37,6 +37,11 @@ pub struct TunableHistory {
     pub last_time: u64,
     /// Sequence number of the last record that touched it, for ordering.
     pub last_seq: u64,
+    /// The value before `last_policy`'s run of changes began: undoing a
+    /// canary puts this back, not the original (the current version's
+    /// earlier changes stand). Absent in journals written before it.
+    #[serde(default)]
+    pub before_run: Option<Value>,
 }
 
 impl TunableHistory {

@@ -698,6 +698,7 @@ mod tests {
                 last_reason: String::new(),
                 last_time: 0,
                 last_seq: seq(rng),
+                before_run: None,
             }
         }
 

@@ -110,6 +110,7 @@ impl DerivedState {
                     last_reason: String::new(),
                     last_time: 0,
                     last_seq: intent.seq,
+                    before_run: None,
                 });
                 history.netns_cookie = intent.netns;
                 history.unconfirmed = Some(intent.new.clone());
@@ -125,6 +126,9 @@ impl DerivedState {
             Record::Applied { seq, time } => match self.pending.remove(seq) {
                 Some(Pending::Change(intent)) => {
                     if let Some(history) = self.tunables.get_mut(&key_of(&intent.netns_name, &intent.tunable)) {
+                        if history.changes == 0 || history.last_policy != intent.policy {
+                            history.before_run = Some(intent.old.clone());
+                        }
                         history.last_written = Some(intent.new.clone());
                         history.unconfirmed = None;
                         history.changes += 1;

@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 
 use crate::actuate::Actuator;
+use crate::canary::scope::{CanaryScopes, Side};
+use crate::caps::canary::ScopedKernel;
 use crate::caps::kernel::{KernelSide, LiveKernel};
 use crate::caps::log::LogCap;
 use crate::caps::shadow::{ShadowBook, ShadowBooks, ShadowKernel};
@@ -103,6 +105,9 @@ pub struct WorkerContext {
     pub quarantine: Arc<QuarantineList>,
     /// The shadow versions' books, by policy name.
     pub shadows: Arc<ShadowBooks>,
+    /// The scopes of running canaries, by policy name: both versions of a
+    /// name consult it on every change.
+    pub canaries: Arc<CanaryScopes>,
     /// `--record`: the sysctl values policies read are written down.
     pub recorder: Option<Arc<crate::recording::writer::Recorder>>,
 }
@@ -216,6 +221,8 @@ pub struct PolicyWorker {
     thread: Mutex<Option<WorkerThread>>,
     /// A shadow version's book (`None` for a live policy).
     pub shadow_book: Option<Arc<ShadowBook>>,
+    /// A canary acts in its scope only; the current version everywhere else.
+    pub side: Side,
 }
 
 /// A policy's thread and a way to wait for its end with a deadline (std's
@@ -269,7 +276,19 @@ impl PolicyWorker {
         settings: &PolicySettings,
         totals: Arc<NameTotals>,
     ) -> Result<PolicyWorker, LoadError> {
-        PolicyWorker::start_inner(image, ctx, settings, totals, None)
+        PolicyWorker::start_inner(image, ctx, settings, totals, None, Side::Current)
+    }
+
+    /// A canary version of `image`'s name: it acts only in the scope
+    /// `ctx.canaries` holds for its name ([`crate::caps::canary`]); its
+    /// changes are journaled under [`crate::canary::journal_label`].
+    pub fn start_canary(
+        image: &PolicyImage,
+        ctx: &WorkerContext,
+        settings: &PolicySettings,
+        totals: Arc<NameTotals>,
+    ) -> Result<PolicyWorker, LoadError> {
+        PolicyWorker::start_inner(image, ctx, settings, totals, None, Side::Canary)
     }
 
     /// A shadow version of `image`'s name: the same checks, nothing changed
@@ -280,7 +299,7 @@ impl PolicyWorker {
         settings: &PolicySettings,
         book: Arc<ShadowBook>,
     ) -> Result<PolicyWorker, LoadError> {
-        PolicyWorker::start_inner(image, ctx, settings, Arc::default(), Some(book))
+        PolicyWorker::start_inner(image, ctx, settings, Arc::default(), Some(book), Side::Current)
     }
 
     fn start_inner(
@@ -289,6 +308,7 @@ impl PolicyWorker {
         settings: &PolicySettings,
         totals: Arc<NameTotals>,
         shadow: Option<Arc<ShadowBook>>,
+        side: Side,
     ) -> Result<PolicyWorker, LoadError> {
         if settings.enabled == Some(false) {
             return Err(LoadError::Disabled);
@@ -318,6 +338,7 @@ impl PolicyWorker {
             charges: Charges::default(),
             tick: None,
             shadow: shadow.clone().map(|book| (book, Arc::new(Arbiter::default()))),
+            side,
         };
         let thread = WorkerThread::spawn(format!("policy-{}", image.name()), move || runner.run(rx, ready_tx))
             .map_err(LoadError::Spawn)?;
@@ -358,6 +379,7 @@ impl PolicyWorker {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             shadow_book: shadow,
+            side,
         })
     }
 
@@ -489,6 +511,7 @@ struct Runner {
     /// Set for a shadow version: its book, and its own arbiter (a shadow
     /// owns nothing the live policies could be refused for).
     shadow: Option<(Arc<ShadowBook>, Arc<Arbiter>)>,
+    side: Side,
 }
 
 /// One `namespace-change` (created) per namespace the host tunes: what a
@@ -1097,14 +1120,26 @@ impl Runner {
             let log = LogCap::new(&format!("{} (shadow)", self.name));
             return LocalHost::new(log, sysctl, StateCap { store: Arc::default() });
         }
+        let scoped = Arc::new(ScopedKernel {
+            inner: live,
+            policy: self.name.clone(),
+            side: self.side,
+            scopes: self.ctx.canaries.clone(),
+        });
         let sysctl = SysctlCap::new(
             self.grant.clone(),
             self.ctx.arbiter.clone(),
-            live,
+            scoped,
             self.stats.requests.clone(),
             self.ctx.missing.clone(),
         )
         .recording_to(self.ctx.recorder.clone());
+        if self.side == Side::Canary {
+            // Its own state: the current version's is not a new version's
+            // to rewrite until it is promoted.
+            let log = LogCap::new(&crate::canary::journal_label(&self.name));
+            return LocalHost::new(log, sysctl, StateCap { store: Arc::default() });
+        }
         LocalHost::new(LogCap::new(&self.name), sysctl, StateCap { store: self.ctx.stores.for_policy(&self.name) })
     }
 
