@@ -9,6 +9,7 @@ mod admin_rules;
 mod bad_files;
 mod bpf_events;
 mod c_policy;
+mod canary;
 mod churn;
 mod control;
 mod crash;

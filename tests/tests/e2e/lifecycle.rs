@@ -207,23 +207,50 @@ pub const TWO_STEPS: &str = "let raised = current.max.saturating_add(step.satura
 /// tcp-buffer's source, copied out of the repository with one decision
 /// changed, built as a crate of its own against the SDK source.
 pub fn build_tcp_buffer_variant(dir: &Path) -> std::path::PathBuf {
+    build_policy_variant(dir, "tcp-buffer", "tcp-buffer-variant", &[("src/tuner.rs", ONE_STEP, TWO_STEPS)])
+}
+
+/// tcp-cong's choices in its `init`, which the reno variant changes.
+pub const TCP_CONG_ARMS: &str = "let algorithms = arms(GRANTED, config.setting(\"algorithms\"), &available);";
+pub const TCP_CONG_ON_LOSS: &str = "pub const ON_LOSS: &str = \"bbr\";";
+
+/// A bad tcp-cong: it picks reno for every peer, lossy ones included, and
+/// switches lossy connections to reno (not bbr).
+pub fn build_tcp_cong_reno_variant(dir: &Path) -> std::path::PathBuf {
+    build_policy_variant(
+        dir,
+        "tcp-cong",
+        "tcp-cong-reno",
+        &[
+            ("src/lib.rs", TCP_CONG_ARMS, "let algorithms = arms(GRANTED, Some(\"reno\"), &available);"),
+            ("src/lib.rs", TCP_CONG_ON_LOSS, "pub const ON_LOSS: &str = \"reno\";"),
+        ],
+    )
+}
+
+/// `policies/POLICY`'s source copied into `dir` with each `(file, from,
+/// to)` replacement made, built for wasm32-wasip2 as crate `crate_name`
+/// against the SDK source; the component's path.
+pub fn build_policy_variant(dir: &Path, policy: &str, crate_name: &str, patches: &[(&str, &str, &str)]) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let source = root.join("policies/tcp-buffer");
+    let source = root.join("policies").join(policy);
     std::fs::create_dir_all(dir.join("src")).expect("variant directory");
-    for entry in std::fs::read_dir(source.join("src")).expect("tcp-buffer source") {
+    for entry in std::fs::read_dir(source.join("src")).expect("policy source") {
         let entry = entry.expect("a source file");
         std::fs::copy(entry.path(), dir.join("src").join(entry.file_name())).expect("copy a source file");
     }
     std::fs::copy(source.join("policy.toml"), dir.join("policy.toml")).expect("copy the manifest");
-    let tuner = dir.join("src/tuner.rs");
-    let text = std::fs::read_to_string(&tuner).expect("tuner.rs");
-    assert!(text.contains(ONE_STEP), "tcp-buffer's grow step moved; update this test's variant");
-    std::fs::write(&tuner, text.replace(ONE_STEP, TWO_STEPS)).expect("patch the variant");
+    for (file, from, to) in patches {
+        let path = dir.join(file);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(text.contains(from), "{policy}'s {file} no longer has {from:?}; update this test's variant");
+        std::fs::write(&path, text.replace(from, to)).expect("patch the variant");
+    }
     let sdk = root.join("sdk");
     std::fs::write(
         dir.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"tcp-buffer-variant\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
+            "[package]\nname = \"{crate_name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
              [lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\nwasmtune-sdk = {{ path = {:?} }}\n\n\
              [workspace]\n\n[profile.release]\nopt-level = \"s\"\nlto = true\npanic = \"abort\"\n",
             sdk.display().to_string()
@@ -238,7 +265,7 @@ pub fn build_tcp_buffer_variant(dir: &Path) -> std::path::PathBuf {
         .output()
         .expect("run cargo build of the variant");
     assert!(out.status.success(), "cargo build of the variant failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    target_dir.join("wasm32-wasip2/release/tcp_buffer_variant.wasm")
+    target_dir.join(format!("wasm32-wasip2/release/{}.wasm", crate_name.replace('-', "_")))
 }
 
 /// A receiver maximum far below what a veth link needs (96 KiB).
