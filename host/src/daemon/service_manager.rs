@@ -56,7 +56,8 @@ impl Liveness {
         if !self.router.answers_by(deadline) {
             return Some("the router".into());
         }
-        let workers = self.policies.snapshot().into_iter().chain(self.policies.shadows());
+        let canaries = self.policies.canaries().into_iter().map(|c| c.worker.clone());
+        let workers = self.policies.snapshot().into_iter().chain(self.policies.shadows()).chain(canaries);
         workers.into_iter().find(|w| !w.answers_by(deadline)).map(|w| format!("the thread of policy {}", w.name))
     }
 }

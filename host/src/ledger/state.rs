@@ -434,6 +434,40 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_run_of_changes_by_one_policy_remembers_where_it_began() {
+        let by = |record: Record, policy: &str| match record {
+            Record::Intent(mut intent) => {
+                intent.policy = policy.into();
+                Record::Intent(intent)
+            }
+            other => other,
+        };
+        let records = [
+            session("b1"),
+            by(intent(1, "rx", RMEM, ints(&[4096, 131072, 100]), ints(&[4096, 131072, 125]), GROW), "tcp-buffer"),
+            applied(1),
+            by(
+                intent(2, "rx", RMEM, ints(&[4096, 131072, 125]), ints(&[4096, 131072, 200]), GROW),
+                "tcp-buffer (canary)",
+            ),
+            applied(2),
+            by(
+                intent(3, "rx", RMEM, ints(&[4096, 131072, 200]), ints(&[4096, 131072, 300]), GROW),
+                "tcp-buffer (canary)",
+            ),
+            applied(3),
+        ];
+        let history = DerivedState::from_records(&records).get("rx", RMEM).cloned().expect("history");
+        assert_eq!(
+            history.before_run,
+            Some(ints(&[4096, 131072, 125])),
+            "the canary's run began at the current version's value"
+        );
+        assert_eq!(history.original, ints(&[4096, 131072, 100]));
+        assert_eq!(history.last_policy, "tcp-buffer (canary)");
+    }
+
+    #[test]
     fn original_is_the_old_value_of_the_first_intent_and_last_is_the_last_applied() {
         let records = [
             session("b1"),
