@@ -195,8 +195,10 @@ pub struct Reconciler {
     /// Running policies to start again although their file is the same:
     /// a reload changed their settings.
     restart: HashSet<String>,
-    /// Canary files promoted to be the version of their name everywhere.
-    promoted: BTreeMap<String, PathBuf>,
+    /// Canary files promoted to be the version of their name everywhere:
+    /// by `policy promote` (until the daemon stops) or declared (while the
+    /// configuration says so).
+    promoted: BTreeMap<String, canary::Promotion>,
     /// What each canary was asked to be, by policy name.
     canary_requests: BTreeMap<String, canary::CanaryRequest>,
     reverted_canaries: canary::RevertedCanaries,
@@ -681,7 +683,7 @@ impl Reconciler {
         }
         self.images.retain(|key, _| seen.contains(key));
         // A promoted canary is the version of its name, wherever it lies.
-        for (name, path) in self.promoted.clone() {
+        for (name, canary::Promotion { file: path, .. }) in self.promoted.clone() {
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
             match self.shadow_image(&dir, &path) {
                 Some(image) if image.name() == name => {

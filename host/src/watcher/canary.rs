@@ -99,6 +99,14 @@ impl RevertedCanaries {
     }
 }
 
+/// A canary file that is the version of its name everywhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promotion {
+    pub file: PathBuf,
+    /// `promote = true` in a `[canary.NAME]` table: it ends with the table.
+    pub declared: bool,
+}
+
 /// How a canary ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -204,7 +212,7 @@ impl Reconciler {
         let PolicySource::File(path) = canary.worker.source.clone() else {
             return Err(format!("the canary of {name} is not a file"));
         };
-        self.promoted.insert(name.to_string(), path.clone());
+        self.promoted.insert(name.to_string(), Promotion { file: path.clone(), declared: false });
         self.enabled_override.insert(name.to_string(), true);
         let mut retired = self.retired();
         self.reconcile_into(&mut retired);
@@ -281,8 +289,10 @@ impl Reconciler {
             .filter(|(_, c)| c.promote)
             .map(|(name, c)| (name.clone(), c.file.clone()))
             .collect();
+        // A declaration removed (or turned into a canary) ends its promotion.
+        self.promoted.retain(|name, p| !p.declared || declared.iter().any(|(n, _)| n == name));
         for (name, file) in declared {
-            self.promoted.insert(name.clone(), file);
+            self.promoted.insert(name.clone(), Promotion { file, declared: true });
             self.enabled_override.entry(name).or_insert(true);
         }
     }
@@ -290,7 +300,8 @@ impl Reconciler {
     pub(super) fn reconcile_declared_canaries(&mut self) {
         let mut wanted: BTreeMap<String, CanaryRequest> = BTreeMap::new();
         for (name, table) in self.config.canary.clone() {
-            if table.promote {
+            // Promoted (declared so, or by `policy promote`): no canary.
+            if table.promote || self.promoted.contains_key(&name) {
                 continue;
             }
             match table.resolve() {
