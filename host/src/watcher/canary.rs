@@ -148,6 +148,16 @@ impl Reconciler {
                 running.worker.source, running.scope
             ));
         }
+        if let CanaryScope::Netns(names) = &request.scope {
+            let registry = &self.ctx.registry;
+            let tuned: Vec<String> = registry.list().into_iter().map(|n| registry.display_name(n.cookie)).collect();
+            if let Some(unknown) = names.iter().find(|n| !tuned.contains(n)) {
+                return Err(format!(
+                    "netns {unknown} is not one this daemon tunes (it tunes: {})",
+                    if tuned.is_empty() { "none".to_string() } else { tuned.join(", ") }
+                ));
+            }
+        }
         // The administrator's explicit request is the enabling; a name the
         // configuration disables stays disabled.
         let settings = self.settings_for(&name, Origin::Replacement);

@@ -199,6 +199,10 @@ fn a_canary_acts_in_its_namespace_only_an_abort_rolls_it_back_and_a_promotion_ma
         .config(&only("tcp-buffer"))
         .start_ready()
         .expect("daemon ready");
+    let (ok, out, err) = harness::cli(&["policy", "canary", &file, "--netns", "wt-nowhere", "--socket", &socket_arg]);
+    assert!(!ok && format!("{out}{err}").contains("not one this daemon tunes"), "{out}{err}");
+    let (ok, out, err) = harness::cli(&["policy", "canary", &file, "--prefix", "10.0.0.0/99", "--socket", &socket_arg]);
+    assert!(!ok && format!("{out}{err}").contains("is not a peer prefix"), "{out}{err}");
     cli_ok(&["policy", "canary", &file, "--netns", canary_bed.tuned_netns().name(), "--socket", &socket_arg]);
     std::thread::scope(|scope| {
         let a = scope.spawn(|| canary_bed.transfer(4));
