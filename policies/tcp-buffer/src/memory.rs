@@ -59,6 +59,17 @@ impl MemoryState {
         self.saved.is_some()
     }
 
+    /// `name` is back to what low-memory mode replaced (or no longer the
+    /// policy's to put back); the mode ends when nothing is left to restore.
+    pub fn restored(&mut self, name: &str) {
+        if let Some(saved) = &mut self.saved {
+            saved.retain(|(saved_name, _)| saved_name != name);
+            if saved.is_empty() {
+                self.saved = None;
+            }
+        }
+    }
+
     /// The values low-memory mode replaced, as text to keep across instance
     /// rebuilds (`name=v1,v2;...`); `None` outside low-memory mode.
     pub fn encode(&self) -> Option<String> {
@@ -131,8 +142,11 @@ impl MemoryState {
         changes
     }
 
+    /// The values to put back. They stay saved until each is reported
+    /// [`MemoryState::restored`]: a restore the host refuses for now (rate
+    /// limit) is asked for again at the next relief, never forgotten.
     fn leave_low_memory(&mut self, event: &MemoryPressure) -> Vec<Change> {
-        let Some(saved) = self.saved.take() else { return vec![] };
+        let Some(saved) = self.saved.clone() else { return vec![] };
         saved
             .into_iter()
             .map(|(name, old)| {
@@ -258,6 +272,14 @@ mod tests {
             ]
         );
         assert!(relieved.iter().all(|c| c.scenario == SCENARIO_RELIEVED));
+        // A restore refused for now is asked for again at the next relief.
+        for change in relieved.iter().filter(|c| c.name != HIGH_ORDER_ALLOC_DISABLE) {
+            state.restored(&change.name);
+        }
+        assert!(state.in_low_memory());
+        let again = state.decide(&event(MemoryLevel::Relieved, 1500), &snapshot(), 4, 4000);
+        assert_eq!(again.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [HIGH_ORDER_ALLOC_DISABLE]);
+        state.restored(HIGH_ORDER_ALLOC_DISABLE);
         assert!(!state.in_low_memory());
         assert!(state.decide(&event(MemoryLevel::Relieved, 1500), &snapshot(), 4, 4000).is_empty());
     }

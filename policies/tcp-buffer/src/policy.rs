@@ -175,7 +175,16 @@ impl<H: Host> TcpBuffer<H> {
                 );
                 self.tunables.say_once(&format!("{netns}/tcp_mem cap"), Level::Info, &message);
             }
-            match self.request_memory(netns, global, &changes) {
+            let (refused_bound, settled) = self.request_memory(netns, global, &changes);
+            if pressure.level == MemoryLevel::Relieved && !settled.is_empty() {
+                let state = self.memory_state(netns);
+                for name in &settled {
+                    state.restored(name);
+                }
+                let encoded = state.encode();
+                self.tunables.host().store(&low_memory_key(netns), encoded.as_deref().map(str::as_bytes));
+            }
+            match refused_bound {
                 Some(narrower) if narrower < cap => {
                     cap = narrower;
                     self.tcp_mem_cap = Some(narrower);
@@ -186,23 +195,32 @@ impl<H: Host> TcpBuffer<H> {
     }
 
     /// Requests `changes`, the global tunables in `global` and the others in
-    /// `netns`; returns the bound that refused a `tcp_mem` change, if any.
-    fn request_memory(&mut self, netns: NetnsId, global: NetnsId, changes: &[Change]) -> Option<u64> {
+    /// `netns`; returns the bound that refused a `tcp_mem` change, if any,
+    /// and the tunables settled: accepted, or the administrator's now.
+    fn request_memory(&mut self, netns: NetnsId, global: NetnsId, changes: &[Change]) -> (Option<u64>, Vec<String>) {
+        let mut settled = Vec::new();
         for change in changes {
             let target = if memory::is_global(&change.name) { global } else { netns };
             if self.tunables.overridden(target, &change.name) {
+                settled.push(change.name.clone());
                 continue;
             }
             // Asked directly: a tcp_mem bound is learned, not logged.
             match self.tunables.host().request(target, change) {
-                Ok(()) => {}
+                Ok(()) => settled.push(change.name.clone()),
                 Err(Denial::OutOfBounds(bounds)) if change.name == memory::TCP_MEM => {
-                    return Some(bounds.max.max(0).unsigned_abs());
+                    return (Some(bounds.max.max(0).unsigned_abs()), settled);
                 }
-                Err(denial) => self.tunables.log_denial(target, &change.name, &denial),
+                // Too soon after the change it undoes (a relief right after
+                // the mode was entered): kept, and asked for at the next relief.
+                Err(denial @ Denial::RateLimited(_)) => self.tunables.log_denial(target, &change.name, &denial),
+                Err(denial) => {
+                    self.tunables.log_denial(target, &change.name, &denial);
+                    settled.push(change.name.clone());
+                }
             }
         }
-        None
+        (None, settled)
     }
 
     fn on_syn(&mut self, overflow: &SynOverflow) {
