@@ -108,11 +108,21 @@ impl PolicySet {
         f(&self.observations.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Keeps the batch's connection summaries and drops (in tuned
+    /// namespaces); a batch with none costs no lock.
     fn observe(&self, batch: &[Event], registry: &NetnsRegistry) {
+        let mut judged = batch
+            .iter()
+            .filter(|e| matches!(e, Event::ConnectionSummary(_) | Event::BacklogDrops(_)))
+            .filter(|e| reaches_policies(e, |n| registry.is_tuned(n)))
+            .peekable();
+        if judged.peek().is_none() {
+            return;
+        }
         let now = std::time::Instant::now();
         let name = |cookie: u64| registry.display_name(cookie);
         let mut observations = self.observations.lock().unwrap_or_else(|p| p.into_inner());
-        for event in batch.iter().filter(|e| reaches_policies(e, |n| registry.is_tuned(n))) {
+        for event in judged {
             observations.observe(event, &name, now);
         }
     }

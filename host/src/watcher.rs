@@ -684,8 +684,7 @@ impl Reconciler {
         self.images.retain(|key, _| seen.contains(key));
         // A promoted canary is the version of its name, wherever it lies.
         for (name, canary::Promotion { file: path, .. }) in self.promoted.clone() {
-            let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-            match self.shadow_image(&dir, &path) {
+            match self.shadow_image(&canary::parent_dir(&path), &path) {
                 Some(image) if image.name() == name => {
                     wanted.insert(name, OnOffer::Ready(image));
                 }

@@ -107,6 +107,12 @@ pub struct Promotion {
     pub declared: bool,
 }
 
+/// The directory a canary file is checked in (its owner and mode, as a
+/// policy directory's).
+pub(super) fn parent_dir(path: &Path) -> PathBuf {
+    path.parent().map_or_else(|| PathBuf::from("/"), Path::to_path_buf)
+}
+
 /// How a canary ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {
@@ -130,9 +136,8 @@ impl Reconciler {
     /// Starts FILE as the canary of its policy name; its name.
     pub fn start_canary(&mut self, request: CanaryRequest) -> Result<String, String> {
         let path = request.file.clone();
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         let image = self
-            .shadow_image(&dir, &path)
+            .shadow_image(&parent_dir(&path), &path)
             .ok_or_else(|| format!("{} cannot run as a canary; see the daemon's log for why", path.display()))?;
         let name = image.name().to_string();
         if let Some(reverted) = self.reverted_canaries.get(&name, &image.digest) {
@@ -331,8 +336,8 @@ impl Reconciler {
             .collect();
         for (name, request) in running {
             let file_changed = wanted.get(&name).is_some_and(|wanted| {
-                let dir = wanted.file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-                let digest = self.shadow_image(&dir, &wanted.file).map(|image| image.digest.clone());
+                let digest =
+                    self.shadow_image(&parent_dir(&wanted.file), &wanted.file).map(|image| image.digest.clone());
                 digest != self.policies.canary(&name).map(|c| c.worker.digest.clone())
             });
             if file_changed || request.as_ref() != wanted.get(&name) {
@@ -345,8 +350,7 @@ impl Reconciler {
             }
             // A reverted declared canary keeps its request: not retried
             // while the file is the same.
-            let dir = request.file.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-            let Some(image) = self.shadow_image(&dir, &request.file) else { continue };
+            let Some(image) = self.shadow_image(&parent_dir(&request.file), &request.file) else { continue };
             if self.reverted_canaries.get(image.name(), &image.digest).is_some() {
                 continue;
             }

@@ -244,3 +244,30 @@ impl std::fmt::Display for FloodRates {
         )
     }
 }
+
+/// The built-in policies.
+pub const BUILTIN: [&str; 7] = ["tcp-buffer", "tcp-cong", "net-buffer", "udp-buffer", "ip-frag", "neigh", "route"];
+
+/// A configuration under which `policy` is the only built-in that runs.
+pub fn only(policy: &str) -> String {
+    BUILTIN.iter().filter(|p| **p != policy).map(|p| format!("[policies.{p}]\nenabled = false\n")).collect()
+}
+
+/// Drops 2 % of the TCP segments arriving at `port` in `netns` (nftables,
+/// in the namespace: gone with it).
+pub fn random_loss(netns: &Netns, port: u16) {
+    let port = port.to_string();
+    netns.run("nft", &["add", "table", "inet", "wtloss"]).expect("nft table");
+    netns
+        .run("nft", &["add", "chain", "inet", "wtloss", "input", "{ type filter hook input priority 0 ; }"])
+        .expect("nft chain");
+    netns
+        .run(
+            "nft",
+            &[
+                "add", "rule", "inet", "wtloss", "input", "tcp", "dport", &port, "numgen", "random", "mod", "1000",
+                "<", "20", "drop",
+            ],
+        )
+        .expect("nft random drop");
+}

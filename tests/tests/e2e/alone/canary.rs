@@ -11,6 +11,7 @@
 //!   version everywhere.
 
 use crate::lifecycle;
+use crate::tuning::{only, random_loss};
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,25 +21,6 @@ use wasmtune::control::Request;
 use wasmtune_tests::harness::{self, BufferBed, Daemon, IperfServer, LogLine, Netns, Requirement, Side, VethPair};
 
 const BAD_RMEM: &str = "4096 131072 98304";
-const BUILTIN: [&str; 7] = ["tcp-buffer", "tcp-cong", "net-buffer", "udp-buffer", "ip-frag", "neigh", "route"];
-
-fn only(policy: &str) -> String {
-    BUILTIN.iter().filter(|p| **p != policy).map(|p| format!("[policies.{p}]\nenabled = false\n")).collect()
-}
-
-/// Drops 2 % of the TCP segments arriving at `port` in `netns` (nftables,
-/// in the namespace: gone with it).
-fn random_loss(netns: &Netns, port: u16) {
-    let port = port.to_string();
-    netns.run("nft", &["add", "table", "inet", "wtloss"]).expect("nft table");
-    netns
-        .run("nft", &["add", "chain", "inet", "wtloss", "input", "{ type filter hook input priority 0 ; }"])
-        .expect("nft chain");
-    let rule = ["add", "rule", "inet", "wtloss", "input", "tcp", "dport", &port];
-    let drop = ["numgen", "random", "mod", "1000", "<", "20", "drop"];
-    netns.run("nft", &[&rule[..], &drop[..]].concat()).expect("nft random drop");
-}
-
 /// The time of day of a log line (`timestamp`, RFC 3339 in UTC), in seconds.
 fn seconds_of_day(line: &LogLine) -> f64 {
     let stamp = line.field("timestamp").unwrap_or_default();
@@ -79,6 +61,16 @@ fn a_bad_tcp_cong_canary_is_reverted_within_its_window_and_throughput_recovers()
         println!(
             "{}",
             json!({ "skipped": "canary revert", "reason": format!("this kernel offers {offered:?}, not bbr and reno") })
+        );
+        return;
+    }
+    // Per-destination settings need the sockops program; a kernel that
+    // cannot attach it says so in `wasmtune support`.
+    let (_, support, _) = harness::cli(&["support"]);
+    if !support.lines().any(|l| l.starts_with("works") && l.contains("sockops/peer-settings")) {
+        println!(
+            "{}",
+            json!({ "skipped": "canary revert", "reason": "per-destination settings (sockops) do not work here" })
         );
         return;
     }

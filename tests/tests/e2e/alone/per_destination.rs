@@ -158,14 +158,10 @@ fn a_congestion_choice_for_one_peer_applies_to_that_peer_only() {
     let _ = thread.join();
 }
 
-/// The built-in policies, all but tcp-cong disabled by the configuration.
-const BUILTIN: [&str; 7] = ["tcp-buffer", "tcp-cong", "net-buffer", "udp-buffer", "ip-frag", "neigh", "route"];
-
 /// tcp-cong alone, its `[tcp]` grant (every prefix in its manifest)
 /// narrowed by the administrator to one peer.
 fn tcp_cong_narrowed_to(peer: &str) -> String {
-    let mut config: String =
-        BUILTIN.iter().filter(|p| **p != "tcp-cong").map(|p| format!("[policies.{p}]\nenabled = false\n")).collect();
+    let mut config = crate::tuning::only("tcp-cong");
     config.push_str(&format!("[policies.tcp-cong.tcp]\nprefixes = [\"{peer}\"]\n"));
     config
 }

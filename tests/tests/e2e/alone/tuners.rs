@@ -12,13 +12,12 @@ use std::net::UdpSocket;
 use std::time::Duration;
 
 use serde_json::json;
-use tuning::{CHANGE_TIMEOUT, change_of, init_value, io, pinned_transfer, start};
+use tuning::{BUILTIN, CHANGE_TIMEOUT, change_of, init_value, io, pinned_transfer, random_loss, start};
 use wasmtune_tests::harness::{
     self, Daemon, GlobalSysctlGuard, HarnessError, IperfServer, LogLine, Netns, Requirement, VethPair,
 };
 
 /// Every crate of `policies/`, by its manifest name.
-const BUILTIN: [&str; 7] = ["tcp-buffer", "tcp-cong", "net-buffer", "udp-buffer", "ip-frag", "neigh", "route"];
 
 #[test]
 fn every_builtin_policy_is_embedded_and_loaded() {
@@ -263,25 +262,6 @@ fn env_number(name: &str, default: u32) -> u32 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(default)
 }
 
-/// Drops 2 % of the TCP segments arriving at `port` in `netns` (nftables,
-/// in the namespace: gone with it).
-fn random_loss(netns: &Netns, port: u16) {
-    let port = port.to_string();
-    netns.run("nft", &["add", "table", "inet", "wtloss"]).expect("nft table");
-    netns
-        .run("nft", &["add", "chain", "inet", "wtloss", "input", "{ type filter hook input priority 0 ; }"])
-        .expect("nft chain");
-    netns
-        .run(
-            "nft",
-            &[
-                "add", "rule", "inet", "wtloss", "input", "tcp", "dport", &port, "numgen", "random", "mod", "1000",
-                "<", "20", "drop",
-            ],
-        )
-        .expect("nft random drop");
-}
-
 /// tcp-cong's grant (`policies/tcp-cong/policy.toml`).
 const CONG_GRANTED: [&str; 10] =
     ["bbr", "cubic", "reno", "htcp", "vegas", "westwood", "illinois", "hybla", "highspeed", "veno"];
@@ -289,11 +269,6 @@ const CONG_GRANTED: [&str; 10] =
 const CONG_MIN_PULLS: u32 = 3;
 /// How much cheaper another arm must be to replace its choice (`learner::SWITCH_MARGIN`).
 const CONG_SWITCH_MARGIN: f64 = 0.05;
-
-/// Only tcp-cong runs: no other policy changes buffers under the transfers.
-fn tcp_cong_only() -> String {
-    BUILTIN.iter().filter(|p| **p != "tcp-cong").map(|p| format!("[policies.{p}]\nenabled = false\n")).collect()
-}
 
 /// tcp-cong learns per peer, over a clean veth path and one with 2 %
 /// random loss, from the connections the daemon sees in a tuned namespace.
@@ -358,7 +333,8 @@ fn tcp_cong_learns_per_peer_against_every_static_choice() {
     // static runs stay static.
     let config = format!(
         "{}[policies.tcp-cong.tcp]\nprefixes = [{}]\n",
-        tcp_cong_only(),
+        // Only tcp-cong runs: no other policy changes buffers under the transfers.
+        tuning::only("tcp-cong"),
         peers.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(", ")
     );
     let mut daemon = Daemon::builder().netns(&tx).config(&config).start_ready().expect("daemon ready");
